@@ -1,0 +1,50 @@
+"""Builds the FastAPI app around a ``VideoService``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from reelserve import __version__
+from reelserve.api.auth import BearerAuth
+from reelserve.api.errors import install_error_handlers
+from reelserve.api.metrics_middleware import RequestMetricsMiddleware
+from reelserve.api.videos import videos_router
+from reelserve.engine.service import VideoService
+from reelserve.metrics import Metrics
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def create_app(
+    service: VideoService,
+    metrics: Metrics,
+    *,
+    api_keys: list[str] | None = None,
+    sync_max_wait_s: float = 600.0,
+    lifespan: Lifespan | None = None,
+) -> FastAPI:
+    app = FastAPI(title="reelserve", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.include_router(
+        videos_router(service, sync_max_wait_s), dependencies=[Depends(BearerAuth(api_keys or []))]
+    )
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz() -> JSONResponse:
+        ready = service.ready
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,59 @@
+"""Maps every failure to the one error shape ``{"error": {code, message, param}}``, once."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from reelserve.schemas import ErrorCode, ReelserveError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {401: ErrorCode.unauthorized, 404: ErrorCode.not_found, 409: ErrorCode.conflict}
+
+
+def error_response(error: ReelserveError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body().model_dump(), status_code=error.http_status, headers=headers)
+
+
+def validation_error(exc: ValidationError | RequestValidationError) -> ReelserveError:
+    """The first problem, naming its field, e.g. ``prompt: String should have at least 1 character``."""
+    first = exc.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    message = first.get("msg", "invalid value")
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return ReelserveError(
+        ErrorCode.invalid_parameter, f"{param}: {message}" if param else message, param=param
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ReelserveError)
+    async def _reelserve(_: Request, exc: ReelserveError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.invalid_request)
+        body = ReelserveError(code, str(exc.detail)).body().model_dump()
+        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(ReelserveError(ErrorCode.internal_error, "internal server error"))

@@ -1,0 +1,146 @@
+"""The ``reelserve`` command: serve, generate, models."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from reelserve.schemas import ReelserveError, VideoCreateRequest, resolve_request
+from reelserve.settings import Settings
+
+app = typer.Typer(help="reelserve: an inference server for text-to-video diffusion models.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _option_type(annotation: Any) -> Any:
+    """Typer wants plain scalar types; pydantic validates the real type afterwards."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if typing.get_origin(annotation) in (typing.Union, types.UnionType) and args else annotation
+    return base if base in (int, float, bool) else str
+
+
+def _serve(**flags: Any) -> None:
+    import uvicorn
+
+    from reelserve.server import Server
+
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    try:
+        settings = Settings(**overrides)
+        server = Server(settings)
+    except (ValidationError, ReelserveError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"reelserve serving [bold]{settings.model}[/bold] on http://{settings.host}:{settings.port}")
+    uvicorn.run(server.app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _serve_signature() -> inspect.Signature:
+    """One flag per Settings field; unset flags fall back to REELSERVE_* env vars, then defaults."""
+    params = []
+    for name, field in Settings.model_fields.items():
+        kind = _option_type(field.annotation)
+        flag = f"--{name.replace('_', '-')}"
+        decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        option = typer.Option(None, *decls, help=f"{field.description} [default: {default}]", show_default=False)
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+        )
+    return inspect.Signature(params)
+
+
+_serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
+app.command("serve", help="Start the HTTP server. Every flag is also a REELSERVE_* env var.")(_serve)
+
+
+@app.command()
+def models() -> None:
+    """List the model registry."""
+    from reelserve.models import list_specs
+
+    table = Table("name", "default size", "frames", "fps", "steps", "size multiple", "source", "description")
+    for spec in list_specs():
+        lim = spec.limits
+        table.add_row(
+            spec.name,
+            f"{lim.default_width}x{lim.default_height}",
+            f"{lim.default_frames} (max {lim.max_frames})",
+            str(lim.default_fps),
+            str(lim.default_steps),
+            str(lim.spatial_multiple),
+            spec.default_source or "built in",
+            spec.description,
+        )
+    Console().print(table)
+
+
+@app.command()
+def generate(
+    prompt: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path("out.mp4"),
+    model: Annotated[str, typer.Option(help="Model name.")] = "tiny",
+    model_path: Annotated[Optional[str], typer.Option(help="Local dir or hub id.")] = None,
+    size: Annotated[Optional[str], typer.Option(help="WxH.")] = None,
+    num_frames: Optional[int] = None,
+    seconds: Optional[float] = None,
+    fps: Optional[int] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", help="num_inference_steps")] = None,
+    guidance_scale: Optional[float] = None,
+    guidance_scale_2: Optional[float] = None,
+    negative_prompt: Optional[str] = None,
+    seed: Optional[int] = None,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> None:
+    """Generate one video in-process, with a progress bar; prints the path and the timings."""
+    from reelserve.engine.runner import PipelineRunner
+    from reelserve.models import LoadOptions, get_spec, load_model
+    from reelserve.video import encode_mp4
+
+    try:
+        spec = get_spec(model)
+        request = VideoCreateRequest(
+            prompt=prompt, negative_prompt=negative_prompt, size=size, num_frames=num_frames, seconds=seconds,
+            fps=fps, num_inference_steps=steps, guidance_scale=guidance_scale,
+            guidance_scale_2=guidance_scale_2, seed=seed,
+        )
+        params = resolve_request(request, spec.name, spec.limits)
+        options = LoadOptions(device=device, dtype=dtype, path=model_path)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        loaded = load_model(spec.name, options)
+    except (ValidationError, ReelserveError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    load_s = time.perf_counter() - started
+    runner = PipelineRunner(loaded.pipeline, loaded.device, loaded.max_sequence_length)
+    columns = (TextColumn("denoising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("steps", total=params.num_inference_steps)
+        outcome = runner.run([("cli", params)], on_step=lambda _ids, step, _n: bar.update(task, completed=step))
+    started = time.perf_counter()
+    output.write_bytes(encode_mp4(outcome.frames["cli"], params.fps))
+    encode_s = time.perf_counter() - started
+    typer.echo(str(output))
+    typer.echo(
+        f"model={spec.name} size={params.size} frames={params.num_frames} steps={params.num_inference_steps} "
+        f"seed={params.seed} load_s={load_s:.2f} inference_s={outcome.inference_s:.2f} encode_s={encode_s:.2f}"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

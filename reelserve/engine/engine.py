@@ -1,0 +1,361 @@
+"""The engine: owns the queue loop and the pipeline; knows nothing of HTTP.
+
+Data path: submit → job store (durable) → broker → batcher → runner (worker thread) →
+encoder (thread) → storage → job store → events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from reelserve.engine.batcher import Batcher
+from reelserve.engine.events import EventBus
+from reelserve.engine.runner import BatchOutcome, PipelineRunner
+from reelserve.engine.service import Content, Variant
+from reelserve.jobs.base import Broker, JobStore
+from reelserve.metrics import Metrics
+from reelserve.schemas import (
+    ErrorCode,
+    EventType,
+    GenerationParams,
+    Job,
+    JobError,
+    JobEvent,
+    JobStatus,
+    ModelLimits,
+    ReelserveError,
+    VideoCreateRequest,
+    resolve_request,
+)
+from reelserve.storage.base import Storage
+from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE, encode_mp4, encode_thumbnail
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_PERSIST_S = 0.5  # progress is written to the store at most this often per job
+_RUNNING = frozenset({JobStatus.in_progress})
+_QUEUED = frozenset({JobStatus.queued})
+
+
+def video_key(job_id: str) -> str:
+    return f"videos/{job_id}/video.mp4"
+
+
+def thumbnail_key(job_id: str) -> str:
+    return f"videos/{job_id}/thumbnail.jpg"
+
+
+class Engine:
+    """Implements ``VideoService`` for one served model.
+
+    :param model_name: the name requests must use (or omit).
+    :param limits: the model's constraints, used to validate requests.
+    """
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        limits: ModelLimits,
+        store: JobStore,
+        broker: Broker,
+        storage: Storage,
+        metrics: Metrics,
+        max_batch_size: int = 4,
+        max_wait_s: float = 0.05,
+    ) -> None:
+        self.model_name = model_name
+        self.limits = limits
+        self.runner: PipelineRunner | None = None
+        self.store = store
+        self.broker = broker
+        self.storage = storage
+        self.metrics = metrics
+        self.bus = EventBus()
+        self.batcher = Batcher(broker, max_batch_size, max_wait_s)
+        self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
+        self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
+        self._stop_requested: set[str] = set()  # read by the pipeline thread at step boundaries
+        self._last_persist: dict[str, float] = {}
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._ready = False
+        metrics.queue_depth.set_function(broker.depth)
+        metrics.watch_jobs(lambda: {s.value: n for s, n in store.count_by_status().items()})
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    async def recover(self) -> int:
+        """Re-queue what a previous run left unfinished; call once, before accepting requests.
+
+        Returns how many jobs were re-queued."""
+        requeued = 0
+        for job in self.store.unfinished():
+            if job.status is JobStatus.in_progress:
+                job.status, job.progress = JobStatus.queued, 0
+                if not self.store.save(job, expect=_RUNNING):
+                    continue
+            await self.broker.put(job.id, job.params.batch_key())
+            requeued += 1
+        return requeued
+
+    async def start(self, runner: PipelineRunner) -> None:
+        """Start running batches with ``runner`` (a loaded, warmed-up pipeline).
+
+        Requests are accepted and queued before this; ready means they are also being run."""
+        self.runner = runner
+        self._loop_task = asyncio.create_task(self._serve(), name="reelserve-engine")
+        self._ready = True
+
+    async def stop(self) -> None:
+        """Stop taking batches and abandon the running one at its next step; its jobs stay
+        in progress in the store and are re-queued by the next ``start``."""
+        self._ready = False
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await asyncio.gather(*self._finishing, return_exceptions=True)
+        self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
+        self._encode_thread.shutdown(wait=True)
+
+    # -- the service ------------------------------------------------------------------------
+
+    async def submit(self, request: VideoCreateRequest) -> Job:
+        model = request.model or self.model_name
+        if model != self.model_name:
+            raise ReelserveError(
+                ErrorCode.unknown_model,
+                f"model '{model}' is not served here; this server serves '{self.model_name}'",
+                param="model",
+            )
+        job = Job(params=resolve_request(request, model, self.limits))
+        self.store.create(job)
+        await self.broker.put(job.id, job.params.batch_key())
+        self.bus.publish(self._queued_event(job))
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise ReelserveError(ErrorCode.not_found, f"no video with id '{job_id}'", param="video_id")
+        return job
+
+    def list(self, limit: int, after: str | None) -> list[Job]:
+        try:
+            return self.store.list(limit, after)
+        except KeyError:
+            raise ReelserveError(ErrorCode.invalid_parameter, f"no video with id '{after}'", param="after") from None
+
+    async def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.status.final:
+            return job
+        if job.status is JobStatus.in_progress:
+            self._stop_requested.add(job_id)  # its row leaves its batch at the next step boundary
+        self.broker.discard(job_id)
+        job.status = JobStatus.cancelled
+        job.completed_at = time.time()
+        if not self.store.save(job, expect=(JobStatus.queued, JobStatus.in_progress)):
+            return self.get(job_id)  # it finished first; nothing to cancel
+        self.metrics.finished.labels(job.status.value).inc()
+        self._publish_status(job)
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if not job.status.final:
+            await self.cancel(job_id)
+        self.store.delete(job_id)
+        self.storage.delete_prefix(f"videos/{job_id}/")
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        async with self.bus.subscribe(job_id) as events:
+            job = self.get(job_id)
+            try:
+                async with asyncio.timeout(timeout):
+                    while not job.status.final:
+                        event = await events.get()
+                        if event.final:
+                            job = self.get(job_id)
+            except TimeoutError:
+                job = self.get(job_id)
+        return job
+
+    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        async with self.bus.subscribe(job_id) as events:
+            job = self.get(job_id)
+            snapshot = self._queued_event(job) if job.status is JobStatus.queued else self._status_event(job)
+            yield snapshot
+            while not snapshot.final:
+                snapshot = await events.get()
+                yield snapshot
+
+    def content(self, job_id: str, variant: Variant) -> Content:
+        job = self.get(job_id)
+        if job.status is not JobStatus.completed:
+            raise ReelserveError(
+                ErrorCode.conflict, f"video '{job_id}' is {job.status.value}; content exists once completed"
+            )
+        if variant == "thumbnail":
+            return Content(self.storage, thumbnail_key(job_id), THUMBNAIL_CONTENT_TYPE)
+        return Content(self.storage, video_key(job_id), MP4_CONTENT_TYPE)
+
+    def queue_depth(self) -> int:
+        return self.broker.depth()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        runner = self.runner
+        assert runner is not None
+        while True:
+            batch = self._claim(await self.batcher.collect())
+            if not batch:
+                continue
+            self._publish_positions()
+            self.metrics.batch_size.observe(len(batch))
+            params = [(job.id, job.params) for job in batch]
+
+            def on_step(ids: list[str], step: int, total: int) -> None:
+                loop.call_soon_threadsafe(self._on_step, ids, step, total)
+
+            try:
+                outcome = await loop.run_in_executor(
+                    self._pipeline_thread, runner.run, params, on_step, self._stop_requested.__contains__
+                )
+            except asyncio.CancelledError:
+                self._stop_requested.update(job.id for job in batch)
+                raise
+            except Exception as exc:  # a broken batch fails its own jobs, never the engine
+                log.exception("pipeline call failed for %s", [job.id for job in batch])
+                self._fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
+                continue
+            finally:
+                for job in batch:
+                    self._stop_requested.discard(job.id)
+                    self._last_persist.pop(job.id, None)
+            self.metrics.inference.observe(outcome.inference_s)
+            self._finish_batch(batch, outcome)
+
+    def _claim(self, job_ids: list[str]) -> list[Job]:
+        claimed = []
+        now = time.time()
+        for job_id in job_ids:
+            job = self.store.get(job_id)
+            if job is None or job.status is not JobStatus.queued:
+                continue  # cancelled or deleted while it waited
+            job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
+            job.timings.queue_s = now - job.created_at
+            job.batch_size = len(job_ids)
+            if self.store.save(job, expect=_QUEUED):
+                self.metrics.queue_wait.observe(job.timings.queue_s)
+                self._publish_status(job)
+                claimed.append(job)
+        for job in claimed:
+            job.batch_size = len(claimed)
+        return claimed
+
+    def _finish_batch(self, batch: list[Job], outcome: BatchOutcome) -> None:
+        for job in batch:
+            frames = outcome.frames.get(job.id)
+            if frames is None:
+                continue  # stopped by a cancel, already recorded as cancelled
+            job.timings.inference_s = outcome.inference_s
+            task = asyncio.create_task(self._complete(job, frames))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+
+    async def _complete(self, job: Job, frames: object) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            await loop.run_in_executor(self._encode_thread, self._write_outputs, job, frames)
+        except Exception as exc:
+            log.exception("writing outputs failed for %s", job.id)
+            self._fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
+            return
+        job.status, job.progress, job.completed_at = JobStatus.completed, 100, time.time()
+        job.video_key, job.thumbnail_key = video_key(job.id), thumbnail_key(job.id)
+        job.timings.encode_s = time.perf_counter() - started
+        job.timings.total_s = job.completed_at - job.created_at
+        if not self.store.save(job, expect=_RUNNING):
+            self.storage.delete_prefix(f"videos/{job.id}/")  # cancelled or deleted meanwhile
+            return
+        self.metrics.end_to_end.observe(job.timings.total_s)
+        self.metrics.finished.labels(job.status.value).inc()
+        self._publish_status(job)
+
+    def _write_outputs(self, job: Job, frames: object) -> None:
+        self.storage.put(video_key(job.id), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
+        self.storage.put(thumbnail_key(job.id), encode_thumbnail(frames[0]))  # type: ignore[index]
+
+    def _fail(self, jobs: list[Job], error: JobError) -> None:
+        for job in jobs:
+            job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
+            if self.store.save(job, expect=_RUNNING):
+                self.metrics.finished.labels(job.status.value).inc()
+                self._publish_status(job)
+
+    def _on_step(self, job_ids: list[str], step: int, total: int) -> None:
+        progress = min(99, step * 100 // total)  # 100 only once the video is stored
+        now = time.monotonic()
+        for job_id in job_ids:
+            if job_id in self._stop_requested:
+                continue
+            if now - self._last_persist.get(job_id, 0.0) >= _PROGRESS_PERSIST_S or step == total:
+                job = self.store.get(job_id)
+                if job is not None and job.status is JobStatus.in_progress:
+                    job.progress = progress
+                    self.store.save(job, expect=_RUNNING)
+                self._last_persist[job_id] = now
+            self.bus.publish(
+                JobEvent(
+                    job_id=job_id,
+                    type=EventType.progress,
+                    status=JobStatus.in_progress,
+                    progress=progress,
+                    step=step,
+                    total_steps=total,
+                )
+            )
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _queued_event(self, job: Job) -> JobEvent:
+        return JobEvent(
+            job_id=job.id, type=EventType.queued, status=job.status, queue_position=self.broker.position(job.id)
+        )
+
+    def _status_event(self, job: Job) -> JobEvent:
+        return JobEvent(
+            job_id=job.id,
+            type=EventType.status,
+            status=job.status,
+            progress=job.progress,
+            total_steps=job.params.num_inference_steps,
+            error=job.error,
+        )
+
+    def _publish_status(self, job: Job) -> None:
+        self.bus.publish(self._status_event(job))
+
+    def _publish_positions(self) -> None:
+        """Tell listeners of waiting jobs that the queue moved."""
+        for job_id in self.bus.listening_jobs():
+            position = self.broker.position(job_id)
+            if position is not None:
+                self.bus.publish(
+                    JobEvent(job_id=job_id, type=EventType.queued, status=JobStatus.queued, queue_position=position)
+                )
+
+
+__all__ = ["Engine", "GenerationParams", "thumbnail_key", "video_key"]

@@ -1,0 +1,36 @@
+"""In-process fan-out of job events to whoever listens (SSE streams, sync waiters)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from reelserve.schemas import JobEvent
+
+
+class EventBus:
+    """Publish/subscribe by job id. Use from one event loop; slow listeners never block the engine
+    because each subscription is an unbounded queue that only lives while someone listens."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
+
+    def publish(self, event: JobEvent) -> None:
+        for queue in self._listeners.get(event.job_id, ()):
+            queue.put_nowait(event)
+
+    @asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[JobEvent]]:
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._listeners[job_id].add(queue)
+        try:
+            yield queue
+        finally:
+            self._listeners[job_id].discard(queue)
+            if not self._listeners[job_id]:
+                del self._listeners[job_id]
+
+    def listening_jobs(self) -> list[str]:
+        return list(self._listeners)

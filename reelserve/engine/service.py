@@ -1,0 +1,47 @@
+"""The whole of what the HTTP layer knows about the engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from reelserve.schemas import Job, JobEvent, VideoCreateRequest
+from reelserve.storage.base import Storage
+
+Variant = Literal["video", "thumbnail"]
+
+
+@dataclass(frozen=True)
+class Content:
+    storage: Storage
+    key: str
+    media_type: str
+
+
+class VideoService(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def submit(self, request: VideoCreateRequest) -> Job:
+        """Validate, persist and enqueue; the job is durable when this returns."""
+
+    def get(self, job_id: str) -> Job:
+        """Raises ``ReelserveError(not_found)``."""
+
+    def list(self, limit: int, after: str | None) -> list[Job]: ...
+
+    async def cancel(self, job_id: str) -> Job: ...
+
+    async def delete(self, job_id: str) -> None: ...
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        """The job once final, or as it stands when ``timeout`` seconds have passed."""
+
+    def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """A snapshot event, then live events until the job is final."""
+
+    def content(self, job_id: str, variant: Variant) -> Content:
+        """Raises not_found, or conflict while the job is unfinished."""
+
+    def queue_depth(self) -> int: ...

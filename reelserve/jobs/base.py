@@ -1,0 +1,66 @@
+"""The two seams of job handling: where jobs are kept (``JobStore``) and how they wait (``Broker``).
+
+The embedded mode implements both with SQLite and an in-process queue; the distributed mode
+implements them on Redis. The engine and the API only ever see these protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+from reelserve.schemas import Job, JobStatus
+
+
+class JobStore(Protocol):
+    """Durable job records. Every write is on disk (or in Redis) before it returns."""
+
+    def create(self, job: Job) -> None:
+        """Insert a new job; raises ``ValueError`` if the id exists."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def list(self, limit: int, after: str | None = None) -> list[Job]:
+        """Newest first. ``after`` is a job id: return jobs created before it (cursor paging)."""
+
+    def save(self, job: Job, expect: Collection[JobStatus] | None = None) -> bool:
+        """Write ``job`` back. With ``expect``, only if the stored status is one of those.
+
+        Returns False (and writes nothing) when the stored status is not expected, or the job is
+        gone: that is how a cancel racing a completion is settled, atomically, in the store.
+        A status change is also appended to the job's transition log.
+        """
+
+    def delete(self, job_id: str) -> bool: ...
+
+    def unfinished(self) -> list[Job]:
+        """Jobs queued or in progress, oldest first: what a restart must run again."""
+
+    def count_by_status(self) -> dict[JobStatus, int]: ...
+
+    def transitions(self, job_id: str) -> list[tuple[str | None, str]]:
+        """The job's status changes in order, as ``(from, to)``; the first is ``(None, 'queued')``."""
+
+    def close(self) -> None: ...
+
+
+class Broker(Protocol):
+    """The queue between acceptance and execution. Jobs carry a batch key so compatible ones
+    can be taken together."""
+
+    async def put(self, job_id: str, batch_key: str) -> None: ...
+
+    async def take(
+        self, batch_key: str | None = None, timeout: float | None = None
+    ) -> tuple[str, str] | None:
+        """Pop the oldest job (with ``batch_key``, if given) as ``(job_id, batch_key)``.
+
+        Waits up to ``timeout`` seconds (forever when None); returns None on timeout."""
+
+    def discard(self, job_id: str) -> bool:
+        """Remove a queued job; False if it was not queued here."""
+
+    def position(self, job_id: str) -> int | None:
+        """How many jobs are ahead of ``job_id`` (0 = next), or None if it is not queued."""
+
+    def depth(self) -> int: ...

@@ -1,0 +1,102 @@
+"""How a model is placed: device, dtype, offload, VAE tiling; and the checks that reject bad combos.
+
+Every rejection is a ``ReelserveError(invalid_parameter)`` whose ``param`` names the
+``LoadOptions`` field to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from reelserve.schemas.errors import invalid
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+# Wan's VAE is run in float32 in the reference examples: it is small, and lower precision shows up
+# as visible artifacts in decoded frames.
+VAE_DTYPE = torch.float32
+
+
+class LoadOptions(BaseModel):
+    """How to load one model. ``path`` is a local directory or a hub id; it overrides the model's
+    default source and is only meaningful for models loaded with ``from_pretrained``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    cpu_offload: bool = False
+    vae_tiling: bool = False
+    path: str | None = None
+
+
+def resolve_device(options: LoadOptions) -> torch.device:
+    """``auto`` is CUDA when available, else CPU. Asking for ``cuda`` without CUDA is an error."""
+    if options.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise invalid("device", "device 'cuda' was requested but CUDA is not available; use 'cpu' or 'auto'")
+    return torch.device(options.device)
+
+
+def resolve_dtype(options: LoadOptions, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 on CPU and bfloat16 on CUDA (float16 on GPUs without bfloat16).
+
+    float16 on CPU is rejected: PyTorch's CPU half-precision conv/attention kernels are missing
+    or far slower than float32. bfloat16 on CPU is allowed.
+    """
+    if options.dtype == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if options.dtype == "float16" and device.type == "cpu":
+        raise invalid(
+            "dtype", "dtype 'float16' is not supported on CPU (slow or missing kernels); use 'float32' or 'bfloat16'"
+        )
+    return _DTYPES[options.dtype]
+
+
+def resolve_placement(options: LoadOptions) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype for ``options``, with every combination check done up front, so a bad
+    option fails before any weights are read."""
+    device = resolve_device(options)
+    dtype = resolve_dtype(options, device)
+    _check_offload(options, device)
+    return device, dtype
+
+
+def _check_offload(options: LoadOptions, device: torch.device) -> None:
+    if options.cpu_offload and device.type != "cuda":
+        raise invalid("cpu_offload", f"cpu_offload needs a CUDA device; the model is placed on {device.type}")
+
+
+def component_dtypes(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """Per-component dtypes in the form ``from_pretrained(dtype=...)`` takes: VAE float32, rest ``dtype``."""
+    return {"vae": VAE_DTYPE, "default": dtype}
+
+
+def apply_options(pipe: Any, options: LoadOptions, device: torch.device, dtype: torch.dtype) -> None:
+    """Cast, place and configure a diffusers pipeline in place.
+
+    Components take ``dtype`` except the VAE, which stays float32. With ``cpu_offload`` the
+    weights stay on CPU and each component moves to ``device`` (which must be CUDA) only while it
+    runs; otherwise the whole pipeline moves to ``device``. Progress bars are always off.
+    """
+    _check_offload(options, device)
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            component.to(dtype=VAE_DTYPE if name == "vae" else dtype)
+    if options.cpu_offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if options.vae_tiling:
+        # Decodes the video in overlapping tiles: peak memory stops growing with resolution.
+        pipe.vae.enable_tiling()
+    pipe.set_progress_bar_config(disable=True)

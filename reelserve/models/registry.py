@@ -1,0 +1,204 @@
+"""The models this server can run: their limits, where their weights come from, how to load them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import WanPipeline
+
+from reelserve.models.options import LoadOptions, apply_options, resolve_placement
+from reelserve.models.tiny import TINY_MAX_SEQUENCE_LENGTH, build_tiny_pipeline
+from reelserve.models.wan import (
+    A14B_HUB_ID,
+    TI2V_5B_HUB_ID,
+    WAN_MAX_SEQUENCE_LENGTH,
+    load_wan_pipeline,
+    spatial_multiple,
+)
+from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
+from reelserve.schemas.requests import ModelLimits
+
+# Smallest legal clip for warm-up: one latent frame plus one temporal block.
+WARM_UP_FRAMES = 5
+WARM_UP_STEPS = 2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One servable model. ``loader`` returns a placed, ready pipeline for the given options."""
+
+    name: str
+    description: str
+    limits: ModelLimits
+    default_source: str | None  # hub id for from_pretrained models; None when built in code
+    loader: Callable[[LoadOptions], WanPipeline]
+    max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH  # text tokens per prompt
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run. Pass ``max_sequence_length`` to every pipeline call."""
+
+    name: str
+    limits: ModelLimits
+    pipeline: Any
+    device: torch.device
+    dtype: torch.dtype
+    max_sequence_length: int
+
+    def warm_up(self, runs: int = 1) -> float:
+        """Run the pipeline ``runs`` times at the smallest legal shape; return the seconds spent.
+
+        The first call pays for lazy kernel setup and allocator growth, so a job does not.
+        Uses its own generator: the global RNG state is untouched.
+        """
+        side = self.limits.spatial_multiple
+        extra = {"guidance_scale_2": self.limits.default_guidance} if self.limits.two_experts else {}
+        start = time.perf_counter()
+        for _ in range(runs):
+            self.pipeline(
+                prompt="warm-up",
+                negative_prompt="",
+                height=side,
+                width=side,
+                num_frames=WARM_UP_FRAMES,
+                num_inference_steps=WARM_UP_STEPS,
+                guidance_scale=self.limits.default_guidance,
+                generator=torch.Generator().manual_seed(0),
+                output_type="np",
+                max_sequence_length=self.max_sequence_length,
+                **extra,
+            )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+
+def _load_tiny(options: LoadOptions) -> WanPipeline:
+    if options.path is not None:
+        raise invalid("path", "model 'tiny' is built in code and loads no weights; leave path unset")
+    device, dtype = resolve_placement(options)
+    pipe = build_tiny_pipeline()
+    apply_options(pipe, options, device, dtype)
+    return pipe
+
+
+def _load_ti2v_5b(options: LoadOptions) -> WanPipeline:
+    return load_wan_pipeline(options.path or TI2V_5B_HUB_ID, "ti2v-5b", options)
+
+
+def _load_a14b(options: LoadOptions) -> WanPipeline:
+    return load_wan_pipeline(options.path or A14B_HUB_ID, "a14b", options)
+
+
+_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="tiny",
+        description="Toy Wan pipeline with seeded random weights, built in code; for tests and demos.",
+        limits=ModelLimits(
+            spatial_multiple=16,
+            max_width=256,
+            max_height=256,
+            max_frames=33,
+            max_steps=50,
+            default_width=64,
+            default_height=64,
+            default_frames=9,
+            default_fps=8,
+            default_steps=4,
+            default_guidance=5.0,
+            two_experts=False,
+        ),
+        default_source=None,
+        loader=_load_tiny,
+        max_sequence_length=TINY_MAX_SEQUENCE_LENGTH,
+    ),
+    ModelSpec(
+        name="wan2.2-ti2v-5b",
+        description="Wan2.2 TI2V 5B: one transformer, 48-channel VAE; trained at 1280x704 / 704x1280, 24 fps.",
+        limits=ModelLimits(
+            spatial_multiple=32,
+            max_width=1280,
+            max_height=1280,
+            max_frames=121,
+            max_steps=100,
+            default_width=1280,
+            default_height=704,
+            default_frames=121,
+            default_fps=24,
+            default_steps=50,
+            default_guidance=5.0,
+            two_experts=False,
+        ),
+        default_source=TI2V_5B_HUB_ID,
+        loader=_load_ti2v_5b,
+    ),
+    ModelSpec(
+        name="wan2.2-t2v-a14b",
+        description="Wan2.2 T2V A14B: high-noise and low-noise 14B experts (guidance_scale_2 for the second), 16 fps.",
+        limits=ModelLimits(
+            spatial_multiple=16,
+            max_width=1280,
+            max_height=1280,
+            max_frames=81,
+            max_steps=100,
+            default_width=1280,
+            default_height=720,
+            default_frames=81,
+            default_fps=16,
+            default_steps=40,
+            default_guidance=4.0,
+            two_experts=True,
+        ),
+        default_source=A14B_HUB_ID,
+        loader=_load_a14b,
+    ),
+)
+
+
+def list_specs() -> list[ModelSpec]:
+    """Every servable model, in a stable order (``tiny`` first)."""
+    return list(_SPECS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec called ``name``; ``ReelserveError(unknown_model, param="model")`` naming the
+    available models otherwise."""
+    for spec in _SPECS:
+        if spec.name == name:
+            return spec
+    available = ", ".join(spec.name for spec in _SPECS)
+    raise ReelserveError(ErrorCode.unknown_model, f"unknown model {name!r}; available: {available}", param="model")
+
+
+def load_model(name: str, options: LoadOptions) -> LoadedModel:
+    """Load model ``name`` placed as ``options`` says. Option errors are raised before any weights
+    are read; see ``load_wan_pipeline`` for the errors a bad ``path`` gives."""
+    spec = get_spec(name)
+    device, dtype = resolve_placement(options)
+    pipeline = spec.loader(options)
+    _check_limits_match(spec, pipeline)
+    return LoadedModel(
+        name=spec.name,
+        limits=spec.limits,
+        pipeline=pipeline,
+        device=device,
+        dtype=dtype,
+        max_sequence_length=spec.max_sequence_length,
+    )
+
+
+def _check_limits_match(spec: ModelSpec, pipeline: WanPipeline) -> None:
+    """The limits promise shapes the pipeline must take without rounding; a mismatch is our bug."""
+    multiple = spatial_multiple(pipeline)
+    temporal = pipeline.vae_scale_factor_temporal
+    if multiple != spec.limits.spatial_multiple or temporal != spec.limits.temporal_multiple:
+        raise ReelserveError(
+            ErrorCode.internal_error,
+            f"model {spec.name!r} loaded with spatial/temporal multiples {multiple}/{temporal}, "
+            f"but its limits say {spec.limits.spatial_multiple}/{spec.limits.temporal_multiple}",
+        )

@@ -1,0 +1,39 @@
+"""The one typed vocabulary every layer speaks: requests, jobs, events, errors."""
+
+from reelserve.schemas.errors import ErrorCode, ErrorResponse, ReelserveError, invalid
+from reelserve.schemas.events import EventType, JobEvent
+from reelserve.schemas.jobs import (
+    FINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    Job,
+    JobError,
+    JobStatus,
+    Timings,
+)
+from reelserve.schemas.requests import (
+    MAX_PROMPT_CHARS,
+    GenerationParams,
+    ModelLimits,
+    VideoCreateRequest,
+    resolve_request,
+)
+
+__all__ = [
+    "FINAL_STATUSES",
+    "MAX_PROMPT_CHARS",
+    "UNFINISHED_STATUSES",
+    "ErrorCode",
+    "ErrorResponse",
+    "EventType",
+    "GenerationParams",
+    "Job",
+    "JobError",
+    "JobEvent",
+    "JobStatus",
+    "ModelLimits",
+    "ReelserveError",
+    "Timings",
+    "VideoCreateRequest",
+    "invalid",
+    "resolve_request",
+]

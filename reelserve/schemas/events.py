@@ -1,0 +1,32 @@
+"""Events a job emits while it moves; the SSE stream is a sequence of these."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from reelserve.schemas.jobs import JobError, JobStatus
+
+
+class EventType(StrEnum):
+    queued = "queued"  # waiting; carries queue_position
+    progress = "progress"  # one denoising step done; carries step/total_steps
+    status = "status"  # status changed (in_progress, or a final status)
+
+
+class JobEvent(BaseModel):
+    job_id: str
+    type: EventType
+    status: JobStatus
+    progress: int = 0
+    queue_position: int | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    error: JobError | None = None
+    at: float = Field(default_factory=time.time)
+
+    @property
+    def final(self) -> bool:
+        return self.status.final

@@ -1,0 +1,85 @@
+"""A job: one accepted request and everything that happened to it."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from reelserve.schemas.requests import GenerationParams
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.cancelled})
+UNFINISHED_STATUSES = frozenset({JobStatus.queued, JobStatus.in_progress})
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class Timings(BaseModel):
+    """Seconds spent in each stage; ``None`` until the stage has happened."""
+
+    queue_s: float | None = None
+    inference_s: float | None = None
+    encode_s: float | None = None
+    total_s: float | None = None
+
+
+class Job(BaseModel):
+    id: str = Field(default_factory=lambda: f"video_{uuid.uuid4().hex}")
+    params: GenerationParams
+    status: JobStatus = JobStatus.queued
+    progress: int = Field(default=0, ge=0, le=100)
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    completed_at: float | None = None
+    error: JobError | None = None
+    timings: Timings = Field(default_factory=Timings)
+    batch_size: int | None = None
+    attempts: int = 0
+    video_key: str | None = None
+    thumbnail_key: str | None = None
+
+    def to_video_object(self) -> dict[str, Any]:
+        """The OpenAI ``video`` object, plus reelserve's own fields."""
+        p = self.params
+        return {
+            "id": self.id,
+            "object": "video",
+            "model": p.model,
+            "status": self.status.value,
+            "progress": self.progress,
+            "created_at": int(self.created_at),
+            "completed_at": int(self.completed_at) if self.completed_at is not None else None,
+            "size": p.size,
+            "seconds": p.seconds,
+            "prompt": p.prompt,
+            "negative_prompt": p.negative_prompt,
+            "seed": p.seed,
+            "error": self.error.model_dump() if self.error else None,
+            "num_frames": p.num_frames,
+            "fps": p.fps,
+            "num_inference_steps": p.num_inference_steps,
+            "guidance_scale": p.guidance_scale,
+            "guidance_scale_2": p.guidance_scale_2,
+            "batch_size": self.batch_size,
+            "attempts": self.attempts,
+            "timings": self.timings.model_dump(),
+        }

@@ -1,0 +1,173 @@
+"""What a user asks for (``VideoCreateRequest``) and what the engine runs (``GenerationParams``).
+
+A request is model-agnostic; ``resolve_request`` checks it against one model's ``ModelLimits``
+and fills defaults. It never rounds: a value the model cannot take is rejected, naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from fractions import Fraction
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reelserve.schemas.errors import invalid
+
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**63 - 1
+_SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+class VideoCreateRequest(BaseModel):
+    """Body of ``POST /v1/videos`` (JSON or form). Unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    model: str | None = None
+    size: str | None = Field(default=None, description="'WxH', e.g. '832x480'")
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    num_frames: int | None = Field(default=None, gt=0)
+    seconds: float | None = Field(default=None, gt=0, description="duration; frames = seconds*fps + 1")
+    fps: int | None = Field(default=None, gt=0, le=120)
+    num_inference_steps: int | None = Field(default=None, gt=0)
+    guidance_scale: float | None = Field(default=None, ge=0, le=50)
+    guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must contain non-whitespace characters")
+        return value
+
+
+class ModelLimits(BaseModel):
+    """What one model accepts, and what it uses when a request leaves a field out."""
+
+    spatial_multiple: int
+    temporal_multiple: int = 4
+    max_width: int
+    max_height: int
+    max_frames: int
+    max_steps: int
+    default_width: int
+    default_height: int
+    default_frames: int
+    default_fps: int
+    default_steps: int
+    default_guidance: float
+    two_experts: bool = False
+
+
+class GenerationParams(BaseModel):
+    """A fully resolved request: everything the pipeline needs, nothing left to default."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    prompt: str
+    negative_prompt: str = ""
+    width: int
+    height: int
+    num_frames: int
+    fps: int
+    num_inference_steps: int
+    guidance_scale: float
+    guidance_scale_2: float | None = None
+    seed: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def seconds(self) -> str:
+        """Clip length as the OpenAI API spells it: a string, integral when it is one."""
+        value = Fraction(self.num_frames - 1, self.fps)
+        return str(value.numerator) if value.denominator == 1 else f"{float(value):.3f}".rstrip("0")
+
+    def batch_key(self) -> str:
+        """Requests with equal keys can share one pipeline call (prompts and seeds may differ)."""
+        g2 = "-" if self.guidance_scale_2 is None else repr(self.guidance_scale_2)
+        return (
+            f"{self.model}|{self.width}x{self.height}|f{self.num_frames}|s{self.num_inference_steps}"
+            f"|g{self.guidance_scale!r}|g2{g2}"
+        )
+
+
+def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) -> GenerationParams:
+    """Check ``req`` against ``limits`` and fill defaults; raises ``ReelserveError`` naming the field."""
+    width, height = _resolve_size(req, limits)
+    fps = req.fps if req.fps is not None else limits.default_fps
+    num_frames = _resolve_frames(req, fps, limits)
+    steps = req.num_inference_steps if req.num_inference_steps is not None else limits.default_steps
+    if steps > limits.max_steps:
+        raise invalid("num_inference_steps", f"num_inference_steps must be 1..{limits.max_steps} for {model}")
+    guidance = req.guidance_scale if req.guidance_scale is not None else limits.default_guidance
+    guidance_2 = req.guidance_scale_2
+    if guidance_2 is not None and not limits.two_experts:
+        raise invalid("guidance_scale_2", f"guidance_scale_2 is only for two-expert models; {model} has one")
+    if limits.two_experts and guidance_2 is None:
+        guidance_2 = guidance
+    return GenerationParams(
+        model=model,
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt or "",
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        fps=fps,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        guidance_scale_2=guidance_2,
+        seed=req.seed if req.seed is not None else secrets.randbelow(MAX_SEED),
+    )
+
+
+def _resolve_size(req: VideoCreateRequest, limits: ModelLimits) -> tuple[int, int]:
+    if req.size is not None and (req.width is not None or req.height is not None):
+        raise invalid("size", "give either size or width/height, not both")
+    if req.size is not None:
+        match = _SIZE_RE.match(req.size)
+        if not match:
+            raise invalid("size", f"size must look like 'WxH' (e.g. '{limits.default_width}x{limits.default_height}')")
+        width, height = int(match[1]), int(match[2])
+        field_w = field_h = "size"
+    else:
+        width = req.width if req.width is not None else limits.default_width
+        height = req.height if req.height is not None else limits.default_height
+        field_w, field_h = "width", "height"
+    m = limits.spatial_multiple
+    for name, value, field, maximum in (
+        ("width", width, field_w, limits.max_width),
+        ("height", height, field_h, limits.max_height),
+    ):
+        if value % m or not m <= value <= maximum:
+            raise invalid(field, f"{name} must be a multiple of {m} between {m} and {maximum}; got {value}")
+    return width, height
+
+
+def _resolve_frames(req: VideoCreateRequest, fps: int, limits: ModelLimits) -> int:
+    k = limits.temporal_multiple
+    if req.num_frames is not None and req.seconds is not None:
+        raise invalid("num_frames", "give either num_frames or seconds, not both")
+    if req.seconds is not None:
+        frames_f = req.seconds * fps
+        if frames_f != int(frames_f) or int(frames_f) % k:
+            raise invalid(
+                "seconds",
+                f"seconds*fps must be a whole multiple of {k} (frames = seconds*fps + 1); "
+                f"got {req.seconds}*{fps}",
+            )
+        num_frames, field = int(frames_f) + 1, "seconds"
+    else:
+        num_frames = req.num_frames if req.num_frames is not None else limits.default_frames
+        field = "num_frames"
+    if (num_frames - 1) % k or not 1 <= num_frames <= limits.max_frames:
+        raise invalid(field, f"num_frames must be {k}k+1 and at most {limits.max_frames}; got {num_frames}")
+    return num_frames
