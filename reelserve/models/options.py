@@ -57,7 +57,8 @@ def resolve_dtype(options: LoadOptions, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if options.dtype == "float16" and device.type == "cpu":
         raise invalid(
-            "dtype", "dtype 'float16' is not supported on CPU (slow or missing kernels); use 'float32' or 'bfloat16'"
+            "dtype",
+            "dtype 'float16' is not supported on CPU (slow or missing kernels); use 'float32' or 'bfloat16'",
         )
     return _DTYPES[options.dtype]
 

@@ -119,7 +119,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="wan2.2-ti2v-5b",
-        description="Wan2.2 TI2V 5B: one transformer, 48-channel VAE; trained at 1280x704 / 704x1280, 24 fps.",
+        description="Wan2.2 TI2V 5B: one transformer, 48-channel VAE; trained at 1280x704 and 704x1280.",
         limits=ModelLimits(
             spatial_multiple=32,
             max_width=1280,
@@ -139,7 +139,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="wan2.2-t2v-a14b",
-        description="Wan2.2 T2V A14B: high-noise and low-noise 14B experts (guidance_scale_2 for the second), 16 fps.",
+        description="Wan2.2 T2V A14B: high- and low-noise 14B experts; guidance_scale_2 steers the second.",
         limits=ModelLimits(
             spatial_multiple=16,
             max_width=1280,
@@ -172,7 +172,9 @@ def get_spec(name: str) -> ModelSpec:
         if spec.name == name:
             return spec
     available = ", ".join(spec.name for spec in _SPECS)
-    raise ReelserveError(ErrorCode.unknown_model, f"unknown model {name!r}; available: {available}", param="model")
+    raise ReelserveError(
+        ErrorCode.unknown_model, f"unknown model {name!r}; available: {available}", param="model"
+    )
 
 
 def load_model(name: str, options: LoadOptions) -> LoadedModel:

@@ -43,11 +43,19 @@ class WanLayout:
 
 LAYOUTS: dict[WanLayoutName, WanLayout] = {
     "ti2v-5b": WanLayout(
-        "Wan2.2-TI2V-5B", spatial_multiple=32, vae_z_dim=48, vae_residual=True, expand_timesteps=True,
+        "Wan2.2-TI2V-5B",
+        spatial_multiple=32,
+        vae_z_dim=48,
+        vae_residual=True,
+        expand_timesteps=True,
         two_experts=False,
     ),
     "a14b": WanLayout(
-        "Wan2.2-T2V-A14B", spatial_multiple=16, vae_z_dim=16, vae_residual=False, expand_timesteps=False,
+        "Wan2.2-T2V-A14B",
+        spatial_multiple=16,
+        vae_z_dim=16,
+        vae_residual=False,
+        expand_timesteps=False,
         two_experts=True,
     ),
 }
@@ -68,7 +76,9 @@ def load_wan_pipeline(path: str, expected: WanLayoutName, options: LoadOptions) 
             path, local_files_only=local is not None, **{_DTYPE_KWARG: component_dtypes(dtype)}
         )
     except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError... for a bad source
-        where = f"directory {path!r}" if local is not None else f"{path!r} (not a local directory; tried the hub)"
+        where = (
+            f"directory {path!r}" if local is not None else f"{path!r} (not a local directory; tried the hub)"
+        )
         raise invalid("path", f"cannot load {LAYOUTS[expected].title} from {where}: {exc}") from exc
     check_layout(pipe, expected, path)
     apply_options(pipe, options, device, dtype)
@@ -100,8 +110,9 @@ def _layout_problems(pipe: WanPipeline, layout: WanLayout) -> list[str]:
     if pipe.transformer is None:
         return ["transformer is missing"]
     problems = []
-    if bool(pipe.config.expand_timesteps) != layout.expand_timesteps:
-        problems.append(f"expand_timesteps is {pipe.config.expand_timesteps}, expected {layout.expand_timesteps}")
+    expand = bool(pipe.config.expand_timesteps)
+    if expand != layout.expand_timesteps:
+        problems.append(f"expand_timesteps is {expand}, expected {layout.expand_timesteps}")
     vae = pipe.vae.config
     if vae.z_dim != layout.vae_z_dim:
         problems.append(f"VAE z_dim is {vae.z_dim}, expected {layout.vae_z_dim}")
@@ -113,7 +124,7 @@ def _layout_problems(pipe: WanPipeline, layout: WanLayout) -> list[str]:
         )
     multiple = spatial_multiple(pipe)
     if multiple != layout.spatial_multiple:
-        problems.append(f"spatial multiple (VAE factor x patch size) is {multiple}, expected {layout.spatial_multiple}")
+        problems.append(f"spatial multiple (VAE x patch) is {multiple}, expected {layout.spatial_multiple}")
     if layout.two_experts and pipe.transformer_2 is None:
         problems.append("transformer_2 (the low-noise expert) is missing")
     if not layout.two_experts and pipe.transformer_2 is not None:

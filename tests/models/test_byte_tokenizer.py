@@ -23,7 +23,9 @@ def test_one_id_per_byte_and_eos_appended() -> None:
 
 def test_pads_to_max_length_with_mask() -> None:
     tokenizer = build_byte_tokenizer()
-    batch = tokenizer(["ab", "abcd"], padding="max_length", max_length=8, truncation=True, return_tensors="pt")
+    batch = tokenizer(
+        ["ab", "abcd"], padding="max_length", max_length=8, truncation=True, return_tensors="pt"
+    )
     assert batch.input_ids.shape == (2, 8)
     assert batch.attention_mask.sum(dim=1).tolist() == [3, 5]
     assert batch.input_ids[0, 3:].tolist() == [0] * 5

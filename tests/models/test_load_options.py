@@ -14,10 +14,13 @@ CPU = torch.device("cpu")
 
 
 def test_defaults_are_auto_and_off() -> None:
-    options = LoadOptions()
-    assert (options.device, options.dtype, options.cpu_offload, options.vae_tiling, options.path) == (
-        "auto", "auto", False, False, None,
-    )
+    assert LoadOptions().model_dump() == {
+        "device": "auto",
+        "dtype": "auto",
+        "cpu_offload": False,
+        "vae_tiling": False,
+        "path": None,
+    }
 
 
 def test_unknown_option_rejected() -> None:

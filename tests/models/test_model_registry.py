@@ -29,10 +29,17 @@ def test_unknown_model_rejected_by_load_model() -> None:
 
 def test_limits_as_documented() -> None:
     tiny, ti2v, a14b = (get_spec(name).limits for name in ("tiny", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"))
-    assert (tiny.spatial_multiple, tiny.max_width, tiny.max_frames, tiny.default_frames) == (16, 256, 33, 9)
-    assert (ti2v.spatial_multiple, ti2v.default_width, ti2v.default_height, ti2v.default_fps) == (32, 1280, 704, 24)
-    assert (a14b.spatial_multiple, a14b.default_width, a14b.default_height, a14b.default_fps) == (16, 1280, 720, 16)
-    assert (a14b.default_steps, a14b.default_guidance, a14b.two_experts) == (40, 4.0, True)
+    assert tiny.model_dump(include={"spatial_multiple", "max_width", "max_frames", "default_frames"}) == {
+        "spatial_multiple": 16,
+        "max_width": 256,
+        "max_frames": 33,
+        "default_frames": 9,
+    }
+    assert (ti2v.spatial_multiple, ti2v.max_frames, ti2v.default_fps) == (32, 121, 24)
+    assert (ti2v.default_width, ti2v.default_height, ti2v.default_steps) == (1280, 704, 50)
+    assert (a14b.spatial_multiple, a14b.max_frames, a14b.default_fps) == (16, 81, 16)
+    assert (a14b.default_width, a14b.default_height, a14b.default_steps) == (1280, 720, 40)
+    assert (a14b.default_guidance, a14b.two_experts) == (4.0, True)
     assert not tiny.two_experts and not ti2v.two_experts
 
 

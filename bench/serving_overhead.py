@@ -1,0 +1,68 @@
+"""Serving overhead: one request through HTTP (sync endpoint, real server process) vs the same
+pipeline call made directly in-process, same model and settings, interleaved so drift hits both.
+
+    .venv/bin/python bench/serving_overhead.py [--runs 10] [--size 128x128 --frames 17 --steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import httpx
+
+from _harness import machine, median, print_table, server
+from reelserve.engine.runner import PipelineRunner
+from reelserve.models import LoadOptions, load_model
+from reelserve.schemas import VideoCreateRequest, resolve_request
+from reelserve.video import encode_mp4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--size", default="128x128")
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--steps", type=int, default=8)
+    args = parser.parse_args()
+    body = {"prompt": "a lighthouse in a storm", "size": args.size, "num_frames": args.frames,
+            "num_inference_steps": args.steps, "seed": 1}
+
+    model = load_model("tiny", LoadOptions(device="cpu"))
+    model.warm_up(2)
+    runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length)
+    params = resolve_request(VideoCreateRequest(**body), "tiny", model.limits)
+
+    direct, direct_encoded, http = [], [], []
+    # max-wait 0: a lone request should not sit in the batching window in this comparison
+    with server("--device", "cpu", "--max-wait-ms", "0", "--warmup-runs", "2") as url:
+        with httpx.Client(base_url=url, timeout=300) as client:
+            client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                frames = runner.run([("bench", params)]).frames["bench"]
+                direct.append(time.perf_counter() - started)
+                encode_mp4(frames, params.fps)
+                direct_encoded.append(time.perf_counter() - started)
+
+                started = time.perf_counter()
+                job = client.post("/v1/videos/sync", json=body).json()
+                assert job["status"] == "completed", job
+                http.append(time.perf_counter() - started)
+
+    base = median(direct)
+    rows = [
+        ["pipeline call, in-process", f"{base * 1000:.0f}", "1.00"],
+        ["pipeline call + MP4 encode, in-process", f"{median(direct_encoded) * 1000:.0f}",
+         f"{median(direct_encoded) / base:.2f}"],
+        ["HTTP POST /v1/videos/sync (server process)", f"{median(http) * 1000:.0f}", f"{median(http) / base:.2f}"],
+    ]
+    print_table(
+        f"Serving overhead, tiny {args.size} x{args.frames} frames, {args.steps} steps, "
+        f"median of {args.runs} interleaved runs\n{machine()}",
+        ["path", "median ms", "ratio to pipeline call"], rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

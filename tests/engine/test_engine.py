@@ -1,0 +1,170 @@
+"""The engine against real parts: SQLite store, local broker and storage, the tiny pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from reelserve.engine.engine import Engine, video_key
+from reelserve.engine.runner import BatchOutcome, PipelineRunner
+from reelserve.jobs.local_broker import LocalBroker
+from reelserve.jobs.sqlite_store import SqliteJobStore
+from reelserve.metrics import Metrics
+from reelserve.models import get_spec
+from reelserve.schemas import Job, JobStatus, VideoCreateRequest, resolve_request
+from reelserve.storage.local import LocalStorage
+from reelserve.video import probe_mp4
+
+from support import GatedPipeline
+
+
+class RecordingRunner(PipelineRunner):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.outcomes: list[BatchOutcome] = []
+
+    def run(self, *args: Any, **kwargs: Any) -> BatchOutcome:
+        outcome = super().run(*args, **kwargs)
+        self.outcomes.append(outcome)
+        return outcome
+
+
+@pytest.fixture
+def parts(tmp_path: Path, tiny_model: Any) -> dict[str, Any]:
+    pipeline = GatedPipeline(tiny_model.pipeline)
+    return {
+        "store": SqliteJobStore(tmp_path / "jobs.sqlite3"),
+        "storage": LocalStorage(tmp_path / "files"),
+        "pipeline": pipeline,
+        "runner": RecordingRunner(pipeline, tiny_model.device, tiny_model.max_sequence_length),
+    }
+
+
+@pytest.fixture
+async def engine(parts: dict[str, Any]) -> AsyncIterator[Engine]:
+    engine = make_engine(parts, max_batch_size=4)
+    await engine.recover()
+    await engine.start(parts["runner"])
+    yield engine
+    parts["pipeline"].gate.set()
+    await engine.stop()
+
+
+def make_engine(parts: dict[str, Any], max_batch_size: int) -> Engine:
+    spec = get_spec("tiny")
+    return Engine(
+        model_name="tiny", limits=spec.limits, store=parts["store"], broker=LocalBroker(),
+        storage=parts["storage"], metrics=Metrics(), max_batch_size=max_batch_size, max_wait_s=0.05,
+    )
+
+
+def request(prompt: str, **extra: Any) -> VideoCreateRequest:
+    fields: dict[str, Any] = {"size": "32x32", "num_frames": 5, "num_inference_steps": 3, **extra}
+    return VideoCreateRequest(prompt=prompt, **fields)
+
+
+async def wait_final(engine: Engine, job_id: str) -> Job:
+    job = await engine.wait(job_id, timeout=60)
+    assert job.status.final, f"{job_id} still {job.status}"
+    return job
+
+
+async def test_completes_and_stores_a_decodable_video(engine: Engine, parts: dict[str, Any]) -> None:
+    job = await engine.submit(request("a lighthouse", seed=7))
+    done = await wait_final(engine, job.id)
+    assert done.status is JobStatus.completed and done.progress == 100 and done.params.seed == 7
+    info = probe_mp4(parts["storage"].get(video_key(job.id)))
+    assert (info.frames, info.width, info.height, info.fps) == (5, 32, 32, 8.0)
+    assert parts["store"].transitions(job.id) == [
+        (None, "queued"), ("queued", "in_progress"), ("in_progress", "completed"),
+    ]
+
+
+async def test_failing_batch_fails_only_its_jobs(engine: Engine) -> None:
+    bad = await engine.submit(request("boom goes the batch", num_inference_steps=2))
+    good = await engine.submit(request("a quiet lake"))
+    bad_done, good_done = await wait_final(engine, bad.id), await wait_final(engine, good.id)
+    assert bad_done.status is JobStatus.failed
+    assert bad_done.error is not None and "boom" in bad_done.error.message
+    assert bad_done.error.code == "generation_failed"
+    assert good_done.status is JobStatus.completed
+    after = await wait_final(engine, (await engine.submit(request("still serving"))).id)
+    assert after.status is JobStatus.completed
+
+
+async def test_cancelled_queued_job_never_runs(engine: Engine, parts: dict[str, Any]) -> None:
+    pipeline = parts["pipeline"]
+    pipeline.gate.clear()
+    pipeline.entered.clear()
+    first = await engine.submit(request("holds the pipeline", num_inference_steps=2))
+    assert await asyncio.to_thread(pipeline.entered.wait, 30)
+    waiting = await engine.submit(request("never runs"))
+    cancelled = await engine.cancel(waiting.id)
+    assert cancelled.status is JobStatus.cancelled
+    pipeline.gate.set()
+    assert (await wait_final(engine, first.id)).status is JobStatus.completed
+    assert parts["store"].transitions(waiting.id) == [(None, "queued"), ("queued", "cancelled")]
+    assert all(waiting.id not in o.frames and waiting.id not in o.stopped_at for o in parts["runner"].outcomes)
+    assert not parts["storage"].exists(video_key(waiting.id))
+
+
+async def test_cancelled_running_job_stops_at_next_step(engine: Engine, parts: dict[str, Any]) -> None:
+    steps = 40
+    victim = await engine.submit(request("cancel me", num_inference_steps=steps, seed=1))
+    mate = await engine.submit(request("finish me", num_inference_steps=steps, seed=2))
+    async for event in engine.events(victim.id):
+        if event.step is not None:
+            break  # the batch is running: cancel between steps
+    await engine.cancel(victim.id)
+    mate_done = await wait_final(engine, mate.id)
+    assert mate_done.status is JobStatus.completed and mate_done.batch_size == 2
+    assert engine.get(victim.id).status is JobStatus.cancelled
+    outcome = parts["runner"].outcomes[-1]
+    assert 1 <= outcome.stopped_at[victim.id] < steps
+    assert victim.id not in outcome.frames
+    assert not parts["storage"].exists(video_key(victim.id))
+    # the batch-mate is exactly what it would have been alone
+    alone = PipelineRunner(parts["pipeline"].real, parts["runner"].device, parts["runner"].max_sequence_length)
+    single = alone.run([("x", mate.params)]).frames["x"]
+    assert np.abs(outcome.frames[mate.id] - single).max() <= 1e-4
+
+
+async def test_unknown_model_and_bad_params_change_nothing(engine: Engine, parts: dict[str, Any]) -> None:
+    from reelserve.schemas import ReelserveError
+
+    with pytest.raises(ReelserveError) as err:
+        await engine.submit(request("x", model="wan2.2-t2v-a14b"))
+    assert err.value.param == "model"
+    with pytest.raises(ReelserveError) as err:
+        await engine.submit(VideoCreateRequest(prompt="x", num_frames=8))
+    assert err.value.param == "num_frames" and "4k+1" in err.value.message
+    assert parts["store"].list(10) == []
+
+
+async def test_recover_requeues_what_a_crash_left(parts: dict[str, Any]) -> None:
+    spec = get_spec("tiny")
+    store = parts["store"]
+    queued = Job(params=resolve_request(request("was queued", seed=1), "tiny", spec.limits))
+    running = Job(params=resolve_request(request("was running", seed=2), "tiny", spec.limits))
+    store.create(queued)
+    store.create(running)
+    running.status, running.attempts = JobStatus.in_progress, 1
+    store.save(running)
+    engine = make_engine(parts, max_batch_size=4)
+    assert await engine.recover() == 2
+    await engine.start(parts["runner"])
+    try:
+        for job in (queued, running):
+            assert (await wait_final(engine, job.id)).status is JobStatus.completed
+    finally:
+        await engine.stop()
+    assert store.transitions(running.id) == [
+        (None, "queued"), ("queued", "in_progress"), ("in_progress", "queued"),
+        ("queued", "in_progress"), ("in_progress", "completed"),
+    ]
+    assert store.get(running.id).attempts == 2  # type: ignore[union-attr]
