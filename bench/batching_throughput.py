@@ -13,7 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-
 from _harness import machine, median, print_table, server
 
 

@@ -10,8 +10,8 @@ import argparse
 import time
 
 import httpx
-
 from _harness import machine, median, print_table, server
+
 from reelserve.engine.runner import PipelineRunner
 from reelserve.models import LoadOptions, load_model
 from reelserve.schemas import VideoCreateRequest, resolve_request
@@ -35,20 +35,22 @@ def main() -> None:
 
     direct, direct_encoded, http = [], [], []
     # max-wait 0: a lone request should not sit in the batching window in this comparison
-    with server("--device", "cpu", "--max-wait-ms", "0", "--warmup-runs", "2") as url:
-        with httpx.Client(base_url=url, timeout=300) as client:
-            client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up
-            for _ in range(args.runs):
-                started = time.perf_counter()
-                frames = runner.run([("bench", params)]).frames["bench"]
-                direct.append(time.perf_counter() - started)
-                encode_mp4(frames, params.fps)
-                direct_encoded.append(time.perf_counter() - started)
+    with (
+        server("--device", "cpu", "--max-wait-ms", "0", "--warmup-runs", "2") as url,
+        httpx.Client(base_url=url, timeout=300) as client,
+    ):
+        client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up
+        for _ in range(args.runs):
+            started = time.perf_counter()
+            frames = runner.run([("bench", params)]).frames["bench"]
+            direct.append(time.perf_counter() - started)
+            encode_mp4(frames, params.fps)
+            direct_encoded.append(time.perf_counter() - started)
 
-                started = time.perf_counter()
-                job = client.post("/v1/videos/sync", json=body).json()
-                assert job["status"] == "completed", job
-                http.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            job = client.post("/v1/videos/sync", json=body).json()
+            assert job["status"] == "completed", job
+            http.append(time.perf_counter() - started)
 
     base = median(direct)
     rows = [

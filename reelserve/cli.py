@@ -7,7 +7,7 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -55,7 +55,7 @@ def _serve_signature() -> inspect.Signature:
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
         option = typer.Option(None, *decls, help=f"{field.description} [default: {default}]", show_default=False)
         params.append(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None)
         )
     return inspect.Signature(params)
 
@@ -90,16 +90,16 @@ def generate(
     prompt: str,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path("out.mp4"),
     model: Annotated[str, typer.Option(help="Model name.")] = "tiny",
-    model_path: Annotated[Optional[str], typer.Option(help="Local dir or hub id.")] = None,
-    size: Annotated[Optional[str], typer.Option(help="WxH.")] = None,
-    num_frames: Optional[int] = None,
-    seconds: Optional[float] = None,
-    fps: Optional[int] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="num_inference_steps")] = None,
-    guidance_scale: Optional[float] = None,
-    guidance_scale_2: Optional[float] = None,
-    negative_prompt: Optional[str] = None,
-    seed: Optional[int] = None,
+    model_path: Annotated[str | None, typer.Option(help="Local dir or hub id.")] = None,
+    size: Annotated[str | None, typer.Option(help="WxH.")] = None,
+    num_frames: int | None = None,
+    seconds: float | None = None,
+    fps: int | None = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="num_inference_steps")] = None,
+    guidance_scale: float | None = None,
+    guidance_scale_2: float | None = None,
+    negative_prompt: str | None = None,
+    seed: int | None = None,
     device: str = "auto",
     dtype: str = "auto",
 ) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import RunningServer, serve
 
 from reelserve.models import LoadedModel, LoadOptions, load_model
-from support import RunningServer, serve
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-
 from support import free_port, wait_until
+
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.storage.local import LocalStorage
 from reelserve.video import probe_mp4

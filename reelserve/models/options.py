@@ -91,8 +91,10 @@ def apply_options(pipe: Any, options: LoadOptions, device: torch.device, dtype: 
     """
     _check_offload(options, device)
     for name, component in pipe.components.items():
-        if isinstance(component, torch.nn.Module):
-            component.to(dtype=VAE_DTYPE if name == "vae" else dtype)
+        target = VAE_DTYPE if name == "vae" else dtype
+        # Skip no-op casts: diffusers warns on every .to(dtype) of a model with fp32-only modules.
+        if isinstance(component, torch.nn.Module) and getattr(component, "dtype", None) != target:
+            component.to(dtype=target)
     if options.cpu_offload:
         pipe.enable_model_cpu_offload(device=device)
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import warnings
 
 import openai
-
 from support import RunningServer, wait_until
+
 from reelserve.video import probe_mp4
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from support import RunningServer, gate_pipeline, serve, wait_until
+
 from reelserve.schemas import MAX_PROMPT_CHARS
 
 

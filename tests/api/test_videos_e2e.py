@@ -6,8 +6,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
 from support import RunningServer, gate_pipeline, wait_until
+
 from reelserve.video import probe_mp4
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import GatedPipeline
 
 from reelserve.engine.engine import Engine, video_key
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
@@ -19,8 +20,6 @@ from reelserve.models import get_spec
 from reelserve.schemas import Job, JobStatus, VideoCreateRequest, resolve_request
 from reelserve.storage.local import LocalStorage
 from reelserve.video import probe_mp4
-
-from support import GatedPipeline
 
 
 class RecordingRunner(PipelineRunner):

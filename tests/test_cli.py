@@ -1,0 +1,59 @@
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from reelserve.cli import app
+from reelserve.video import probe_mp4
+
+runner = CliRunner()
+
+
+def test_models_lists_the_registry() -> None:
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in ("tiny", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"):
+        assert name in result.output
+
+
+def test_generate_writes_the_requested_video(tmp_path: Path) -> None:
+    out = tmp_path / "clip.mp4"
+    result = runner.invoke(
+        app, ["generate", "a red kite", "-o", str(out), "--size", "48x32", "--num-frames", "5",
+              "--steps", "2", "--fps", "10", "--seed", "3", "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output and "seed=3" in result.output and "inference_s=" in result.output
+    info = probe_mp4(out.read_bytes())
+    assert (info.frames, info.width, info.height, info.fps) == (5, 48, 32, 10.0)
+
+
+def test_generate_rejects_bad_input_without_writing(tmp_path: Path) -> None:
+    out = tmp_path / "clip.mp4"
+    result = runner.invoke(app, ["generate", "x", "-o", str(out), "--num-frames", "6", "--device", "cpu"])
+    assert result.exit_code == 2 and "num_frames" in result.output
+    assert not out.exists()
+
+
+def test_serve_has_a_flag_per_setting() -> None:
+    from reelserve.settings import Settings
+
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in result.output
+
+
+def test_serve_rejects_bad_settings(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["serve", "--model", "nope", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown model" in result.output
+    result = runner.invoke(app, ["serve", "--max-batch-size", "0", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "max_batch_size" in result.output
+
+
+def test_settings_come_from_env(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from reelserve.settings import Settings
+
+    monkeypatch.setenv("REELSERVE_MAX_BATCH_SIZE", "7")
+    monkeypatch.setenv("REELSERVE_API_KEYS", "a, b")
+    settings = Settings()
+    assert settings.max_batch_size == 7 and settings.api_keys == ["a", "b"]
