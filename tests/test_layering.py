@@ -1,0 +1,48 @@
+"""The layers stay apart: only api/ (and the wiring in server.py) may know about HTTP."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reelserve"
+HTTP_MODULES = ("fastapi", "starlette", "sse_starlette", "uvicorn", "reelserve.api")
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", ["engine", "jobs", "storage", "models", "schemas"])
+def test_layer_does_not_import_http(layer: str) -> None:
+    for path in (PACKAGE / layer).glob("*.py"):
+        bad = {n for n in imports_of(path) if n.startswith(HTTP_MODULES)}
+        assert not bad, f"{path.name} imports {bad}"
+
+
+def test_schemas_import_nothing_else_of_ours() -> None:
+    for path in (PACKAGE / "schemas").glob("*.py"):
+        ours = {n for n in imports_of(path) if n.startswith("reelserve.") and not n.startswith("reelserve.schemas")}
+        assert not ours, f"{path.name} imports {ours}"
+
+
+@pytest.mark.parametrize(
+    ("module", "names"),
+    [
+        ("reelserve.engine", {"BatchOutcome", "Batcher", "Content", "Engine", "EventBus", "PipelineRunner",
+                              "VideoService"}),
+        ("reelserve.jobs", {"Broker", "JobStore", "LocalBroker", "SqliteJobStore"}),
+        ("reelserve.storage", {"LocalStorage", "Storage"}),
+    ],
+)
+def test_public_names_are_exactly_these(module: str, names: set[str]) -> None:
+    exported = importlib.import_module(module)
+    assert set(exported.__all__) == names
+    assert all(hasattr(exported, name) for name in names)
