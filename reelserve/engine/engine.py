@@ -233,16 +233,15 @@ class Engine:
                     self._pipeline_thread, runner.run, params, on_step, self._stop_requested.__contains__
                 )
             except asyncio.CancelledError:
+                # The thread runs on: have it drop every row at its next step boundary.
                 self._stop_requested.update(job.id for job in batch)
                 raise
             except Exception as exc:  # a broken batch fails its own jobs, never the engine
                 log.exception("pipeline call failed for %s", [job.id for job in batch])
+                self._forget(batch)
                 self._fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
                 continue
-            finally:
-                for job in batch:
-                    self._stop_requested.discard(job.id)
-                    self._last_persist.pop(job.id, None)
+            self._forget(batch)
             self.metrics.inference.observe(outcome.inference_s)
             self._finish_batch(batch, outcome)
 
@@ -255,7 +254,6 @@ class Engine:
                 continue  # cancelled or deleted while it waited
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
             job.timings.queue_s = now - job.created_at
-            job.batch_size = len(job_ids)
             if self.store.save(job, expect=_QUEUED):
                 self.metrics.queue_wait.observe(job.timings.queue_s)
                 self._publish_status(job)
@@ -263,6 +261,11 @@ class Engine:
         for job in claimed:
             job.batch_size = len(claimed)
         return claimed
+
+    def _forget(self, batch: list[Job]) -> None:
+        for job in batch:
+            self._stop_requested.discard(job.id)
+            self._last_persist.pop(job.id, None)
 
     def _finish_batch(self, batch: list[Job], outcome: BatchOutcome) -> None:
         for job in batch:

@@ -167,3 +167,24 @@ async def test_recover_requeues_what_a_crash_left(parts: dict[str, Any]) -> None
         ("queued", "in_progress"), ("in_progress", "completed"),
     ]
     assert store.get(running.id).attempts == 2  # type: ignore[union-attr]
+
+
+async def test_stop_abandons_the_running_batch_for_the_next_start(parts: dict[str, Any]) -> None:
+    engine = make_engine(parts, max_batch_size=4)
+    await engine.start(parts["runner"])
+    steps = 40
+    job = await engine.submit(request("interrupted by shutdown", num_inference_steps=steps))
+    async for event in engine.events(job.id):
+        if event.step is not None:
+            break
+    await engine.stop()  # returns once the pipeline thread has let go of the batch
+    outcome = parts["runner"].outcomes[-1]
+    assert 1 <= outcome.stopped_at[job.id] < steps and outcome.frames == {}
+    assert parts["store"].get(job.id).status is JobStatus.in_progress  # type: ignore[union-attr]
+    restarted = make_engine(parts, max_batch_size=4)
+    assert await restarted.recover() == 1
+    await restarted.start(parts["runner"])
+    try:
+        assert (await wait_final(restarted, job.id)).status is JobStatus.completed
+    finally:
+        await restarted.stop()
