@@ -21,7 +21,6 @@ from reelserve.metrics import Metrics
 from reelserve.schemas import (
     ErrorCode,
     EventType,
-    GenerationParams,
     Job,
     JobError,
     JobEvent,
@@ -361,4 +360,4 @@ class Engine:
                 )
 
 
-__all__ = ["Engine", "GenerationParams", "thumbnail_key", "video_key"]
+__all__ = ["Engine", "thumbnail_key", "video_key"]
