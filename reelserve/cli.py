@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from reelserve.micro.cli import app as micro_app
 from reelserve.schemas import ReelserveError, VideoCreateRequest, resolve_request
 from reelserve.settings import Settings
 
 app = typer.Typer(help="reelserve: an inference server for text-to-video diffusion models.", no_args_is_help=True)
 console = Console(stderr=True)
+app.add_typer(micro_app, name="micro")
 
 
 def _option_type(annotation: Any) -> Any:

@@ -43,8 +43,12 @@ class RunningServer:
 
 @contextmanager
 def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
-    """A real server (uvicorn, loopback, free port) in a thread; ready when this yields."""
-    settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{"warmup_runs": 1, **overrides})
+    """A real server (uvicorn, loopback, free port) in a thread; ready when this yields.
+
+    Serves ``tiny`` unless told otherwise: these tests are about the server, and tiny is the fastest model.
+    """
+    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny"}
+    settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{**defaults, **overrides})
     server = Server(settings)
     config = uvicorn.Config(server.app, host="127.0.0.1", port=settings.port, log_level="warning")
     uv = uvicorn.Server(config)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from diffusers import WanPipeline
 
+from reelserve.models.micro import MICRO_MAX_SEQUENCE_LENGTH, MICRO_WEIGHTS
 from reelserve.models.options import LoadOptions, apply_options, resolve_placement
 from reelserve.models.tiny import TINY_MAX_SEQUENCE_LENGTH, build_tiny_pipeline
 from reelserve.models.wan import (
@@ -87,6 +88,16 @@ def _load_tiny(options: LoadOptions) -> WanPipeline:
     return pipe
 
 
+def _load_micro(options: LoadOptions) -> WanPipeline:
+    if options.path is None and not MICRO_WEIGHTS.is_dir():
+        raise invalid(
+            "path",
+            "model 'micro' has no committed weights yet; train them with `reelserve micro train --out DIR` "
+            "and pass --model-path DIR",
+        )
+    return load_wan_pipeline(options.path or str(MICRO_WEIGHTS), "micro", options)
+
+
 def _load_ti2v_5b(options: LoadOptions) -> WanPipeline:
     return load_wan_pipeline(options.path or TI2V_5B_HUB_ID, "ti2v-5b", options)
 
@@ -116,6 +127,28 @@ _SPECS: tuple[ModelSpec, ...] = (
         default_source=None,
         loader=_load_tiny,
         max_sequence_length=TINY_MAX_SEQUENCE_LENGTH,
+    ),
+    ModelSpec(
+        name="micro",
+        description="reelserve's own micro Wan model (synthetic shapes); needs --model-path to trained weights.",
+        limits=ModelLimits(
+            # The VAE x patch multiple is 8, but WanPipeline insists on multiples of 16.
+            spatial_multiple=16,
+            max_width=128,
+            max_height=128,
+            max_frames=33,
+            max_steps=100,
+            default_width=64,
+            default_height=64,
+            default_frames=17,
+            default_fps=8,
+            default_steps=25,
+            default_guidance=5.0,
+            two_experts=False,
+        ),
+        default_source=None,
+        loader=_load_micro,
+        max_sequence_length=MICRO_MAX_SEQUENCE_LENGTH,
     ),
     ModelSpec(
         name="wan2.2-ti2v-5b",
@@ -161,7 +194,7 @@ _SPECS: tuple[ModelSpec, ...] = (
 
 
 def list_specs() -> list[ModelSpec]:
-    """Every servable model, in a stable order (``tiny`` first)."""
+    """Every servable model, in a stable order."""
     return list(_SPECS)
 
 
@@ -198,7 +231,7 @@ def _check_limits_match(spec: ModelSpec, pipeline: WanPipeline) -> None:
     """The limits promise shapes the pipeline must take without rounding; a mismatch is our bug."""
     multiple = spatial_multiple(pipeline)
     temporal = pipeline.vae_scale_factor_temporal
-    if multiple != spec.limits.spatial_multiple or temporal != spec.limits.temporal_multiple:
+    if spec.limits.spatial_multiple % multiple or temporal != spec.limits.temporal_multiple:
         raise ReelserveError(
             ErrorCode.internal_error,
             f"model {spec.name!r} loaded with spatial/temporal multiples {multiple}/{temporal}, "

@@ -16,7 +16,7 @@ from diffusers import WanPipeline
 from reelserve.models.options import LoadOptions, apply_options, component_dtypes, resolve_placement
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
 
-WanLayoutName = Literal["ti2v-5b", "a14b"]
+WanLayoutName = Literal["ti2v-5b", "a14b", "micro"]
 
 TI2V_5B_HUB_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 A14B_HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
@@ -57,6 +57,15 @@ LAYOUTS: dict[WanLayoutName, WanLayout] = {
         vae_residual=False,
         expand_timesteps=False,
         two_experts=True,
+    ),
+    # reelserve's own model (reelserve/micro): Wan2.1/2.2 classes, VAE 4x spatial, 8 latent channels.
+    "micro": WanLayout(
+        "reelserve micro",
+        spatial_multiple=8,
+        vae_z_dim=8,
+        vae_residual=False,
+        expand_timesteps=False,
+        two_experts=False,
     ),
 }
 

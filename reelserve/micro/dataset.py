@@ -1,0 +1,66 @@
+"""The synthetic training and evaluation sets: deterministic given a seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from reelserve.micro.captions import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, caption, combinations
+from reelserve.micro.world import BACKGROUNDS, Scene, random_scene, render
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One captioned clip, before rendering."""
+
+    scene: Scene
+    caption: str
+
+    def render(self) -> np.ndarray:
+        """uint8 frames, (FRAMES, SIZE, SIZE, 3)."""
+        return render(self.scene)
+
+
+def training_samples(count: int, seed: int) -> list[Sample]:
+    """``count`` samples drawn from the training combinations and templates only."""
+    return _samples(count, seed, combinations(held_out=False), TRAIN_TEMPLATES)
+
+
+def held_out_samples(count: int, seed: int) -> list[Sample]:
+    """``count`` samples of held-out combinations phrased with held-out templates."""
+    return _samples(count, seed, combinations(held_out=True), HELD_OUT_TEMPLATES)
+
+
+def _samples(count: int, seed: int, combos: list, templates: tuple[str, ...]) -> list[Sample]:
+    rng = np.random.default_rng(seed)
+    backgrounds = list(BACKGROUNDS)
+    samples = []
+    for _ in range(count):
+        shape, color, motion = combos[rng.integers(len(combos))]
+        background = backgrounds[rng.integers(len(backgrounds))]
+        scene = random_scene(rng, shape, color, motion, background)
+        samples.append(Sample(scene, caption(rng, shape, color, motion, background, templates)))
+    return samples
+
+
+@dataclass(frozen=True)
+class EvalPrompt:
+    """A prompt with the attributes a faithful clip must show."""
+
+    prompt: str
+    shape: str
+    color: str
+    motion: str
+
+
+def eval_prompts() -> list[EvalPrompt]:
+    """The fixed held-out prompt set: every held-out combination once, in a held-out phrasing."""
+    rng = np.random.default_rng(20261121)
+    backgrounds = list(BACKGROUNDS)
+    prompts = []
+    for shape, color, motion in combinations(held_out=True):
+        background = backgrounds[rng.integers(len(backgrounds))]
+        text = caption(rng, shape, color, motion, background, HELD_OUT_TEMPLATES)
+        prompts.append(EvalPrompt(text, shape, color, motion))
+    return prompts

@@ -1,0 +1,13 @@
+"""Where the micro model's weights live. Training code is in ``reelserve.micro``; serving needs only this.
+
+The weights are an ordinary diffusers pipeline directory, committed with the package and loaded
+through ``load_wan_pipeline`` like any Wan checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MICRO_WEIGHTS = Path(__file__).parent / "weights" / "micro"
+# Matches reelserve.micro.architecture.MAX_SEQUENCE_LENGTH, the length it was trained with.
+MICRO_MAX_SEQUENCE_LENGTH = 32
