@@ -24,7 +24,11 @@ def build_vae() -> AutoencoderKLWan:
     return AutoencoderKLWan(
         base_dim=16,
         z_dim=LATENT_CHANNELS,
-        dim_mult=[1, 2, 4],
+        # Wan2.2's residual blocks: their averaging shortcuts hand the decoder colour and position
+        # from the first step, where the Wan2.1 blocks took hundreds of steps to pass colour at all.
+        # They need the last level as wide as the one before it, hence [1, 2, 2].
+        is_residual=True,
+        dim_mult=[1, 2, 2],
         num_res_blocks=1,
         temperal_downsample=[True, True],
         scale_factor_spatial=4,

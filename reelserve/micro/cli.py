@@ -39,6 +39,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")] = Path("micro-model"),
     seed: int = 0,
     vae_steps: Annotated[int | None, typer.Option(help="VAE training steps.")] = None,
+    decoder_steps: Annotated[int | None, typer.Option(help="Decoder refinement steps (encoder frozen).")] = None,
     steps: Annotated[int | None, typer.Option(help="Transformer training steps.")] = None,
     batch: Annotated[int | None, typer.Option(help="Transformer batch size.")] = None,
     latent_clips: Annotated[int | None, typer.Option(help="Clips encoded for stage two.")] = None,
@@ -48,7 +49,10 @@ def train(
     from reelserve.micro.train import TrainConfig
     from reelserve.micro.train import train as run_training
 
-    overrides = {"vae_steps": vae_steps, "steps": steps, "batch": batch, "latent_clips": latent_clips, "threads": threads}
+    overrides = {
+        "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps, "batch": batch,
+        "latent_clips": latent_clips, "threads": threads,
+    }
     config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     with _progress() as bar:
         tasks: dict[str, int] = {}

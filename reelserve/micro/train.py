@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import WanPipeline
+from diffusers import AutoencoderKLWan, WanPipeline
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from reelserve.micro.architecture import MAX_SEQUENCE_LENGTH, build_untrained_pipeline
 from reelserve.micro.captions import TRAIN_TEMPLATES, caption
 from reelserve.micro.dataset import Sample, training_samples
-from reelserve.micro.world import FRAMES
+from reelserve.micro.world import BACKGROUNDS, FRAMES
 
 # (stage, step, total steps, latest loss or None)
 ProgressFn = Callable[[str, int, int, float | None], None]
@@ -34,12 +34,14 @@ class TrainConfig:
 
     seed: int = 0
     threads: int = 2
-    vae_steps: int = 300
+    vae_steps: int = 600
     vae_batch: int = 4
     # Full length: a VAE trained on shorter clips lets its causal cache drift on later frames.
     vae_frames: int = 17
     vae_lr: float = 2e-3
     vae_kl_weight: float = 1e-6
+    # The object covers ~7 % of a frame; unweighted, the loss is met by painting the background.
+    vae_object_weight: float = 4.0
     latent_clips: int = 2400
     steps: int = 1500
     batch: int = 32
@@ -49,6 +51,12 @@ class TrainConfig:
     unknown_word_rate: float = 0.05  # teaches the model to shrug off words it does not know
     ema_decay: float = 0.998
     checkpoint_every: int = 250
+    # Stage three: the decoder alone, encoder frozen, so the latents the denoiser learned stay valid.
+    decoder_steps: int = 400
+    decoder_lr: float = 1e-3
+    # Generated latents are never exactly on the encoder's manifold; noise up to this fraction of
+    # each channel's std teaches the decoder to draw clean frames from nearly-right latents.
+    decoder_latent_noise: float = 0.3
 
 
 def train(config: TrainConfig, out_dir: Path, progress: ProgressFn | None = None) -> dict:
@@ -78,7 +86,48 @@ def train(config: TrainConfig, out_dir: Path, progress: ProgressFn | None = None
         _save(pipe, out_dir, summary)
 
     _train_denoiser(pipe, latents, samples, config, report, checkpoint)
+    summary["decoder_loss"] = refine_decoder(pipe, config, report)
+    checkpoint({})
     return summary
+
+
+def refine_decoder(pipe: WanPipeline, config: TrainConfig, report: ProgressFn) -> float:
+    """Train the VAE decoder further with the encoder frozen.
+
+    Colour is the last thing the VAE learns; this buys it more steps without touching the latent
+    space, so it can also run on a finished model. ``pipe`` must hold the shipped (averaged) weights.
+    """
+    vae = pipe.vae
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=config.decoder_lr, weight_decay=0.0)
+    schedule = _warmup_cosine(optimizer, min(20, config.decoder_steps // 10), config.decoder_steps)
+    rng = np.random.default_rng(config.seed + 4)
+    generator = torch.Generator().manual_seed(config.seed + 5)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    loss_value = float("nan")
+    vae.train()
+    for step in range(config.decoder_steps):
+        samples = training_samples(config.vae_batch, seed=int(rng.integers(2**31)))
+        clips = _to_tensor([s.render() for s in samples])
+        weight = 1.0 + config.vae_object_weight * _object_mask(clips, samples)
+        with torch.no_grad():
+            latents = vae.encode(clips).latent_dist.mean
+        level = torch.rand(len(samples), 1, 1, 1, 1, generator=generator) * config.decoder_latent_noise
+        latents = latents + level * std * torch.randn(latents.shape, generator=generator)
+        error = _decode_unclamped(vae, latents) - clips
+        loss = (weight * (error.abs() + error**2)).mean() / weight.mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        loss_value = loss.item()
+        report("decoder", step + 1, config.decoder_steps, loss_value)
+    vae.requires_grad_(True)
+    vae.eval()
+    return loss_value
 
 
 def _train_vae(pipe: WanPipeline, config: TrainConfig, report: ProgressFn) -> float:
@@ -91,11 +140,13 @@ def _train_vae(pipe: WanPipeline, config: TrainConfig, report: ProgressFn) -> fl
         samples = training_samples(config.vae_batch, seed=int(rng.integers(2**31)))
         start = int(rng.integers(FRAMES - config.vae_frames + 1))
         clips = _to_tensor([s.render()[start : start + config.vae_frames] for s in samples])
+        weight = 1.0 + config.vae_object_weight * _object_mask(clips, samples)
         posterior = vae.encode(clips).latent_dist
         # The mean, not a sample: at init the posterior's noise drowns the signal and the decoder
         # learns a blur. The diffusion stage normalises the latents' scale anyway.
-        decoded = vae.decode(posterior.mean).sample
-        loss = (decoded - clips).abs().mean() + ((decoded - clips) ** 2).mean()
+        decoded = _decode_unclamped(vae, posterior.mean)
+        error = decoded - clips
+        loss = (weight * (error.abs() + error**2)).mean() / weight.mean()
         loss = loss + config.vae_kl_weight * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -106,6 +157,29 @@ def _train_vae(pipe: WanPipeline, config: TrainConfig, report: ProgressFn) -> fl
         report("vae", step + 1, config.vae_steps, loss_value)
     vae.eval()
     return loss_value
+
+
+def _decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """``vae.decode`` without its final clamp to [-1, 1].
+
+    The clamp has zero gradient outside the range: one large early step that pushes every output
+    below -1 leaves the decoder with no gradient at all, stuck on a black frame. This mirrors
+    diffusers' ``AutoencoderKLWan._decode`` (frame by frame through the causal cache).
+    """
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    frames = []
+    for i in range(z.shape[2]):
+        vae._conv_idx = [0]
+        frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=i == 0))
+    vae.clear_cache()
+    return torch.cat(frames, dim=2)
+
+
+def _object_mask(clips: torch.Tensor, samples: list[Sample]) -> torch.Tensor:
+    """(B, 1, T, H, W): 1 where a pixel differs from its clip's plain background."""
+    backgrounds = _to_tensor([np.array([[[BACKGROUNDS[s.scene.background]]]], dtype=np.uint8) for s in samples])
+    return ((clips - backgrounds).abs().amax(dim=1, keepdim=True) > 0.02).float()
 
 
 @torch.no_grad()
@@ -167,6 +241,8 @@ def _train_denoiser(
         report("denoiser", step + 1, config.steps, losses[-1])
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             _swap_in_averages(pipe, averaged, lambda done=step + 1: checkpoint(_loss_summary(losses, done)))
+    # From here on the pipeline holds what ships: the averaged weights.
+    pipe.text_encoder, pipe.transformer = (a.module.eval() for a in averaged)
 
 
 def _captions(rng: np.random.Generator, rows: list[Sample], config: TrainConfig) -> list[str]:

@@ -58,12 +58,12 @@ LAYOUTS: dict[WanLayoutName, WanLayout] = {
         expand_timesteps=False,
         two_experts=True,
     ),
-    # reelserve's own model (reelserve/micro): Wan2.1/2.2 classes, VAE 4x spatial, 8 latent channels.
+    # reelserve's own model (reelserve/micro): Wan2.2 classes, residual VAE 4x spatial, 8 latent channels.
     "micro": WanLayout(
         "reelserve micro",
         spatial_multiple=8,
         vae_z_dim=8,
-        vae_residual=False,
+        vae_residual=True,
         expand_timesteps=False,
         two_experts=False,
     ),

@@ -10,7 +10,9 @@ from reelserve.cli import app
 from reelserve.micro.train import TrainConfig, train
 from reelserve.models import LoadOptions, load_model
 
-SMOKE = TrainConfig(vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=2, batch=2, checkpoint_every=1)
+SMOKE = TrainConfig(
+    vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=2, batch=2, checkpoint_every=1, decoder_steps=2
+)
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -28,6 +30,7 @@ def test_training_is_reproducible_from_a_seed(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and len(a) > 50
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert first["denoiser_loss"] == second["denoiser_loss"]
+    assert first["decoder_loss"] == second["decoder_loss"]
     other = _weights(_train_other_seed(tmp_path))
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
@@ -41,7 +44,7 @@ def test_train_command_writes_a_loadable_model(tmp_path: Path) -> None:
     out = tmp_path / "model"
     result = CliRunner().invoke(
         app,
-        ["micro", "train", "--out", str(out), "--vae-steps", "1", "--steps", "2", "--batch", "2",
+        ["micro", "train", "--out", str(out), "--vae-steps", "1", "--decoder-steps", "1", "--steps", "2", "--batch", "2",
          "--latent-clips", "2"],
     )
     assert result.exit_code == 0, result.output
