@@ -91,7 +91,7 @@ def models() -> None:
 def generate(
     prompt: str,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path("out.mp4"),
-    model: Annotated[str, typer.Option(help="Model name.")] = "tiny",
+    model: Annotated[str, typer.Option(help="Model name.")] = "micro",
     model_path: Annotated[str | None, typer.Option(help="Local dir or hub id.")] = None,
     size: Annotated[str | None, typer.Option(help="WxH.")] = None,
     num_frames: int | None = None,

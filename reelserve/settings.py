@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     data_dir: Path = Field(Path("reelserve-data"), description="Jobs database and videos live here.")
-    model: str = Field("tiny", description="Model to serve (see `reelserve models`).")
+    model: str = Field("micro", description="Model to serve (see `reelserve models`).")
     model_path: str | None = Field(
         None, description="Local directory or hub id for from_pretrained models (overrides the default)."
     )

@@ -38,19 +38,23 @@ def _progress() -> Progress:
 def train(
     out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")] = Path("micro-model"),
     seed: int = 0,
-    vae_steps: Annotated[int | None, typer.Option(help="VAE training steps.")] = None,
+    vae_image_steps: Annotated[int | None, typer.Option(help="VAE training steps on single frames.")] = None,
+    vae_steps: Annotated[int | None, typer.Option(help="VAE training steps on whole clips.")] = None,
     decoder_steps: Annotated[int | None, typer.Option(help="Decoder refinement steps (encoder frozen).")] = None,
     steps: Annotated[int | None, typer.Option(help="Transformer training steps.")] = None,
     batch: Annotated[int | None, typer.Option(help="Transformer batch size.")] = None,
     latent_clips: Annotated[int | None, typer.Option(help="Clips encoded for stage two.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    vae_from: Annotated[
+        Path | None, typer.Option(help="Skip the VAE stage: reuse the VAE of a run's output dir (before decoder refinement).")
+    ] = None,
 ) -> None:
     """Train the micro model from a seed (VAE, then text encoder + transformer) and save it to OUT."""
     from reelserve.micro.train import TrainConfig
     from reelserve.micro.train import train as run_training
 
     overrides = {
-        "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps, "batch": batch,
+        "vae_image_steps": vae_image_steps, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps, "batch": batch,
         "latent_clips": latent_clips, "threads": threads,
     }
     config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
@@ -62,7 +66,7 @@ def train(
                 tasks[stage] = bar.add_task(stage, total=total, loss="")
             bar.update(tasks[stage], completed=step, loss="" if loss is None else f"loss {loss:.4f}")
 
-        summary = run_training(config, out, report)
+        summary = run_training(config, out, report, vae_from=vae_from)
     typer.echo(str(out))
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
@@ -76,11 +80,14 @@ def evaluate(
     sheet: Annotated[Path, typer.Option(help="Where to write the contact sheet PNG.")] = Path("micro-eval.png"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N prompts (a quick look).")] = None,
+    seen: Annotated[
+        bool, typer.Option("--seen", help="Training combinations and phrasings instead of the held-out set (a control).")
+    ] = False,
 ) -> None:
     """Generate the held-out prompt set and print per-attribute accuracy; write a contact sheet."""
     from reelserve.micro.adherence import ATTRIBUTES, GenerationSettings, evaluate_pipeline
     from reelserve.micro.contact_sheet import contact_sheet
-    from reelserve.micro.dataset import eval_prompts
+    from reelserve.micro.dataset import eval_prompts, seen_prompts
     from reelserve.models import LoadOptions, load_model
 
     loaded = load_model("micro", LoadOptions(path=str(model_path) if model_path else None))
@@ -92,7 +99,7 @@ def evaluate(
             loaded.pipeline,
             loaded.max_sequence_length,
             settings,
-            prompts=eval_prompts()[:limit],
+            prompts=(seen_prompts() if seen else eval_prompts())[:limit],
             on_clips=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = Table("attribute", "accuracy", "correct / clips")

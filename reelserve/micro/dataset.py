@@ -56,11 +56,26 @@ class EvalPrompt:
 
 def eval_prompts() -> list[EvalPrompt]:
     """The fixed held-out prompt set: every held-out combination once, in a held-out phrasing."""
-    rng = np.random.default_rng(20261121)
+    return _prompt_set(combinations(held_out=True), HELD_OUT_TEMPLATES, seed=20261121)
+
+
+def seen_prompts() -> list[EvalPrompt]:
+    """A fixed control set as large as ``eval_prompts``: training combinations in training phrasings.
+
+    Its accuracy next to the held-out set's separates "does not follow the text" from "does not
+    generalise to unseen combinations and phrasings".
+    """
+    combos = combinations(held_out=False)
+    picks = np.random.default_rng(20261122).choice(len(combos), size=len(eval_prompts()), replace=False)
+    return _prompt_set([combos[i] for i in sorted(picks)], TRAIN_TEMPLATES, seed=20261123)
+
+
+def _prompt_set(combos: list, templates: tuple[str, ...], seed: int) -> list[EvalPrompt]:
+    rng = np.random.default_rng(seed)
     backgrounds = list(BACKGROUNDS)
     prompts = []
-    for shape, color, motion in combinations(held_out=True):
+    for shape, color, motion in combos:
         background = backgrounds[rng.integers(len(backgrounds))]
-        text = caption(rng, shape, color, motion, background, HELD_OUT_TEMPLATES)
+        text = caption(rng, shape, color, motion, background, templates)
         prompts.append(EvalPrompt(text, shape, color, motion))
     return prompts

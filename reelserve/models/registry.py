@@ -92,8 +92,8 @@ def _load_micro(options: LoadOptions) -> WanPipeline:
     if options.path is None and not MICRO_WEIGHTS.is_dir():
         raise invalid(
             "path",
-            "model 'micro' has no committed weights yet; train them with `reelserve micro train --out DIR` "
-            "and pass --model-path DIR",
+            f"model 'micro' finds no weights at {MICRO_WEIGHTS} (they ship with the package; is this a "
+            "partial install?); train your own with `reelserve micro train --out DIR` and pass --model-path DIR",
         )
     return load_wan_pipeline(options.path or str(MICRO_WEIGHTS), "micro", options)
 
@@ -130,7 +130,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="micro",
-        description="reelserve's own micro Wan model (synthetic shapes); needs --model-path to trained weights.",
+        description="reelserve's own micro Wan model, trained on synthetic shapes; weights ship with the package.",
         limits=ModelLimits(
             # The VAE x patch multiple is 8, but WanPipeline insists on multiples of 16.
             spatial_multiple=16,

@@ -7,7 +7,7 @@ from reelserve.micro.captions import (
     is_held_out,
     vocabulary,
 )
-from reelserve.micro.dataset import eval_prompts, held_out_samples, training_samples
+from reelserve.micro.dataset import eval_prompts, held_out_samples, seen_prompts, training_samples
 from reelserve.micro.world import BACKGROUNDS, COLORS, FRAMES, MOTIONS, SHAPES, SIZE
 from reelserve.models.tokenizer import build_word_tokenizer
 
@@ -61,6 +61,16 @@ def test_eval_prompts_are_fixed_and_all_held_out() -> None:
     prompts = eval_prompts()
     assert prompts == eval_prompts()
     assert {(p.shape, p.color, p.motion) for p in prompts} == set(combinations(held_out=True))
+
+
+def test_seen_prompts_are_fixed_distinct_training_combinations() -> None:
+    prompts = seen_prompts()
+    assert prompts == seen_prompts() and len(prompts) == len(eval_prompts())
+    combos = [(p.shape, p.color, p.motion) for p in prompts]
+    assert len(set(combos)) == len(combos)
+    assert set(combos) <= set(combinations(held_out=False))
+    tokenizer = build_word_tokenizer(vocabulary())
+    assert not any(tokenizer.unk_token_id in tokenizer(p.prompt).input_ids for p in prompts)
 
 
 def test_training_words_are_all_known_and_held_out_phrasing_has_unknown_words() -> None:

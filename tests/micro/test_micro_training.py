@@ -11,7 +11,7 @@ from reelserve.micro.train import TrainConfig, train
 from reelserve.models import LoadOptions, load_model
 
 SMOKE = TrainConfig(
-    vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=2, batch=2, checkpoint_every=1, decoder_steps=2
+    vae_image_steps=2, vae_image_batch=2, vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=2, batch=2, checkpoint_every=1, decoder_steps=2
 )
 
 
@@ -44,7 +44,7 @@ def test_train_command_writes_a_loadable_model(tmp_path: Path) -> None:
     out = tmp_path / "model"
     result = CliRunner().invoke(
         app,
-        ["micro", "train", "--out", str(out), "--vae-steps", "1", "--decoder-steps", "1", "--steps", "2", "--batch", "2",
+        ["micro", "train", "--out", str(out), "--vae-image-steps", "1", "--vae-steps", "1", "--decoder-steps", "1", "--steps", "2", "--batch", "2",
          "--latent-clips", "2"],
     )
     assert result.exit_code == 0, result.output

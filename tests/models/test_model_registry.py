@@ -13,15 +13,6 @@ def test_lists_exactly_the_four_models() -> None:
     assert [spec.name for spec in list_specs()] == ["tiny", "micro", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"]
 
 
-def test_micro_without_weights_says_how_to_get_them() -> None:
-    from reelserve.models.micro import MICRO_WEIGHTS
-
-    assert not MICRO_WEIGHTS.exists(), "weights are committed now: replace this test with a generation test"
-    with pytest.raises(ReelserveError) as caught:
-        load_model("micro", LoadOptions(device="cpu"))
-    assert caught.value.param == "path" and "reelserve micro train" in caught.value.message
-
-
 def test_unknown_model_names_the_available_ones() -> None:
     with pytest.raises(ReelserveError) as caught:
         get_spec("sora")
