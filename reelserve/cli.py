@@ -40,7 +40,7 @@ def _serve(**flags: Any) -> None:
     try:
         settings = Settings(**overrides)
         server = Server(settings)
-    except (ValidationError, ReelserveError) as exc:
+    except (ValueError, ReelserveError) as exc:  # ValueError: a bad setting, pydantic's included
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(f"reelserve serving [bold]{settings.model}[/bold] on http://{settings.host}:{settings.port}")

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _BATCH = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
+_CACHE_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
 
 class _JobsByStatus(Collector):
@@ -46,6 +47,43 @@ class Metrics:
         self.queue_depth = Gauge("reelserve_queue_depth", "Jobs waiting to run", registry=r)
         self.finished = Counter(
             "reelserve_jobs_finished", "Jobs reaching a final status", ["status"], registry=r
+        )
+        self._add_cache_metrics(r)
+        self.text_embedding_cache_requests = Counter(
+            "reelserve_text_embedding_cache_requests",
+            "Text-embedding cache lookups (one per distinct prompt per batch) by outcome",
+            ["result"],
+            registry=r,
+        )
+
+    def _add_cache_metrics(self, r: CollectorRegistry) -> None:
+        # A lookup counts at l1, and at l2 when it passes L1 and the bloom filter (an unreachable
+        # Redis counts as an l2 miss); so l1 misses = bloom negatives + l2 requests.
+        self.cache_requests = Counter(
+            "reelserve_cache_requests", "Result-cache lookups by tier and outcome", ["level", "result"], registry=r
+        )
+        self.cache_semantic_requests = Counter(
+            "reelserve_cache_semantic_requests",
+            "Semantic lookups (after an exact miss, for requests that ask) by outcome",
+            ["result"],
+            registry=r,
+        )
+        self.cache_bloom_negatives = Counter(
+            "reelserve_cache_bloom_negatives", "Lookups the bloom filter answered without Redis", registry=r
+        )
+        self.cache_evictions = Counter(
+            "reelserve_cache_evictions", "Entries evicted for capacity", ["level"], registry=r
+        )
+        self.cache_entries = Gauge("reelserve_cache_entries", "Entries held", ["level"], registry=r)
+        self.cache_bytes = Gauge("reelserve_cache_bytes", "Approximate bytes held", ["level"], registry=r)
+        self.cache_hit_seconds = Histogram(
+            "reelserve_cache_hit_seconds", "Lookup time of cache hits", buckets=_CACHE_SECONDS, registry=r
+        )
+        self.cache_model_seconds_saved = Counter(
+            "reelserve_cache_model_seconds_saved", "Inference seconds the cache hits did not spend", registry=r
+        )
+        self.cache_errors = Counter(
+            "reelserve_cache_errors", "Failed Redis calls of the result cache", ["op"], registry=r
         )
 
     def watch_jobs(self, count: Callable[[], dict[str, int]]) -> None:

@@ -12,12 +12,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reelserve.api.app import create_app
+from reelserve.cache.embedder import MiniLMEmbedder
+from reelserve.cache.memory import MemoryTier
+from reelserve.cache.policy import CachePolicy, SensitiveRules
+from reelserve.cache.redis_tier import redis_tier_from_url
+from reelserve.cache.result_cache import ResultCache
+from reelserve.cache.semantic import SemanticStore
+from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.engine import Engine
 from reelserve.engine.runner import PipelineRunner
+from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
-from reelserve.models import LoadedModel, LoadOptions, get_spec, load_model
+from reelserve.models import LoadedModel, LoadOptions, get_spec, load_model, model_version, weights_source
 from reelserve.settings import Settings
 from reelserve.storage.local import LocalStorage
 
@@ -34,8 +42,59 @@ def load_options(settings: Settings) -> LoadOptions:
     )
 
 
-def runner_for(model: LoadedModel) -> PipelineRunner:
-    return PipelineRunner(model.pipeline, model.device, model.max_sequence_length)
+def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> TextEmbeddingCache | None:
+    """None when the settings turn the cache off; the runner then encodes every prompt afresh."""
+    if settings.text_embedding_cache_entries == 0 or settings.text_embedding_cache_mb == 0:
+        return None
+
+    def count(hit: bool) -> None:
+        if metrics is not None:
+            metrics.text_embedding_cache_requests.labels(result="hit" if hit else "miss").inc()
+
+    return TextEmbeddingCache(
+        max_entries=settings.text_embedding_cache_entries,
+        max_bytes=settings.text_embedding_cache_mb * 2**20,
+        on_lookup=count,
+    )
+
+
+def runner_for(model: LoadedModel, settings: Settings, metrics: Metrics | None = None) -> PipelineRunner:
+    return PipelineRunner(
+        model.pipeline,
+        model.device,
+        model.max_sequence_length,
+        text_embeddings=text_embedding_cache(settings, metrics),
+    )
+
+
+def output_settings(settings: Settings) -> dict[str, object]:
+    """The settings that change a video's pixels, for cache keys. device and dtype change the floats
+    (CPU and CUDA kernels, and bfloat16, round differently), and tiled VAE decoding blends tile seams.
+    Left out on purpose: cpu_offload (same kernels, only moved), batching (rows are independent, and
+    equal to single runs) and the text-embedding cache (bit-identical by test)."""
+    return {"device": settings.device, "dtype": settings.dtype, "vae_tiling": settings.vae_tiling}
+
+
+def cache_policy(settings: Settings, version: str) -> CachePolicy:
+    return CachePolicy(
+        model_version=version,
+        output_settings=output_settings(settings),
+        scope=settings.cache_scope,
+        semantic_default=settings.cache_semantic_default,
+        min_similarity_default=settings.cache_min_similarity,
+        sensitive=SensitiveRules.compile(settings.cache_sensitive_patterns, settings.cache_sensitive_hook),
+    )
+
+
+def result_cache(settings: Settings, metrics: Metrics) -> tuple[ResultCache, SemanticCache]:
+    """The two-tier cache and its semantic matching. Nothing connects or loads here: Redis on
+    ``ResultCache.start``, the embedding model on the first semantic request."""
+    redis = redis_tier_from_url(settings.redis_url, ttl_s=settings.cache_ttl_s) if settings.redis_url else None
+    memory = MemoryTier(settings.cache_l1_entries, settings.cache_l1_mb * 2**20, ttl_s=settings.cache_ttl_s)
+    cache = ResultCache(memory, redis, metrics=metrics, use_bloom=settings.cache_bloom)
+    # The semantic records share the cache's client, prefix and TTL, so flushes and outages treat them alike.
+    store = SemanticStore(redis.client, ttl_s=redis.ttl_s, prefix=redis.names.prefix) if redis else None
+    return cache, SemanticCache(cache, MiniLMEmbedder(), store)
 
 
 class Server:
@@ -44,9 +103,14 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.spec = get_spec(settings.model)  # an unknown model fails here, before anything starts
+        # So does a bad sensitive-prompt hook. The policy exists even with the cache off: it also
+        # flags sensitive prompts.
+        version = model_version(self.spec.name, weights_source(self.spec.name, settings.model_path))
+        policy = cache_policy(settings, version)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = SqliteJobStore(settings.db_path)
         self.metrics = Metrics()
+        self.cache, semantic = result_cache(settings, self.metrics) if settings.cache_enabled else (None, None)
         self.engine = Engine(
             model_name=self.spec.name,
             limits=self.spec.limits,
@@ -56,6 +120,9 @@ class Server:
             metrics=self.metrics,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
+            cache=self.cache,
+            semantic=semantic,
+            cache_policy=policy,
         )
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
@@ -65,6 +132,8 @@ class Server:
             api_keys=settings.api_keys,
             sync_max_wait_s=settings.sync_max_wait_s,
             lifespan=self._lifespan,
+            cache_admin=self.engine.video_cache,
+            admin_keys=settings.admin_keys,
         )
 
     @asynccontextmanager
@@ -72,6 +141,8 @@ class Server:
         requeued = await self.engine.recover()
         if requeued:
             log.info("re-queued %d unfinished jobs from the last run", requeued)
+        if self.cache is not None:
+            await self.cache.start()  # subscribed and bloom-synced before the first lookup
         loading = asyncio.create_task(self._load_and_start())
         try:
             yield
@@ -79,6 +150,8 @@ class Server:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await self.engine.stop()
+            if self.cache is not None:
+                await self.cache.close()
             self.store.close()
 
     async def _load_and_start(self) -> None:
@@ -91,4 +164,4 @@ class Server:
             return
         log.info("model %s loaded and warmed up (%d runs, %.2fs)", self.spec.name, self.settings.warmup_runs, seconds)
         self.model = model
-        await self.engine.start(runner_for(model))
+        await self.engine.start(runner_for(model, self.settings, self.metrics))

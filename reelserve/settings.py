@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
 
 
 class Settings(BaseSettings):
@@ -33,14 +37,78 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated bearer keys; empty disables auth."
     )
+    text_embedding_cache_entries: int = Field(
+        1024, ge=0, description="Prompts whose text-encoder output is kept for reuse; 0 disables the cache."
+    )
+    text_embedding_cache_mb: int = Field(
+        256, ge=0, description="Most MiB of text embeddings kept (on the model's device, padding trimmed)."
+    )
     sync_max_wait_s: float = Field(600.0, gt=0, description="Longest wait the sync endpoint allows.")
     log_level: str = Field("info", description="uvicorn log level.")
 
-    @field_validator("api_keys", mode="before")
+    # The result cache (README "Caching").
+    redis_url: str | None = Field(
+        None, description="Redis for the shared cache tier (redis://host:port/db); unset: in process only."
+    )
+    cache_enabled: bool = Field(True, description="Hand out a finished video again for an identical request.")
+    cache_ttl_s: int = Field(
+        7 * 24 * 3600, ge=1, description="Seconds a cache entry lives unread; each hit restarts it."
+    )
+    cache_l1_entries: int = Field(10_000, ge=1, description="Most entries in the in-process cache tier.")
+    cache_l1_mb: int = Field(64, ge=1, description="Most MiB of entry metadata in the in-process tier.")
+    cache_bloom: bool = Field(True, description="Answer most misses from a bloom filter, without asking Redis.")
+    cache_scope: Literal["global", "per-tenant"] = Field(
+        "global", description="global: all callers share results; per-tenant: only callers with the same API key."
+    )
+    cache_semantic_default: bool = Field(
+        False, description="Match prompts by meaning (MiniLM embeddings) for requests that do not say."
+    )
+    cache_min_similarity: float = Field(
+        0.92, ge=0.5, le=1.0, description="Cosine similarity a semantic match needs, unless the request says."
+    )
+    cache_sensitive_patterns: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_SENSITIVE_PATTERNS),
+        description="Regexes (comma-separated, or a JSON array when one has a comma); a prompt matching one "
+        "is never cached. Default: e-mail addresses and phone numbers.",
+    )
+    cache_sensitive_hook: str | None = Field(
+        None, description="'module:function' called with each prompt; true means never cache it."
+    )
+    admin_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated bearer keys for /v1/admin; empty: admin API disabled."
+    )
+
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("cache_sensitive_patterns", mode="before")
+    @classmethod
+    def _split_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("cache_sensitive_patterns")
+    @classmethod
+    def _compile_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+    @field_validator("cache_sensitive_hook")
+    @classmethod
+    def _hook_names_a_function(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:\w+", value):
+            raise ValueError(f"must look like 'package.module:function'; got {value!r}")
         return value
 
     @property

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny model loaded once, and a real server per test."""
+"""Shared fixtures: a tiny model loaded once, a real server per test, a private Redis per test."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import RunningServer, serve
+from support import RedisServer, RunningServer, serve
 
 from reelserve.models import LoadedModel, LoadOptions, load_model
 
@@ -20,3 +20,14 @@ def tiny_model() -> LoadedModel:
 def server(tmp_path: Path) -> Iterator[RunningServer]:
     with serve(tmp_path / "data") as running:
         yield running
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty redis-server for this test; fails (not skips) when redis-server is not installed."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,8 +1,12 @@
-"""Test helpers: real uvicorn servers on free loopback ports, polling with deadlines, a gated pipeline."""
+"""Test helpers: real uvicorn servers and a real Redis on free loopback ports, polling with deadlines,
+a gated pipeline."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -10,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
+import redis
 import uvicorn
 
 from reelserve.server import Server
@@ -95,3 +101,72 @@ def gate_pipeline(running: RunningServer) -> GatedPipeline:
     gated = GatedPipeline(runner.pipeline)
     runner.pipeline = gated
     return gated
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, no persistence. ``stop()`` and ``start()``
+    let a test take Redis away and bring it back (same port, empty)."""
+
+    def __init__(self, workdir: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not on PATH: the cache tests need a real Redis (apt install redis-server)")
+        self.executable = executable
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "redis.log"
+        self.process = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), "--logfile", str(log)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+        def answers() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server exited with {self.process.returncode}: {log.read_text()[-2000:]}")
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        try:
+            wait_until(answers, timeout=20)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def client(self) -> redis.Redis:
+        """A synchronous client, for a test to look at what the code under test wrote."""
+        return redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+async def eventually(predicate, timeout: float = 20.0, interval: float = 0.01):  # type: ignore[no-untyped-def]
+    """``wait_until`` for async tests: polls without blocking the event loop. ``predicate`` may be async."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -48,6 +48,11 @@ def test_serve_rejects_bad_settings(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown model" in result.output
     result = runner.invoke(app, ["serve", "--max-batch-size", "0", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "max_batch_size" in result.output
+    result = runner.invoke(app, ["serve", "--model", "tiny", "--cache-sensitive-hook", "reelserve.nope:f",
+                                 "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "cache_sensitive_hook" in result.output
+    result = runner.invoke(app, ["serve", "--cache-sensitive-patterns", "(open", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "cache_sensitive_patterns" in result.output
 
 
 def test_settings_come_from_env(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -55,5 +60,9 @@ def test_settings_come_from_env(monkeypatch) -> None:  # type: ignore[no-untyped
 
     monkeypatch.setenv("REELSERVE_MAX_BATCH_SIZE", "7")
     monkeypatch.setenv("REELSERVE_API_KEYS", "a, b")
+    monkeypatch.setenv("REELSERVE_REDIS_URL", "redis://127.0.0.1:6390/2")
+    monkeypatch.setenv("REELSERVE_CACHE_SENSITIVE_PATTERNS", r'["\\d{3,}", "secret"]')
     settings = Settings()
     assert settings.max_batch_size == 7 and settings.api_keys == ["a", "b"]
+    assert settings.redis_url == "redis://127.0.0.1:6390/2"
+    assert settings.cache_sensitive_patterns == [r"\d{3,}", "secret"]

@@ -24,7 +24,7 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("layer", ["engine", "jobs", "storage", "models", "schemas"])
+@pytest.mark.parametrize("layer", ["cache", "engine", "jobs", "storage", "models", "schemas"])
 def test_layer_does_not_import_http(layer: str) -> None:
     for path in (PACKAGE / layer).glob("*.py"):
         bad = {n for n in imports_of(path) if n.startswith(HTTP_MODULES)}
@@ -37,7 +37,7 @@ def test_schemas_import_nothing_else_of_ours() -> None:
         assert not ours, f"{path.name} imports {ours}"
 
 
-SERVING_LAYERS = ("engine", "jobs", "storage", "models", "schemas", "api")
+SERVING_LAYERS = ("cache", "engine", "jobs", "storage", "models", "schemas", "api")
 
 
 @pytest.mark.parametrize(
@@ -58,8 +58,12 @@ def test_serving_does_not_import_training_code(path: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "names"),
     [
-        ("reelserve.engine", {"BatchOutcome", "Batcher", "Content", "Engine", "EventBus", "PipelineRunner",
-                              "VideoService"}),
+        ("reelserve.cache", {"CacheDecision", "CacheEntry", "CachePolicy", "Hit", "KeyFilter", "MemoryTier",
+                             "RedisTier", "ResultCache", "SemanticCache", "SensitiveRules", "cache_key",
+                             "normalise_prompt", "output_signature", "prompt_hash", "redis_tier_from_url",
+                             "signature_hash"}),
+        ("reelserve.engine", {"BatchOutcome", "Batcher", "CacheAdmin", "Content", "Engine", "EventBus",
+                              "PipelineRunner", "VideoCache", "VideoService"}),
         ("reelserve.jobs", {"Broker", "JobStore", "LocalBroker", "SqliteJobStore"}),
         ("reelserve.storage", {"LocalStorage", "Storage"}),
     ],

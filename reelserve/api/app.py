@@ -9,11 +9,12 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from reelserve import __version__
-from reelserve.api.auth import BearerAuth
+from reelserve.api.admin import admin_router
+from reelserve.api.auth import AdminAuth, BearerAuth
 from reelserve.api.errors import install_error_handlers
 from reelserve.api.metrics_middleware import RequestMetricsMiddleware
 from reelserve.api.videos import videos_router
-from reelserve.engine.service import VideoService
+from reelserve.engine.service import CacheAdmin, VideoService
 from reelserve.metrics import Metrics
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -26,13 +27,19 @@ def create_app(
     api_keys: list[str] | None = None,
     sync_max_wait_s: float = 600.0,
     lifespan: Lifespan | None = None,
+    cache_admin: CacheAdmin | None = None,
+    admin_keys: list[str] | None = None,
 ) -> FastAPI:
+    """The app. ``/v1/admin/cache`` exists when ``cache_admin`` is given, and answers 403 to everyone
+    until ``admin_keys`` are configured."""
     app = FastAPI(title="reelserve", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(
         videos_router(service, sync_max_wait_s), dependencies=[Depends(BearerAuth(api_keys or []))]
     )
+    if cache_admin is not None:
+        app.include_router(admin_router(cache_admin), dependencies=[Depends(AdminAuth(admin_keys or []))])
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -14,7 +14,7 @@ from reelserve.schemas import ErrorCode, ReelserveError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {401: ErrorCode.unauthorized, 404: ErrorCode.not_found, 409: ErrorCode.conflict}
+_HTTP_CODES = {401: ErrorCode.unauthorized, 403: ErrorCode.forbidden, 404: ErrorCode.not_found, 409: ErrorCode.conflict}
 
 
 def error_response(error: ReelserveError, headers: dict[str, str] | None = None) -> JSONResponse:

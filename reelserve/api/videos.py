@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Annotated, Any, Literal
 
@@ -10,12 +11,33 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
+from reelserve.api.auth import tenant_of
 from reelserve.api.errors import validation_error
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, ReelserveError, VideoCreateRequest
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-_REQUEST_SCHEMA = VideoCreateRequest.model_json_schema()
+
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` inlined: a ``#/$defs/...`` reference would resolve against the root of
+    the OpenAPI document, which has no ``$defs``."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)  # type: ignore[no-any-return]
+
+
+_REQUEST_SCHEMA = _inline_defs(VideoCreateRequest.model_json_schema())
 _CREATE_DOC = {
     "requestBody": {
         "required": True,
@@ -35,7 +57,7 @@ def videos_router(service: VideoService, sync_max_wait_s: float) -> APIRouter:
             raise ReelserveError(
                 ErrorCode.invalid_parameter, f"wait must be > 0 and at most {sync_max_wait_s:g} seconds", "wait"
             )
-        job = await service.submit(await _parse_create(request))
+        job = await service.submit(await _parse_create(request), tenant=tenant_of(request))
         if wait is None:
             return JSONResponse(job.to_video_object())
         job = await service.wait(job.id, wait)
@@ -111,6 +133,9 @@ async def _parse_create(request: Request) -> VideoCreateRequest:
     if content_type in _FORM_TYPES:
         form = await request.form()
         data: Any = {key: value for key, value in form.items() if isinstance(value, str)}
+        if "cache" in data:  # the one nested field: a form carries it as JSON text
+            with contextlib.suppress(json.JSONDecodeError):
+                data["cache"] = json.loads(data["cache"])
     else:
         try:
             data = json.loads(await request.body())

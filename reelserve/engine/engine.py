@@ -1,7 +1,8 @@
 """The engine: owns the queue loop and the pipeline; knows nothing of HTTP.
 
-Data path: submit → job store (durable) → broker → batcher → runner (worker thread) →
-encoder (thread) → storage → job store → events.
+Data path: submit → result cache (a hit is stored as a completed copy) → job store (durable) →
+broker → batcher → runner (worker thread) → encoder (thread) → storage → job store → result cache →
+events.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
+from reelserve.cache.policy import CachePolicy
+from reelserve.cache.result_cache import ResultCache
+from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.batcher import Batcher
 from reelserve.engine.events import EventBus
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.engine.service import Content, Variant
+from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
+from reelserve.engine.video_cache import VideoCache
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.metrics import Metrics
 from reelserve.schemas import (
@@ -40,19 +46,14 @@ _RUNNING = frozenset({JobStatus.in_progress})
 _QUEUED = frozenset({JobStatus.queued})
 
 
-def video_key(job_id: str) -> str:
-    return f"videos/{job_id}/video.mp4"
-
-
-def thumbnail_key(job_id: str) -> str:
-    return f"videos/{job_id}/thumbnail.jpg"
-
-
 class Engine:
     """Implements ``VideoService`` for one served model.
 
     :param model_name: the name requests must use (or omit).
     :param limits: the model's constraints, used to validate requests.
+    :param cache: finished results to hand out again; None runs every request.
+    :param semantic: semantic matching on top of ``cache``.
+    :param cache_policy: who may use the cache and under which key (needed for ``cache`` to be used).
     """
 
     def __init__(
@@ -66,6 +67,9 @@ class Engine:
         metrics: Metrics,
         max_batch_size: int = 4,
         max_wait_s: float = 0.05,
+        cache: ResultCache | None = None,
+        semantic: SemanticCache | None = None,
+        cache_policy: CachePolicy | None = None,
     ) -> None:
         self.model_name = model_name
         self.limits = limits
@@ -75,6 +79,7 @@ class Engine:
         self.storage = storage
         self.metrics = metrics
         self.bus = EventBus()
+        self.video_cache = VideoCache(storage, metrics, cache, semantic, cache_policy)
         self.batcher = Batcher(broker, max_batch_size, max_wait_s)
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
         self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
@@ -127,7 +132,7 @@ class Engine:
 
     # -- the service ------------------------------------------------------------------------
 
-    async def submit(self, request: VideoCreateRequest) -> Job:
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None) -> Job:
         model = request.model or self.model_name
         if model != self.model_name:
             raise ReelserveError(
@@ -135,8 +140,12 @@ class Engine:
                 f"model '{model}' is not served here; this server serves '{self.model_name}'",
                 param="model",
             )
-        job = Job(params=resolve_request(request, model, self.limits))
+        job = await self.video_cache.new_job(request, resolve_request(request, model, self.limits), tenant)
         self.store.create(job)
+        if job.cached:  # completed already: its only transition is None -> completed
+            self.metrics.finished.labels(job.status.value).inc()
+            self._publish_status(job)
+            return job
         await self.broker.put(job.id, job.params.batch_key())
         self.bus.publish(self._queued_event(job))
         return job
@@ -172,8 +181,9 @@ class Engine:
         job = self.get(job_id)
         if not job.status.final:
             await self.cancel(job_id)
+        await self.video_cache.drop_job(job_id)
         self.store.delete(job_id)
-        self.storage.delete_prefix(f"videos/{job_id}/")
+        self.storage.delete_prefix(job_prefix(job_id))
 
     async def wait(self, job_id: str, timeout: float) -> Job:
         async with self.bus.subscribe(job_id) as events:
@@ -204,8 +214,8 @@ class Engine:
                 ErrorCode.conflict, f"video '{job_id}' is {job.status.value}; content exists once completed"
             )
         if variant == "thumbnail":
-            return Content(self.storage, thumbnail_key(job_id), THUMBNAIL_CONTENT_TYPE)
-        return Content(self.storage, video_key(job_id), MP4_CONTENT_TYPE)
+            return Content(self.storage, job.thumbnail_key or thumbnail_key(job_id), THUMBNAIL_CONTENT_TYPE)
+        return Content(self.storage, job.video_key or video_key(job_id), MP4_CONTENT_TYPE)
 
     def queue_depth(self) -> int:
         return self.broker.depth()
@@ -290,8 +300,12 @@ class Engine:
         job.timings.encode_s = time.perf_counter() - started
         job.timings.total_s = job.completed_at - job.created_at
         if not self.store.save(job, expect=_RUNNING):
-            self.storage.delete_prefix(f"videos/{job.id}/")  # cancelled or deleted meanwhile
+            self.storage.delete_prefix(job_prefix(job.id))  # cancelled or deleted meanwhile
             return
+        try:  # before the status event, so a caller who saw "completed" can already hit the cache
+            await self.video_cache.remember(job)
+        except Exception:
+            log.exception("caching the result of %s failed; the job itself completed", job.id)
         self.metrics.end_to_end.observe(job.timings.total_s)
         self.metrics.finished.labels(job.status.value).inc()
         self._publish_status(job)

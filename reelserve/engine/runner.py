@@ -4,6 +4,10 @@ Every row gets its own seeded generator, so a video is the same whether it ran a
 batch. A row whose job is cancelled is cut out of the batch at the next step boundary: its
 latents, text embeddings and any per-sample scheduler state are sliced away, and its batch-mates
 carry on untouched.
+
+Pipelines with ``encode_prompt`` (every Wan pipeline) get ``prompt_embeds`` made one prompt at a
+time by ``encode_prompts``, through the text-embedding cache when there is one; others get the
+prompt strings.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.schemas import GenerationParams
 
 StepListener = Callable[[list[str], int, int], None]  # (live job ids, step done, total steps)
@@ -38,10 +43,17 @@ class _AllRowsStopped(Exception):
 class PipelineRunner:
     """Calls ``pipeline`` for a batch of ``(job_id, params)`` sharing one batch key."""
 
-    def __init__(self, pipeline: Any, device: torch.device, max_sequence_length: int) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        device: torch.device,
+        max_sequence_length: int,
+        text_embeddings: TextEmbeddingCache | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.device = device
         self.max_sequence_length = max_sequence_length
+        self.text_embeddings = text_embeddings
         self.calls = 0  # pipeline invocations, for tests and benchmarks
 
     def run(
@@ -76,8 +88,6 @@ class PipelineRunner:
             return sliced
 
         kwargs: dict[str, Any] = {
-            "prompt": [p.prompt for _, p in batch],
-            "negative_prompt": [p.negative_prompt for _, p in batch],
             "height": first.height,
             "width": first.width,
             "num_frames": first.num_frames,
@@ -94,6 +104,7 @@ class PipelineRunner:
         self.calls += 1
         try:
             with torch.inference_mode():
+                kwargs.update(self._text_inputs([p for _, p in batch]))
                 frames = self.pipeline(**kwargs).frames
         except _AllRowsStopped:
             frames = []
@@ -101,6 +112,22 @@ class PipelineRunner:
         for job_id, video in zip(live, frames, strict=False):
             outcome.frames[job_id] = np.asarray(video)
         return outcome
+
+    def _text_inputs(self, params: list[GenerationParams]) -> dict[str, Any]:
+        prompts = [p.prompt for p in params]
+        negatives = [p.negative_prompt for p in params]
+        # Looked up per call, not in __init__: tests swap runner.pipeline for a wrapper.
+        if not hasattr(self.pipeline, "encode_prompt"):
+            return {"prompt": prompts, "negative_prompt": negatives}
+        inputs = {"prompt_embeds": self._encode(prompts)}
+        # WanPipeline runs the unconditional branch only when guidance_scale > 1 (guidance_scale_2
+        # does not enter into it); without it the negative embeddings would be encoded for nothing.
+        if params[0].guidance_scale > 1.0:
+            inputs["negative_prompt_embeds"] = self._encode(negatives)
+        return inputs
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        return encode_prompts(self.pipeline, prompts, self.max_sequence_length, self.text_embeddings)
 
 
 def _drop_rows(pipe: Any, tensors: dict[str, Any], keep: list[int]) -> dict[str, Any]:

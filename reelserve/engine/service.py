@@ -23,8 +23,9 @@ class VideoService(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    async def submit(self, request: VideoCreateRequest) -> Job:
-        """Validate, persist and enqueue; the job is durable when this returns."""
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None) -> Job:
+        """Validate, persist and enqueue; the job is durable when this returns. A cache hit comes back
+        already completed. ``tenant`` (a hash of the caller's API key) keeps per-tenant caches apart."""
 
     def get(self, job_id: str) -> Job:
         """Raises ``ReelserveError(not_found)``."""
@@ -45,3 +46,18 @@ class VideoService(Protocol):
         """Raises not_found, or conflict while the job is unfinished."""
 
     def queue_depth(self) -> int: ...
+
+
+class CacheAdmin(Protocol):
+    """What the admin API may do to the result cache. Each removal returns how many entries went."""
+
+    async def cache_stats(self) -> dict[str, object]: ...
+
+    async def invalidate_key(self, key: str) -> int: ...
+
+    async def invalidate_prompt(self, prompt: str) -> int:
+        """Every entry of this prompt (after normalisation), whatever its other parameters."""
+
+    async def invalidate_model(self, model: str) -> int: ...
+
+    async def flush(self) -> int: ...

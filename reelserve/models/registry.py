@@ -210,6 +210,16 @@ def get_spec(name: str) -> ModelSpec:
     )
 
 
+def weights_source(name: str, path: str | None) -> str | None:
+    """Where ``name``'s weights come from with this ``path`` option: a directory, a hub id, or
+    None for a model built in code. What cache keys fingerprint, known before the model loads."""
+    if path is not None:
+        return path
+    if name == "micro":
+        return str(MICRO_WEIGHTS)
+    return get_spec(name).default_source
+
+
 def load_model(name: str, options: LoadOptions) -> LoadedModel:
     """Load model ``name`` placed as ``options`` says. Option errors are raised before any weights
     are read; see ``load_wan_pipeline`` for the errors a bad ``path`` gives."""

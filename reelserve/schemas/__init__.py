@@ -12,6 +12,7 @@ from reelserve.schemas.jobs import (
 )
 from reelserve.schemas.requests import (
     MAX_PROMPT_CHARS,
+    CacheOptions,
     GenerationParams,
     ModelLimits,
     VideoCreateRequest,
@@ -22,6 +23,7 @@ __all__ = [
     "FINAL_STATUSES",
     "MAX_PROMPT_CHARS",
     "UNFINISHED_STATUSES",
+    "CacheOptions",
     "ErrorCode",
     "ErrorResponse",
     "EventType",

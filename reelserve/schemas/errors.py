@@ -12,6 +12,7 @@ class ErrorCode(StrEnum):
     invalid_parameter = "invalid_parameter"
     unknown_model = "unknown_model"
     unauthorized = "unauthorized"
+    forbidden = "forbidden"
     not_found = "not_found"
     conflict = "conflict"
     not_ready = "not_ready"
@@ -26,6 +27,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.invalid_parameter: 422,
     ErrorCode.unknown_model: 422,
     ErrorCode.unauthorized: 401,
+    ErrorCode.forbidden: 403,
     ErrorCode.not_found: 404,
     ErrorCode.conflict: 409,
     ErrorCode.not_ready: 503,

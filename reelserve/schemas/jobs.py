@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -56,6 +57,25 @@ class Job(BaseModel):
     attempts: int = 0
     video_key: str | None = None
     thumbnail_key: str | None = None
+    # A cache hit: a completed copy of job ``cache_source_id``'s video. Similarity and matched prompt
+    # (normalised) only for a semantic hit, where the cached prompt differs from this one.
+    cached: bool = False
+    cache_source_id: str | None = None
+    cache_similarity: float | None = None
+    cache_matched_prompt: str | None = None
+    # Internal, never in the video object: what to store in the cache when this job completes
+    # (None: not cacheable), and whether its prompt matched a sensitive-data rule.
+    cache_key: str | None = None
+    cache_signature: str | None = None  # signature_hash, for the semantic index
+    cache_semantic: bool = False  # index the prompt's embedding too (the request was semantic)
+    sensitive: bool = False
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """A sensitive job's repr hides its prompts, so logging a job can never print them."""
+        for name, value in super().__repr_args__():
+            if name == "params" and self.sensitive:
+                value = value.model_copy(update={"prompt": "<redacted>", "negative_prompt": "<redacted>"})
+            yield name, value
 
     def to_video_object(self) -> dict[str, Any]:
         """The OpenAI ``video`` object, plus reelserve's own fields."""
@@ -82,4 +102,11 @@ class Job(BaseModel):
             "batch_size": self.batch_size,
             "attempts": self.attempts,
             "timings": self.timings.model_dump(),
+            "cached": self.cached,
+            "cache_source_id": self.cache_source_id,
+            **(
+                {"cache_similarity": self.cache_similarity, "cache_matched_prompt": self.cache_matched_prompt}
+                if self.cache_similarity is not None
+                else {}
+            ),
         }

@@ -19,6 +19,20 @@ MAX_SEED = 2**63 - 1
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
+class CacheOptions(BaseModel):
+    """Per-request control of the result cache (``VideoCreateRequest.cache``); None means the server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="false: this request neither reads nor writes the cache")
+    semantic: bool | None = Field(
+        default=None, description="also accept a cached video of a prompt close in meaning (same other params)"
+    )
+    min_similarity: float | None = Field(
+        default=None, ge=0.5, le=1.0, description="cosine similarity a semantic match needs"
+    )
+
+
 class VideoCreateRequest(BaseModel):
     """Body of ``POST /v1/videos`` (JSON or form). Unknown fields are rejected."""
 
@@ -37,6 +51,7 @@ class VideoCreateRequest(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
     guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    cache: CacheOptions | None = None
 
     @field_validator("prompt")
     @classmethod

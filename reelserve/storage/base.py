@@ -9,13 +9,18 @@ from typing import Protocol
 class Storage(Protocol):
     """Blob storage addressed by ``/``-separated keys such as ``videos/<job_id>/video.mp4``.
 
-    Missing keys raise ``FileNotFoundError`` from ``get``, ``size`` and ``read_range``.
+    Missing keys raise ``FileNotFoundError`` from ``get``, ``copy``, ``size`` and ``read_range``.
     """
 
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key`` atomically: a reader sees the old blob or the whole new one."""
 
     def get(self, key: str) -> bytes: ...
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Make ``dst_key`` a blob with ``src_key``'s bytes that outlives ``src_key``'s deletion.
+
+        Raises ``FileNotFoundError`` if ``src_key`` is missing. Atomic like ``put``."""
 
     def size(self, key: str) -> int: ...
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
+
+_COPY_CHUNK = 1 << 20
 
 
 class LocalStorage:
@@ -41,6 +45,32 @@ class LocalStorage:
 
     def get(self, key: str) -> bytes:
         return self._existing(key).read_bytes()
+
+    def copy(self, src_key: str, dst_key: str) -> None:
+        """Give ``dst_key`` the bytes of ``src_key``: a hard link (instant, no extra disk), or where the
+        filesystem refuses one, a copy. Either way deleting ``src_key`` later leaves ``dst_key`` whole,
+        and a reader sees no ``dst_key`` or all of it. Raises ``FileNotFoundError`` for a missing source.
+        """
+        src = self._existing(src_key)
+        dst = self._path(dst_key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        # Link under a temporary name, then rename over the target: os.link alone fails if it exists.
+        tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            try:
+                os.link(src, tmp)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"no blob stored under {src_key!r}") from None
+            except OSError:  # another device, or a filesystem without hard links
+                with src.open("rb") as source, tmp.open("wb") as target:
+                    shutil.copyfileobj(source, target, _COPY_CHUNK)
+                    target.flush()
+                    os.fsync(target.fileno())
+            os.replace(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(dst.parent)
 
     def size(self, key: str) -> int:
         """Size of the blob in bytes."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,46 @@ def test_delete_prefix_rejects_unsafe_prefixes(storage: LocalStorage) -> None:
         with pytest.raises(ValueError):
             storage.delete_prefix(prefix)
     assert storage.exists("videos/a.bin")
+
+
+def test_copy_is_a_hard_link_that_outlives_the_source(storage: LocalStorage) -> None:
+    storage.put("videos/a/video.mp4", b"frames")
+    storage.copy("videos/a/video.mp4", "videos/b/video.mp4")
+    src, dst = storage.local_path("videos/a/video.mp4"), storage.local_path("videos/b/video.mp4")
+    assert src is not None and dst is not None and os.path.samefile(src, dst)
+    assert storage.delete_prefix("videos/a/") == 1
+    assert storage.get("videos/b/video.mp4") == b"frames"
+    assert not any(p.name.endswith(".tmp") for p in storage.root.rglob("*"))
+
+
+def test_copy_replaces_an_existing_target(storage: LocalStorage) -> None:
+    storage.put("a.bin", b"new")
+    storage.put("b.bin", b"old")
+    storage.copy("a.bin", "b.bin")
+    assert storage.get("b.bin") == b"new"
+
+
+def test_copy_of_a_missing_source_raises_and_leaves_nothing(storage: LocalStorage) -> None:
+    with pytest.raises(FileNotFoundError):
+        storage.copy("videos/gone/video.mp4", "videos/new/video.mp4")
+    assert not storage.exists("videos/new/video.mp4")
+    assert not any(p.is_file() for p in storage.root.rglob("*"))
+
+
+def test_copy_across_filesystems_falls_back_to_a_real_copy(storage: LocalStorage, tmp_path: Path) -> None:
+    # A source directory on another filesystem (a symlink into /dev/shm) makes os.link fail with EXDEV.
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(storage.root).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem other than the test's tmp dir")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        (storage.root / "videos").mkdir()
+        (storage.root / "videos" / "a").symlink_to(elsewhere)
+        storage.put("videos/a/video.mp4", b"x" * 3_000_000)
+        storage.copy("videos/a/video.mp4", "videos/b/video.mp4")
+        dst = storage.local_path("videos/b/video.mp4")
+        assert dst is not None and os.stat(dst).st_dev != os.stat(elsewhere).st_dev
+        (elsewhere / "video.mp4").unlink()
+        assert storage.get("videos/b/video.mp4") == b"x" * 3_000_000
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
