@@ -50,7 +50,7 @@ def main() -> None:
     results = {}
     for label, batch in (("batching off (max_batch_size 1)", 1), (f"batching on (max_batch_size {args.clients})",
                                                                   args.clients)):
-        with server("--device", "cpu", "--max-batch-size", str(batch), "--max-wait-ms", "50",
+        with server("--model", "tiny", "--device", "cpu", "--max-batch-size", str(batch), "--max-wait-ms", "50",
                     "--warmup-runs", "2", "--no-cache-enabled") as url:  # measure batching, not the cache
             httpx.post(url + "/v1/videos/sync", json=body, timeout=600)  # first-request costs
             results[label] = run_load(url, args.clients, args.per_client, body)

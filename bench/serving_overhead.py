@@ -37,7 +37,7 @@ def main() -> None:
     # max-wait 0: a lone request should not sit in the batching window in this comparison; no result
     # cache: every run repeats the same seeded request, which would otherwise be a cache hit
     with (
-        server("--device", "cpu", "--max-wait-ms", "0", "--warmup-runs", "2", "--no-cache-enabled") as url,
+        server("--model", "tiny", "--device", "cpu", "--max-wait-ms", "0", "--warmup-runs", "2", "--no-cache-enabled") as url,
         httpx.Client(base_url=url, timeout=300) as client,
     ):
         client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from reelserve.cache_cli import app as cache_app
 from reelserve.micro.cli import app as micro_app
 from reelserve.schemas import ReelserveError, VideoCreateRequest, resolve_request
 from reelserve.settings import Settings
@@ -22,6 +23,7 @@ from reelserve.settings import Settings
 app = typer.Typer(help="reelserve: an inference server for text-to-video diffusion models.", no_args_is_help=True)
 console = Console(stderr=True)
 app.add_typer(micro_app, name="micro")
+app.add_typer(cache_app, name="cache")
 
 
 def _option_type(annotation: Any) -> Any:
