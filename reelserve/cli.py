@@ -16,7 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from reelserve.cache_cli import app as cache_app
+from reelserve.loadgen.cli import app as bench_app
 from reelserve.micro.cli import app as micro_app
+from reelserve.planning.cli import plan
 from reelserve.schemas import ReelserveError, VideoCreateRequest, resolve_request
 from reelserve.settings import Settings
 
@@ -24,6 +26,8 @@ app = typer.Typer(help="reelserve: an inference server for text-to-video diffusi
 console = Console(stderr=True)
 app.add_typer(micro_app, name="micro")
 app.add_typer(cache_app, name="cache")
+app.add_typer(bench_app, name="bench")
+app.command("plan")(plan)
 
 
 def _option_type(annotation: Any) -> Any:

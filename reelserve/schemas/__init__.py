@@ -5,6 +5,7 @@ from reelserve.schemas.events import EventType, JobEvent
 from reelserve.schemas.jobs import (
     FINAL_STATUSES,
     UNFINISHED_STATUSES,
+    Degradation,
     Job,
     JobError,
     JobStatus,
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "UNFINISHED_STATUSES",
     "CacheOptions",
+    "Degradation",
     "ErrorCode",
     "ErrorResponse",
     "EventType",

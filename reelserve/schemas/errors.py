@@ -19,6 +19,14 @@ class ErrorCode(StrEnum):
     generation_failed = "generation_failed"
     interrupted = "interrupted"
     internal_error = "internal_error"
+    # Admission (answered at once, with Retry-After) and job failures of the scheduler.
+    queue_full = "queue_full"  # the tier's queue is at its maximum length
+    deadline_unmeetable = "deadline_unmeetable"  # estimated completion is past the deadline
+    rate_limited = "rate_limited"  # the API key's requests per minute or concurrent jobs
+    cache_only = "cache_only"  # under overload this tier is served from the cache only, and this missed
+    circuit_open = "circuit_open"  # consecutive pipeline failures: not admitting until a probe succeeds
+    deadline_exceeded = "deadline_exceeded"  # a queued job's deadline passed before it could run
+    out_of_memory = "out_of_memory"  # the job does not fit on the device even alone
 
 
 # The HTTP layer maps codes to statuses once, here, so no route picks its own.
@@ -34,6 +42,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.generation_failed: 500,
     ErrorCode.interrupted: 500,
     ErrorCode.internal_error: 500,
+    ErrorCode.queue_full: 429,
+    ErrorCode.deadline_unmeetable: 429,
+    ErrorCode.rate_limited: 429,
+    ErrorCode.cache_only: 429,
+    ErrorCode.circuit_open: 503,
+    ErrorCode.deadline_exceeded: 504,
+    ErrorCode.out_of_memory: 507,
 }
 
 
@@ -52,11 +67,14 @@ class ErrorResponse(BaseModel):
 class ReelserveError(Exception):
     """An error a caller can act on; ``param`` names the offending request field, if any."""
 
-    def __init__(self, code: ErrorCode, message: str, param: str | None = None) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, param: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.param = param
+        self.retry_after = retry_after  # seconds; sent as the Retry-After header
 
     @property
     def http_status(self) -> int:

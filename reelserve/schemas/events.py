@@ -25,6 +25,7 @@ class JobEvent(BaseModel):
     step: int | None = None
     total_steps: int | None = None
     error: JobError | None = None
+    estimated_completion_at: float | None = None  # epoch seconds, while the job is unfinished
     at: float = Field(default_factory=time.time)
 
     @property

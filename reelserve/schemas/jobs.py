@@ -43,6 +43,13 @@ class Timings(BaseModel):
     total_s: float | None = None
 
 
+class Degradation(BaseModel):
+    """One parameter the server lowered under load: what was asked and what ran."""
+
+    requested: int
+    ran: int
+
+
 class Job(BaseModel):
     id: str = Field(default_factory=lambda: f"video_{uuid.uuid4().hex}")
     params: GenerationParams
@@ -69,6 +76,14 @@ class Job(BaseModel):
     cache_signature: str | None = None  # signature_hash, for the semantic index
     cache_semantic: bool = False  # index the prompt's embedding too (the request was semantic)
     sensitive: bool = False
+    # Scheduling: the tier it queued in, when it must be done by, when the server expects it done,
+    # and what was lowered to admit it (``degraded_reason`` says why: a load level, or the deadline).
+    priority: str | None = None
+    deadline_at: float | None = None
+    estimated_completion_at: float | None = None
+    degraded: dict[str, Degradation] | None = None
+    degraded_reason: str | None = None
+    tenant: str | None = None  # internal: whose concurrent-job limit this counts against
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """A sensitive job's repr hides its prompts, so logging a job can never print them."""
@@ -104,6 +119,11 @@ class Job(BaseModel):
             "timings": self.timings.model_dump(),
             "cached": self.cached,
             "cache_source_id": self.cache_source_id,
+            "priority": self.priority,
+            "deadline_at": self.deadline_at,
+            "estimated_completion_at": self.estimated_completion_at,
+            "degraded": {k: v.model_dump() for k, v in self.degraded.items()} if self.degraded else None,
+            "degraded_reason": self.degraded_reason,
             **(
                 {"cache_similarity": self.cache_similarity, "cache_matched_prompt": self.cache_matched_prompt}
                 if self.cache_similarity is not None

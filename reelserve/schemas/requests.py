@@ -52,6 +52,15 @@ class VideoCreateRequest(BaseModel):
     guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     cache: CacheOptions | None = None
+    priority: str | None = Field(
+        default=None, description="tier name, e.g. 'realtime', 'standard', 'batch'; within what the API key allows"
+    )
+    deadline_seconds: float | None = Field(
+        default=None, gt=0, description="finish within this many seconds of acceptance, or be told at once"
+    )
+    allow_degrade: bool | None = Field(
+        default=None, description="may the server run fewer steps or frames under load; None: the tier's default"
+    )
 
     @field_validator("prompt")
     @classmethod

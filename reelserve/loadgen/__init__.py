@@ -1,0 +1,1 @@
+"""The load probe: replays a workload against a running server and reports per tier."""

@@ -1,0 +1,1 @@
+"""Capacity planning offline: a discrete-event simulation of the server driven by a learned cost model."""
