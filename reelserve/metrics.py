@@ -49,6 +49,7 @@ class Metrics:
             "reelserve_jobs_finished", "Jobs reaching a final status", ["status"], registry=r
         )
         self._add_cache_metrics(r)
+        self._add_scheduling_metrics(r)
         self.text_embedding_cache_requests = Counter(
             "reelserve_text_embedding_cache_requests",
             "Text-embedding cache lookups (one per distinct prompt per batch) by outcome",
@@ -84,6 +85,35 @@ class Metrics:
         )
         self.cache_errors = Counter(
             "reelserve_cache_errors", "Failed Redis calls of the result cache", ["op"], registry=r
+        )
+
+    def _add_scheduling_metrics(self, r: CollectorRegistry) -> None:
+        self.tier_queue_depth = Gauge("reelserve_tier_queue_depth", "Jobs waiting, by tier", ["tier"], registry=r)
+        self.tier_queue_wait = Histogram(
+            "reelserve_tier_queue_wait_seconds", "Time from acceptance to start, by tier", ["tier"],
+            buckets=_SECONDS, registry=r,
+        )
+        self.admissions = Counter("reelserve_admissions", "Jobs admitted to the queue, by tier", ["tier"], registry=r)
+        self.rejections = Counter(
+            "reelserve_rejections", "Requests refused at admission, by reason (the error code)", ["reason"], registry=r
+        )
+        self.degradations = Counter(
+            "reelserve_degradations", "Parameters lowered to admit a job, by tier and parameter", ["tier", "param"],
+            registry=r,
+        )
+        self.deadline_misses = Counter(
+            "reelserve_deadline_misses",
+            "Jobs that missed their deadline: expired_in_queue (failed, never ran) or completed_late",
+            ["tier", "kind"],
+            registry=r,
+        )
+        self.estimate_error = Histogram(
+            "reelserve_completion_estimate_error_seconds",
+            "|actual - estimated| completion time of completed jobs, the estimate made at admission",
+            buckets=_SECONDS, registry=r,
+        )
+        self.circuit_state = Gauge(
+            "reelserve_circuit_state", "Pipeline circuit breaker: 0 closed, 1 half-open, 2 open", registry=r
         )
 
     def watch_jobs(self, count: Callable[[], dict[str, int]]) -> None:

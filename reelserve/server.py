@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from reelserve.api.app import create_app
+from reelserve.api.auth import tenant_id
 from reelserve.cache.embedder import MiniLMEmbedder
 from reelserve.cache.memory import MemoryTier
 from reelserve.cache.policy import CachePolicy, SensitiveRules
@@ -19,13 +20,19 @@ from reelserve.cache.redis_tier import redis_tier_from_url
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic import SemanticStore
 from reelserve.cache.semantic_cache import SemanticCache
+from reelserve.engine.circuit import CircuitBreaker, CircuitState
+from reelserve.engine.cost_model import CostModel
 from reelserve.engine.engine import Engine
+from reelserve.engine.rate_limit import RateLimiter
 from reelserve.engine.runner import PipelineRunner
+from reelserve.engine.scheduler import SchedulingOptions
 from reelserve.engine.text_embeddings import TextEmbeddingCache
+from reelserve.engine.tiers import TierTable
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
 from reelserve.models import LoadedModel, LoadOptions, get_spec, load_model, model_version, weights_source
+from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
 from reelserve.storage.local import LocalStorage
 
@@ -97,6 +104,51 @@ def result_cache(settings: Settings, metrics: Metrics) -> tuple[ResultCache, Sem
     return cache, SemanticCache(cache, MiniLMEmbedder(), store)
 
 
+_CIRCUIT_GAUGE = {CircuitState.closed: 0, CircuitState.half_open: 1, CircuitState.open: 2}
+
+
+def load_cost_model(settings: Settings) -> CostModel:
+    """What the last run learned, so admission estimates are good from the first request; the prior
+    when there is nothing (or nothing readable) yet."""
+    path = settings.cost_model_path
+    if not path.exists():
+        return CostModel()
+    try:
+        return CostModel.load(path)
+    except (ValueError, OSError) as exc:
+        log.warning("ignoring the saved cost model %s (%s); starting from the prior", path, exc)
+        return CostModel()
+
+
+def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
+    """Tiers, per-key policies (keyed by tenant id, so raw keys are not kept), limits and the breaker."""
+    default_policy = TenantPolicy(
+        requests_per_minute=settings.rate_limit_rpm, max_concurrent_jobs=settings.rate_limit_concurrent
+    )
+    tiers = TierTable(
+        settings.tiers,
+        settings.default_tier,
+        tenants={tenant_id(key): policy for key, policy in settings.tenants.items()},
+        default_policy=default_policy,
+    )
+    circuit = None
+    if settings.circuit_failures:
+        circuit = CircuitBreaker(
+            settings.circuit_failures,
+            settings.circuit_cooldown_s,
+            probe_timeout_s=max(60.0, settings.circuit_cooldown_s),
+            on_change=lambda state: metrics.circuit_state.set(_CIRCUIT_GAUGE[state]),
+        )
+    return SchedulingOptions(
+        tiers=tiers,
+        degrade_levels=settings.degrade_levels,
+        limiter=RateLimiter(),
+        circuit=circuit,
+        cost_model=load_cost_model(settings),
+        cost_model_path=settings.cost_model_path,
+    )
+
+
 class Server:
     """One process serving one model. ``app`` is the ASGI app to hand to uvicorn."""
 
@@ -111,6 +163,7 @@ class Server:
         self.store = SqliteJobStore(settings.db_path)
         self.metrics = Metrics()
         self.cache, semantic = result_cache(settings, self.metrics) if settings.cache_enabled else (None, None)
+        options = scheduling(settings, self.metrics)  # a bad tier or tenant setting fails here
         self.engine = Engine(
             model_name=self.spec.name,
             limits=self.spec.limits,
@@ -123,6 +176,7 @@ class Server:
             cache=self.cache,
             semantic=semantic,
             cache_policy=policy,
+            scheduling=options,
         )
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
+from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel, TenantPolicy, Tier
 
 
 class Settings(BaseSettings):
@@ -78,6 +79,45 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated bearer keys for /v1/admin; empty: admin API disabled."
     )
 
+    # Scheduling (README "Priorities, deadlines and load").
+    tiers: Annotated[list[Tier], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_TIERS),
+        description="Priority tiers as a JSON array of {name, level, default_deadline_s, max_deadline_s, max_queue, "
+        "on_late, allow_degrade, reserved_share}. Default: realtime, standard, batch.",
+    )
+    default_tier: str = Field("standard", description="Tier of requests whose key and body name none.")
+    tenants: Annotated[dict[str, TenantPolicy], NoDecode] = Field(
+        default_factory=dict,
+        description="Per API key, as JSON: {\"<key>\": {\"tier\", \"allowed_tiers\", \"requests_per_minute\", "
+        "\"max_concurrent_jobs\"}}.",
+    )
+    rate_limit_rpm: int = Field(0, ge=0, description="Requests per minute per API key unless it says; 0: unlimited.")
+    rate_limit_concurrent: int = Field(
+        0, ge=0, description="Queued + running jobs per API key unless it says; 0: unlimited."
+    )
+    degrade_levels: Annotated[list[DegradeLevel], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_DEGRADE_LEVELS),
+        description="Load-based degradation as a JSON array of {name, min_queue_delay_s, max_steps, max_frames, "
+        "cache_only_tiers}; [] turns it off.",
+    )
+    circuit_failures: int = Field(
+        5, ge=0, description="Consecutive failed pipeline calls that stop admission until a probe succeeds; 0: never."
+    )
+    circuit_cooldown_s: float = Field(30.0, gt=0, description="Seconds the circuit stays open before a probe.")
+
+    @field_validator("tiers", "tenants", "degrade_levels", mode="before")
+    @classmethod
+    def _json(cls, value: object) -> object:
+        return json.loads(value) if isinstance(value, str) else value
+
+    @field_validator("tiers")
+    @classmethod
+    def _tier_names_unique(cls, value: list[Tier]) -> list[Tier]:
+        names = [tier.name for tier in value]
+        if not value or len(set(names)) != len(names):
+            raise ValueError(f"tiers need at least one tier and unique names; got {names}")
+        return value
+
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -114,6 +154,10 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def cost_model_path(self) -> Path:
+        return self.data_dir / "cost_model.json"
 
     @property
     def storage_dir(self) -> Path:

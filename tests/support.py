@@ -18,6 +18,7 @@ import pytest
 import redis
 import uvicorn
 
+from reelserve.schemas import GenerationParams, ModelLimits
 from reelserve.server import Server
 from reelserve.settings import Settings
 
@@ -170,3 +171,30 @@ async def eventually(predicate, timeout: float = 20.0, interval: float = 0.01): 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class FakeClock:
+    """A clock a test moves by hand: no sleeping, no flakiness."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# A micro-sized model's limits and one request, for scheduling tests that need no pipeline.
+SCHEDULING_LIMITS = ModelLimits(
+    spatial_multiple=16, max_width=128, max_height=128, max_frames=33, max_steps=50, default_width=64,
+    default_height=64, default_frames=17, default_fps=8, default_steps=25, default_guidance=5.0,
+)
+
+
+def scheduling_params(steps: int) -> GenerationParams:
+    return GenerationParams(
+        model="m", prompt="p", width=64, height=64, num_frames=17, fps=8, num_inference_steps=steps,
+        guidance_scale=5.0, seed=1,
+    )

@@ -53,6 +53,14 @@ def test_serve_rejects_bad_settings(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cache_sensitive_hook" in result.output
     result = runner.invoke(app, ["serve", "--cache-sensitive-patterns", "(open", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "cache_sensitive_patterns" in result.output
+    result = runner.invoke(app, ["serve", "--model", "tiny", "--default-tier", "gold", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "default tier 'gold'" in result.output
+    result = runner.invoke(app, ["serve", "--model", "tiny", "--tenants", '{"k": {"tier": "gold"}}',
+                                 "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "'gold'" in result.output
+    late = '[{"name": "rt", "level": 0, "default_deadline_s": 30, "max_deadline_s": 20, "max_queue": 5}]'
+    result = runner.invoke(app, ["serve", "--tiers", late, "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "default_deadline_s is above max_deadline_s" in result.output
 
 
 def test_settings_come_from_env(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -62,7 +70,11 @@ def test_settings_come_from_env(monkeypatch) -> None:  # type: ignore[no-untyped
     monkeypatch.setenv("REELSERVE_API_KEYS", "a, b")
     monkeypatch.setenv("REELSERVE_REDIS_URL", "redis://127.0.0.1:6390/2")
     monkeypatch.setenv("REELSERVE_CACHE_SENSITIVE_PATTERNS", r'["\\d{3,}", "secret"]')
+    monkeypatch.setenv("REELSERVE_TENANTS", '{"key-a": {"tier": "realtime", "requests_per_minute": 30}}')
+    monkeypatch.setenv("REELSERVE_DEGRADE_LEVELS", "[]")
     settings = Settings()
+    assert settings.tenants["key-a"].tier == "realtime" and settings.tenants["key-a"].requests_per_minute == 30
+    assert settings.degrade_levels == [] and [t.name for t in settings.tiers] == ["realtime", "standard", "batch"]
     assert settings.max_batch_size == 7 and settings.api_keys == ["a", "b"]
     assert settings.redis_url == "redis://127.0.0.1:6390/2"
     assert settings.cache_sensitive_patterns == [r"\d{3,}", "secret"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,8 @@ _HTTP_CODES = {401: ErrorCode.unauthorized, 403: ErrorCode.forbidden, 404: Error
 
 
 def error_response(error: ReelserveError, headers: dict[str, str] | None = None) -> JSONResponse:
+    if error.retry_after is not None:  # whole seconds, rounded up: a client retrying early is refused again
+        headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(error.retry_after)))}
     return JSONResponse(error.body().model_dump(), status_code=error.http_status, headers=headers)
 
 

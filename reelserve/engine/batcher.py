@@ -1,30 +1,72 @@
-"""Dynamic batching: the oldest job opens a batch; jobs with the same batch key may join until
-the batch is full or ``max_wait_s`` has passed since it opened."""
+"""Dynamic batching with priorities: the oldest job of the most urgent level opens a batch (or of a
+level owed its reserved share); jobs with the same batch key join, most urgent first, until the
+batch is full or ``max_wait_s`` has passed since it opened.
+
+A batch that has not started never holds up more urgent work: if a job of a more urgent level
+with another key arrives while the batch waits for joiners, the batch goes back to the queue,
+in order, and the urgent job opens the next one.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
-from reelserve.jobs.base import Broker
+from reelserve.engine.shares import ReservedShares
+from reelserve.jobs.base import Broker, Preempted
 
 
 class Batcher:
-    def __init__(self, broker: Broker, max_batch_size: int, max_wait_s: float) -> None:
+    """
+    :param level_of: the priority level of a queued job (0 is the most urgent).
+    :param shares: reserved shares per level; None: strict priority.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        max_batch_size: int,
+        max_wait_s: float,
+        level_of: Callable[[str], int] = lambda _: 0,
+        shares: ReservedShares | None = None,
+    ) -> None:
         self._broker = broker
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self._level_of = level_of
+        self._shares = shares
+        self._key_limits: dict[str, int] = {}  # batch key -> most rows that fit, learned from OOMs
+
+    def limit_for(self, batch_key: str) -> int:
+        return min(self.max_batch_size, self._key_limits.get(batch_key, self.max_batch_size))
+
+    def lower_limit(self, batch_key: str, fits: int) -> None:
+        """Never again put more than ``fits`` rows of ``batch_key`` in one call (an OOM said so)."""
+        self._key_limits[batch_key] = max(1, min(fits, self.limit_for(batch_key)))
 
     async def collect(self) -> list[str]:
-        """Wait for a job, then return up to ``max_batch_size`` job ids sharing its batch key."""
-        opened = await self._broker.take()
-        assert opened is not None  # take() without a timeout waits until a job arrives
-        first_id, batch_key = opened
-        batch = [first_id]
-        deadline = time.monotonic() + self.max_wait_s
-        while len(batch) < self.max_batch_size:
-            # Compatible jobs already queued join even when the wait is over.
-            taken = await self._broker.take(batch_key, timeout=max(deadline - time.monotonic(), 0.0))
-            if taken is None:
-                break
-            batch.append(taken[0])
-        return batch
+        """Wait for a job, then return up to the key's limit of job ids sharing its batch key."""
+        while True:
+            owed = self._shares.owed_level(self._broker.depth_by_level()) if self._shares else None
+            opened = await self._broker.take(level=owed)
+            assert opened is not None  # take() without a timeout waits until a job arrives
+            first_id, batch_key = opened
+            batch = [first_id]
+            # A batch opened for a reserved share is owed its turn: more urgent work may not preempt it.
+            most_urgent = None if owed is not None else self._level_of(first_id)
+            deadline = time.monotonic() + self.max_wait_s
+            try:
+                while len(batch) < self.limit_for(batch_key):
+                    # Compatible jobs already queued join even when the wait is over.
+                    taken = await self._broker.take(
+                        batch_key, timeout=max(deadline - time.monotonic(), 0.0), preempt_below=most_urgent
+                    )
+                    if taken is None:
+                        break
+                    batch.append(taken[0])
+                    if most_urgent is not None:
+                        most_urgent = min(most_urgent, self._level_of(taken[0]))
+            except Preempted:
+                await self._broker.requeue(batch, batch_key, {job_id: self._level_of(job_id) for job_id in batch})
+                continue
+            return batch

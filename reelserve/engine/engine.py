@@ -1,6 +1,7 @@
 """The engine: owns the queue loop and the pipeline; knows nothing of HTTP.
 
-Data path: submit → result cache (a hit is stored as a completed copy) → job store (durable) →
+Data path: submit → scheduler placement (tier, deadline, rate limit) → result cache (a hit is stored
+as a completed copy) → admission (circuit, queue length, load, deadline) → job store (durable) →
 broker → batcher → runner (worker thread) → encoder (thread) → storage → job store → result cache →
 events.
 """
@@ -16,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
-from reelserve.engine.batcher import Batcher
-from reelserve.engine.events import EventBus
+from reelserve.engine.events import EventBus, queued_event, status_event
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
+from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
 from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
 from reelserve.engine.video_cache import VideoCache
@@ -70,6 +71,7 @@ class Engine:
         cache: ResultCache | None = None,
         semantic: SemanticCache | None = None,
         cache_policy: CachePolicy | None = None,
+        scheduling: SchedulingOptions | None = None,
     ) -> None:
         self.model_name = model_name
         self.limits = limits
@@ -80,7 +82,9 @@ class Engine:
         self.metrics = metrics
         self.bus = EventBus()
         self.video_cache = VideoCache(storage, metrics, cache, semantic, cache_policy)
-        self.batcher = Batcher(broker, max_batch_size, max_wait_s)
+        self.scheduler = Scheduler(
+            broker, limits, metrics, scheduling or SchedulingOptions(), max_batch_size, max_wait_s
+        )
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
         self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
         self._stop_requested: set[str] = set()  # read by the pipeline thread at step boundaries
@@ -95,19 +99,21 @@ class Engine:
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Running batches, and not refusing work because the pipeline keeps failing."""
+        return self._ready and self.scheduler.ready
 
     async def recover(self) -> int:
         """Re-queue what a previous run left unfinished; call once, before accepting requests.
 
         Returns how many jobs were re-queued."""
+        self.scheduler.start(self._expire)  # jobs whose deadline passed while we were down fail at once
         requeued = 0
         for job in self.store.unfinished():
             if job.status is JobStatus.in_progress:
                 job.status, job.progress = JobStatus.queued, 0
                 if not self.store.save(job, expect=_RUNNING):
                     continue
-            await self.broker.put(job.id, job.params.batch_key())
+            await self.scheduler.enqueue(job)
             requeued += 1
         return requeued
 
@@ -123,6 +129,7 @@ class Engine:
         """Stop taking batches and abandon the running one at its next step; its jobs stay
         in progress in the store and are re-queued by the next ``start``."""
         self._ready = False
+        await self.scheduler.stop()
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -140,14 +147,25 @@ class Engine:
                 f"model '{model}' is not served here; this server serves '{self.model_name}'",
                 param="model",
             )
-        job = await self.video_cache.new_job(request, resolve_request(request, model, self.limits), tenant)
+        params = resolve_request(request, model, self.limits)
+        placement = self.scheduler.place(request, tenant)
+        job = await self.video_cache.new_job(request, params, tenant)
+        if not job.cached:  # a cached video is handed out even when the pipeline is refusing work
+            self.scheduler.check_circuit()
+            plan = self.scheduler.plan(params, placement)
+            if plan.params != params:  # degraded: the video actually made may be cached already
+                job = await self.video_cache.new_job(request, plan.params, tenant)
+            job.deadline_at, job.estimated_completion_at = plan.deadline_at, plan.estimated_completion_at
+            job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
+        job.priority, job.tenant = placement.tier.name, tenant
         self.store.create(job)
         if job.cached:  # completed already: its only transition is None -> completed
             self.metrics.finished.labels(job.status.value).inc()
             self._publish_status(job)
             return job
-        await self.broker.put(job.id, job.params.batch_key())
-        self.bus.publish(self._queued_event(job))
+        self.scheduler.start(self._expire)
+        await self.scheduler.enqueue(job)
+        self.bus.publish(queued_event(job, self.broker.position(job.id)))
         return job
 
     def get(self, job_id: str) -> Job:
@@ -168,13 +186,12 @@ class Engine:
             return job
         if job.status is JobStatus.in_progress:
             self._stop_requested.add(job_id)  # its row leaves its batch at the next step boundary
-        self.broker.discard(job_id)
+        self.scheduler.dequeue(job)
         job.status = JobStatus.cancelled
         job.completed_at = time.time()
         if not self.store.save(job, expect=(JobStatus.queued, JobStatus.in_progress)):
             return self.get(job_id)  # it finished first; nothing to cancel
-        self.metrics.finished.labels(job.status.value).inc()
-        self._publish_status(job)
+        self._finished(job)
         return job
 
     async def delete(self, job_id: str) -> None:
@@ -201,7 +218,7 @@ class Engine:
     async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         async with self.bus.subscribe(job_id) as events:
             job = self.get(job_id)
-            snapshot = self._queued_event(job) if job.status is JobStatus.queued else self._status_event(job)
+            snapshot = queued_event(job, self.broker.position(job.id)) if job.status is JobStatus.queued else status_event(job)
             yield snapshot
             while not snapshot.final:
                 snapshot = await events.get()
@@ -227,10 +244,11 @@ class Engine:
         runner = self.runner
         assert runner is not None
         while True:
-            batch = self._claim(await self.batcher.collect())
+            batch = self._claim(await self.scheduler.next_batch())
             if not batch:
                 continue
             self._publish_positions()
+            started = time.perf_counter()
             self.metrics.batch_size.observe(len(batch))
             params = [(job.id, job.params) for job in batch]
 
@@ -248,28 +266,57 @@ class Engine:
             except Exception as exc:  # a broken batch fails its own jobs, never the engine
                 log.exception("pipeline call failed for %s", [job.id for job in batch])
                 self._forget(batch)
+                self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None)
                 self._fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
                 continue
             self._forget(batch)
             self.metrics.inference.observe(outcome.inference_s)
+            self.scheduler.batch_done(
+                batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size
+            )
+            for job_id, error in outcome.errors.items():  # rows that do not fit even alone
+                self._fail([job for job in batch if job.id == job_id], error)
             self._finish_batch(batch, outcome)
 
     def _claim(self, job_ids: list[str]) -> list[Job]:
-        claimed = []
         now = time.time()
+        waiting = []
         for job_id in job_ids:
             job = self.store.get(job_id)
             if job is None or job.status is not JobStatus.queued:
                 continue  # cancelled or deleted while it waited
+            if self.scheduler.expired(job, now):
+                self._fail_queued(job, "its deadline passed before it could start")
+                continue
+            waiting.append(job)
+        if not waiting:
+            return []
+        finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting))
+        claimed = []
+        for job in waiting:
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
             job.timings.queue_s = now - job.created_at
+            job.estimated_completion_at, job.batch_size = finish_by, len(waiting)
             if self.store.save(job, expect=_QUEUED):
+                self.scheduler.claim(job, now)
                 self.metrics.queue_wait.observe(job.timings.queue_s)
                 self._publish_status(job)
                 claimed.append(job)
-        for job in claimed:
-            job.batch_size = len(claimed)
         return claimed
+
+    async def _expire(self, job_id: str) -> None:
+        """A queued job's deadline passed: it is failed now and never runs."""
+        job = self.store.get(job_id)
+        if job is not None and job.status is JobStatus.queued and self.scheduler.dequeue(job):
+            self._fail_queued(job, "its deadline passed while it was queued")
+
+    def _fail_queued(self, job: Job, why: str) -> None:
+        self.scheduler.dequeue(job)
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
+        if self.store.save(job, expect=_QUEUED):
+            self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
+            self._finished(job)
 
     def _forget(self, batch: list[Job]) -> None:
         for job in batch:
@@ -307,8 +354,7 @@ class Engine:
         except Exception:
             log.exception("caching the result of %s failed; the job itself completed", job.id)
         self.metrics.end_to_end.observe(job.timings.total_s)
-        self.metrics.finished.labels(job.status.value).inc()
-        self._publish_status(job)
+        self._finished(job)
 
     def _write_outputs(self, job: Job, frames: object) -> None:
         self.storage.put(video_key(job.id), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
@@ -318,8 +364,13 @@ class Engine:
         for job in jobs:
             job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
             if self.store.save(job, expect=_RUNNING):
-                self.metrics.finished.labels(job.status.value).inc()
-                self._publish_status(job)
+                self._finished(job)
+
+    def _finished(self, job: Job) -> None:
+        """Every path to a final status ends here, once per job."""
+        self.scheduler.finished(job)
+        self.metrics.finished.labels(job.status.value).inc()
+        self._publish_status(job)
 
     def _on_step(self, job_ids: list[str], step: int, total: int) -> None:
         progress = min(99, step * 100 // total)  # 100 only once the video is stored
@@ -346,23 +397,8 @@ class Engine:
 
     # -- events -----------------------------------------------------------------------------
 
-    def _queued_event(self, job: Job) -> JobEvent:
-        return JobEvent(
-            job_id=job.id, type=EventType.queued, status=job.status, queue_position=self.broker.position(job.id)
-        )
-
-    def _status_event(self, job: Job) -> JobEvent:
-        return JobEvent(
-            job_id=job.id,
-            type=EventType.status,
-            status=job.status,
-            progress=job.progress,
-            total_steps=job.params.num_inference_steps,
-            error=job.error,
-        )
-
     def _publish_status(self, job: Job) -> None:
-        self.bus.publish(self._status_event(job))
+        self.bus.publish(status_event(job))
 
     def _publish_positions(self) -> None:
         """Tell listeners of waiting jobs that the queue moved."""

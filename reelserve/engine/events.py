@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from reelserve.schemas import JobEvent
+from reelserve.schemas import EventType, Job, JobEvent
 
 
 class EventBus:
@@ -34,3 +34,25 @@ class EventBus:
 
     def listening_jobs(self) -> list[str]:
         return list(self._listeners)
+
+
+def queued_event(job: Job, position: int | None) -> JobEvent:
+    return JobEvent(
+        job_id=job.id,
+        type=EventType.queued,
+        status=job.status,
+        queue_position=position,
+        estimated_completion_at=job.estimated_completion_at,
+    )
+
+
+def status_event(job: Job) -> JobEvent:
+    return JobEvent(
+        job_id=job.id,
+        type=EventType.status,
+        status=job.status,
+        progress=job.progress,
+        total_steps=job.params.num_inference_steps,
+        error=job.error,
+        estimated_completion_at=None if job.status.final else job.estimated_completion_at,
+    )

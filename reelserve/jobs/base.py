@@ -44,18 +44,33 @@ class JobStore(Protocol):
     def close(self) -> None: ...
 
 
-class Broker(Protocol):
-    """The queue between acceptance and execution. Jobs carry a batch key so compatible ones
-    can be taken together."""
+class Preempted(Exception):
+    """Raised by ``Broker.take(preempt_below=...)``: a more urgent job is waiting that cannot join."""
 
-    async def put(self, job_id: str, batch_key: str) -> None: ...
+
+class Broker(Protocol):
+    """The queue between acceptance and execution: one FIFO per priority level (0 first). Jobs carry
+    a batch key so compatible ones can be taken together."""
+
+    async def put(self, job_id: str, batch_key: str, level: int = 0) -> None: ...
 
     async def take(
-        self, batch_key: str | None = None, timeout: float | None = None
+        self,
+        batch_key: str | None = None,
+        timeout: float | None = None,
+        *,
+        level: int | None = None,
+        preempt_below: int | None = None,
     ) -> tuple[str, str] | None:
-        """Pop the oldest job (with ``batch_key``, if given) as ``(job_id, batch_key)``.
+        """Pop the oldest job of the most urgent level (with ``batch_key``, if given) as ``(job_id, batch_key)``.
 
-        Waits up to ``timeout`` seconds (forever when None); returns None on timeout."""
+        ``level``: take from that level when it has a matching job (a reserved share being served).
+        ``preempt_below``: raise ``Preempted`` instead of waiting while a job of a level below it
+        (more urgent) is queued with another key. Waits up to ``timeout`` seconds (forever when
+        None); returns None on timeout."""
+
+    async def requeue(self, job_ids: list[str], batch_key: str, levels: dict[str, int]) -> None:
+        """Put jobs that were taken but not started back at the front of their levels, in order."""
 
     def discard(self, job_id: str) -> bool:
         """Remove a queued job; False if it was not queued here."""
@@ -64,3 +79,5 @@ class Broker(Protocol):
         """How many jobs are ahead of ``job_id`` (0 = next), or None if it is not queued."""
 
     def depth(self) -> int: ...
+
+    def depth_by_level(self) -> dict[int, int]: ...

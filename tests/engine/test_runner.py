@@ -69,8 +69,27 @@ def test_all_rows_stopped_ends_the_call(runner) -> None:  # type: ignore[no-unty
     assert outcome.frames == {}
     assert outcome.stopped_at == {"a": 1, "b": 1}
     assert steps_seen == [1]
+    assert outcome.calls == []  # no videos, no decode: not a timing the cost model should learn from
 
 
 def test_mixed_batch_keys_refused(runner) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(AssertionError):
         runner.run([("a", params("x", 1, steps=2)), ("b", params("y", 2, steps=3))])
+
+
+def test_call_timing_without_out_of_memory(runner) -> None:  # type: ignore[no-untyped-def]
+    outcome = runner.run([(str(i), params(p, seed=100 + i)) for i, p in enumerate(PROMPTS)])
+    assert outcome.errors == {}
+    assert outcome.fit_batch_size is None
+    [call] = outcome.calls
+    assert (call.batch_size, call.steps) == (3, 6)
+    assert call.step_s is not None and call.step_s > 0
+    assert call.overhead_s > 0  # text encoding and VAE decode
+    assert call.total_s == pytest.approx(call.steps * call.step_s + call.overhead_s)
+    assert call.total_s <= outcome.inference_s
+
+
+def test_one_step_call_has_no_step_time(runner) -> None:  # type: ignore[no-untyped-def]
+    [call] = runner.run([("a", params("x", 1, steps=1))]).calls
+    assert (call.batch_size, call.steps, call.step_s) == (1, 1, None)
+    assert call.overhead_s == call.total_s > 0

@@ -70,3 +70,68 @@ async def test_batcher_waits_for_latecomers_within_max_wait() -> None:
     await late()
     assert await asyncio.wait_for(collecting, 5) == ["a", "b", "d", "e"]
     assert broker.position("c") == 0
+
+
+async def test_more_urgent_levels_are_taken_first_and_fifo_within_a_level() -> None:
+    broker = LocalBroker()
+    await broker.put("s1", "k", level=1)
+    await broker.put("b1", "k", level=2)
+    await broker.put("r1", "k", level=0)
+    await broker.put("s2", "k", level=1)
+    await broker.put("r2", "k", level=0)
+    assert broker.position("s1") == 2 and broker.position("b1") == 4
+    assert broker.depth_by_level() == {0: 2, 1: 2, 2: 1}
+    assert [(await broker.take())[0] for _ in range(5)] == ["r1", "r2", "s1", "s2", "b1"]  # type: ignore[index]
+
+
+async def test_take_of_a_level_serves_that_level_when_it_has_work() -> None:
+    broker = LocalBroker()
+    await broker.put("r1", "k", level=0)
+    await broker.put("b1", "k", level=2)
+    assert await broker.take(level=2) == ("b1", "k")
+    assert await broker.take(level=2) == ("r1", "k")  # nothing left at 2: the most urgent instead
+
+
+async def test_requeue_restores_the_front_in_order() -> None:
+    broker = LocalBroker()
+    for job_id in ("a", "b", "c"):
+        await broker.put(job_id, "k", level=1)
+    taken = [(await broker.take())[0], (await broker.take())[0]]  # type: ignore[index]
+    await broker.put("d", "k", level=1)
+    await broker.requeue(taken, "k", {"a": 1, "b": 1})
+    assert [(await broker.take())[0] for _ in range(4)] == ["a", "b", "c", "d"]  # type: ignore[index]
+
+
+async def test_an_urgent_job_preempts_a_batch_that_has_not_started() -> None:
+    broker = LocalBroker()
+    levels = {"s1": 1, "s2": 1, "r1": 0}
+    await broker.put("s1", "slow", level=1)
+    batcher = Batcher(broker, max_batch_size=4, max_wait_s=0.5, level_of=lambda job_id: levels[job_id])
+    collecting = asyncio.create_task(batcher.collect())
+    while broker.depth():  # until it has taken s1 and is waiting for joiners
+        await asyncio.sleep(0)
+    await broker.put("r1", "fast", level=0)  # arrives while the standard batch waits for joiners
+    assert await asyncio.wait_for(collecting, 5) == ["r1"]  # without preemption: ["s1"], r1 behind it
+    await broker.put("s2", "slow", level=1)
+    assert await Batcher(broker, 4, 0, level_of=lambda job_id: levels[job_id]).collect() == ["s1", "s2"]
+
+
+async def test_urgent_jobs_with_the_same_key_join_instead_of_preempting() -> None:
+    broker = LocalBroker()
+    levels = {"s1": 1, "r1": 0}
+    await broker.put("s1", "k", level=1)
+    await broker.put("r1", "k", level=0)
+    batcher = Batcher(broker, max_batch_size=2, max_wait_s=5, level_of=lambda job_id: levels[job_id])
+    assert await asyncio.wait_for(batcher.collect(), 5) == ["r1", "s1"]
+
+
+async def test_a_learned_batch_limit_caps_that_key_only() -> None:
+    broker = LocalBroker()
+    for i in range(4):
+        await broker.put(f"a{i}", "a")
+        await broker.put(f"b{i}", "b")
+    batcher = Batcher(broker, max_batch_size=4, max_wait_s=0)
+    batcher.lower_limit("a", 2)
+    assert await batcher.collect() == ["a0", "a1"]
+    assert await batcher.collect() == ["b0", "b1", "b2", "b3"]
+    assert batcher.limit_for("a") == 2 and batcher.limit_for("b") == 4

@@ -1,0 +1,114 @@
+"""What is queued and running, kept in the terms the completion estimate needs: rows per (level,
+batch key), and the running batch's predicted end. Counts, not lists, so an estimate costs
+O(batch keys) however long the queue is."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from reelserve.schemas import GenerationParams
+
+Predict = Callable[[GenerationParams, int], float]  # (params, batch size) -> seconds of one call
+
+
+@dataclass(frozen=True)
+class _Queued:
+    level: int
+    tier: str
+    params: GenerationParams
+
+
+class QueueLedger:
+    """
+    :param predict: the cost model's estimate of one pipeline call.
+    :param batch_limit: most rows one call of a batch key takes (the batcher's, which learns from OOMs).
+    """
+
+    def __init__(self, predict: Predict, batch_limit: Callable[[str], int], clock: Callable[[], float] = time.time):
+        self.predict = predict
+        self.batch_limit = batch_limit
+        self._clock = clock
+        self._jobs: dict[str, _Queued] = {}
+        self._rows: Counter[tuple[int, str]] = Counter()  # (level, batch key) -> queued rows
+        self._sample: dict[str, GenerationParams] = {}  # batch key -> params of one of its jobs
+        self._by_tier: Counter[str] = Counter()
+        self._running: tuple[float, float] | None = None  # (started, predicted seconds)
+
+    def add(self, job_id: str, level: int, tier: str, params: GenerationParams) -> None:
+        key = params.batch_key()
+        self._jobs[job_id] = _Queued(level, tier, params)
+        self._rows[level, key] += 1
+        self._sample.setdefault(key, params)
+        self._by_tier[tier] += 1
+
+    def remove(self, job_id: str) -> bool:
+        queued = self._jobs.pop(job_id, None)
+        if queued is None:
+            return False
+        key = queued.params.batch_key()
+        self._rows[queued.level, key] -= 1
+        if self._rows[queued.level, key] <= 0:
+            del self._rows[queued.level, key]
+            if not any(k == key for _, k in self._rows):
+                self._sample.pop(key, None)
+        self._by_tier[queued.tier] -= 1
+        return True
+
+    def level_of(self, job_id: str) -> int:
+        queued = self._jobs.get(job_id)
+        return queued.level if queued is not None else 0
+
+    def tier_depth(self, tier: str) -> int:
+        return self._by_tier.get(tier, 0)
+
+    def depth_by_level(self) -> dict[int, int]:
+        depth: Counter[int] = Counter()
+        for (level, _), n in self._rows.items():
+            depth[level] += n
+        return dict(depth)
+
+    def depth_by_tier(self) -> dict[str, int]:
+        return {tier: n for tier, n in self._by_tier.items() if n > 0}
+
+    def start_batch(self, params: GenerationParams, rows: int) -> float:
+        """Record that a batch started; returns its predicted seconds."""
+        seconds = self.predict(params, rows)
+        self._running = (self._clock(), seconds)
+        return seconds
+
+    def end_batch(self) -> None:
+        self._running = None
+
+    def running_remaining(self) -> float:
+        if self._running is None:
+            return 0.0
+        started, predicted = self._running
+        # An overrun batch is not over: assume a little more of it, not none.
+        return max(predicted - (self._clock() - started), 0.05 * predicted)
+
+    def work_ahead(self, level: float, params: GenerationParams | None = None) -> float:
+        """Seconds of pipeline time before a new job at ``level`` (with ``params``, if given) is done:
+        the running batch's rest, every queued row at its level or more urgent, batched as the
+        batcher would, and the new job's own call."""
+        rows: Counter[str] = Counter()
+        for (lvl, key), n in self._rows.items():
+            if lvl <= level:
+                rows[key] += n
+        sample = dict(self._sample)
+        if params is not None:
+            rows[params.batch_key()] += 1
+            sample[params.batch_key()] = params
+        seconds = self.running_remaining()
+        for key, n in rows.items():
+            limit = max(1, self.batch_limit(key))
+            full, rest = divmod(n, limit)
+            seconds += full * self.predict(sample[key], limit) + (self.predict(sample[key], rest) if rest else 0.0)
+        return seconds
+
+    def queue_delay(self) -> float:
+        """Seconds until everything queued now has run: the load signal for degradation."""
+        return self.work_ahead(level=math.inf)

@@ -1,0 +1,211 @@
+"""The scheduler: tiers, admission, the priority batcher, deadlines, rate limits, the circuit breaker
+and the cost model, behind the few calls the engine makes. Knows nothing of the pipeline or HTTP.
+
+Lifecycle of a job as the scheduler sees it: ``place`` → (result cache, in the engine) →
+``check_circuit`` → ``plan`` → ``enqueue`` → ``next_batch`` → ``claim`` → ``batch_done`` → ``finished``.
+A job that leaves the queue any other way (cancelled, expired) goes through ``dequeue``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reelserve.engine.admission import Admission, AdmissionPlan
+from reelserve.engine.batcher import Batcher
+from reelserve.engine.circuit import CircuitBreaker
+from reelserve.engine.cost_model import CallTiming, CostModel
+from reelserve.engine.deadlines import DeadlineWatch, Expire
+from reelserve.engine.queue_ledger import QueueLedger
+from reelserve.engine.rate_limit import RateLimiter
+from reelserve.engine.shares import ReservedShares
+from reelserve.engine.tiers import Placement, TierTable
+from reelserve.jobs.base import Broker
+from reelserve.metrics import Metrics
+from reelserve.schemas import GenerationParams, Job, ModelLimits, ReelserveError, VideoCreateRequest
+from reelserve.schemas.errors import ErrorCode
+from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel
+
+log = logging.getLogger(__name__)
+
+_ETA_KEPT = 100_000  # admission estimates kept until their jobs finish (for the estimate-error metric)
+_SAVE_EVERY = 10
+
+
+@dataclass
+class SchedulingOptions:
+    tiers: TierTable = field(default_factory=lambda: TierTable(DEFAULT_TIERS, "standard"))
+    degrade_levels: Sequence[DegradeLevel] = DEFAULT_DEGRADE_LEVELS
+    limiter: RateLimiter | None = field(default_factory=RateLimiter)
+    circuit: CircuitBreaker | None = None
+    cost_model: CostModel = field(default_factory=CostModel)
+    cost_model_path: Path | None = None  # saved every _SAVE_EVERY observations and on stop
+
+
+class Scheduler:
+    def __init__(
+        self,
+        broker: Broker,
+        limits: ModelLimits,
+        metrics: Metrics,
+        options: SchedulingOptions,
+        max_batch_size: int,
+        max_wait_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.broker = broker
+        self.metrics = metrics
+        self.tiers = options.tiers
+        self.cost_model = options.cost_model
+        self.circuit = options.circuit
+        self.cost_model_path = options.cost_model_path
+        reserved = {tier.level: tier.reserved_share for tier in self.tiers.tiers.values()}
+        self.shares = ReservedShares(reserved)
+        self.ledger = QueueLedger(self.cost_model.predict, lambda key: self.batcher.limit_for(key), clock)
+        self.batcher = Batcher(broker, max_batch_size, max_wait_s, self.ledger.level_of, self.shares)
+        self.admission = Admission(
+            self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock
+        )
+        self._clock = clock
+        self._active: dict[str, set[str]] = {}  # tenant -> its unfinished job ids
+        self._admission_eta: dict[str, float] = {}
+        self._deadlines: DeadlineWatch | None = None
+        self._deadline_task: asyncio.Task[None] | None = None
+        for tier in self.tiers.tiers.values():
+            metrics.tier_queue_depth.labels(tier.name).set_function(
+                lambda name=tier.name: self.ledger.tier_depth(name)
+            )
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def place(self, request: VideoCreateRequest, tenant: str | None) -> Placement:
+        try:
+            return self.admission.place(request, tenant, len(self._active.get(tenant or "", ())))
+        except ReelserveError as error:
+            self._count_rejection(error)
+            raise
+
+    def check_circuit(self) -> None:
+        if self.circuit is None:
+            return
+        retry_after = self.circuit.admit()
+        if retry_after is not None:
+            error = ReelserveError(
+                ErrorCode.circuit_open,
+                "not admitting new work: the last pipeline calls failed; a probe job will test recovery",
+                retry_after=retry_after,
+            )
+            self._count_rejection(error)
+            raise error
+
+    def plan(self, params: GenerationParams, placement: Placement) -> AdmissionPlan:
+        try:
+            plan = self.admission.plan(params, placement)
+        except ReelserveError as error:
+            self._count_rejection(error)
+            raise
+        for name in plan.degraded:
+            self.metrics.degradations.labels(placement.tier.name, name).inc()
+        return plan
+
+    def _count_rejection(self, error: ReelserveError) -> None:
+        self.metrics.rejections.labels(error.code.value).inc()
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def start(self, expire: Expire) -> None:
+        """Start failing expired queued jobs (``expire`` decides and records each); idempotent."""
+        if self._deadline_task is None:
+            self._deadlines = DeadlineWatch(expire, self._clock)
+            self._deadline_task = asyncio.create_task(self._deadlines.run(), name="reelserve-deadlines")
+
+    def save_cost_model(self) -> None:
+        if self.cost_model_path is None:
+            return
+        try:
+            self.cost_model.save(self.cost_model_path)
+        except OSError:
+            log.exception("could not save the cost model to %s", self.cost_model_path)
+
+    async def stop(self) -> None:
+        self.save_cost_model()
+        if self._deadline_task is not None:
+            self._deadline_task.cancel()
+            await asyncio.gather(self._deadline_task, return_exceptions=True)
+            self._deadline_task = None
+
+    async def enqueue(self, job: Job) -> None:
+        tier = job.priority if job.priority in self.tiers.tiers else self.tiers.default_tier
+        level = self.tiers.level_of(tier)
+        self.ledger.add(job.id, level, tier, job.params)
+        self._active.setdefault(job.tenant or "", set()).add(job.id)
+        if job.deadline_at is not None and self._deadlines is not None:
+            self._deadlines.watch(job.id, job.deadline_at)
+        if job.estimated_completion_at is not None and len(self._admission_eta) < _ETA_KEPT:
+            self._admission_eta[job.id] = job.estimated_completion_at
+        self.metrics.admissions.labels(tier).inc()
+        await self.broker.put(job.id, job.params.batch_key(), level)
+
+    def dequeue(self, job: Job) -> bool:
+        """Take a job out of the queue (cancelled, expired); False if it was not queued."""
+        removed = self.broker.discard(job.id)
+        self.ledger.remove(job.id)
+        if self._deadlines is not None:
+            self._deadlines.forget(job.id)
+        return removed
+
+    async def next_batch(self) -> list[str]:
+        return await self.batcher.collect()
+
+    def claim(self, job: Job, now: float) -> None:
+        """``job`` leaves the queue to run now."""
+        self.ledger.remove(job.id)
+        if self._deadlines is not None:
+            self._deadlines.forget(job.id)
+        if job.timings.queue_s is not None:
+            self.metrics.tier_queue_wait.labels(job.priority or self.tiers.default_tier).observe(job.timings.queue_s)
+
+    def expired(self, job: Job, now: float) -> bool:
+        return job.deadline_at is not None and now >= job.deadline_at
+
+    def batch_started(self, params: GenerationParams, rows: int) -> float:
+        """Returns the batch's predicted end (epoch seconds)."""
+        return self._clock() + self.ledger.start_batch(params, rows)
+
+    def batch_done(
+        self, batch: list[Job], timings: Sequence[CallTiming], seconds: float, failed: bool, fit: int | None
+    ) -> None:
+        self.ledger.end_batch()
+        params = batch[0].params
+        for timing in timings:
+            self.cost_model.observe(params, timing)
+            if self.cost_model.observations() % _SAVE_EVERY == 0:
+                self.save_cost_model()
+        by_level: dict[int, float] = {}
+        for job in batch:
+            level = self.tiers.level_of(job.priority) if job.priority in self.tiers.tiers else 0
+            by_level[level] = by_level.get(level, 0.0) + seconds / len(batch)
+        self.shares.record(by_level)
+        if fit is not None:
+            self.batcher.lower_limit(params.batch_key(), fit)
+        if self.circuit is not None:
+            self.circuit.record_failure() if failed else self.circuit.record_success()
+
+    def finished(self, job: Job) -> None:
+        """``job`` reached a final status, by whatever path: idempotent."""
+        self._active.get(job.tenant or "", set()).discard(job.id)
+        estimate = self._admission_eta.pop(job.id, None)
+        if job.completed_at is None:
+            return
+        if estimate is not None and job.status.value == "completed" and not job.cached:
+            self.metrics.estimate_error.observe(abs(job.completed_at - estimate))
+        if job.deadline_at is not None and job.status.value == "completed" and job.completed_at > job.deadline_at:
+            self.metrics.deadline_misses.labels(job.priority or "", "completed_late").inc()
+
+    @property
+    def ready(self) -> bool:
+        return self.circuit is None or self.circuit.ready

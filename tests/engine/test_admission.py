@@ -1,0 +1,94 @@
+"""Admission decisions against a known cost function: a call costs steps/10 s plus 0.5 s per row."""
+
+import pytest
+from support import SCHEDULING_LIMITS as LIMITS
+from support import FakeClock, scheduling_params
+
+from reelserve.engine.admission import Admission
+from reelserve.engine.queue_ledger import QueueLedger
+from reelserve.engine.tiers import TierTable
+from reelserve.schemas import GenerationParams, ReelserveError, VideoCreateRequest
+from reelserve.schemas.slo import DEFAULT_TIERS, DegradeLevel, Tier
+
+PARAMS = scheduling_params(steps=20)
+LEVELS = [
+    DegradeLevel(name="high", min_queue_delay_s=10, max_steps=10),
+    DegradeLevel(name="overload", min_queue_delay_s=40, max_steps=5, cache_only_tiers=["batch"]),
+]
+
+
+def cost(params: GenerationParams, rows: int) -> float:
+    return params.num_inference_steps / 10 + 0.5 * rows
+
+
+def admission(tiers: list[Tier] | None = None) -> tuple[Admission, QueueLedger]:
+    clock = FakeClock()
+    ledger = QueueLedger(cost, batch_limit=lambda key: 4, clock=clock)
+    table = TierTable(tiers or DEFAULT_TIERS, "standard")
+    return Admission(table, ledger, LIMITS, LEVELS, clock=clock), ledger
+
+
+def fill(ledger: QueueLedger, level: int, tier: str, n: int, params: GenerationParams = PARAMS) -> None:
+    for i in range(n):
+        ledger.add(f"{tier}-{i}", level, tier, params.model_copy(update={"seed": i}))
+
+
+def test_the_estimate_counts_the_queue_ahead_batched_and_the_running_batch() -> None:
+    adm, ledger = admission()
+    placement = adm.tiers.place(VideoCreateRequest(prompt="x"), None)
+    assert adm.plan(PARAMS, placement).estimated_completion_at == pytest.approx(1000 + 2.0 + 0.5)
+    fill(ledger, 1, "standard", 5)  # with the new job: 6 rows = a batch of 4 (4 s) and one of 2 (3 s)
+    fill(ledger, 2, "batch", 8)  # less urgent: not ahead
+    ledger.start_batch(PARAMS, 1)  # 2.5 s, just started
+    plan = adm.plan(PARAMS, placement)
+    assert plan.estimated_completion_at == pytest.approx(1000 + 2.5 + 4.0 + 3.0)
+    assert plan.deadline_at == 1000 + 900 and plan.degraded == {}
+
+
+def test_past_the_deadline_is_refused_with_when_to_come_back() -> None:
+    adm, ledger = admission()
+    fill(ledger, 1, "standard", 7)  # 8 rows: two full batches, 8 s
+    placement = adm.tiers.place(VideoCreateRequest(prompt="x", deadline_seconds=5), None)
+    with pytest.raises(ReelserveError) as refused:
+        adm.plan(PARAMS, placement)
+    assert refused.value.code == "deadline_unmeetable" and refused.value.http_status == 429
+    assert refused.value.retry_after == pytest.approx(3.0)
+    assert "8.0s" in refused.value.message and "allow_degrade" in refused.value.message
+
+
+def test_realtime_late_work_degrades_only_when_allowed() -> None:
+    adm, ledger = admission()
+    ledger.start_batch(PARAMS, 1)  # 2.5 s; then the job alone: 2.5 s at 20 steps, 1.5 s at 10, 1.0 s at 5
+    tight = VideoCreateRequest(prompt="x", priority="realtime", deadline_seconds=3.7)
+    with pytest.raises(ReelserveError):
+        adm.plan(PARAMS, adm.tiers.place(tight, None))
+    allowed = tight.model_copy(update={"allow_degrade": True})
+    plan = adm.plan(PARAMS, adm.tiers.place(allowed, None))
+    assert plan.params.num_inference_steps == 5 and plan.degraded_reason == "deadline: overload"
+    assert plan.degraded["num_inference_steps"].requested == 20
+
+
+def test_load_levels_degrade_allowed_requests_and_make_the_batch_tier_cache_only() -> None:
+    adm, ledger = admission()
+    fill(ledger, 1, "standard", 40)  # 10 batches of 4 at 4 s: 40 s of queue delay -> overload
+    assert adm.load().name == "overload"  # type: ignore[union-attr]
+    plain = adm.plan(PARAMS, adm.tiers.place(VideoCreateRequest(prompt="x", priority="realtime"), None))
+    assert plain.params == PARAMS and plain.degraded == {}
+    allowed = VideoCreateRequest(prompt="x", priority="realtime", allow_degrade=True)
+    lowered = adm.plan(PARAMS, adm.tiers.place(allowed, None))
+    assert lowered.params.num_inference_steps == 5 and lowered.degraded_reason == "load: overload"
+    with pytest.raises(ReelserveError) as refused:
+        adm.plan(PARAMS, adm.tiers.place(VideoCreateRequest(prompt="x", priority="batch"), None))
+    assert refused.value.code == "cache_only" and refused.value.retry_after >= 1
+
+
+def test_a_full_tier_queue_is_refused_at_once() -> None:
+    small = [Tier(name="standard", level=0, default_deadline_s=60, max_deadline_s=60, max_queue=2)]
+    adm, ledger = admission(small)
+    placement = adm.tiers.place(VideoCreateRequest(prompt="x"), None)
+    fill(ledger, 0, "standard", 2)
+    with pytest.raises(ReelserveError) as refused:
+        adm.plan(PARAMS, placement)
+    assert refused.value.code == "queue_full" and "2 jobs" in refused.value.message
+    ledger.remove("standard-0")
+    assert adm.plan(PARAMS, placement).params == PARAMS
