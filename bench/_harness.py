@@ -13,6 +13,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -23,9 +25,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    url: str
+    pid: int
+    data_dir: Path
+
+
 @contextmanager
 def server(*flags: str, timeout: float = 180) -> Iterator[str]:
     """Start ``reelserve serve`` in its own process; yields its base URL once /readyz says ready."""
+    with server_process(*flags, timeout=timeout) as running:
+        yield running.url
+
+
+@contextmanager
+def server_process(*flags: str, timeout: float = 180) -> Iterator[ServerProcess]:
+    """``server``, also telling its pid (for RSS) and data directory (for the saved cost model)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
         command = [sys.executable, "-m", "reelserve", "serve", "--port", str(port), "--data-dir", data_dir,
@@ -45,10 +61,37 @@ def server(*flags: str, timeout: float = 180) -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise TimeoutError("server did not become ready")
                 time.sleep(0.1)
-            yield url
+            yield ServerProcess(url, process.pid, Path(data_dir))
         finally:
             process.terminate()
             process.wait(30)
+
+
+def measure_capacity(url: str, jobs: int, params: dict) -> float:
+    """Completed jobs per second of a closed burst of ``jobs`` same-shape jobs submitted at once."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        started = time.perf_counter()
+        ids = [
+            client.post("/v1/videos", json={"prompt": f"capacity probe {i}", "seed": i, **params}).json()["id"]
+            for i in range(jobs)
+        ]
+        pending = set(ids)
+        while pending:
+            for job_id in list(pending):
+                if client.get(f"/v1/videos/{job_id}").json()["status"] in ("completed", "failed", "cancelled"):
+                    pending.discard(job_id)
+            if time.perf_counter() - started > 600:
+                raise TimeoutError("capacity burst did not finish in 600 s")
+            time.sleep(0.1)
+        return jobs / (time.perf_counter() - started)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 @contextmanager

@@ -88,7 +88,7 @@ class Metrics:
         )
 
     def _add_scheduling_metrics(self, r: CollectorRegistry) -> None:
-        self.tier_queue_depth = Gauge("reelserve_tier_queue_depth", "Jobs waiting, by tier", ["tier"], registry=r)
+        self.tier_queue_depth = Gauge("reelserve_tier_queue_depth", "Jobs not yet started, by tier (a batch still gathering joiners included)", ["tier"], registry=r)
         self.tier_queue_wait = Histogram(
             "reelserve_tier_queue_wait_seconds", "Time from acceptance to start, by tier", ["tier"],
             buckets=_SECONDS, registry=r,

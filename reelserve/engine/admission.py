@@ -14,6 +14,7 @@ Order of checks (the engine runs the result cache and the circuit breaker betwee
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,12 @@ from reelserve.schemas.errors import ErrorCode
 from reelserve.schemas.slo import DegradeLevel
 
 _MIN_RETRY_S = 1.0
+# How fast the slowdown factor follows measurements: each job moves it by this power of its ratio.
+_CALIBRATION_RATE = 0.1
+_SLOWDOWN_RANGE = (0.5, 10.0)
+# More urgent work keeps arriving while a job waits; its rate is measured over this window.
+_ARRIVAL_WINDOW_S = 10.0
+_MIN_AVAILABLE = 0.02  # the least share of the pipeline a level is assumed to get (never divide by 0)
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Admission:
         limiter: RateLimiter | None = None,
         reserved_shares: dict[int, float] | None = None,
         clock: Callable[[], float] = time.time,
+        served_above: Callable[[int], float] = lambda level: 0.0,
     ) -> None:
         self.tiers = tiers
         self.ledger = ledger
@@ -55,6 +63,11 @@ class Admission:
         self.limiter = limiter
         self.reserved_shares = reserved_shares or {}
         self._clock = clock
+        # Measured end-to-end time over estimated, as a running geometric mean: the cost model knows
+        # pipeline calls only, while encoding, storage and a busy HTTP front end share the same machine.
+        self.slowdown = 1.0
+        self._served_above = served_above  # share of recent pipeline time more urgent levels actually got
+        self._admitted: deque[tuple[float, int, float]] = deque()  # (when, level, pipeline seconds)
 
     def place(self, request: VideoCreateRequest, tenant: str | None, active_jobs: int) -> Placement:
         placement = self.tiers.place(request, tenant)
@@ -107,6 +120,7 @@ class Admission:
             eta = now + self._work_ahead(tier.level, run)
             first_eta = eta if first_eta is None else first_eta
             if eta <= deadline_at:
+                self._record_admission(tier.level, run)
                 return AdmissionPlan(run, deadline_at, eta, changes, reason if changes else None)
         assert first_eta is not None
         raise ReelserveError(
@@ -117,11 +131,40 @@ class Admission:
             retry_after=max(_MIN_RETRY_S, first_eta - deadline_at),
         )
 
+    def calibrate(self, actual_s: float, estimated_s: float) -> None:
+        """A job took ``actual_s`` from acceptance to its end where ``estimated_s`` was expected (an
+        expired job's actual is how long it waited: at least that)."""
+        if estimated_s <= 0.01 or actual_s <= 0:
+            return
+        factor = self.slowdown * (actual_s / estimated_s) ** _CALIBRATION_RATE
+        self.slowdown = min(max(factor, _SLOWDOWN_RANGE[0]), _SLOWDOWN_RANGE[1])
+
     def estimate_completion(self, level: int, params: GenerationParams) -> float:
         return self._clock() + self._work_ahead(level, params)
 
     def _work_ahead(self, level: int, params: GenerationParams) -> float:
-        # Less urgent levels with a reserved share and work queued take their share of the pipeline.
+        """Seconds until a new job is done: the work ahead of it, stretched by the pipeline share
+        that more urgent arrivals (at their recent rate) and less urgent reserved shares take meanwhile."""
         depth = self.ledger.depth_by_level()
-        taken = sum(share for lvl, share in self.reserved_shares.items() if lvl > level and depth.get(lvl, 0))
-        return self.ledger.work_ahead(level, params) / (1.0 - min(taken, 0.9))
+        reserved_below = sum(s for lvl, s in self.reserved_shares.items() if lvl > level and depth.get(lvl, 0))
+        # Arrivals see a flood as it starts; the served share sees what the flood really takes.
+        urgent = max(self._urgent_arrival_rate(level), self._served_above(level))
+        available = 1.0 - urgent - reserved_below
+        available = max(available, self.reserved_shares.get(level, 0.0), _MIN_AVAILABLE)
+        return self.slowdown * self.ledger.work_ahead(level, params) / available
+
+    def _record_admission(self, level: int, params: GenerationParams) -> None:
+        """Remember the pipeline time an admitted job will take (its share of a full batch)."""
+        rows = max(1, self.ledger.batch_limit(params.batch_key()))
+        self._admitted.append((self._clock(), level, self.ledger.predict(params, rows) / rows))
+
+    def _urgent_arrival_rate(self, level: int) -> float:
+        """Pipeline seconds per second admitted recently at levels more urgent than ``level``."""
+        now = self._clock()
+        while self._admitted and self._admitted[0][0] < now - _ARRIVAL_WINDOW_S:
+            self._admitted.popleft()
+        if not self._admitted:
+            return 0.0
+        # Over the window, or since the oldest admission in it: a flood that began 2 s ago is a flood.
+        span = max(2.0, min(_ARRIVAL_WINDOW_S, now - self._admitted[0][0]))
+        return sum(seconds for _, lvl, seconds in self._admitted if lvl < level) * self.slowdown / span

@@ -22,8 +22,10 @@ Why the fit looks the way it does:
 - Every coefficient stays at least ``_MIN_SHARE`` of its scaled prior: predictions are positive and
   grow with every feature.
 
-Two fast corrections sit on the fit. A model-wide level (EWMA of what fit and memory together still
-miss) follows a sudden drift within a few calls while the fit catches up. An exact-shape memory (per
+Two fast corrections sit on the fit. A model-wide level (EWMA of the median of what fit and memory
+together missed over the last few calls) follows a lasting drift within a few calls while the fit
+catches up, and ignores a single stall. Once a model has a few calls, one call counts as at most 2x
+off its prediction, so a stall or a warm-up call cannot wreck the fit. An exact-shape memory (per
 width, height, frames, CFG, batch size; not steps, which per-step cost does not depend on) keeps an
 EWMA of ``measured / (fit × level)``: a ratio, not seconds, so a shape seen long ago still follows
 later drift. Predictions are clamped between the corrected values of remembered shapes that are
@@ -38,7 +40,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections import OrderedDict
+import statistics
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,9 +55,13 @@ from reelserve.schemas import GenerationParams
 FILE_FORMAT = "reelserve.cost_model"
 FILE_VERSION = 1
 _MIN_SHARE = 0.02  # a coefficient never falls below this fraction of its (scaled) prior
-_RATIO_BOUNDS = (0.2, 5.0)  # one call cannot move a shape's correction by more than this
+_RATIO_BOUNDS = (0.2, 5.0)  # one call moves a correction toward at most this far from 1
+_OUTLIER_BOUNDS = (0.5, 2.0)  # how far one call may sit from the prediction once the fit is trusted
+_LEVEL_MEDIAN_OF = 5  # calls whose median moves the level
+_TRUSTED_WEIGHT = 3.0  # observations' worth of (forgotten) evidence before outliers are clipped
 _SHAPES_PER_MODEL = 256
 _PREDICTION_CACHE = 4096
+_SETTINGS = ("forgetting", "memory_alpha", "level_alpha", "prior_weight")  # saved with the fit
 
 Shape = tuple[int, int, int, bool, int]  # width, height, frames, cfg, batch size
 Features = tuple[float, ...]
@@ -136,22 +143,18 @@ class _RelativeRidge:
         n = len(self.prior)
         lhs = scale * scale * self.gram + self.prior_weight * np.eye(n)
         rhs = scale * self.moment + self.prior_weight * np.ones(n)
-        # Active set, floors only: terms whose multiplier comes out below the floor are fixed there
-        # and the rest re-solved. With three terms this converges in at most three rounds.
-        fixed: set[int] = set()
+        # Active set, floors only: multipliers below the floor are pinned there and the rest re-solved.
+        pinned = np.zeros(n, dtype=bool)
         multipliers = np.full(n, _MIN_SHARE)
-        while True:
-            free = [j for j in range(n) if j not in fixed]
-            if not free:
-                break
-            pinned = sorted(fixed)
+        while not pinned.all():
+            free = ~pinned
             reduced_rhs = rhs[free] - lhs[np.ix_(free, pinned)] @ multipliers[pinned]
             multipliers[free] = np.linalg.solve(lhs[np.ix_(free, free)], reduced_rhs)
-            low = {j for j in free if multipliers[j] < _MIN_SHARE}
-            if not low:
+            low = free & (multipliers < _MIN_SHARE)
+            if not low.any():
                 break
-            fixed |= low
-            multipliers[sorted(low)] = _MIN_SHARE
+            pinned |= low
+            multipliers[low] = _MIN_SHARE
         return tuple(p * scale * float(m) for p, m in zip(self.prior, multipliers, strict=True))
 
     def state(self) -> dict[str, Any]:
@@ -174,18 +177,23 @@ class _CostPart:
         self.fit = _RelativeRidge(prior, prior_weight)
         self.features = features
         self.level = 1.0
+        self.recent_levels: deque[float] = deque(maxlen=_LEVEL_MEDIAN_OF)  # not saved: refills in a few calls
         self.shapes: OrderedDict[Shape, tuple[float, int]] = OrderedDict()  # shape -> (ratio, calls)
 
     def observe(self, shape: Shape, seconds: float, model: CostModel) -> None:
+        if self.fit.weight >= _TRUSTED_WEIGHT:  # one stall or near-empty call counts as 2x off at most
+            expected = self.predict(shape)
+            seconds = min(max(seconds, expected * _OUTLIER_BOUNDS[0]), expected * _OUTLIER_BOUNDS[1])
         self.fit.observe(self.features(shape), seconds, model.forgetting)
         fitted = self.fit.predict(self.features(shape))
-        old_ratio, calls = self.shapes.pop(shape, (None, 0))
-        # The level follows what fit and memory together still miss: drift, not one shape's quirks.
-        self.level = _blend(self.level, seconds / (fitted * (old_ratio or 1.0)), model.level_alpha)
-        self.shapes[shape] = (
-            _blend(old_ratio, seconds / (fitted * self.level), model.memory_alpha),
-            calls + 1,
-        )
+        # A new shape starts at the fit's own opinion, so its first call (often a warm-up) counts once.
+        old_ratio, calls = self.shapes.pop(shape, (1.0, 0))
+        # The level follows what fit and memory together still miss: drift, not one shape's quirks; the
+        # median of the last few calls makes it follow a change that lasts and ignore a single stall.
+        self.recent_levels.append(seconds / (fitted * old_ratio))
+        self.level = _blend(self.level, statistics.median(self.recent_levels), model.level_alpha)
+        ratio = _blend(old_ratio, seconds / (fitted * self.level), model.memory_alpha)
+        self.shapes[shape] = (ratio, calls + 1)
         while len(self.shapes) > _SHAPES_PER_MODEL:
             self.shapes.popitem(last=False)
 
@@ -222,6 +230,10 @@ class _ModelCosts:
         self.overhead = _CostPart(prior.overhead_terms(), prior_weight, _overhead_features)
         self.observations = 0
 
+    def state(self) -> dict[str, Any]:
+        return {"observations": self.observations, "step": self.step.state(),
+                "overhead": self.overhead.state()}
+
 
 class CostModel:
     """Predicts seconds per pipeline call; learns from ``observe``. See the module docstring."""
@@ -232,7 +244,7 @@ class CostModel:
         *,
         forgetting: float = 0.95,
         memory_alpha: float = 0.3,
-        level_alpha: float = 0.2,
+        level_alpha: float = 0.3,
         prior_weight: float = 0.5,
     ) -> None:
         """:param prior: coefficients before data; ``CostPrior()`` when None.
@@ -316,18 +328,8 @@ class CostModel:
             "format": FILE_FORMAT,
             "version": FILE_VERSION,
             "prior": asdict(self.prior),
-            "forgetting": self.forgetting,
-            "memory_alpha": self.memory_alpha,
-            "level_alpha": self.level_alpha,
-            "prior_weight": self.prior_weight,
-            "models": {
-                name: {
-                    "observations": costs.observations,
-                    "step": costs.step.state(),
-                    "overhead": costs.overhead.state(),
-                }
-                for name, costs in self._models.items()
-            },
+            "settings": {name: getattr(self, name) for name in _SETTINGS},
+            "models": {name: costs.state() for name, costs in self._models.items()},
         }
 
     @classmethod
@@ -337,19 +339,13 @@ class CostModel:
             state = _FileState.model_validate(data)
             if state.format != FILE_FORMAT or state.version != FILE_VERSION:
                 raise ValueError(f"expected format {FILE_FORMAT!r} version {FILE_VERSION}")
-            model = cls(
-                CostPrior(**state.prior),
-                forgetting=state.forgetting,
-                memory_alpha=state.memory_alpha,
-                level_alpha=state.level_alpha,
-                prior_weight=state.prior_weight,
-            )
+            model = cls(CostPrior(**state.prior), **{name: state.settings[name] for name in _SETTINGS})
             for name, saved in state.models.items():
                 costs = model._costs(name)
                 costs.observations = saved.observations
                 costs.step.restore(saved.step)
                 costs.overhead.restore(saved.overhead)
-        except (ValidationError, ValueError, TypeError) as exc:
+        except (ValidationError, ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"not a valid cost model: {exc}") from None
         return model
 
@@ -386,9 +382,8 @@ def _shape(params: GenerationParams, batch_size: int) -> Shape:
     return (params.width, params.height, params.num_frames, params.guidance_scale > 1.0, batch_size)
 
 
-def _blend(old: float | None, ratio: float, alpha: float) -> float:
-    ratio = min(max(ratio, _RATIO_BOUNDS[0]), _RATIO_BOUNDS[1])
-    return ratio if old is None else (1.0 - alpha) * old + alpha * ratio
+def _blend(old: float, ratio: float, alpha: float) -> float:
+    return (1.0 - alpha) * old + alpha * min(max(ratio, _RATIO_BOUNDS[0]), _RATIO_BOUNDS[1])
 
 
 def _at_most(a: Shape, b: Shape) -> bool:
@@ -414,8 +409,5 @@ class _FileState(BaseModel):
     format: str
     version: int
     prior: dict[str, float]
-    forgetting: float
-    memory_alpha: float
-    level_alpha: float
-    prior_weight: float
+    settings: dict[str, float]
     models: dict[str, _ModelState]

@@ -68,7 +68,8 @@ class Scheduler:
         self.ledger = QueueLedger(self.cost_model.predict, lambda key: self.batcher.limit_for(key), clock)
         self.batcher = Batcher(broker, max_batch_size, max_wait_s, self.ledger.level_of, self.shares)
         self.admission = Admission(
-            self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock
+            self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock,
+            served_above=self.shares.share_above,
         )
         self._clock = clock
         self._active: dict[str, set[str]] = {}  # tenant -> its unfinished job ids
@@ -199,10 +200,12 @@ class Scheduler:
         """``job`` reached a final status, by whatever path: idempotent."""
         self._active.get(job.tenant or "", set()).discard(job.id)
         estimate = self._admission_eta.pop(job.id, None)
-        if job.completed_at is None:
+        if job.completed_at is None or job.cached:
             return
-        if estimate is not None and job.status.value == "completed" and not job.cached:
+        expired = job.error is not None and job.error.code == ErrorCode.deadline_exceeded
+        if estimate is not None and (job.status.value == "completed" or expired):
             self.metrics.estimate_error.observe(abs(job.completed_at - estimate))
+            self.admission.calibrate(job.completed_at - job.created_at, estimate - job.created_at)
         if job.deadline_at is not None and job.status.value == "completed" and job.completed_at > job.deadline_at:
             self.metrics.deadline_misses.labels(job.priority or "", "completed_late").inc()
 

@@ -35,6 +35,12 @@ class ReservedShares:
             totals[level] = totals.get(level, 0.0) + seconds
         return totals
 
+    def share_above(self, level: int) -> float:
+        """Fraction of the window's pipeline time that went to levels more urgent than ``level``."""
+        served = self.served()
+        total = sum(served.values())
+        return sum(s for lvl, s in served.items() if lvl < level) / total if total > 0 else 0.0
+
     def owed_level(self, depth_by_level: dict[int, int]) -> int | None:
         """The queued level furthest below its reserved share, or None when none is owed time.
 

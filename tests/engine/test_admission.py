@@ -92,3 +92,16 @@ def test_a_full_tier_queue_is_refused_at_once() -> None:
     assert refused.value.code == "queue_full" and "2 jobs" in refused.value.message
     ledger.remove("standard-0")
     assert adm.plan(PARAMS, placement).params == PARAMS
+
+
+def test_estimates_follow_how_long_jobs_really_take() -> None:
+    adm, _ = admission()
+    placement = adm.tiers.place(VideoCreateRequest(prompt="x"), None)
+    base = adm.plan(PARAMS, placement).estimated_completion_at - 1000
+    for _ in range(30):  # every job takes twice its estimate (the machine is busier than the model knows)
+        adm.calibrate(actual_s=2 * base, estimated_s=adm.slowdown * base)
+    assert adm.slowdown == pytest.approx(2.0, rel=0.05)
+    assert adm.plan(PARAMS, placement).estimated_completion_at - 1000 == pytest.approx(2 * base, rel=0.05)
+    for _ in range(60):  # and back down when jobs take what the cost model says
+        adm.calibrate(actual_s=base, estimated_s=adm.slowdown * base)
+    assert adm.slowdown == pytest.approx(1.0, rel=0.05)

@@ -121,6 +121,19 @@ def test_forgetting_tracks_a_2x_slowdown(learned: CostModel) -> None:
     assert relative_error(learned, params(128, 128, 33), 2, slowdown=2.0) < 0.20
 
 
+def test_one_stall_moves_predictions_little_but_a_real_change_is_learned(learned: CostModel) -> None:
+    before = {(shape, batch): learned.predict(params(*shape), batch) for shape, batch in SEEN}
+    stalled = params(128, 128, 17)
+    learned.observe(stalled, CallTiming(batch_size=1, steps=25, step_s=5.0, overhead_s=20.0, total_s=145.0))
+    assert learned.predict(stalled, 1) < 1.4 * before[((128, 128, 17), 1)]  # its shape's memory moves
+    for shape, batch in SEEN:
+        if shape != (128, 128, 17):  # the model-wide level ignores one call
+            assert learned.predict(params(*shape), batch) == pytest.approx(before[(shape, batch)], rel=0.05)
+    feed(learned, random.Random(9), calls=40, slowdown=10.0)  # say, the file moved to a slower machine
+    for shape, batch in SEEN:
+        assert relative_error(learned, params(*shape), batch, slowdown=10.0) < 0.15
+
+
 def test_one_shape_scales_the_prior_instead_of_extrapolating_wildly() -> None:
     model = CostModel()
     p = params()

@@ -23,3 +23,10 @@ def test_old_service_leaves_the_window() -> None:
     assert shares.owed_level({2: 1}) is None  # 5 of 15 s
     clock.now = 61  # the level-2 batch is out of the window
     assert shares.owed_level({2: 1}) == 2
+
+
+def test_share_above_is_what_more_urgent_levels_got() -> None:
+    shares = ReservedShares({1: 0.1}, window_s=60, clock=FakeClock(0.0))
+    assert shares.share_above(1) == 0.0
+    shares.record({0: 9.0, 1: 1.0})
+    assert shares.share_above(1) == 0.9 and shares.share_above(0) == 0.0 and shares.share_above(2) == 1.0

@@ -1,0 +1,317 @@
+"""A discrete-event simulation of the server's scheduler, with call durations from a ``CostModel``.
+
+Scheduler semantics, as in reelserve/engine (batcher.py, shares.py):
+
+- Jobs wait in per-tier FIFO queues. A free worker opens a batch with the oldest job of the tier
+  owed its reserved share (furthest below it, over the pipeline time of the last ``share_window_s``,
+  counted when batches finish), else of the most urgent tier (lowest level) with work.
+- Queued jobs with the same batch key join, most urgent tier first, then oldest, up to
+  ``max_batch_size``. A batch that is not full waits up to ``max_wait_s`` for arrivals to join, then
+  runs for ``CostModel.predict(params, rows)`` seconds.
+- While it waits, a batch not opened for a reserved share is preempted by an arriving job of a more
+  urgent tier that no idle worker took: its jobs go back to the front of their queues.
+- A request identical to one already finished is a cache hit: answered at once, no pipeline time.
+  One identical to a request still queued or running runs again (no coalescing).
+- A tier whose queue holds ``max_queue`` jobs rejects the next one.
+
+Deterministic: one seeded RNG draws the arrivals; the simulation itself draws nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+from reelserve.engine.cost_model import CostModel
+from reelserve.planning.report import JobRecord, PlanReport, tier_report
+from reelserve.planning.workload import Workload
+from reelserve.schemas.slo import Tier
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One request: when, what (index into ``Workload.mix``), which tier, and its content (equal for
+    identical requests: a repeat has its source's content)."""
+
+    time_s: float
+    shape: int
+    tier: str
+    content: int
+
+
+def generate_arrivals(workload: Workload) -> list[Arrival]:
+    """The workload's arrivals, from its seed. As in the load generator, a repeat resends a uniformly
+    chosen earlier non-repeat request: same shape, same tier."""
+    rng = random.Random(workload.seed)
+    shape_weights = [shape.weight for shape in workload.mix]
+    tier_names, tier_weights = zip(*workload.tier_mix.items(), strict=True)
+    changes = sorted(workload.rate_changes())
+    arrivals: list[Arrival] = []
+    fresh: list[Arrival] = []
+    t = 0.0
+    while len(arrivals) < workload.requests:
+        gap = rng.expovariate(workload.rate_at(t))
+        boundary = next((c for c in changes if c > t), math.inf)
+        if t + gap >= boundary:  # the rate changes first; arrivals are memoryless, so draw again from there
+            t = boundary
+            continue
+        t += gap
+        if workload.max_duration_s is not None and t > workload.max_duration_s:
+            break
+        if fresh and rng.random() < workload.repeat_rate:
+            source = fresh[rng.randrange(len(fresh))]
+            arrivals.append(Arrival(t, source.shape, source.tier, source.content))
+            continue
+        tier = rng.choices(tier_names, tier_weights)[0]
+        shape = rng.choices(range(len(workload.mix)), shape_weights)[0]
+        fresh.append(Arrival(t, shape, tier, len(arrivals)))
+        arrivals.append(fresh[-1])
+    return arrivals
+
+
+def simulate(
+    workload: Workload,
+    cost_model: CostModel,
+    *,
+    workers: int | None = None,
+    arrivals: list[Arrival] | None = None,
+) -> PlanReport:
+    """Run the workload through ``workers`` simulated pipelines (default ``workload.server.workers``).
+
+    :param arrivals: replay these instead of generating them from the workload (e.g. a measured
+        run's requests), in any order; ``shape`` indexes ``workload.mix``. ValueError if one names
+        a shape or tier the workload lacks."""
+    if arrivals is None:
+        arrivals = generate_arrivals(workload)
+    known = {tier.name for tier in workload.server.tiers}
+    for arrival in arrivals:
+        if arrival.tier not in known or not 0 <= arrival.shape < len(workload.mix):
+            raise ValueError(f"{arrival} names a tier or shape the workload does not have")
+    simulation = _Simulation(workload, cost_model, workers or workload.server.workers)
+    return simulation.run(sorted(arrivals, key=lambda arrival: arrival.time_s))
+
+
+@dataclass
+class _Worker:
+    index: int
+    batch: list[JobRecord] = field(default_factory=list)
+    collecting: bool = False
+    busy: bool = False
+    preempt_below: int | None = None  # a waiting batch gives way to a job of a level below this
+    generation: int = 0  # tells a stale "stop waiting" event from the current batch's
+
+
+_FINISH, _STOP_WAITING = 0, 1
+
+
+class _Simulation:
+    def __init__(self, workload: Workload, cost_model: CostModel, workers: int) -> None:
+        self.workload = workload
+        self.server = workload.server
+        self.tiers = sorted(self.server.tiers, key=lambda tier: tier.level)
+        self.level = {tier.name: tier.level for tier in self.tiers}
+        self.max_batch = self.server.max_batch_size
+        self.params = [workload.params(shape) for shape in workload.mix]
+        self.keys = [params.batch_key() for params in self.params]
+        self.cost_model = cost_model
+        self.durations: dict[tuple[int, int], float] = {}
+        self.workers = [_Worker(i) for i in range(workers)]
+        self.events: list[tuple[float, int, int, int, int]] = []  # time, seq, kind, worker, generation
+        self.seq = 0
+        self.now = 0.0
+        self.queues: dict[str, dict[str, deque[JobRecord]]] = {tier.name: {} for tier in self.tiers}
+        self.queued = {tier.name: 0 for tier in self.tiers}
+        self.collecting: dict[str, list[_Worker]] = {}
+        self.served: deque[tuple[float, str, float]] = deque()  # (finished at, tier, pipeline seconds)
+        self.finished_content: set[int] = set()
+        self.shape_of: dict[int, int] = {}
+        self.batches = self.rows = 0
+        self.busy_s = 0.0
+
+    def run(self, arrivals: list[Arrival]) -> PlanReport:
+        jobs: list[JobRecord] = []
+        for arrival in arrivals:
+            self._advance_to(arrival.time_s)
+            job = JobRecord(
+                len(jobs),
+                arrival.time_s,
+                arrival.tier,
+                arrival.content,
+                self.keys[arrival.shape],
+                self.workload.deadline_s(arrival.tier),
+            )
+            self.shape_of[job.index] = arrival.shape
+            jobs.append(job)
+            self._arrive(job)
+        self._advance_to(math.inf)
+        return self._report(jobs)
+
+    def _advance_to(self, t: float) -> None:
+        """Handle every event up to ``t`` (ties before an arrival at ``t``)."""
+        while self.events and self.events[0][0] <= t:
+            self.now, _seq, kind, index, generation = heapq.heappop(self.events)
+            worker = self.workers[index]
+            if kind == _FINISH:
+                self._finish(worker)
+            elif worker.collecting and worker.generation == generation:
+                self._start(worker)
+        if t != math.inf:
+            self.now = t
+
+    def _push(self, time_s: float, kind: int, worker: _Worker) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (time_s, self.seq, kind, worker.index, worker.generation))
+
+    # -- arrivals and queues -------------------------------------------------------------------
+
+    def _arrive(self, job: JobRecord) -> None:
+        if job.content in self.finished_content:
+            job.cache_hit = True
+            job.started_s = job.finished_s = job.arrival_s
+            return
+        for worker in self.collecting.get(job.batch_key, []):
+            worker.batch.append(job)
+            if worker.preempt_below is not None:
+                worker.preempt_below = min(worker.preempt_below, self.level[job.tier])
+            if len(worker.batch) >= self.max_batch:
+                self._start(worker)
+            return
+        if self.queued[job.tier] >= self.server.tier(job.tier).max_queue:
+            job.rejected = True
+            return
+        self.queues[job.tier].setdefault(job.batch_key, deque()).append(job)
+        self.queued[job.tier] += 1
+        self._dispatch()
+        queue = self.queues[job.tier][job.batch_key]
+        if queue and queue[-1] is job:  # no idle worker took it
+            self._preempt_for(self.level[job.tier])
+
+    def _preempt_for(self, level: int) -> None:
+        for worker in self.workers:
+            if worker.collecting and worker.preempt_below is not None and level < worker.preempt_below:
+                self._stop_collecting(worker)
+                for job in reversed(worker.batch):  # back to the front, first job first
+                    self.queues[job.tier].setdefault(job.batch_key, deque()).appendleft(job)
+                    self.queued[job.tier] += 1
+                worker.batch = []
+                self._dispatch()
+                return
+
+    def _pop_oldest(self, tier: str, key: str | None = None) -> JobRecord | None:
+        """Oldest queued job of ``tier`` (and of ``key`` when given)."""
+        queues = self.queues[tier]
+        if key is not None:
+            oldest = queues.get(key)
+        else:  # the fronts of the per-key queues are each key's oldest; one batch key is rarely many
+            oldest = min(
+                (queue for queue in queues.values() if queue), key=lambda q: q[0].index, default=None
+            )
+        if not oldest:
+            return None
+        self.queued[tier] -= 1
+        return oldest.popleft()
+
+    def _dispatch(self) -> None:
+        for worker in self.workers:
+            if worker.busy or worker.collecting:
+                continue
+            waiting = [tier for tier in self.tiers if self.queued[tier.name] > 0]
+            if not waiting:
+                return
+            owed = self._owed_tier(waiting)
+            self._open(worker, owed or waiting[0].name, for_share=owed is not None)
+
+    def _owed_tier(self, waiting: list[Tier]) -> str | None:
+        """The waiting tier furthest below its reserved share of recent pipeline time, if any."""
+        while self.served and self.served[0][0] < self.now - self.server.share_window_s:
+            self.served.popleft()
+        total = sum(seconds for _, _, seconds in self.served)
+        if total <= 0:
+            return None
+        by_tier: dict[str, float] = {}
+        for _, tier, seconds in self.served:
+            by_tier[tier] = by_tier.get(tier, 0.0) + seconds
+        owed = [
+            (tier.reserved_share - by_tier.get(tier.name, 0.0) / total, -tier.level, tier.name)
+            for tier in waiting
+            if tier.reserved_share > 0 and by_tier.get(tier.name, 0.0) / total < tier.reserved_share
+        ]
+        return max(owed)[2] if owed else None
+
+    # -- batches ---------------------------------------------------------------------------------
+
+    def _open(self, worker: _Worker, tier: str, for_share: bool) -> None:
+        opener = self._pop_oldest(tier)
+        assert opener is not None  # the tier has queued work
+        worker.batch = [opener]
+        for other in self.tiers:
+            while len(worker.batch) < self.max_batch and (
+                joiner := self._pop_oldest(other.name, opener.batch_key)
+            ):
+                worker.batch.append(joiner)
+        if len(worker.batch) >= self.max_batch or self.server.max_wait_s <= 0:
+            self._start(worker)
+            return
+        # A batch opened for a reserved share is owed its turn: more urgent work may not preempt it.
+        worker.preempt_below = None if for_share else min(self.level[job.tier] for job in worker.batch)
+        worker.collecting = True
+        worker.generation += 1
+        self.collecting.setdefault(opener.batch_key, []).append(worker)
+        self._push(self.now + self.server.max_wait_s, _STOP_WAITING, worker)
+
+    def _stop_collecting(self, worker: _Worker) -> None:
+        worker.collecting = False
+        self.collecting[worker.batch[0].batch_key].remove(worker)
+
+    def _start(self, worker: _Worker) -> None:
+        if worker.collecting:
+            self._stop_collecting(worker)
+        rows = len(worker.batch)
+        duration = self._duration(self.shape_of[worker.batch[0].index], rows)
+        for job in worker.batch:
+            job.started_s = self.now
+        worker.busy = True
+        self.batches += 1
+        self.rows += rows
+        self.busy_s += duration
+        self._push(self.now + duration, _FINISH, worker)
+
+    def _finish(self, worker: _Worker) -> None:
+        duration = self._duration(self.shape_of[worker.batch[0].index], len(worker.batch))
+        for job in worker.batch:
+            job.finished_s = self.now
+            self.finished_content.add(job.content)
+            self.served.append((self.now, job.tier, duration / len(worker.batch)))
+        worker.batch = []
+        worker.busy = False
+        self._dispatch()
+
+    def _duration(self, shape: int, rows: int) -> float:
+        duration = self.durations.get((shape, rows))
+        if duration is None:
+            duration = self.durations[(shape, rows)] = self.cost_model.predict(self.params[shape], rows)
+        return duration
+
+    def _report(self, jobs: list[JobRecord]) -> PlanReport:
+        simulated_s = max(
+            (job.arrival_s if job.finished_s is None else job.finished_s for job in jobs), default=0.0
+        )
+        workers = len(self.workers)
+        return PlanReport(
+            workers=workers,
+            max_batch_size=self.max_batch,
+            simulated_s=simulated_s,
+            batches=self.batches,
+            mean_batch_size=self.rows / self.batches if self.batches else 0.0,
+            gpu_seconds=self.busy_s,
+            utilisation=self.busy_s / (workers * simulated_s) if simulated_s > 0 else 0.0,
+            overall=tier_report("all", jobs, simulated_s),
+            tiers=[
+                tier_report(tier.name, [job for job in jobs if job.tier == tier.name], simulated_s)
+                for tier in self.tiers
+                if any(job.tier == tier.name for job in jobs)
+            ],
+        )
