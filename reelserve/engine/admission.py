@@ -27,11 +27,11 @@ from reelserve.schemas.errors import ErrorCode
 from reelserve.schemas.slo import DegradeLevel
 
 _MIN_RETRY_S = 1.0
-# How fast the slowdown factor follows measurements: each job moves it by this power of its ratio.
+# How fast a slowdown factor follows measurements: each job moves it by this power of its ratio.
 _CALIBRATION_RATE = 0.1
 _SLOWDOWN_RANGE = (0.5, 10.0)
 # More urgent work keeps arriving while a job waits; its rate is measured over this window.
-_ARRIVAL_WINDOW_S = 10.0
+_DEMAND_WINDOW_S = 10.0
 _MIN_AVAILABLE = 0.02  # the least share of the pipeline a level is assumed to get (never divide by 0)
 
 
@@ -63,11 +63,12 @@ class Admission:
         self.limiter = limiter
         self.reserved_shares = reserved_shares or {}
         self._clock = clock
-        # Measured end-to-end time over estimated, as a running geometric mean: the cost model knows
-        # pipeline calls only, while encoding, storage and a busy HTTP front end share the same machine.
-        self.slowdown = 1.0
+        # Per level, measured end-to-end time over estimated, as a running geometric mean: the cost
+        # model knows pipeline calls only, while encoding, storage and a busy HTTP front end share the
+        # machine, and each level's errors differ (a reserved share is served in bursts).
+        self.slowdowns: dict[int, float] = {}
         self._served_above = served_above  # share of recent pipeline time more urgent levels actually got
-        self._admitted: deque[tuple[float, int, float]] = deque()  # (when, level, pipeline seconds)
+        self._demand: deque[tuple[float, int, float]] = deque()  # (when, level, pipeline seconds) asked for
 
     def place(self, request: VideoCreateRequest, tenant: str | None, active_jobs: int) -> Placement:
         placement = self.tiers.place(request, tenant)
@@ -93,6 +94,7 @@ class Admission:
 
     def plan(self, params: GenerationParams, placement: Placement) -> AdmissionPlan:
         tier = placement.tier
+        self._record_demand(tier.level, params)
         if self.ledger.tier_depth(tier.name) >= tier.max_queue:
             raise ReelserveError(
                 ErrorCode.queue_full,
@@ -120,7 +122,6 @@ class Admission:
             eta = now + self._work_ahead(tier.level, run)
             first_eta = eta if first_eta is None else first_eta
             if eta <= deadline_at:
-                self._record_admission(tier.level, run)
                 return AdmissionPlan(run, deadline_at, eta, changes, reason if changes else None)
         assert first_eta is not None
         raise ReelserveError(
@@ -131,40 +132,55 @@ class Admission:
             retry_after=max(_MIN_RETRY_S, first_eta - deadline_at),
         )
 
-    def calibrate(self, actual_s: float, estimated_s: float) -> None:
-        """A job took ``actual_s`` from acceptance to its end where ``estimated_s`` was expected (an
-        expired job's actual is how long it waited: at least that)."""
+    def slowdown(self, level: int) -> float:
+        return self.slowdowns.get(level, 1.0)
+
+    def calibrate(self, level: int, actual_s: float, estimated_s: float) -> None:
+        """A job of ``level`` took ``actual_s`` from acceptance to its end where ``estimated_s`` was
+        expected (an expired job's actual is how long it waited: at least that)."""
         if estimated_s <= 0.01 or actual_s <= 0:
             return
-        factor = self.slowdown * (actual_s / estimated_s) ** _CALIBRATION_RATE
-        self.slowdown = min(max(factor, _SLOWDOWN_RANGE[0]), _SLOWDOWN_RANGE[1])
+        factor = self.slowdown(level) * (actual_s / estimated_s) ** _CALIBRATION_RATE
+        self.slowdowns[level] = min(max(factor, _SLOWDOWN_RANGE[0]), _SLOWDOWN_RANGE[1])
 
     def estimate_completion(self, level: int, params: GenerationParams) -> float:
         return self._clock() + self._work_ahead(level, params)
 
     def _work_ahead(self, level: int, params: GenerationParams) -> float:
-        """Seconds until a new job is done: the work ahead of it, stretched by the pipeline share
-        that more urgent arrivals (at their recent rate) and less urgent reserved shares take meanwhile."""
+        """Seconds until a new job is done, the sooner of two bounds:
+
+        - by priority: the work at its level or more urgent, stretched by the pipeline share that
+          more urgent demand (at its recent rate) and less urgent reserved shares take meanwhile;
+        - by its level's reserved share r: the work of its own level at r of the pipeline;
+
+        then writing its batch's outputs.
+        """
         depth = self.ledger.depth_by_level()
         reserved_below = sum(s for lvl, s in self.reserved_shares.items() if lvl > level and depth.get(lvl, 0))
-        # Arrivals see a flood as it starts; the served share sees what the flood really takes.
-        urgent = max(self._urgent_arrival_rate(level), self._served_above(level))
-        available = 1.0 - urgent - reserved_below
-        available = max(available, self.reserved_shares.get(level, 0.0), _MIN_AVAILABLE)
-        return self.slowdown * self.ledger.work_ahead(level, params) / available
+        # Demand sees a flood as it starts; the served share sees what the flood really takes.
+        urgent = max(self._urgent_demand(level), self._served_above(level))
+        available = max(1.0 - urgent - reserved_below, _MIN_AVAILABLE)
+        seconds = self.ledger.work_ahead(level, params) / available
+        share = self.reserved_shares.get(level, 0.0)
+        if share > 0:
+            seconds = min(seconds, self.ledger.work_at(level, params) / share)
+        # Its batch's outputs are written one by one after the call: at worst it is the last row.
+        seconds += self.ledger.finish(params) * max(1, self.ledger.batch_limit(params.batch_key()))
+        return self.slowdown(level) * seconds
 
-    def _record_admission(self, level: int, params: GenerationParams) -> None:
-        """Remember the pipeline time an admitted job will take (its share of a full batch)."""
+    def _record_demand(self, level: int, params: GenerationParams) -> None:
+        """Remember the pipeline time a request asks for (its share of a full batch), admitted or not:
+        a more urgent tier refused now comes back as soon as there is room, and takes that room."""
         rows = max(1, self.ledger.batch_limit(params.batch_key()))
-        self._admitted.append((self._clock(), level, self.ledger.predict(params, rows) / rows))
+        self._demand.append((self._clock(), level, self.ledger.predict(params, rows) / rows))
 
-    def _urgent_arrival_rate(self, level: int) -> float:
-        """Pipeline seconds per second admitted recently at levels more urgent than ``level``."""
+    def _urgent_demand(self, level: int) -> float:
+        """Pipeline seconds per second asked for recently at levels more urgent than ``level``."""
         now = self._clock()
-        while self._admitted and self._admitted[0][0] < now - _ARRIVAL_WINDOW_S:
-            self._admitted.popleft()
-        if not self._admitted:
+        while self._demand and self._demand[0][0] < now - _DEMAND_WINDOW_S:
+            self._demand.popleft()
+        if not self._demand:
             return 0.0
-        # Over the window, or since the oldest admission in it: a flood that began 2 s ago is a flood.
-        span = max(2.0, min(_ARRIVAL_WINDOW_S, now - self._admitted[0][0]))
-        return sum(seconds for _, lvl, seconds in self._admitted if lvl < level) * self.slowdown / span
+        # Over the window, or since the oldest request in it: a flood that began 2 s ago is a flood.
+        span = max(2.0, min(_DEMAND_WINDOW_S, now - self._demand[0][0]))
+        return sum(seconds for _, lvl, seconds in self._demand if lvl < level) / span

@@ -1,6 +1,6 @@
 """Dynamic batching with priorities: the oldest job of the most urgent level opens a batch (or of a
-level owed its reserved share); jobs with the same batch key join, most urgent first, until the
-batch is full or ``max_wait_s`` has passed since it opened.
+level owed its reserved share); jobs with the same batch key join, most urgent first (the owed
+level's first), until the batch is full or ``max_wait_s`` has passed since it opened.
 
 A batch that has not started never holds up more urgent work: if a job of a more urgent level
 with another key arrives while the batch waits for joiners, the batch goes back to the queue,
@@ -36,6 +36,7 @@ class Batcher:
         self._level_of = level_of
         self._shares = shares
         self._key_limits: dict[str, int] = {}  # batch key -> most rows that fit, learned from OOMs
+        self.opened_for: int | None = None  # the level the last batch was opened for (its reserved share)
 
     def limit_for(self, batch_key: str) -> int:
         return min(self.max_batch_size, self._key_limits.get(batch_key, self.max_batch_size))
@@ -59,7 +60,10 @@ class Batcher:
                 while len(batch) < self.limit_for(batch_key):
                     # Compatible jobs already queued join even when the wait is over.
                     taken = await self._broker.take(
-                        batch_key, timeout=max(deadline - time.monotonic(), 0.0), preempt_below=most_urgent
+                        batch_key,
+                        timeout=max(deadline - time.monotonic(), 0.0),
+                        level=owed,  # a batch opened for a share fills with that level's jobs first
+                        preempt_below=most_urgent,
                     )
                     if taken is None:
                         break
@@ -69,4 +73,5 @@ class Batcher:
             except Preempted:
                 await self._broker.requeue(batch, batch_key, {job_id: self._level_of(job_id) for job_id in batch})
                 continue
+            self.opened_for = owed
             return batch

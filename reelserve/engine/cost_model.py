@@ -50,6 +50,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from reelserve.engine.finish_cost import FinishCost
 from reelserve.schemas import GenerationParams
 
 FILE_FORMAT = "reelserve.cost_model"
@@ -262,6 +263,7 @@ class CostModel:
         self._models: dict[str, _ModelCosts] = {}
         self._unobserved = _ModelCosts(self.prior, prior_weight)  # what a model not seen yet costs
         self._cache: dict[tuple[str, Shape], tuple[float, float]] = {}
+        self.finish = FinishCost()  # per job, after its call: encoding and storing the outputs
 
     # -- predictions -------------------------------------------------------------------------
 
@@ -330,6 +332,7 @@ class CostModel:
             "prior": asdict(self.prior),
             "settings": {name: getattr(self, name) for name in _SETTINGS},
             "models": {name: costs.state() for name, costs in self._models.items()},
+            "finish": self.finish.state(),
         }
 
     @classmethod
@@ -345,6 +348,7 @@ class CostModel:
                 costs.observations = saved.observations
                 costs.step.restore(saved.step)
                 costs.overhead.restore(saved.overhead)
+            model.finish.restore(state.finish)
         except (ValidationError, ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"not a valid cost model: {exc}") from None
         return model
@@ -411,3 +415,4 @@ class _FileState(BaseModel):
     prior: dict[str, float]
     settings: dict[str, float]
     models: dict[str, _ModelState]
+    finish: dict[str, Any] = Field(default_factory=dict)  # absent in files written before it existed

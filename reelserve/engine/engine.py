@@ -293,10 +293,11 @@ class Engine:
             return []
         finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting))
         claimed = []
-        for job in waiting:
+        write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
+        for position, job in enumerate(waiting, start=1):
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
             job.timings.queue_s = now - job.created_at
-            job.estimated_completion_at, job.batch_size = finish_by, len(waiting)
+            job.estimated_completion_at, job.batch_size = finish_by + position * write_s, len(waiting)
             if self.store.save(job, expect=_QUEUED):
                 self.scheduler.claim(job, now)
                 self.metrics.queue_wait.observe(job.timings.queue_s)
@@ -337,7 +338,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            await loop.run_in_executor(self._encode_thread, self._write_outputs, job, frames)
+            written_s = await loop.run_in_executor(self._encode_thread, self._write_outputs, job, frames)
         except Exception as exc:
             log.exception("writing outputs failed for %s", job.id)
             self._fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
@@ -345,6 +346,7 @@ class Engine:
         job.status, job.progress, job.completed_at = JobStatus.completed, 100, time.time()
         job.video_key, job.thumbnail_key = video_key(job.id), thumbnail_key(job.id)
         job.timings.encode_s = time.perf_counter() - started
+        self.scheduler.outputs_written(job.params, written_s)
         job.timings.total_s = job.completed_at - job.created_at
         if not self.store.save(job, expect=_RUNNING):
             self.storage.delete_prefix(job_prefix(job.id))  # cancelled or deleted meanwhile
@@ -356,9 +358,12 @@ class Engine:
         self.metrics.end_to_end.observe(job.timings.total_s)
         self._finished(job)
 
-    def _write_outputs(self, job: Job, frames: object) -> None:
+    def _write_outputs(self, job: Job, frames: object) -> float:
+        """Returns its own seconds (``encode_s`` also holds the wait for the encode thread)."""
+        started = time.perf_counter()
         self.storage.put(video_key(job.id), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
         self.storage.put(thumbnail_key(job.id), encode_thumbnail(frames[0]))  # type: ignore[index]
+        return time.perf_counter() - started
 
     def _fail(self, jobs: list[Job], error: JobError) -> None:
         for job in jobs:

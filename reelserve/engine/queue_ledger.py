@@ -26,10 +26,18 @@ class QueueLedger:
     """
     :param predict: the cost model's estimate of one pipeline call.
     :param batch_limit: most rows one call of a batch key takes (the batcher's, which learns from OOMs).
+    :param finish: seconds to write one job's outputs after its call (rows are written one by one).
     """
 
-    def __init__(self, predict: Predict, batch_limit: Callable[[str], int], clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        predict: Predict,
+        batch_limit: Callable[[str], int],
+        clock: Callable[[], float] = time.time,
+        finish: Callable[[GenerationParams], float] = lambda params: 0.0,
+    ):
         self.predict = predict
+        self.finish = finish
         self.batch_limit = batch_limit
         self._clock = clock
         self._jobs: dict[str, _Queued] = {}
@@ -94,9 +102,16 @@ class QueueLedger:
         """Seconds of pipeline time before a new job at ``level`` (with ``params``, if given) is done:
         the running batch's rest, every queued row at its level or more urgent, batched as the
         batcher would, and the new job's own call."""
+        return self._work(lambda lvl: lvl <= level, params)
+
+    def work_at(self, level: int, params: GenerationParams | None = None) -> float:
+        """As ``work_ahead``, counting the rows of ``level`` only: what a reserved share must get through."""
+        return self._work(lambda lvl: lvl == level, params)
+
+    def _work(self, counts: Callable[[int], bool], params: GenerationParams | None) -> float:
         rows: Counter[str] = Counter()
         for (lvl, key), n in self._rows.items():
-            if lvl <= level:
+            if counts(lvl):
                 rows[key] += n
         sample = dict(self._sample)
         if params is not None:

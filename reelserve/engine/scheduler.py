@@ -65,7 +65,9 @@ class Scheduler:
         self.cost_model_path = options.cost_model_path
         reserved = {tier.level: tier.reserved_share for tier in self.tiers.tiers.values()}
         self.shares = ReservedShares(reserved)
-        self.ledger = QueueLedger(self.cost_model.predict, lambda key: self.batcher.limit_for(key), clock)
+        self.ledger = QueueLedger(
+            self.cost_model.predict, lambda key: self.batcher.limit_for(key), clock, self.cost_model.finish.predict
+        )
         self.batcher = Batcher(broker, max_batch_size, max_wait_s, self.ledger.level_of, self.shares)
         self.admission = Admission(
             self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock,
@@ -177,6 +179,13 @@ class Scheduler:
         """Returns the batch's predicted end (epoch seconds)."""
         return self._clock() + self.ledger.start_batch(params, rows)
 
+    def predict_finish(self, params: GenerationParams) -> float:
+        """Seconds to write one job's outputs after its pipeline call."""
+        return self.cost_model.finish.predict(params)
+
+    def outputs_written(self, params: GenerationParams, seconds: float) -> None:
+        self.cost_model.finish.observe(params, seconds)
+
     def batch_done(
         self, batch: list[Job], timings: Sequence[CallTiming], seconds: float, failed: bool, fit: int | None
     ) -> None:
@@ -190,7 +199,7 @@ class Scheduler:
         for job in batch:
             level = self.tiers.level_of(job.priority) if job.priority in self.tiers.tiers else 0
             by_level[level] = by_level.get(level, 0.0) + seconds / len(batch)
-        self.shares.record(by_level)
+        self.shares.record(by_level, self.ledger.depth_by_level(), self.batcher.opened_for)
         if fit is not None:
             self.batcher.lower_limit(params.batch_key(), fit)
         if self.circuit is not None:
@@ -205,7 +214,8 @@ class Scheduler:
         expired = job.error is not None and job.error.code == ErrorCode.deadline_exceeded
         if estimate is not None and (job.status.value == "completed" or expired):
             self.metrics.estimate_error.observe(abs(job.completed_at - estimate))
-            self.admission.calibrate(job.completed_at - job.created_at, estimate - job.created_at)
+            level = self.tiers.level_of(job.priority) if job.priority in self.tiers.tiers else 0
+            self.admission.calibrate(level, job.completed_at - job.created_at, estimate - job.created_at)
         if job.deadline_at is not None and job.status.value == "completed" and job.completed_at > job.deadline_at:
             self.metrics.deadline_misses.labels(job.priority or "", "completed_late").inc()
 

@@ -1,5 +1,12 @@
 """Reserved shares: a tier with ``reserved_share`` r that has work queued gets at least r of the
-recent pipeline time, so a flood of more urgent work cannot starve it."""
+pipeline time while more urgent work competes with it, so a flood cannot starve it.
+
+Kept as credit (deficit round robin over pipeline seconds) rather than as a share of a sliding
+window: a window remembers service from before the flood, so a tier that ran alone a minute ago
+would be starved now until its old service aged out, while the admission estimate promised it its
+share from the start. With credit, a waiting level earns r of every batch that runs, spends a whole
+batch when one is opened for it, and keeps neither credit nor debt once its queue is empty.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,10 @@ from collections.abc import Callable
 
 
 class ReservedShares:
-    """Pipeline seconds served per level over a sliding window, and which level is owed time.
+    """Which level is owed pipeline time, and what share recent time went to each level.
 
     :param reserved: level -> share of pipeline time kept for it (levels without one are absent).
+    :param window_s: the window of ``share_above`` (what more urgent levels actually got lately).
     """
 
     def __init__(
@@ -21,12 +29,36 @@ class ReservedShares:
         self.window_s = window_s
         self._clock = clock
         self._served: deque[tuple[float, int, float]] = deque()  # (when, level, seconds)
+        self.credit: dict[int, float] = dict.fromkeys(self.reserved, 0.0)  # pipeline seconds owed to a level
 
-    def record(self, seconds_by_level: dict[int, float]) -> None:
+    def record(
+        self, seconds_by_level: dict[int, float], depth_by_level: dict[int, int], owed: int | None = None
+    ) -> None:
+        """A batch ran: ``seconds_by_level`` is its pipeline time split over its rows' levels,
+        ``depth_by_level`` what is still queued, ``owed`` the level it was opened for (None: it was
+        opened by the most urgent queued level)."""
         now = self._clock()
         for level, seconds in seconds_by_level.items():
             self._served.append((now, level, seconds))
         self._expire(now)
+        total = sum(seconds_by_level.values())
+        opener = owed if owed is not None else min(seconds_by_level, default=None)
+        for level, share in self.reserved.items():
+            if depth_by_level.get(level, 0) == 0:
+                self.credit[level] = 0.0  # nothing waiting: no banking for a later flood, no debt either
+            elif level == owed:
+                self.credit[level] += share * total - total
+            elif level != opener:  # it waited while another level ran
+                self.credit[level] += share * total
+
+    def owed_level(self, depth_by_level: dict[int, int]) -> int | None:
+        """The queued level with the most credit, or None when none is owed time (priority decides)."""
+        owed = [
+            (credit, level)
+            for level, credit in self.credit.items()
+            if credit > 0 and depth_by_level.get(level, 0) > 0
+        ]
+        return max(owed)[1] if owed else None
 
     def served(self) -> dict[int, float]:
         self._expire(self._clock())
@@ -40,21 +72,6 @@ class ReservedShares:
         served = self.served()
         total = sum(served.values())
         return sum(s for lvl, s in served.items() if lvl < level) / total if total > 0 else 0.0
-
-    def owed_level(self, depth_by_level: dict[int, int]) -> int | None:
-        """The queued level furthest below its reserved share, or None when none is owed time.
-
-        With nothing served in the window yet there is no share to fall short of: priority decides."""
-        served = self.served()
-        total = sum(served.values())
-        if not self.reserved or total <= 0:
-            return None
-        owed = [
-            (share - served.get(level, 0.0) / total, level)
-            for level, share in self.reserved.items()
-            if depth_by_level.get(level, 0) > 0 and served.get(level, 0.0) / total < share
-        ]
-        return max(owed)[1] if owed else None
 
     def _expire(self, now: float) -> None:
         while self._served and self._served[0][0] < now - self.window_s:

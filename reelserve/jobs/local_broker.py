@@ -60,13 +60,12 @@ class LocalBroker:
             self._changed.notify_all()
 
     def _first(self, batch_key: str | None, level: int | None) -> str | None:
-        """Oldest job of the most urgent level (or of ``level`` when it has work), of ``batch_key`` if given."""
-        if level is not None and self._levels.get(level):
-            order = [level]
-        else:
-            order = sorted(self._levels)
+        """Oldest job of the most urgent level (of ``level`` first, when given), of ``batch_key`` if given."""
+        order = sorted(self._levels)
+        if level is not None:
+            order = [level, *(lvl for lvl in order if lvl != level)]
         for lvl in order:
-            for job_id, (_, key) in self._levels[lvl].items():
+            for job_id, (_, key) in self._levels.get(lvl, {}).items():
                 if batch_key is None or key == batch_key:
                     return job_id
         return None

@@ -3,13 +3,16 @@
 Scheduler semantics, as in reelserve/engine (batcher.py, shares.py):
 
 - Jobs wait in per-tier FIFO queues. A free worker opens a batch with the oldest job of the tier
-  owed its reserved share (furthest below it, over the pipeline time of the last ``share_window_s``,
-  counted when batches finish), else of the most urgent tier (lowest level) with work.
-- Queued jobs with the same batch key join, most urgent tier first, then oldest, up to
+  owed its reserved share (``ReservedShares`` credit, counted when batches finish), else of the
+  most urgent tier (lowest level) with work.
+- Queued jobs with the same batch key join, most urgent tier first (the owed tier first in a
+  batch opened for its share), then oldest, up to
   ``max_batch_size``. A batch that is not full waits up to ``max_wait_s`` for arrivals to join, then
   runs for ``CostModel.predict(params, rows)`` seconds.
 - While it waits, a batch not opened for a reserved share is preempted by an arriving job of a more
   urgent tier that no idle worker took: its jobs go back to the front of their queues.
+- A finished batch's outputs are written one job after another (``CostModel.finish``) on the
+  worker's encode thread, while the worker runs its next batch: a job ends when its outputs are.
 - A request identical to one already finished is a cache hit: answered at once, no pipeline time.
   One identical to a request still queued or running runs again (no coalescing).
 - A tier whose queue holds ``max_queue`` jobs rejects the next one.
@@ -26,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from reelserve.engine.cost_model import CostModel
+from reelserve.engine.shares import ReservedShares
 from reelserve.planning.report import JobRecord, PlanReport, tier_report
 from reelserve.planning.workload import Workload
 from reelserve.schemas.slo import Tier
@@ -101,6 +105,8 @@ class _Worker:
     collecting: bool = False
     busy: bool = False
     preempt_below: int | None = None  # a waiting batch gives way to a job of a level below this
+    opened_for: int | None = None  # the level whose reserved share opened the batch
+    writer_free_s: float = 0.0  # when its encode thread is done with the outputs already handed to it
     generation: int = 0  # tells a stale "stop waiting" event from the current batch's
 
 
@@ -125,7 +131,9 @@ class _Simulation:
         self.queues: dict[str, dict[str, deque[JobRecord]]] = {tier.name: {} for tier in self.tiers}
         self.queued = {tier.name: 0 for tier in self.tiers}
         self.collecting: dict[str, list[_Worker]] = {}
-        self.served: deque[tuple[float, str, float]] = deque()  # (finished at, tier, pipeline seconds)
+        self.shares = ReservedShares(
+            {tier.level: tier.reserved_share for tier in self.tiers}, clock=lambda: self.now
+        )
         self.finished_content: set[int] = set()
         self.shape_of: dict[int, int] = {}
         self.batches = self.rows = 0
@@ -225,21 +233,9 @@ class _Simulation:
             self._open(worker, owed or waiting[0].name, for_share=owed is not None)
 
     def _owed_tier(self, waiting: list[Tier]) -> str | None:
-        """The waiting tier furthest below its reserved share of recent pipeline time, if any."""
-        while self.served and self.served[0][0] < self.now - self.server.share_window_s:
-            self.served.popleft()
-        total = sum(seconds for _, _, seconds in self.served)
-        if total <= 0:
-            return None
-        by_tier: dict[str, float] = {}
-        for _, tier, seconds in self.served:
-            by_tier[tier] = by_tier.get(tier, 0.0) + seconds
-        owed = [
-            (tier.reserved_share - by_tier.get(tier.name, 0.0) / total, -tier.level, tier.name)
-            for tier in waiting
-            if tier.reserved_share > 0 and by_tier.get(tier.name, 0.0) / total < tier.reserved_share
-        ]
-        return max(owed)[2] if owed else None
+        """The waiting tier owed time for its reserved share, if any."""
+        owed = self.shares.owed_level({self.level[tier.name]: self.queued[tier.name] for tier in waiting})
+        return next((tier.name for tier in waiting if tier.level == owed), None)
 
     # -- batches ---------------------------------------------------------------------------------
 
@@ -247,7 +243,9 @@ class _Simulation:
         opener = self._pop_oldest(tier)
         assert opener is not None  # the tier has queued work
         worker.batch = [opener]
-        for other in self.tiers:
+        worker.opened_for = self.level[tier] if for_share else None
+        # A batch opened for a reserved share fills with that tier's jobs first.
+        for other in sorted(self.tiers, key=lambda t: not (for_share and t.name == tier)):
             while len(worker.batch) < self.max_batch and (
                 joiner := self._pop_oldest(other.name, opener.batch_key)
             ):
@@ -281,10 +279,18 @@ class _Simulation:
 
     def _finish(self, worker: _Worker) -> None:
         duration = self._duration(self.shape_of[worker.batch[0].index], len(worker.batch))
+        by_level: dict[int, float] = {}
+        # Outputs are written one job after another on the worker's encode thread, beside its next batch.
+        write_s = self.cost_model.finish.predict(self.params[self.shape_of[worker.batch[0].index]])
+        written = max(self.now, worker.writer_free_s)
         for job in worker.batch:
-            job.finished_s = self.now
+            written += write_s
+            job.finished_s = written
             self.finished_content.add(job.content)
-            self.served.append((self.now, job.tier, duration / len(worker.batch)))
+            level = self.level[job.tier]
+            by_level[level] = by_level.get(level, 0.0) + duration / len(worker.batch)
+        self.shares.record(by_level, {self.level[name]: n for name, n in self.queued.items()}, worker.opened_for)
+        worker.writer_free_s = written
         worker.batch = []
         worker.busy = False
         self._dispatch()

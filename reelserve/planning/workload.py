@@ -43,11 +43,6 @@ class ServerConfig(BaseModel):
     max_batch_size: int = Field(4, ge=1, le=64, description="most requests in one pipeline call")
     max_wait_s: float = Field(0.05, ge=0, description="how long an open batch waits for joiners")
     tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS))
-    share_window_s: float = Field(
-        120.0,
-        gt=0,
-        description="the 'recent pipeline time' a reserved share is measured over (sliding window)",
-    )
 
     def tier(self, name: str) -> Tier:
         for tier in self.tiers:

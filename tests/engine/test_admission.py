@@ -99,9 +99,42 @@ def test_estimates_follow_how_long_jobs_really_take() -> None:
     placement = adm.tiers.place(VideoCreateRequest(prompt="x"), None)
     base = adm.plan(PARAMS, placement).estimated_completion_at - 1000
     for _ in range(30):  # every job takes twice its estimate (the machine is busier than the model knows)
-        adm.calibrate(actual_s=2 * base, estimated_s=adm.slowdown * base)
-    assert adm.slowdown == pytest.approx(2.0, rel=0.05)
+        adm.calibrate(1, actual_s=2 * base, estimated_s=adm.slowdown(1) * base)
+    assert adm.slowdown(1) == pytest.approx(2.0, rel=0.05)
+    assert adm.slowdown(0) == 1.0  # another level's jobs are estimated as before
     assert adm.plan(PARAMS, placement).estimated_completion_at - 1000 == pytest.approx(2 * base, rel=0.05)
     for _ in range(60):  # and back down when jobs take what the cost model says
-        adm.calibrate(actual_s=base, estimated_s=adm.slowdown * base)
-    assert adm.slowdown == pytest.approx(1.0, rel=0.05)
+        adm.calibrate(1, actual_s=base, estimated_s=adm.slowdown(1) * base)
+    assert adm.slowdown(1) == pytest.approx(1.0, rel=0.05)
+
+
+def test_a_reserved_share_bounds_the_estimate_under_a_more_urgent_flood() -> None:
+    clock = FakeClock()
+    ledger = QueueLedger(cost, batch_limit=lambda key: 4, clock=clock)
+    adm = Admission(
+        TierTable(DEFAULT_TIERS, "standard"), ledger, LIMITS, LEVELS, reserved_shares={1: 0.1}, clock=clock,
+        served_above=lambda level: 1.0 if level > 0 else 0.0,  # realtime took all recent pipeline time
+    )
+    fill(ledger, 0, "realtime", 40)  # 10 full batches, 40 s: by priority alone, never
+    fill(ledger, 1, "standard", 3)  # with the new job, one full standard batch: 4 s
+    placement = adm.tiers.place(VideoCreateRequest(prompt="x"), None)
+    assert adm.plan(PARAMS, placement).estimated_completion_at == pytest.approx(1000 + 4.0 / 0.1)
+    without_share = Admission(
+        TierTable(DEFAULT_TIERS, "standard"), ledger, LIMITS, LEVELS, clock=clock, served_above=lambda level: 1.0
+    )
+    with pytest.raises(ReelserveError, match="deadline"):  # 44 s at the least share (2 %) is past 900 s
+        without_share.plan(PARAMS, placement)
+
+
+def test_refused_urgent_requests_still_count_as_demand_that_will_take_the_pipeline() -> None:
+    tiers = [t.model_copy(update={"max_queue": 1}) if t.name == "realtime" else t for t in DEFAULT_TIERS]
+    adm, ledger = admission(tiers)
+    standard = adm.tiers.place(VideoCreateRequest(prompt="x"), None)
+    fill(ledger, 0, "realtime", 1)  # the realtime queue is full: every realtime request is refused
+    calm = adm.plan(PARAMS, standard).estimated_completion_at - 1000
+    realtime = adm.tiers.place(VideoCreateRequest(prompt="x", priority="realtime"), None)
+    for _ in range(20):
+        with pytest.raises(ReelserveError, match="queue is full"):
+            adm.plan(PARAMS, realtime)
+    # 20 requests of 1 s of pipeline each in the last 2 s: realtime will take all the pipeline it can
+    assert adm.plan(PARAMS, standard).estimated_completion_at - 1000 > 10 * calm

@@ -92,6 +92,14 @@ async def test_take_of_a_level_serves_that_level_when_it_has_work() -> None:
     assert await broker.take(level=2) == ("r1", "k")  # nothing left at 2: the most urgent instead
 
 
+async def test_joiners_of_a_batch_for_a_level_come_from_that_level_first() -> None:
+    broker = LocalBroker()
+    for job_id, key, level in [("r1", "k", 0), ("s1", "other", 1), ("s2", "k", 1), ("r2", "k", 0)]:
+        await broker.put(job_id, key, level=level)
+    assert await broker.take("k", timeout=0, level=1) == ("s2", "k")  # s1 has another key
+    assert await broker.take("k", timeout=0, level=1) == ("r1", "k")  # no "k" left at 1: most urgent next
+
+
 async def test_requeue_restores_the_front_in_order() -> None:
     broker = LocalBroker()
     for job_id in ("a", "b", "c"):

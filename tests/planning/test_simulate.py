@@ -178,3 +178,15 @@ def test_replayed_arrivals_must_fit_the_workload() -> None:
         simulate(workload(), COSTS, arrivals=[Arrival(0.0, 1, "standard", 0)])
     with pytest.raises(ValueError, match="tier or shape"):
         simulate(workload(), COSTS, arrivals=[Arrival(0.0, 0, "gold", 0)])
+
+
+def test_a_batch_s_outputs_are_written_one_after_another_beside_the_next_batch() -> None:
+    costs = CostModel()
+    w = workload(server={"max_batch_size": 4, "max_wait_s": 0.01})  # all 8 arrive at once: two full batches
+    costs.finish.observe(w.params(SMALL), 0.2)
+    burst = [Arrival(time_s=0.0, shape=0, tier="standard", content=i) for i in range(8)]
+    report = simulate(w, costs, arrivals=burst)
+    call = costs.predict(w.params(SMALL), 4)
+    # First batch: rows end at call + 0.2, 0.4, 0.6, 0.8; the second batch's call runs meanwhile
+    assert report.overall.latency_s.mean == pytest.approx(((call + 0.5) + (2 * call + 0.5)) / 2)
+    assert report.gpu_seconds == pytest.approx(2 * call)  # writing outputs is not pipeline time
