@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--capacity-jobs", type=int, default=24)
     parser.add_argument("--model", default="tiny")
+    parser.add_argument("--json", help="also write the load probe's report (every request) here")
+    parser.add_argument("--plot", help="also write the load probe's PNG plot here")
     args = parser.parse_args()
 
     with server_process("--model", args.model, "--device", "cpu") as running:
@@ -51,6 +53,10 @@ def main() -> None:
             deadlines=DEADLINES, params=PARAMS, seed=0,
         )
         report = asyncio.run(run_load(config))
+        if args.json:
+            report.to_json(args.json)
+        if args.plot:
+            report.plot(args.plot)
         stop.set()
         sampler.join()
         rss_after = rss_mib(running.pid)

@@ -66,7 +66,9 @@ def _error_message(response: httpx.Response) -> str:
 
 class Prewarmer:
     """Submits prompts to ``/v1/videos`` with at most ``concurrency`` of its jobs queued or running at once,
-    so requests from real users are never stuck behind many prewarm jobs.
+    so requests from real users are never stuck behind many prewarm jobs. A refusal that says when to
+    come back (429/503 with ``Retry-After``: a full queue, a cache-only load level) is retried then,
+    until the prompt's ``timeout_s``.
 
     :param client: an ``httpx.Client`` with the server's base URL (and auth header) set.
     :param body: request fields shared by every prompt (seed, model, size, ...).
@@ -93,26 +95,37 @@ class Prewarmer:
                 report.failures.append((prompt, reason))
             on_done(prompt, outcome)
 
-        pending = list(reversed(prompts))
+        pending = [(prompt, time.monotonic() + self.timeout_s) for prompt in reversed(prompts)]
         in_flight: list[_InFlight] = []
+        not_before = 0.0  # the server's last Retry-After
         while pending or in_flight:
-            while pending and len(in_flight) < self.concurrency:
-                prompt = pending.pop()
-                job = self._submit(prompt, finish)
-                if job is not None:
-                    in_flight.append(job)
-            if in_flight:
+            while pending and len(in_flight) < self.concurrency and time.monotonic() >= not_before:
+                prompt, deadline = pending.pop()
+                submitted = self._submit(prompt, deadline, finish)
+                if isinstance(submitted, float):  # refused for now: back to the front of the line
+                    pending.append((prompt, deadline))
+                    not_before = time.monotonic() + submitted
+                elif submitted is not None:
+                    in_flight.append(submitted)
+            if in_flight or pending:
                 time.sleep(self.poll_interval_s)
                 in_flight = [job for job in in_flight if not self._poll(job, finish)]
         return report
 
-    def _submit(self, prompt: str, finish: Callable[..., None]) -> _InFlight | None:
+    def _submit(self, prompt: str, deadline: float, finish: Callable[..., None]) -> _InFlight | float | None:
+        """The job in flight; or seconds to wait before submitting ``prompt`` again; or None (settled)."""
         response = self.client.post("/v1/videos", json={**self.body, "prompt": prompt})
+        retry_after = response.headers.get("retry-after", "")
+        if response.status_code in (429, 503) and retry_after.isdigit():
+            if time.monotonic() + int(retry_after) < deadline:
+                return float(int(retry_after))
+            finish(prompt, Outcome.failed, f"{_error_message(response)} (gave up after {self.timeout_s:g}s)")
+            return None
         if response.status_code != 200:
             finish(prompt, Outcome.failed, _error_message(response))
             return None
         video = response.json()
-        job = _InFlight(prompt, video["id"], time.monotonic() + self.timeout_s)
+        job = _InFlight(prompt, video["id"], deadline)
         return None if self._settle(job, video, finish) else job
 
     def _poll(self, job: _InFlight, finish: Callable[..., None]) -> bool:
@@ -158,15 +171,19 @@ def prewarm(
                                                 "has --api-keys.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of every prewarm request. Cache keys include the seed: "
                                       "prewarmed videos only answer requests that send this same seed.")] = 0,
-    concurrency: Annotated[int, typer.Option(min=1, help="Most prewarm jobs queued or running at once. This is "
-                                             "the low priority: real traffic waits behind at most this many "
-                                             "prewarm jobs (the server has no priority tiers yet).")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Most prewarm jobs queued or running at once: real "
+                                             "traffic of the same priority tier waits behind at most this many "
+                                             "prewarm jobs.")] = 1,
+    priority: Annotated[str, typer.Option(help="Priority tier of every prewarm request; the lowest tier keeps "
+                                          "prewarming out of real traffic's way. '' sends none (the key's "
+                                          "default tier).")] = "batch",
     model: Annotated[str | None, typer.Option(help="Model name; the server's default when unset.")] = None,
     size: Annotated[str | None, typer.Option(help="WxH; the model's default when unset.")] = None,
     num_frames: Annotated[int | None, typer.Option(help="Frames; the model's default when unset.")] = None,
     num_inference_steps: Annotated[int | None, typer.Option(help="Steps; the model's default when unset.")] = None,
-    timeout: Annotated[float, typer.Option(min=0, help="Seconds one job may take before it is cancelled and "
-                                           "counted failed.")] = 600.0,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds one prompt may take, retries after a refusal "
+                                           "with Retry-After included, before it is cancelled and counted "
+                                           "failed.")] = 600.0,
     poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between status polls.")] = 0.5,
 ) -> None:
     """Generate and cache every prompt of PROMPTS_FILE through a running server, a few at a time.
@@ -178,7 +195,7 @@ def prewarm(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     body: dict[str, Any] = {"seed": seed, "model": model, "size": size, "num_frames": num_frames,
-                            "num_inference_steps": num_inference_steps}
+                            "num_inference_steps": num_inference_steps, "priority": priority or None}
     body = {name: value for name, value in body.items() if value is not None}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     columns = (TextColumn("prewarming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

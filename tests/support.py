@@ -4,6 +4,7 @@ a gated pipeline."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -198,3 +199,17 @@ def scheduling_params(steps: int) -> GenerationParams:
         model="m", prompt="p", width=64, height=64, num_frames=17, fps=8, num_inference_steps=steps,
         guidance_scale=5.0, seed=1,
     )
+
+
+def sse_events(running: RunningServer, video_id: str) -> list[tuple[str, dict]]:
+    """Every (event kind, data) of a video's SSE stream, until the server ends it."""
+    events, kind = [], None
+    with running.client.stream("GET", f"/v1/videos/{video_id}/events") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((kind, json.loads(line.split(":", 1)[1])))
+    return events

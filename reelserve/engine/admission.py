@@ -29,7 +29,9 @@ from reelserve.schemas.slo import DegradeLevel
 _MIN_RETRY_S = 1.0
 # How fast a slowdown factor follows measurements: each job moves it by this power of its ratio.
 _CALIBRATION_RATE = 0.1
-_SLOWDOWN_RANGE = (0.5, 10.0)
+# Never below 1: a job done sooner than estimated was a lucky gap in more urgent traffic (the estimate
+# assumes the worst share it is owed), and counting on that luck admits work a steady flood then starves.
+_SLOWDOWN_RANGE = (1.0, 10.0)
 # More urgent work keeps arriving while a job waits; its rate is measured over this window.
 _DEMAND_WINDOW_S = 10.0
 _MIN_AVAILABLE = 0.02  # the least share of the pipeline a level is assumed to get (never divide by 0)
@@ -55,6 +57,7 @@ class Admission:
         reserved_shares: dict[int, float] | None = None,
         clock: Callable[[], float] = time.time,
         served_above: Callable[[int], float] = lambda level: 0.0,
+        current_shares: Callable[[], dict[int, float]] | None = None,
     ) -> None:
         self.tiers = tiers
         self.ledger = ledger
@@ -68,6 +71,8 @@ class Admission:
         # machine, and each level's errors differ (a reserved share is served in bursts).
         self.slowdowns: dict[int, float] = {}
         self._served_above = served_above  # share of recent pipeline time more urgent levels actually got
+        # Shares less urgent levels get now: raised while their queued jobs' deadlines need more.
+        self._current_shares = current_shares or (lambda: self.reserved_shares)
         self._demand: deque[tuple[float, int, float]] = deque()  # (when, level, pipeline seconds) asked for
 
     def place(self, request: VideoCreateRequest, tenant: str | None, active_jobs: int) -> Placement:
@@ -156,7 +161,7 @@ class Admission:
         then writing its batch's outputs.
         """
         depth = self.ledger.depth_by_level()
-        reserved_below = sum(s for lvl, s in self.reserved_shares.items() if lvl > level and depth.get(lvl, 0))
+        reserved_below = sum(s for lvl, s in self._current_shares().items() if lvl > level and depth.get(lvl, 0))
         # Demand sees a flood as it starts; the served share sees what the flood really takes.
         urgent = max(self._urgent_demand(level), self._served_above(level))
         available = max(1.0 - urgent - reserved_below, _MIN_AVAILABLE)
@@ -175,12 +180,15 @@ class Admission:
         self._demand.append((self._clock(), level, self.ledger.predict(params, rows) / rows))
 
     def _urgent_demand(self, level: int) -> float:
-        """Pipeline seconds per second asked for recently at levels more urgent than ``level``."""
+        """Pipeline seconds per second asked for recently at levels more urgent than ``level``: the
+        higher of the last second's rate and the whole window's, so a flood counts within a second
+        of its start even after a long calm, and a lull between bursts does not hide them."""
         now = self._clock()
         while self._demand and self._demand[0][0] < now - _DEMAND_WINDOW_S:
             self._demand.popleft()
         if not self._demand:
             return 0.0
-        # Over the window, or since the oldest request in it: a flood that began 2 s ago is a flood.
-        span = max(2.0, min(_DEMAND_WINDOW_S, now - self._demand[0][0]))
-        return sum(seconds for _, lvl, seconds in self._demand if lvl < level) / span
+        urgent = [(when, seconds) for when, lvl, seconds in self._demand if lvl < level]
+        last_second = sum(seconds for when, seconds in urgent if when >= now - 1.0)
+        span = max(1.0, min(_DEMAND_WINDOW_S, now - self._demand[0][0]))
+        return max(last_second, sum(seconds for _, seconds in urgent) / span)

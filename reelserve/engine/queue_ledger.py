@@ -20,6 +20,7 @@ class _Queued:
     level: int
     tier: str
     params: GenerationParams
+    deadline_at: float | None
 
 
 class QueueLedger:
@@ -46,9 +47,11 @@ class QueueLedger:
         self._by_tier: Counter[str] = Counter()
         self._running: tuple[float, float] | None = None  # (started, predicted seconds)
 
-    def add(self, job_id: str, level: int, tier: str, params: GenerationParams) -> None:
+    def add(
+        self, job_id: str, level: int, tier: str, params: GenerationParams, deadline_at: float | None = None
+    ) -> None:
         key = params.batch_key()
-        self._jobs[job_id] = _Queued(level, tier, params)
+        self._jobs[job_id] = _Queued(level, tier, params, deadline_at)
         self._rows[level, key] += 1
         self._sample.setdefault(key, params)
         self._by_tier[tier] += 1
@@ -123,6 +126,23 @@ class QueueLedger:
             full, rest = divmod(n, limit)
             seconds += full * self.predict(sample[key], limit) + (self.predict(sample[key], rest) if rest else 0.0)
         return seconds
+
+    def deadline_pressure(self, level: int) -> float:
+        """The least share of the pipeline ``level`` needs from now for each of its queued jobs to
+        finish by its deadline, served first in first out: the largest (work up to and including a
+        job) / (time left to its deadline). Above 1: some cannot make it even alone."""
+        now = self._clock()
+        pressure, rows = 0.0, 0
+        for queued in self._jobs.values():  # insertion order: arrival order
+            if queued.level != level:
+                continue
+            rows += 1
+            if queued.deadline_at is None:
+                continue
+            limit = max(1, self.batch_limit(queued.params.batch_key()))
+            work = math.ceil(rows / limit) * self.predict(queued.params, limit) + self.running_remaining()
+            pressure = max(pressure, work / max(queued.deadline_at - now, 1e-3))
+        return pressure
 
     def queue_delay(self) -> float:
         """Seconds until everything queued now has run: the load signal for degradation."""

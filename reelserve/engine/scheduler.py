@@ -71,7 +71,7 @@ class Scheduler:
         self.batcher = Batcher(broker, max_batch_size, max_wait_s, self.ledger.level_of, self.shares)
         self.admission = Admission(
             self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock,
-            served_above=self.shares.share_above,
+            served_above=self.shares.share_above, current_shares=lambda: self.shares.current,
         )
         self._clock = clock
         self._active: dict[str, set[str]] = {}  # tenant -> its unfinished job ids
@@ -144,7 +144,7 @@ class Scheduler:
     async def enqueue(self, job: Job) -> None:
         tier = job.priority if job.priority in self.tiers.tiers else self.tiers.default_tier
         level = self.tiers.level_of(tier)
-        self.ledger.add(job.id, level, tier, job.params)
+        self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
         self._active.setdefault(job.tenant or "", set()).add(job.id)
         if job.deadline_at is not None and self._deadlines is not None:
             self._deadlines.watch(job.id, job.deadline_at)
@@ -199,6 +199,9 @@ class Scheduler:
         for job in batch:
             level = self.tiers.level_of(job.priority) if job.priority in self.tiers.tiers else 0
             by_level[level] = by_level.get(level, 0.0) + seconds / len(batch)
+        self.shares.set_pressure(
+            {level: self.ledger.deadline_pressure(level) * self.admission.slowdown(level) for level in self.shares.reserved}
+        )
         self.shares.record(by_level, self.ledger.depth_by_level(), self.batcher.opened_for)
         if fit is not None:
             self.batcher.lower_limit(params.batch_key(), fit)

@@ -6,6 +6,9 @@ window: a window remembers service from before the flood, so a tier that ran alo
 would be starved now until its old service aged out, while the admission estimate promised it its
 share from the start. With credit, a waiting level earns r of every batch that runs, spends a whole
 batch when one is opened for it, and keeps neither credit nor debt once its queue is empty.
+
+A share is a floor, raised while a level's queued jobs need more to meet their deadlines (work
+admitted just before a flood of more urgent work: ``set_pressure``), up to ``BOOST_CAP``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+BOOST_CAP = 0.5  # the most of the pipeline a level's deadlines can raise its share to
+_BOOST_MARGIN = 1.2  # raise it a little above the bare need: batches are not fluid
 
 class ReservedShares:
     """Which level is owed pipeline time, and what share recent time went to each level.
@@ -30,6 +35,13 @@ class ReservedShares:
         self._clock = clock
         self._served: deque[tuple[float, int, float]] = deque()  # (when, level, seconds)
         self.credit: dict[int, float] = dict.fromkeys(self.reserved, 0.0)  # pipeline seconds owed to a level
+        self.current: dict[int, float] = dict(self.reserved)  # the share now: reserved, or raised by deadlines
+
+    def set_pressure(self, pressure: dict[int, float]) -> None:
+        """``pressure``: level -> share of the pipeline its queued jobs need to meet their deadlines."""
+        for level, share in self.reserved.items():
+            need = min(pressure.get(level, 0.0) * _BOOST_MARGIN, max(share, BOOST_CAP))
+            self.current[level] = max(share, need)
 
     def record(
         self, seconds_by_level: dict[int, float], depth_by_level: dict[int, int], owed: int | None = None
@@ -43,7 +55,7 @@ class ReservedShares:
         self._expire(now)
         total = sum(seconds_by_level.values())
         opener = owed if owed is not None else min(seconds_by_level, default=None)
-        for level, share in self.reserved.items():
+        for level, share in self.current.items():
             if depth_by_level.get(level, 0) == 0:
                 self.credit[level] = 0.0  # nothing waiting: no banking for a later flood, no debt either
             elif level == owed:

@@ -3,11 +3,13 @@ real HTTP over loopback)."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from support import GatedPipeline, RunningServer, gate_pipeline, serve, wait_until
+from support import GatedPipeline, RunningServer, gate_pipeline, serve, sse_events, wait_until
 
 from reelserve.schemas import JobStatus
 
@@ -189,3 +191,29 @@ def test_rate_limits_per_key(tmp_path: Path) -> None:
         gate.gate.set()
         final(running, first.json()["id"], key="key-one-at-a-time")
         assert post("key-one-at-a-time", seed=12).status_code == 200  # its job finished: room again
+
+
+def test_every_job_and_its_events_carry_a_completion_estimate(server: RunningServer) -> None:
+    gate = gate_pipeline(server)
+    gate.hold()
+    blocker = submit(server, prompt="blocker").json()
+    assert gate.entered.wait(30)
+    video = submit(server, seed=5).json()
+    assert video["status"] == "queued"
+    # Behind a running batch: its estimate is after the blocker's, and before its deadline
+    assert blocker["estimated_completion_at"] < video["estimated_completion_at"] <= video["deadline_at"]
+    with ThreadPoolExecutor(1) as pool:
+        events_future = pool.submit(sse_events, server, video["id"])
+        wait_until(lambda: server.server.engine.bus.listening_jobs())
+        released = time.time()
+        gate.gate.set()
+        events = events_future.result(timeout=60)
+    queued = [e for kind, e in events if kind == "queued"]
+    assert queued and queued[0]["estimated_completion_at"] == video["estimated_completion_at"]
+    statuses = {e["status"]: e for kind, e in events if kind == "status"}
+    running = statuses["in_progress"]
+    # Re-estimated when it starts: from the cost model's prediction of its own call, not the queue's
+    assert released < running["estimated_completion_at"] < released + 60
+    assert statuses["completed"]["estimated_completion_at"] is None  # a final job has no estimate
+    done = final(server, video["id"])
+    assert done["estimated_completion_at"] == running["estimated_completion_at"]

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from support import RunningServer, gate_pipeline, wait_until
+from support import RunningServer, gate_pipeline, sse_events, wait_until
 
 from reelserve.video import probe_mp4
-
-
-def sse_events(running: RunningServer, video_id: str) -> list[tuple[str, dict]]:
-    events, kind = [], None
-    with running.client.stream("GET", f"/v1/videos/{video_id}/events") as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                events.append((kind, json.loads(line.split(":", 1)[1])))
-    return events
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -138,3 +138,16 @@ def test_refused_urgent_requests_still_count_as_demand_that_will_take_the_pipeli
             adm.plan(PARAMS, realtime)
     # 20 requests of 1 s of pipeline each in the last 2 s: realtime will take all the pipeline it can
     assert adm.plan(PARAMS, standard).estimated_completion_at - 1000 > 10 * calm
+
+
+def test_deadline_pressure_is_the_share_a_level_needs_for_its_queued_deadlines() -> None:
+    clock = FakeClock()
+    ledger = QueueLedger(cost, batch_limit=lambda key: 4, clock=clock)
+    assert ledger.deadline_pressure(1) == 0.0
+    for i in range(8):  # two full batches of 4 s each; the last job is due in 80 s
+        ledger.add(f"s{i}", 1, "standard", PARAMS, deadline_at=1000 + 10 * (i + 1))
+    ledger.add("r", 0, "realtime", PARAMS, deadline_at=1001)  # another level: not counted
+    # job 0: 4 s in 10 s; job 3: 4 s in 40 s; job 4: 8 s in 50 s; the first is the tightest
+    assert ledger.deadline_pressure(1) == pytest.approx(0.4)
+    clock.now = 1005
+    assert ledger.deadline_pressure(1) == pytest.approx(4 / 5)

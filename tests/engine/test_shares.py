@@ -1,6 +1,7 @@
+import pytest
 from support import FakeClock
 
-from reelserve.engine.shares import ReservedShares
+from reelserve.engine.shares import BOOST_CAP, ReservedShares
 
 
 def test_a_waiting_level_earns_its_share_of_each_batch_and_spends_a_batch_opened_for_it() -> None:
@@ -59,3 +60,18 @@ def test_share_above_is_what_more_urgent_levels_got_in_the_window() -> None:
     clock.now = 61
     shares.record({1: 1.0}, {})
     assert shares.share_above(1) == 0.0
+
+
+def test_deadlines_at_risk_raise_a_share_up_to_the_cap_and_it_falls_back_after() -> None:
+    shares = ReservedShares({1: 0.1}, clock=FakeClock(0.0))
+    shares.set_pressure({1: 0.05})  # its jobs need less than it has
+    assert shares.current[1] == 0.1
+    shares.set_pressure({1: 0.25})
+    assert shares.current[1] == pytest.approx(0.3)  # the need, with a margin
+    queued = {0: 9, 1: 9}
+    shares.record({0: 1.0}, queued)
+    assert shares.credit[1] == pytest.approx(0.3)  # earned at the raised share
+    shares.set_pressure({1: 7.0})  # hopeless: more than the whole pipeline
+    assert shares.current[1] == BOOST_CAP
+    shares.set_pressure({})
+    assert shares.current[1] == 0.1
