@@ -34,6 +34,7 @@ from reelserve.metrics import Metrics
 from reelserve.models import LoadedModel, LoadOptions, get_spec, load_model, model_version, weights_source
 from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
+from reelserve.storage.base import Storage
 from reelserve.storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,18 @@ def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
     )
 
 
+def storage_for(settings: Settings) -> Storage:
+    """The configured storage; an S3 bucket that is missing or unreachable fails here, at start-up."""
+    if settings.storage == "s3":
+        from reelserve.storage.s3 import S3Storage  # boto3 is imported only by servers that use it
+
+        assert settings.s3_bucket is not None  # Settings checks it
+        s3 = S3Storage(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url, settings.s3_region)
+        s3.check()
+        return s3
+    return LocalStorage(settings.storage_dir)
+
+
 class Server:
     """One process serving one model. ``app`` is the ASGI app to hand to uvicorn."""
 
@@ -169,7 +182,7 @@ class Server:
             limits=self.spec.limits,
             store=self.store,
             broker=LocalBroker(),
-            storage=LocalStorage(settings.storage_dir),
+            storage=storage_for(settings),
             metrics=self.metrics,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
@@ -188,6 +201,8 @@ class Server:
             lifespan=self._lifespan,
             cache_admin=self.engine.video_cache,
             admin_keys=settings.admin_keys,
+            content_delivery=settings.content_delivery,
+            presign_ttl_s=settings.presigned_url_ttl_s,
         )
 
     @asynccontextmanager

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
@@ -105,6 +105,19 @@ class Settings(BaseSettings):
     )
     circuit_cooldown_s: float = Field(30.0, gt=0, description="Seconds the circuit stays open before a probe.")
 
+    # Where videos are kept (README "Storage").
+    storage: Literal["local", "s3"] = Field(
+        "local", description="local: <data-dir>/files (or a shared filesystem); s3: an S3 bucket."
+    )
+    s3_bucket: str | None = Field(None, description="Bucket of --storage s3 (it must exist).")
+    s3_prefix: str = Field("reelserve/", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(None, description="Endpoint of an S3-compatible store (MinIO, R2...).")
+    s3_region: str | None = Field(None, description="Bucket region; boto3's default chain when unset.")
+    content_delivery: Literal["api", "presigned"] = Field(
+        "api", description="api: the API streams content; presigned: it redirects to a presigned URL (s3 only)."
+    )
+    presigned_url_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="Lifetime of a presigned URL.")
+
     @field_validator("tiers", "tenants", "degrade_levels", mode="before")
     @classmethod
     def _json(cls, value: object) -> object:
@@ -150,6 +163,14 @@ class Settings(BaseSettings):
         if value is not None and not re.fullmatch(r"[\w.]+:\w+", value):
             raise ValueError(f"must look like 'package.module:function'; got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _storage_complete(self) -> Settings:
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ValueError("storage 's3' needs s3_bucket (--s3-bucket / REELSERVE_S3_BUCKET)")
+        if self.content_delivery == "presigned" and self.storage != "s3":
+            raise ValueError("content_delivery 'presigned' needs storage 's3'")
+        return self
 
     @property
     def db_path(self) -> Path:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from reelserve import __version__
 from reelserve.api.admin import admin_router
 from reelserve.api.auth import AdminAuth, BearerAuth
+from reelserve.api.content import ContentDelivery
 from reelserve.api.errors import install_error_handlers
 from reelserve.api.metrics_middleware import RequestMetricsMiddleware
 from reelserve.api.videos import videos_router
@@ -29,6 +30,8 @@ def create_app(
     lifespan: Lifespan | None = None,
     cache_admin: CacheAdmin | None = None,
     admin_keys: list[str] | None = None,
+    content_delivery: ContentDelivery = "api",
+    presign_ttl_s: int = 3600,
 ) -> FastAPI:
     """The app. ``/v1/admin/cache`` exists when ``cache_admin`` is given, and answers 403 to everyone
     until ``admin_keys`` are configured."""
@@ -36,7 +39,8 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(
-        videos_router(service, sync_max_wait_s), dependencies=[Depends(BearerAuth(api_keys or []))]
+        videos_router(service, sync_max_wait_s, content_delivery, presign_ttl_s),
+        dependencies=[Depends(BearerAuth(api_keys or []))],
     )
     if cache_admin is not None:
         app.include_router(admin_router(cache_admin), dependencies=[Depends(AdminAuth(admin_keys or []))])

@@ -7,11 +7,12 @@ import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
 from reelserve.api.auth import tenant_of
+from reelserve.api.content import ContentDelivery, content_response
 from reelserve.api.errors import validation_error
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, ReelserveError, VideoCreateRequest
@@ -49,7 +50,12 @@ _CREATE_DOC = {
 }
 
 
-def videos_router(service: VideoService, sync_max_wait_s: float) -> APIRouter:
+def videos_router(
+    service: VideoService,
+    sync_max_wait_s: float,
+    content_delivery: ContentDelivery = "api",
+    presign_ttl_s: int = 3600,
+) -> APIRouter:
     router = APIRouter(prefix="/v1/videos", tags=["videos"])
 
     async def create(request: Request, wait: float | None) -> Response:
@@ -104,14 +110,12 @@ def videos_router(service: VideoService, sync_max_wait_s: float) -> APIRouter:
 
     @router.get("/{video_id}/content")
     async def download_content(
-        video_id: str, variant: Literal["video", "thumbnail"] = "video"
+        request: Request, video_id: str, variant: Literal["video", "thumbnail"] = "video"
     ) -> Response:
-        """The MP4 (HTTP Range supported) or the JPEG thumbnail; 409 until the job completes."""
+        """The MP4 (HTTP Range supported) or the JPEG thumbnail; 409 until the job completes. With
+        presigned content delivery, a 307 to the object store instead."""
         content = service.content(video_id, variant)
-        path = content.storage.local_path(content.key)
-        if path is not None:
-            return FileResponse(path, media_type=content.media_type)
-        return Response(content.storage.get(content.key), media_type=content.media_type)
+        return content_response(content, request, content_delivery, presign_ttl_s)
 
     @router.get("/{video_id}/events")
     async def video_events(video_id: str) -> EventSourceResponse:
