@@ -23,6 +23,7 @@ from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.circuit import CircuitBreaker, CircuitState
 from reelserve.engine.cost_model import CostModel
 from reelserve.engine.engine import Engine
+from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.rate_limit import RateLimiter
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.scheduler import SchedulingOptions
@@ -36,6 +37,7 @@ from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
 from reelserve.storage.base import Storage
 from reelserve.storage.local import LocalStorage
+from reelserve.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,9 @@ def load_cost_model(settings: Settings) -> CostModel:
 def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
     """Tiers, per-key policies (keyed by tenant id, so raw keys are not kept), limits and the breaker."""
     default_policy = TenantPolicy(
-        requests_per_minute=settings.rate_limit_rpm, max_concurrent_jobs=settings.rate_limit_concurrent
+        requests_per_minute=settings.rate_limit_rpm,
+        max_concurrent_jobs=settings.rate_limit_concurrent,
+        webhook_secret=settings.webhook_secret,
     )
     tiers = TierTable(
         settings.tiers,
@@ -190,6 +194,13 @@ class Server:
             semantic=semantic,
             cache_policy=policy,
             scheduling=options,
+            notifier=WebhookNotifier(
+                self.store,
+                WebhookSender(max_attempts=settings.webhook_max_attempts, timeout_s=settings.webhook_timeout_s,
+                              allow=settings.webhook_allow),
+                secret_for=lambda tenant: options.tiers.policy(tenant).webhook_secret,
+                allow=settings.webhook_allow,
+            ),
         )
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None

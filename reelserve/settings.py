@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
 from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel, TenantPolicy, Tier
+from reelserve.webhooks.signing import decode_secret
 
 
 class Settings(BaseSettings):
@@ -118,6 +119,17 @@ class Settings(BaseSettings):
     )
     presigned_url_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="Lifetime of a presigned URL.")
 
+    # Webhooks (README "Webhooks").
+    webhook_secret: str | None = Field(
+        None, description="whsec_<base64> key signing webhooks of keys without their own; unset: webhooks need one."
+    )
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated hosts or CIDRs a webhook may reach although not public (e.g. 10.0.0.0/8).",
+    )
+    webhook_max_attempts: int = Field(8, ge=1, le=50, description="Attempts per webhook, with exponential backoff.")
+    webhook_timeout_s: float = Field(10.0, gt=0, le=120, description="Seconds one webhook attempt may take.")
+
     @field_validator("tiers", "tenants", "degrade_levels", mode="before")
     @classmethod
     def _json(cls, value: object) -> object:
@@ -131,7 +143,7 @@ class Settings(BaseSettings):
             raise ValueError(f"tiers need at least one tier and unique names; got {names}")
         return value
 
-    @field_validator("api_keys", "admin_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "webhook_allow", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -162,6 +174,13 @@ class Settings(BaseSettings):
     def _hook_names_a_function(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[\w.]+:\w+", value):
             raise ValueError(f"must look like 'package.module:function'; got {value!r}")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_secret(value)  # ValueError says what is wrong with it
         return value
 
     @model_validator(mode="after")

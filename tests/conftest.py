@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RedisServer, RunningServer, free_port, serve, wait_until
+from support import Receiver, RedisServer, RunningServer, free_port, serve, wait_until
 
 from reelserve.models import LoadedModel, LoadOptions, load_model
 
@@ -82,3 +82,13 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    running.thread.start()
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -10,9 +10,12 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -213,3 +216,53 @@ def sse_events(running: RunningServer, video_id: str) -> list[tuple[str, dict]]:
             elif line.startswith("data:"):
                 events.append((kind, json.loads(line.split(":", 1)[1])))
     return events
+
+
+HANG = -1  # a scripted Receiver answer: hold the request until the receiver stops (the sender times out)
+
+
+class Received(NamedTuple):
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records every POST and answers from a script of
+    ``(status, headers)`` (or ``HANG``), then 200 once the script runs out."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.script: deque[tuple[int, dict[str, str]]] = deque()
+        self.released = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.requests.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
+                status, headers = receiver.script.popleft() if receiver.script else (200, {})
+                if status == HANG:
+                    receiver.released.wait(30)
+                    return
+                self.send_response(status)
+                for name, value in {"content-length": "0", **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # listening once constructed
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/reelserve"
+        # A short poll interval only makes shutdown() return sooner; nothing waits on it otherwise.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def answer(self, *answers: int | tuple[int, dict[str, str]]) -> None:
+        self.script.extend(a if isinstance(a, tuple) else (a, {}) for a in answers)
+
+    def stop(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()

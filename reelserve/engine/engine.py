@@ -18,6 +18,7 @@ from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, queued_event, status_event
+from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
@@ -72,8 +73,10 @@ class Engine:
         semantic: SemanticCache | None = None,
         cache_policy: CachePolicy | None = None,
         scheduling: SchedulingOptions | None = None,
+        notifier: WebhookNotifier | None = None,
     ) -> None:
         self.model_name = model_name
+        self.notifier = notifier
         self.limits = limits
         self.runner: PipelineRunner | None = None
         self.store = store
@@ -115,6 +118,8 @@ class Engine:
                     continue
             await self.scheduler.enqueue(job)
             requeued += 1
+        if self.notifier is not None:
+            self.notifier.resume()
         return requeued
 
     async def start(self, runner: PipelineRunner) -> None:
@@ -134,6 +139,8 @@ class Engine:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await asyncio.gather(*self._finishing, return_exceptions=True)
+        if self.notifier is not None:  # owed webhooks are resent by the next start (``resume``)
+            await self.notifier.stop()
         self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
         self._encode_thread.shutdown(wait=True)
 
@@ -148,6 +155,8 @@ class Engine:
                 param="model",
             )
         params = resolve_request(request, model, self.limits)
+        if self.notifier is not None:
+            await self.notifier.check(request, tenant)
         placement = self.scheduler.place(request, tenant)
         job = await self.video_cache.new_job(request, params, tenant)
         if not job.cached:  # a cached video is handed out even when the pipeline is refusing work
@@ -158,10 +167,14 @@ class Engine:
             job.deadline_at, job.estimated_completion_at = plan.deadline_at, plan.estimated_completion_at
             job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
         job.priority, job.tenant = placement.tier.name, tenant
+        if self.notifier is not None:
+            self.notifier.attach(job, request)
         self.store.create(job)
         if job.cached:  # completed already: its only transition is None -> completed
             self.metrics.finished.labels(job.status.value).inc()
             self._publish_status(job)
+            if self.notifier is not None:
+                self.notifier.finished(job)
             return job
         self.scheduler.start(self._expire)
         await self.scheduler.enqueue(job)
@@ -376,6 +389,8 @@ class Engine:
         self.scheduler.finished(job)
         self.metrics.finished.labels(job.status.value).inc()
         self._publish_status(job)
+        if self.notifier is not None:
+            self.notifier.finished(job)
 
     def _on_step(self, job_ids: list[str], step: int, total: int) -> None:
         progress = min(99, step * 100 // total)  # 100 only once the video is stored

@@ -19,6 +19,7 @@ from reelserve.schemas.requests import (
     VideoCreateRequest,
     resolve_request,
 )
+from reelserve.schemas.webhooks import WebhookDelivery, WebhookStatus
 
 __all__ = [
     "FINAL_STATUSES",
@@ -38,6 +39,8 @@ __all__ = [
     "ReelserveError",
     "Timings",
     "VideoCreateRequest",
+    "WebhookDelivery",
+    "WebhookStatus",
     "invalid",
     "resolve_request",
 ]

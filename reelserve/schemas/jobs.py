@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from reelserve.schemas.requests import GenerationParams
+from reelserve.schemas.webhooks import WebhookDelivery
 
 
 class JobStatus(StrEnum):
@@ -84,6 +85,9 @@ class Job(BaseModel):
     degraded: dict[str, Degradation] | None = None
     degraded_reason: str | None = None
     tenant: str | None = None  # internal: whose concurrent-job limit this counts against
+    # Where the final state is POSTed, and how that delivery stands.
+    webhook_url: str | None = None
+    webhook: WebhookDelivery | None = None
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """A sensitive job's repr hides its prompts, so logging a job can never print them."""
@@ -124,6 +128,8 @@ class Job(BaseModel):
             "estimated_completion_at": self.estimated_completion_at,
             "degraded": {k: v.model_dump() for k, v in self.degraded.items()} if self.degraded else None,
             "degraded_reason": self.degraded_reason,
+            "webhook_url": self.webhook_url,
+            "webhook": self.webhook.model_dump() if self.webhook else None,
             **(
                 {"cache_similarity": self.cache_similarity, "cache_matched_prompt": self.cache_matched_prompt}
                 if self.cache_similarity is not None

@@ -61,6 +61,11 @@ class VideoCreateRequest(BaseModel):
     allow_degrade: bool | None = Field(
         default=None, description="may the server run fewer steps or frames under load; None: the tier's default"
     )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="http(s) URL the final video object is POSTed to, signed per Standard Webhooks",
+    )
 
     @field_validator("prompt")
     @classmethod

@@ -9,37 +9,18 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, NamedTuple, Self
 
 import httpx
-from pydantic import BaseModel
 
 from reelserve.schemas.jobs import Job
+from reelserve.schemas.webhooks import WebhookDelivery, WebhookStatus
 from reelserve.webhooks.signing import decode_secret, encode_payload, sign
 from reelserve.webhooks.ssrf import UnsafeWebhookURL, WebhookHostUnresolved, check_webhook_url_async
 
 # Retried besides every 5xx: request timeout and rate limiting say "later", not "never".
 RETRYABLE_STATUS_CODES = frozenset({408, 429})
 RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
-
-
-class WebhookStatus(StrEnum):
-    pending = "pending"
-    delivered = "delivered"
-    failed = "failed"
-
-
-class WebhookDelivery(BaseModel):
-    """Where one webhook message stands; kept on the job. Holds no secret."""
-
-    url: str
-    status: WebhookStatus = WebhookStatus.pending
-    attempts: int = 0
-    last_status_code: int | None = None  # None when the last attempt got no HTTP response
-    last_error: str | None = None  # None after a successful attempt
-    next_attempt_at: float | None = None  # Unix seconds; set only while a retry is scheduled
-    delivered_at: float | None = None  # Unix seconds
 
 
 OnUpdate = Callable[[WebhookDelivery], Awaitable[None] | None]

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import random
-import threading
-from collections import deque
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
 
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import free_port, scheduling_params
+from support import HANG, Receiver, free_port, scheduling_params
 
 from reelserve.schemas.jobs import Job, JobStatus
 from reelserve.webhooks import (
@@ -26,64 +21,6 @@ from reelserve.webhooks import (
 
 LOOPBACK = ["127.0.0.0/8"]
 PAYLOAD = {"type": "video.completed", "data": {"id": "video_1", "prompt": "a café at dusk 🎬"}}
-HANG = -1  # a scripted answer: hold the request until the receiver stops (the sender times out)
-
-
-class Received(NamedTuple):
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records every POST and answers from a script of
-    ``(status, headers)`` (or ``HANG``), then 200 once the script runs out."""
-
-    def __init__(self) -> None:
-        self.requests: list[Received] = []
-        self.script: deque[tuple[int, dict[str, str]]] = deque()
-        self.released = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                receiver.requests.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
-                status, headers = receiver.script.popleft() if receiver.script else (200, {})
-                if status == HANG:
-                    receiver.released.wait(30)
-                    return
-                self.send_response(status)
-                for name, value in {"content-length": "0", **headers}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)  # listening once constructed
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/reelserve"
-        # A short poll interval only makes shutdown() return sooner; nothing waits on it otherwise.
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def answer(self, *answers: int | tuple[int, dict[str, str]]) -> None:
-        self.script.extend(a if isinstance(a, tuple) else (a, {}) for a in answers)
-
-    def stop(self) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    running.thread.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 class RecordingSleep:

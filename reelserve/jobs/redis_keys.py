@@ -1,0 +1,271 @@
+"""Every Redis key name and Lua script of the distributed mode. Nothing else builds a key string.
+
+Hash tag: every key of a namespace starts with ``{namespace}``, so all of them hash to one Cluster
+slot. A per-job tag (``{job_id}``) would colocate a job's record and its log, but not the indexes
+(insertion order, per-status, per-tenant) that the same script must update in the same atomic step;
+one slot per namespace is what lets every script below run unchanged on Redis Cluster. The price is
+that one namespace lives on one shard: job records are small, so that is plenty.
+
+The job store's scripts all receive the same index block as ``KEYS[1..10]`` (``RedisKeys.job_index``),
+then their own keys; ``ARGV[1]`` and ``ARGV[2]`` are the job and tenant-index key prefixes, for the ids
+a script only learns from an index (undeclared keys, which Cluster allows when they are in the slot
+of the declared ones). The broker's keys and scripts belong in this module too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reelserve.schemas import FINAL_STATUSES, UNFINISHED_STATUSES, JobStatus
+
+DEFAULT_NAMESPACE = "reelserve"
+STATUS_ORDER = tuple(JobStatus)  # the order of the per-status keys in the index block and of COUNT's reply
+PRUNE_BATCH = 500  # expired jobs dropped from the indexes per script call, so no call blocks Redis for long
+
+# Reply codes of the reading scripts (first element of their reply).
+AGAIN, OK, UNKNOWN_CURSOR = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Redis names under one namespace; two namespaces on one Redis share nothing."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not self.namespace or "{" in self.namespace or "}" in self.namespace:
+            raise ValueError(f"namespace must be non-empty, without braces; got {self.namespace!r}")
+
+    @property
+    def prefix(self) -> str:
+        return "{" + self.namespace + "}:"
+
+    # -- job store ------------------------------------------------------------------------------
+    def job(self, job_id: str) -> str:
+        """Hash: ``data`` (the job's JSON), ``status``, ``seq`` (insertion order), ``tenant`` ('' if none)."""
+        return self.job_prefix() + job_id
+
+    def job_prefix(self) -> str:
+        return f"{self.prefix}job:"
+
+    def transitions(self, job_id: str) -> str:
+        """List of JSON ``{"from": status|null, "to": status, "at": unix seconds}``, oldest first."""
+        return f"{self.prefix}transitions:{job_id}"
+
+    def job_seq(self) -> str:
+        """Counter: INCR gives each created job its insertion order."""
+        return f"{self.prefix}job-seq"
+
+    def jobs_by_insertion(self) -> str:
+        """Sorted set: every job id, scored by insertion order."""
+        return f"{self.prefix}jobs"
+
+    def tenant_jobs(self, tenant: str) -> str:
+        """Sorted set: one tenant's job ids, scored by insertion order."""
+        return self.tenant_jobs_prefix() + tenant
+
+    def tenant_jobs_prefix(self) -> str:
+        return f"{self.prefix}tenant-jobs:"
+
+    def unfinished(self) -> str:
+        """Sorted set: ids of queued and in-progress jobs, scored by insertion order."""
+        return f"{self.prefix}unfinished"
+
+    def status_jobs(self, status: JobStatus) -> str:
+        """Sorted set: ids of the jobs with ``status``, scored by insertion order."""
+        return f"{self.prefix}status-jobs:{status.value}"
+
+    def expiring(self) -> str:
+        """Sorted set: ids of final jobs with a TTL, scored by the unix ms their records expire at."""
+        return f"{self.prefix}expiring"
+
+    def expiring_tenants(self) -> str:
+        """Hash: id -> tenant of the expiring jobs that have one, to clean the tenant index after expiry."""
+        return f"{self.prefix}expiring-tenants"
+
+    def job_index(self) -> list[str]:
+        """``KEYS[1..10]`` of every job-store script, in the order ``_JOB_LUA_HEADER`` names them."""
+        fixed = [self.job_seq(), self.jobs_by_insertion(), self.unfinished(), self.expiring()]
+        return [*fixed, self.expiring_tenants(), *(self.status_jobs(s) for s in STATUS_ORDER)]
+
+
+def _job_script(body: str) -> str:
+    """A job-store script: the shared header (index names, helpers), then ``body``."""
+    return _JOB_LUA_HEADER + body
+
+
+def _lua_table(entries: dict[str, object]) -> str:
+    return "{" + ", ".join(f'["{k}"] = {v}' for k, v in entries.items()) + "}"
+
+
+_JOB_LUA_HEADER = f"""
+local SEQ, JOBS, UNFINISHED, EXPIRING, EXPIRING_TENANTS = 1, 2, 3, 4, 5
+local STATUS_KEY = {_lua_table({s.value: 6 + i for i, s in enumerate(STATUS_ORDER)})}
+local IS_UNFINISHED = {_lua_table({s.value: "true" for s in UNFINISHED_STATUSES})}
+local IS_FINAL = {_lua_table({s.value: "true" for s in FINAL_STATUSES})}
+local JOB_PREFIX, TENANT_PREFIX = ARGV[1], ARGV[2]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Remove ``id`` from every index (not its records).
+local function forget(id)
+  local tenant = redis.call('HGET', KEYS[EXPIRING_TENANTS], id)
+  if tenant then redis.call('ZREM', TENANT_PREFIX .. tenant, id) end
+  redis.call('HDEL', KEYS[EXPIRING_TENANTS], id)
+  redis.call('ZREM', KEYS[JOBS], id)
+  redis.call('ZREM', KEYS[UNFINISHED], id)
+  redis.call('ZREM', KEYS[EXPIRING], id)
+  for _, k in pairs(STATUS_KEY) do redis.call('ZREM', KEYS[k], id) end
+end
+
+-- Forget up to {PRUNE_BATCH} jobs whose records expired; returns how many.
+local function prune()
+  local due = redis.call('ZRANGEBYSCORE', KEYS[EXPIRING], '-inf', '(' .. now_ms(), 'LIMIT', 0, {PRUNE_BATCH})
+  local dropped = 0
+  for _, id in ipairs(due) do
+    if redis.call('EXISTS', JOB_PREFIX .. id) == 0 then
+      forget(id)
+      dropped = dropped + 1
+    elseif redis.call('PTTL', JOB_PREFIX .. id) == -1 then  -- someone made it permanent
+      redis.call('ZREM', KEYS[EXPIRING], id)
+      redis.call('HDEL', KEYS[EXPIRING_TENANTS], id)
+    end
+  end
+  return dropped
+end
+
+local function set_status(id, seq, old, new)
+  if old then
+    redis.call('ZREM', KEYS[STATUS_KEY[old]], id)
+    if not IS_UNFINISHED[new] then redis.call('ZREM', KEYS[UNFINISHED], id) end
+  end
+  redis.call('ZADD', KEYS[STATUS_KEY[new]], seq, id)
+  if IS_UNFINISHED[new] then redis.call('ZADD', KEYS[UNFINISHED], seq, id) end
+end
+
+local function log_transition(log, old, new)
+  local t = redis.call('TIME')
+  local at = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  redis.call('RPUSH', log, cjson.encode({{["from"] = old or cjson.null, to = new, at = at}}))
+end
+
+-- A final job's record and log expire ``retention_ms`` from now (never when it is 0).
+local function expire(id, job, log, tenant, retention_ms)
+  if retention_ms <= 0 then return end
+  local at = now_ms() + retention_ms
+  redis.call('PEXPIREAT', job, at)
+  redis.call('PEXPIREAT', log, at)
+  redis.call('ZADD', KEYS[EXPIRING], at, id)
+  if tenant ~= '' then redis.call('HSET', KEYS[EXPIRING_TENANTS], id, tenant) end
+end
+
+local function keep(id, job, log)
+  redis.call('PERSIST', job)
+  redis.call('PERSIST', log)
+  redis.call('ZREM', KEYS[EXPIRING], id)
+  redis.call('HDEL', KEYS[EXPIRING_TENANTS], id)
+end
+"""
+
+# KEYS: index, job, log. ARGV: prefixes, id, status, data, tenant, retention_ms. 1 created, 0 exists.
+CREATE_JOB_LUA = _job_script("""
+local id, status, tenant, retention = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[7])
+local job, log = KEYS[11], KEYS[12]
+if redis.call('EXISTS', job) == 1 then return 0 end
+forget(id)  -- what is left of an earlier job with this id whose record expired
+redis.call('DEL', log)
+local seq = redis.call('INCR', KEYS[SEQ])
+redis.call('HSET', job, 'data', ARGV[5], 'status', status, 'seq', seq, 'tenant', tenant)
+redis.call('ZADD', KEYS[JOBS], seq, id)
+if tenant ~= '' then redis.call('ZADD', TENANT_PREFIX .. tenant, seq, id) end
+set_status(id, seq, false, status)
+log_transition(log, false, status)
+if IS_FINAL[status] then expire(id, job, log, tenant, retention) end
+return 1
+""")
+
+# KEYS: index, job, log. ARGV: prefixes, id, status, data, tenant, retention_ms, then '*' (any stored
+# status) or '=' followed by the expected statuses. 1 written, 0 not (gone, or status not expected).
+SAVE_JOB_LUA = _job_script("""
+local id, status, tenant, retention = ARGV[3], ARGV[4], ARGV[6], tonumber(ARGV[7])
+local job, log = KEYS[11], KEYS[12]
+local stored = redis.call('HMGET', job, 'status', 'seq', 'tenant')
+local old, seq, old_tenant = stored[1], stored[2], stored[3] or ''
+if not old then return 0 end
+if ARGV[8] ~= '*' then
+  local expected = false
+  for i = 9, #ARGV do if ARGV[i] == old then expected = true end end
+  if not expected then return 0 end
+end
+redis.call('HSET', job, 'data', ARGV[5], 'status', status, 'tenant', tenant)
+if tenant ~= old_tenant then
+  if old_tenant ~= '' then redis.call('ZREM', TENANT_PREFIX .. old_tenant, id) end
+  if tenant ~= '' then redis.call('ZADD', TENANT_PREFIX .. tenant, seq, id) end
+  redis.call('HDEL', KEYS[EXPIRING_TENANTS], id)
+  if tenant ~= '' and redis.call('ZSCORE', KEYS[EXPIRING], id) then
+    redis.call('HSET', KEYS[EXPIRING_TENANTS], id, tenant)
+  end
+end
+if old ~= status then
+  set_status(id, seq, old, status)
+  log_transition(log, old, status)
+  if IS_FINAL[status] and not IS_FINAL[old] then expire(id, job, log, tenant, retention)
+  elseif IS_FINAL[old] and not IS_FINAL[status] then keep(id, job, log) end
+end
+return 1
+""")
+
+# KEYS: index, job, log. ARGV: prefixes, id. Returns 1 if the job existed.
+DELETE_JOB_LUA = _job_script("""
+local id, job, log = ARGV[3], KEYS[11], KEYS[12]
+local tenant = redis.call('HGET', job, 'tenant')
+if tenant and tenant ~= '' then redis.call('ZREM', TENANT_PREFIX .. tenant, id) end
+forget(id)
+redis.call('DEL', log)
+return redis.call('DEL', job)
+""")
+
+# KEYS: index, the sorted set to page. ARGV: prefixes, limit, [cursor id]. Reply: {AGAIN} (call again:
+# more expired jobs to forget first), {UNKNOWN_CURSOR}, or {OK, job JSON...} newest first.
+LIST_JOBS_LUA = _job_script(f"""
+if prune() >= {PRUNE_BATCH} then return {{{AGAIN}}} end
+local zset, limit, after = KEYS[11], tonumber(ARGV[3]), ARGV[4]
+local max = '+inf'
+if after then
+  local score = redis.call('ZSCORE', zset, after)
+  if not score then return {{{UNKNOWN_CURSOR}}} end
+  max = '(' .. score
+end
+local page = {{{OK}}}
+while #page - 1 < limit do
+  local ids = redis.call('ZREVRANGEBYSCORE', zset, max, '-inf', 'WITHSCORES', 'LIMIT', 0, limit - #page + 1)
+  if #ids == 0 then break end
+  for i = 1, #ids, 2 do
+    local data = redis.call('HGET', JOB_PREFIX .. ids[i], 'data')
+    if data then page[#page + 1] = data else forget(ids[i]); redis.call('ZREM', zset, ids[i]) end
+    max = '(' .. ids[i + 1]
+  end
+end
+return page
+""")
+
+# KEYS: index. ARGV: prefixes. Reply: job JSON of queued and in-progress jobs, oldest first.
+UNFINISHED_JOBS_LUA = _job_script("""
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[UNFINISHED], 0, -1)) do
+  local data = redis.call('HGET', JOB_PREFIX .. id, 'data')
+  if data then out[#out + 1] = data else forget(id) end
+end
+return out
+""")
+
+# KEYS: index. ARGV: prefixes. Reply: {AGAIN} or {OK, count per status in STATUS_ORDER...}.
+COUNT_JOBS_LUA = _job_script(f"""
+if prune() >= {PRUNE_BATCH} then return {{{AGAIN}}} end
+local out = {{{OK}}}
+for i = 1, {len(STATUS_ORDER)} do out[#out + 1] = redis.call('ZCARD', KEYS[5 + i]) end
+return out
+""")
