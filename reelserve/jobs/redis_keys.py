@@ -9,7 +9,8 @@ that one namespace lives on one shard: job records are small, so that is plenty.
 The job store's scripts all receive the same index block as ``KEYS[1..10]`` (``RedisKeys.job_index``),
 then their own keys; ``ARGV[1]`` and ``ARGV[2]`` are the job and tenant-index key prefixes, for the ids
 a script only learns from an index (undeclared keys, which Cluster allows when they are in the slot
-of the declared ones). The broker's keys and scripts belong in this module too.
+of the declared ones). The broker's scripts do the same with a stream prefix: an entry map value names
+the level, and so the stream, of a job.
 """
 
 from __future__ import annotations
@@ -87,6 +88,27 @@ class RedisKeys:
         """``KEYS[1..10]`` of every job-store script, in the order ``_JOB_LUA_HEADER`` names them."""
         fixed = [self.job_seq(), self.jobs_by_insertion(), self.unfinished(), self.expiring()]
         return [*fixed, self.expiring_tenants(), *(self.status_jobs(s) for s in STATUS_ORDER)]
+
+    # -- broker (``RedisStreamsBroker``) --------------------------------------------------------
+    def stream(self, model: str, level: int) -> str:
+        """Stream: one model's queued jobs of one priority level, fields ``job_id``, ``batch_key``,
+        ``level``; read by the consumer group ``BROKER_GROUP``."""
+        return f"{self.stream_prefix(model)}{level}"
+
+    def stream_prefix(self, model: str) -> str:
+        return f"{self.prefix}stream:{model}:"
+
+    def dead_letters(self, model: str) -> str:
+        """Stream: one model's jobs given up on (``job_id``, ``batch_key``, ``level``, ``deliveries``,
+        ``reason``), capped near ``DEAD_LETTER_MAXLEN`` entries."""
+        return f"{self.prefix}dead:{model}"
+
+    def broker_entries(self, model: str) -> str:
+        """Hash: job id -> ``"<level>|<stream entry id>"`` of each of one model's entries in a stream.
+
+        Per model, not per namespace: entry ids are only unique within one stream, so a map shared by
+        two models could point one model's discard at the other model's entry."""
+        return f"{self.prefix}entry:{model}"
 
 
 def _job_script(body: str) -> str:
@@ -269,3 +291,169 @@ local out = {{{OK}}}
 for i = 1, {len(STATUS_ORDER)} do out[#out + 1] = redis.call('ZCARD', KEYS[5 + i]) end
 return out
 """)
+
+
+# -- broker --------------------------------------------------------------------------------------
+BROKER_GROUP = "workers"  # the one consumer group of every stream: each entry goes to one worker
+DEAD_LETTER_MAXLEN = 10_000  # dead-letter entries kept per model (approximately: MAXLEN ~)
+
+# Invariant every script keeps: an entry leaves its stream (XDEL) whenever it leaves the group's
+# pending list (XACK), so a stream holds exactly the undelivered entries plus the pending ones, and
+# every pending id is older than every undelivered one (the group delivers in id order; reclaimed
+# entries keep their ids; released ones are re-added as new entries).
+_BROKER_LUA_HEADER = f"""
+local GROUP = '{BROKER_GROUP}'
+
+-- The stream, entry id and level of a map value "<level>|<entry id>" (``prefix``: the model's streams).
+local function locate(prefix, value)
+  local sep = string.find(value, '|', 1, true)
+  local level = string.sub(value, 1, sep - 1)
+  return prefix .. level, string.sub(value, sep + 1), tonumber(level)
+end
+
+-- Entries delivered to some worker and not acknowledged yet.
+local function pending_count(stream)
+  local reply = redis.pcall('XPENDING', stream, GROUP)
+  if reply.err then return 0 end  -- no stream or no group yet: nothing was delivered
+  return reply[1]
+end
+
+-- The consumer that holds the entry, or false when it is not pending (not delivered, or done).
+local function owner(stream, id)
+  local reply = redis.call('XPENDING', stream, GROUP, id, id, 1)
+  if #reply == 0 then return false end
+  return reply[1][2]
+end
+
+-- Is the entry in the stream and not delivered (queued)?
+local function queued(stream, id)
+  return #redis.call('XRANGE', stream, id, id) == 1 and not owner(stream, id)
+end
+"""
+
+# KEYS: stream, entry map. ARGV: stream prefix, job id, batch key, level. Reply: the entry id. A job
+# that already has an entry (queued, or delivered and not acknowledged) keeps it: nothing is added.
+PUT_ENTRY_LUA = _BROKER_LUA_HEADER + """
+local job_id, batch_key, level = ARGV[2], ARGV[3], ARGV[4]
+local known = redis.call('HGET', KEYS[2], job_id)
+if known then
+  local stream, id = locate(ARGV[1], known)
+  if #redis.call('XRANGE', stream, id, id) == 1 then return id end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('XGROUP', 'CREATE', KEYS[1], GROUP, '0', 'MKSTREAM') end
+local id = redis.call('XADD', KEYS[1], '*', 'job_id', job_id, 'batch_key', batch_key, 'level', level)
+redis.call('HSET', KEYS[2], job_id, level .. '|' .. id)
+return id
+"""
+
+# KEYS: entry map. ARGV: stream prefix, job id. 1 removed; 0 not queued (delivered, or unknown).
+DISCARD_ENTRY_LUA = _BROKER_LUA_HEADER + """
+local value = redis.call('HGET', KEYS[1], ARGV[2])
+if not value then return 0 end
+local stream, id = locate(ARGV[1], value)
+if not queued(stream, id) then return 0 end
+redis.call('XDEL', stream, id)
+redis.call('HDEL', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: entry map. ARGV: stream prefix, job id. Removes the job's entry whoever holds it; reply 1 if
+# it was pending (delivered, not acknowledged), else 0.
+ACK_ENTRY_LUA = _BROKER_LUA_HEADER + """
+local value = redis.call('HGET', KEYS[1], ARGV[2])
+if not value then return 0 end
+local stream, id = locate(ARGV[1], value)
+local acked = redis.call('XACK', stream, GROUP, id)
+redis.call('XDEL', stream, id)
+redis.call('HDEL', KEYS[1], ARGV[2])
+return acked
+"""
+
+# KEYS: the stream of each entry. ARGV: consumer, then each entry's id. Reply per entry: 1 still this
+# consumer's (its idle time is now 0), or 0 no longer (acknowledged, or reclaimed by another worker).
+TOUCH_ENTRIES_LUA = _BROKER_LUA_HEADER + """
+local out = {}
+for i, stream in ipairs(KEYS) do
+  local id = ARGV[i + 1]
+  if owner(stream, id) == ARGV[1] then
+    redis.call('XCLAIM', stream, GROUP, ARGV[1], 0, id, 'JUSTID')  -- JUSTID: delivery count unchanged
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+
+# KEYS: stream, dead-letter stream, entry map. ARGV: consumer, min idle ms, max deliveries, level.
+# Claims every entry idle that long (XAUTOCLAIM counts it as one more delivery); one delivered more
+# than max deliveries times is dead-lettered instead. Reply: {{id, job id, batch key, ...}, {job id...}}.
+RECLAIM_ENTRIES_LUA = _BROKER_LUA_HEADER + f"""
+local claimed, dead, cursor = {{}}, {{}}, '0-0'
+repeat
+  local reply = redis.call('XAUTOCLAIM', KEYS[1], GROUP, ARGV[1], ARGV[2], cursor, 'COUNT', 100)
+  cursor = reply[1]
+  for _, entry in ipairs(reply[2]) do
+    local id, fields = entry[1], {{}}
+    for i = 1, #entry[2], 2 do fields[entry[2][i]] = entry[2][i + 1] end
+    local deliveries = redis.call('XPENDING', KEYS[1], GROUP, id, id, 1)[1][4]
+    if deliveries > tonumber(ARGV[3]) then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', {DEAD_LETTER_MAXLEN}, '*', 'job_id', fields.job_id,
+        'batch_key', fields.batch_key, 'level', ARGV[4], 'deliveries', deliveries, 'reason', 'worker_lost')
+      redis.call('XACK', KEYS[1], GROUP, id)
+      redis.call('XDEL', KEYS[1], id)
+      redis.call('HDEL', KEYS[3], fields.job_id)
+      dead[#dead + 1] = fields.job_id
+    else
+      claimed[#claimed + 1] = id
+      claimed[#claimed + 1] = fields.job_id
+      claimed[#claimed + 1] = fields.batch_key
+    end
+  end
+until cursor == '0-0'
+return {{claimed, dead}}
+"""
+
+# KEYS: stream, entry map. ARGV: consumer, level, then (entry id, job id, batch key) per entry. Each
+# entry this consumer still holds is re-added as a new, undelivered entry (at the end of its stream)
+# and the old one removed. Reply: how many were given back.
+RELEASE_ENTRIES_LUA = _BROKER_LUA_HEADER + """
+local released = 0
+for i = 3, #ARGV, 3 do
+  local id, job_id, batch_key = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  if owner(KEYS[1], id) == ARGV[1] then
+    local new = redis.call('XADD', KEYS[1], '*', 'job_id', job_id, 'batch_key', batch_key, 'level', ARGV[2])
+    redis.call('XACK', KEYS[1], GROUP, id)
+    redis.call('XDEL', KEYS[1], id)
+    redis.call('HSET', KEYS[2], job_id, ARGV[2] .. '|' .. new)
+    released = released + 1
+  end
+end
+return released
+"""
+
+# KEYS: the stream of each level. Reply: undelivered entries per level (stream length minus pending).
+DEPTH_LUA = _BROKER_LUA_HEADER + """
+local out = {}
+for i, stream in ipairs(KEYS) do out[i] = redis.call('XLEN', stream) - pending_count(stream) end
+return out
+"""
+
+# KEYS: entry map, then the stream of each level. ARGV: stream prefix, job id, then each level (as
+# KEYS). Reply: undelivered entries ahead of the job, or -1 when it is not queued.
+POSITION_LUA = _BROKER_LUA_HEADER + """
+local value = redis.call('HGET', KEYS[1], ARGV[2])
+if not value then return -1 end
+local own, id, level = locate(ARGV[1], value)
+if not queued(own, id) then return -1 end
+local ahead = 0
+for i = 2, #KEYS do
+  local stream = KEYS[i]
+  if tonumber(ARGV[i + 1]) < level then
+    ahead = ahead + redis.call('XLEN', stream) - pending_count(stream)
+  elseif stream == own then  -- older entries of its own level: the pending ones are all older still
+    ahead = ahead + #redis.call('XRANGE', stream, '-', '(' .. id) - pending_count(stream)
+  end
+end
+return ahead
+"""
