@@ -1,4 +1,4 @@
-"""The ``reelserve`` command: serve, generate, models."""
+"""The ``reelserve`` command: serve, api, worker, generate, models."""
 
 from __future__ import annotations
 
@@ -37,20 +37,35 @@ def _option_type(annotation: Any) -> Any:
     return base if base in (int, float, bool) else str
 
 
-def _serve(**flags: Any) -> None:
+def _run(role: str, **flags: Any) -> None:
     import uvicorn
 
+    from reelserve.distributed import ApiServer, WorkerServer
     from reelserve.server import Server
 
     overrides = {name: value for name, value in flags.items() if value is not None}
     try:
         settings = Settings(**overrides)
-        server = Server(settings)
+        server = {"serve": Server, "api": ApiServer, "worker": WorkerServer}[role](settings)
     except (ValueError, ReelserveError) as exc:  # ValueError: a bad setting, pydantic's included
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    console.print(f"reelserve serving [bold]{settings.model}[/bold] on http://{settings.host}:{settings.port}")
+    what = {"serve": f"serving [bold]{settings.model}[/bold]", "api": "API (jobs on Redis)",
+            "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
+    console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")
     uvicorn.run(server.app, host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def _serve(**flags: Any) -> None:
+    _run("serve", **flags)
+
+
+def _api(**flags: Any) -> None:
+    _run("api", **flags)
+
+
+def _worker(**flags: Any) -> None:
+    _run("worker", **flags)
 
 
 def _serve_signature() -> inspect.Signature:
@@ -68,8 +83,15 @@ def _serve_signature() -> inspect.Signature:
     return inspect.Signature(params)
 
 
-_serve.__signature__ = _serve_signature()  # type: ignore[attr-defined]
+for _command in (_serve, _api, _worker):
+    _command.__signature__ = _serve_signature()  # type: ignore[attr-defined]
 app.command("serve", help="Start the HTTP server. Every flag is also a REELSERVE_* env var.")(_serve)
+app.command(
+    "api", help="Distributed mode: a stateless HTTP API on Redis (needs --redis-url); runs no model."
+)(_api)
+app.command(
+    "worker", help="Distributed mode: load --model, then pull and run jobs from Redis; --port serves /metrics, /healthz, /readyz."
+)(_worker)
 
 
 @app.command()

@@ -23,12 +23,14 @@ from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.circuit import CircuitBreaker, CircuitState
 from reelserve.engine.cost_model import CostModel
 from reelserve.engine.engine import Engine
+from reelserve.engine.events import Events
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.rate_limit import RateLimiter
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.scheduler import SchedulingOptions
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.engine.tiers import TierTable
+from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
@@ -167,7 +169,12 @@ def storage_for(settings: Settings) -> Storage:
 
 
 class Server:
-    """One process serving one model. ``app`` is the ASGI app to hand to uvicorn."""
+    """One process serving one model. ``app`` is the ASGI app to hand to uvicorn.
+
+    This is the embedded mode (SQLite, in-process queue and events). The distributed roles
+    (``reelserve.distributed``) are subclasses that swap the queue parts and the lifespan."""
+
+    shared_queue = False  # other processes share the job store and queue
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -177,15 +184,16 @@ class Server:
         version = model_version(self.spec.name, weights_source(self.spec.name, settings.model_path))
         policy = cache_policy(settings, version)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SqliteJobStore(settings.db_path)
         self.metrics = Metrics()
         self.cache, semantic = result_cache(settings, self.metrics) if settings.cache_enabled else (None, None)
         options = scheduling(settings, self.metrics)  # a bad tier or tenant setting fails here
+        options.shared_queue = self.shared_queue
+        self.store, broker, bus = self._queue_parts(options)
         self.engine = Engine(
             model_name=self.spec.name,
             limits=self.spec.limits,
             store=self.store,
-            broker=LocalBroker(),
+            broker=broker,
             storage=storage_for(settings),
             metrics=self.metrics,
             max_batch_size=settings.max_batch_size,
@@ -201,10 +209,19 @@ class Server:
                 secret_for=lambda tenant: options.tiers.policy(tenant).webhook_secret,
                 allow=settings.webhook_allow,
             ),
+            bus=bus,
+            lease_interval_s=settings.claim_idle_s / 3 if self.shared_queue else None,
         )
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
-        self.app: FastAPI = create_app(
+        self.app: FastAPI = self._create_app()
+
+    def _queue_parts(self, options: SchedulingOptions) -> tuple[JobStore, Broker, Events | None]:
+        return SqliteJobStore(self.settings.db_path), LocalBroker(), None
+
+    def _create_app(self) -> FastAPI:
+        settings = self.settings
+        return create_app(
             self.engine,
             self.metrics,
             api_keys=settings.api_keys,
@@ -229,10 +246,13 @@ class Server:
         finally:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
-            await self.engine.stop()
-            if self.cache is not None:
-                await self.cache.close()
-            self.store.close()
+            await self._shut_down()
+
+    async def _shut_down(self) -> None:
+        await self.engine.stop()
+        if self.cache is not None:
+            await self.cache.close()
+        self.store.close()
 
     async def _load_and_start(self) -> None:
         try:

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
 
     # The result cache (README "Caching").
     redis_url: str | None = Field(
-        None, description="Redis for the shared cache tier (redis://host:port/db); unset: in process only."
+        None,
+        description="Redis (redis://host:port/db) for the shared cache tier; for `api`/`worker` also jobs, "
+        "queue and events. Unset: in process only.",
     )
     cache_enabled: bool = Field(True, description="Hand out a finished video again for an identical request.")
     cache_ttl_s: int = Field(
@@ -118,6 +120,24 @@ class Settings(BaseSettings):
         "api", description="api: the API streams content; presigned: it redirects to a presigned URL (s3 only)."
     )
     presigned_url_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="Lifetime of a presigned URL.")
+
+    # Distributed mode (`reelserve api` / `reelserve worker`; docs/deploy.md). They share `redis_url`.
+    redis_namespace: str = Field(
+        "reelserve", pattern=r"^[^{}]+$", description="Prefix of every Redis key of the job store, queue and events."
+    )
+    job_retention_s: float = Field(
+        7 * 86400, gt=0, description="Seconds a finished job's record is kept in Redis (distributed mode)."
+    )
+    claim_idle_s: float = Field(
+        60.0, ge=0.3, description="A worker's job untouched this long is taken over by another (its worker is presumed dead)."
+    )
+    max_deliveries: int = Field(
+        3, ge=1, le=100, description="Times a job is handed to a worker before it fails with worker_lost."
+    )
+    drain_timeout_s: float = Field(
+        600.0, ge=0, description="On SIGTERM a worker finishes its running batch for at most this long."
+    )
+    worker_name: str | None = Field(None, description="This worker's consumer name; unset: <hostname>-<pid>.")
 
     # Webhooks (README "Webhooks").
     webhook_secret: str | None = Field(

@@ -86,9 +86,5 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    running.thread.start()
-    try:
+    with Receiver.running() as running:
         yield running
-    finally:
-        running.stop()

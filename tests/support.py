@@ -46,9 +46,13 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02):  # typ
 
 
 class RunningServer:
-    def __init__(self, server: Server, url: str) -> None:
+    """``server`` answers the API; ``worker`` runs the jobs (the same object in the embedded mode)."""
+
+    def __init__(self, server: Server, url: str, worker: Server | None = None, worker_url: str | None = None) -> None:
         self.server = server
+        self.worker = worker or server
         self.url = url
+        self.worker_url = worker_url or url  # where the worker's own /metrics is
         self.client = httpx.Client(base_url=url, timeout=60)
 
 
@@ -76,6 +80,41 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
         assert not thread.is_alive(), "server thread did not stop"
 
 
+@contextmanager
+def _uvicorn(app: object, port: int) -> Iterator[uvicorn.Server]:
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    try:
+        yield uv
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "server thread did not stop"
+
+
+@contextmanager
+def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> Iterator[RunningServer]:
+    """The distributed mode in this process: an API server and a worker, each its own uvicorn (and
+    event loop) in a thread, sharing a Redis and a storage directory. Ready when this yields."""
+    from reelserve.distributed import ApiServer, WorkerServer
+
+    # A short drain: a test that ends with a batch held at its gate must not wait out the default.
+    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "claim_idle_s": 2.0, "drain_timeout_s": 5.0}
+    common = {"data_dir": data_dir, "device": "cpu", "redis_url": redis_url, **defaults, **overrides}
+    api = ApiServer(Settings(port=free_port(), **common))  # type: ignore[arg-type]
+    worker = WorkerServer(Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]
+    with _uvicorn(worker.app, worker.settings.port) as worker_uv, _uvicorn(api.app, api.settings.port) as api_uv:
+        running = RunningServer(
+            api, f"http://127.0.0.1:{api.settings.port}", worker, f"http://127.0.0.1:{worker.settings.port}"
+        )
+        try:
+            wait_until(lambda: api_uv.started and worker_uv.started and api.engine.ready and worker.engine.ready, 60)
+            yield running
+        finally:
+            running.client.close()
+
+
 class GatedPipeline:
     """The real pipeline, but each call waits at its start until the test opens ``gate``.
 
@@ -101,7 +140,7 @@ class GatedPipeline:
 
 
 def gate_pipeline(running: RunningServer) -> GatedPipeline:
-    runner = running.server.engine.runner
+    runner = running.worker.engine.runner
     assert runner is not None
     gated = GatedPipeline(runner.pipeline)
     runner.pipeline = gated
@@ -109,10 +148,12 @@ def gate_pipeline(running: RunningServer) -> GatedPipeline:
 
 
 class RedisServer:
-    """A private ``redis-server`` on a free loopback port, no persistence. ``stop()`` and ``start()``
-    let a test take Redis away and bring it back (same port, empty)."""
+    """A private ``redis-server`` on a free loopback port, without persistence unless ``appendonly``.
+    ``stop()`` and ``start()`` let a test take Redis away and bring it back (same port; empty, or as
+    it was with ``appendonly``)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
+        self.appendonly = appendonly  # AOF with fsync on every write: a restart keeps everything
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail("redis-server is not on PATH: the cache tests need a real Redis (apt install redis-server)")
@@ -126,7 +167,8 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.workdir / "redis.log"
         self.process = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
              "--dir", str(self.workdir), "--logfile", str(log)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -147,10 +189,11 @@ class RedisServer:
         finally:
             client.close()
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """``kill``: SIGKILL, a crash (with AOF and fsync always, it still loses nothing acknowledged)."""
         if self.process is None:
             return
-        self.process.terminate()
+        self.process.kill() if kill else self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -259,6 +302,16 @@ class Receiver:
 
     def answer(self, *answers: int | tuple[int, dict[str, str]]) -> None:
         self.script.extend(a if isinstance(a, tuple) else (a, {}) for a in answers)
+
+    @classmethod
+    @contextmanager
+    def running(cls) -> Iterator[Receiver]:
+        receiver = cls()
+        receiver.thread.start()
+        try:
+            yield receiver
+        finally:
+            receiver.stop()
 
     def stop(self) -> None:
         self.released.set()

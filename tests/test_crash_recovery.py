@@ -75,7 +75,9 @@ def test_kill_9_then_restart_completes_every_job_once(tmp_path: Path) -> None:
             for job_id in ids:
                 completions = [t for t in store.transitions(job_id) if t[1] == "completed"]
                 assert len(completions) == 1, store.transitions(job_id)
-                info = probe_mp4(storage.get(f"videos/{job_id}/video.mp4"))
+                job = store.get(job_id)
+                assert job is not None and job.video_key is not None  # a rerun writes under its attempt's keys
+                info = probe_mp4(storage.get(job.video_key))
                 assert (info.frames, info.width, info.height) == (17, 128, 128)
             interrupted = [i for i, s in zip(ids, before, strict=True) if s == "in_progress"]
             for job_id in interrupted:

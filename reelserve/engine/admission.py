@@ -58,6 +58,7 @@ class Admission:
         clock: Callable[[], float] = time.time,
         served_above: Callable[[int], float] = lambda level: 0.0,
         current_shares: Callable[[], dict[int, float]] | None = None,
+        tier_depth: Callable[[str], int] | None = None,
     ) -> None:
         self.tiers = tiers
         self.ledger = ledger
@@ -73,6 +74,7 @@ class Admission:
         self._served_above = served_above  # share of recent pipeline time more urgent levels actually got
         # Shares less urgent levels get now: raised while their queued jobs' deadlines need more.
         self._current_shares = current_shares or (lambda: self.reserved_shares)
+        self._tier_depth = tier_depth or ledger.tier_depth  # jobs waiting per tier, for the queue cap
         self._demand: deque[tuple[float, int, float]] = deque()  # (when, level, pipeline seconds) asked for
 
     def place(self, request: VideoCreateRequest, tenant: str | None, active_jobs: int) -> Placement:
@@ -100,7 +102,7 @@ class Admission:
     def plan(self, params: GenerationParams, placement: Placement) -> AdmissionPlan:
         tier = placement.tier
         self._record_demand(tier.level, params)
-        if self.ledger.tier_depth(tier.name) >= tier.max_queue:
+        if self._tier_depth(tier.name) >= tier.max_queue:
             raise ReelserveError(
                 ErrorCode.queue_full,
                 f"the {tier.name} queue is full ({tier.max_queue} jobs waiting)",

@@ -9,6 +9,7 @@ in order, and the urgent job opens the next one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,8 @@ class Batcher:
         self._shares = shares
         self._key_limits: dict[str, int] = {}  # batch key -> most rows that fit, learned from OOMs
         self.opened_for: int | None = None  # the level the last batch was opened for (its reserved share)
+        self.queued_by_level: dict[int, int] = {}  # the queue as the last batch opened
+        self.batch_key = ""  # the last batch's
 
     def limit_for(self, batch_key: str) -> int:
         return min(self.max_batch_size, self._key_limits.get(batch_key, self.max_batch_size))
@@ -48,7 +51,8 @@ class Batcher:
     async def collect(self) -> list[str]:
         """Wait for a job, then return up to the key's limit of job ids sharing its batch key."""
         while True:
-            owed = self._shares.owed_level(self._broker.depth_by_level()) if self._shares else None
+            self.queued_by_level = await self._broker.depth_by_level()
+            owed = self._shares.owed_level(self.queued_by_level) if self._shares else None
             opened = await self._broker.take(level=owed)
             assert opened is not None  # take() without a timeout waits until a job arrives
             first_id, batch_key = opened
@@ -73,5 +77,10 @@ class Batcher:
             except Preempted:
                 await self._broker.requeue(batch, batch_key, {job_id: self._level_of(job_id) for job_id in batch})
                 continue
-            self.opened_for = owed
+            except BaseException:  # shutting down, or the queue failed, while gathering: nothing taken may be lost
+                await asyncio.shield(
+                    self._broker.requeue(batch, batch_key, {job_id: self._level_of(job_id) for job_id in batch})
+                )
+                raise
+            self.opened_for, self.batch_key = owed, batch_key
             return batch

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
-from reelserve.engine.events import EventBus, queued_event, status_event
+from reelserve.engine.events import EventBus, Events, queued_event, status_event
+from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
@@ -44,8 +45,11 @@ from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE, encode_mp4
 log = logging.getLogger(__name__)
 
 _PROGRESS_PERSIST_S = 0.5  # progress is written to the store at most this often per job
+_RETRY_S = 1.0  # pause before retrying after the job store or queue failed
+_EVENT_POLL_S = 2.0  # a listener re-reads the job this often: events are best-effort across processes
 _RUNNING = frozenset({JobStatus.in_progress})
 _QUEUED = frozenset({JobStatus.queued})
+_UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
 
 class Engine:
@@ -56,6 +60,9 @@ class Engine:
     :param cache: finished results to hand out again; None runs every request.
     :param semantic: semantic matching on top of ``cache``.
     :param cache_policy: who may use the cache and under which key (needed for ``cache`` to be used).
+    :param bus: where job events go; in process by default, Redis pub/sub when processes share the queue.
+    :param lease_interval_s: with a shared queue (``scheduling.shared_queue``), seconds between
+        heartbeats of running jobs and reclaims of dead workers' jobs.
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class Engine:
         cache_policy: CachePolicy | None = None,
         scheduling: SchedulingOptions | None = None,
         notifier: WebhookNotifier | None = None,
+        bus: Events | None = None,
+        lease_interval_s: float | None = None,
     ) -> None:
         self.model_name = model_name
         self.notifier = notifier
@@ -83,7 +92,7 @@ class Engine:
         self.broker = broker
         self.storage = storage
         self.metrics = metrics
-        self.bus = EventBus()
+        self.bus: Events = bus or EventBus()
         self.video_cache = VideoCache(storage, metrics, cache, semantic, cache_policy)
         self.scheduler = Scheduler(
             broker, limits, metrics, scheduling or SchedulingOptions(), max_batch_size, max_wait_s
@@ -95,15 +104,34 @@ class Engine:
         self._finishing: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._ready = False
-        metrics.queue_depth.set_function(broker.depth)
+        self.health: Callable[[], bool] = lambda: True
+        self._draining = False
+        self._inferring = False  # the pipeline call of a batch is under way
+        self._running: set[str] = set()  # jobs claimed here and not final yet (outputs being written too)
+        # Shared queue: jobs taken over from a dead worker (they may be in progress in the store), and
+        # jobs running here that another worker took over after this one stalled.
+        self._reclaimed: set[str] = set()
+        self._lost: set[str] = set()
+        self._leases = None
+        if lease_interval_s is not None:
+            self._leases = LeaseKeeper(
+                broker, lease_interval_s, lambda: list(self._running), self._drop_lost,
+                self._reclaimed.update, self._give_up,
+            )
+        self._lease_task: asyncio.Task[None] | None = None
         metrics.watch_jobs(lambda: {s.value: n for s, n in store.count_by_status().items()})
 
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
-        """Running batches, and not refusing work because the pipeline keeps failing."""
-        return self._ready and self.scheduler.ready
+        """Running batches (or, API only, accepting them), not refusing work because the pipeline
+        keeps failing, and ``health`` says the backing services answer."""
+        return self._ready and self.scheduler.ready and self.health()
+
+    async def open(self) -> None:
+        """Accept jobs for other processes to run (the distributed API); no pipeline here."""
+        self._ready = True
 
     async def recover(self) -> int:
         """Re-queue what a previous run left unfinished; call once, before accepting requests.
@@ -112,6 +140,13 @@ class Engine:
         self.scheduler.start(self._expire)  # jobs whose deadline passed while we were down fail at once
         requeued = 0
         for job in self.store.unfinished():
+            if self.scheduler.shared_queue:
+                # Running jobs belong to live workers, or are reclaimed from dead ones; a queued job
+                # lacks its entry only if the API lost Redis between writing it and queueing it.
+                if job.status is JobStatus.queued:
+                    await self.broker.put(job.id, job.params.batch_key(), self.scheduler.level_of(job))
+                    requeued += 1
+                continue
             if job.status is JobStatus.in_progress:
                 job.status, job.progress = JobStatus.queued, 0
                 if not self.store.save(job, expect=_RUNNING):
@@ -128,16 +163,35 @@ class Engine:
         Requests are accepted and queued before this; ready means they are also being run."""
         self.runner = runner
         self._loop_task = asyncio.create_task(self._serve(), name="reelserve-engine")
+        if self._leases is not None:
+            self._lease_task = asyncio.create_task(self._leases.run(), name="reelserve-leases")
         self._ready = True
+
+    async def drain(self, timeout: float) -> int:
+        """Graceful shutdown of a worker: take no more batches, let the running one finish (up to
+        ``timeout`` seconds; past that ``stop`` abandons it and other workers reclaim its jobs), then
+        hand back what was read ahead. Returns how many jobs were handed back."""
+        self._draining, self._ready = True, False
+        if self._loop_task is not None:
+            if not self._inferring:  # waiting for work or gathering a batch: the batcher hands it back
+                self._loop_task.cancel()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(self._loop_task, return_exceptions=True)
+            except TimeoutError:
+                log.warning("the running batch did not finish within %.0fs; abandoning it", timeout)
+        await asyncio.gather(*self._finishing, return_exceptions=True)
+        return await self.broker.release()
 
     async def stop(self) -> None:
         """Stop taking batches and abandon the running one at its next step; its jobs stay
         in progress in the store and are re-queued by the next ``start``."""
         self._ready = False
         await self.scheduler.stop()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in (self._loop_task, self._lease_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await asyncio.gather(*self._finishing, return_exceptions=True)
         if self.notifier is not None:  # owed webhooks are resent by the next start (``resume``)
             await self.notifier.stop()
@@ -161,6 +215,7 @@ class Engine:
         job = await self.video_cache.new_job(request, params, tenant)
         if not job.cached:  # a cached video is handed out even when the pipeline is refusing work
             self.scheduler.check_circuit()
+            await self.scheduler.refresh_depth()
             plan = self.scheduler.plan(params, placement)
             if plan.params != params:  # degraded: the video actually made may be cached already
                 job = await self.video_cache.new_job(request, plan.params, tenant)
@@ -177,8 +232,13 @@ class Engine:
                 self.notifier.finished(job)
             return job
         self.scheduler.start(self._expire)
-        await self.scheduler.enqueue(job)
-        self.bus.publish(queued_event(job, self.broker.position(job.id)))
+        try:
+            await self.scheduler.enqueue(job)
+        except Exception:  # not queued, so not accepted: take the record back if the store still answers
+            self.store.delete(job.id)
+            raise
+        self.bus.publish(queued_event(job, await self.broker.position(job.id)))
+        await self._count_queue()
         return job
 
     def get(self, job_id: str) -> Job:
@@ -199,7 +259,8 @@ class Engine:
             return job
         if job.status is JobStatus.in_progress:
             self._stop_requested.add(job_id)  # its row leaves its batch at the next step boundary
-        self.scheduler.dequeue(job)
+        await self.scheduler.dequeue(job)
+        await self._count_queue()
         job.status = JobStatus.cancelled
         job.completed_at = time.time()
         if not self.store.save(job, expect=(JobStatus.queued, JobStatus.in_progress)):
@@ -221,21 +282,36 @@ class Engine:
             try:
                 async with asyncio.timeout(timeout):
                     while not job.status.final:
-                        event = await events.get()
-                        if event.final:
-                            job = self.get(job_id)
+                        try:
+                            async with asyncio.timeout(_EVENT_POLL_S):
+                                while not (await events.get()).final:
+                                    pass
+                        except TimeoutError:
+                            pass  # no final event: look at the record anyway (an event may be lost)
+                        job = self.get(job_id)
             except TimeoutError:
                 job = self.get(job_id)
         return job
 
     async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         async with self.bus.subscribe(job_id) as events:
-            job = self.get(job_id)
-            snapshot = queued_event(job, self.broker.position(job.id)) if job.status is JobStatus.queued else status_event(job)
+            snapshot = await self._snapshot(self.get(job_id))
             yield snapshot
             while not snapshot.final:
-                snapshot = await events.get()
+                try:
+                    async with asyncio.timeout(_EVENT_POLL_S):
+                        event = await events.get()
+                except TimeoutError:  # quiet: the record (and queue position) may have moved on
+                    event = await self._snapshot(self.get(job_id))
+                    if event.status == snapshot.status and event.queue_position == snapshot.queue_position:
+                        continue
+                snapshot = event
                 yield snapshot
+
+    async def _snapshot(self, job: Job) -> JobEvent:
+        if job.status is JobStatus.queued:
+            return queued_event(job, await self.broker.position(job.id))
+        return status_event(job)
 
     def content(self, job_id: str, variant: Variant) -> Content:
         job = self.get(job_id)
@@ -247,8 +323,11 @@ class Engine:
             return Content(self.storage, job.thumbnail_key or thumbnail_key(job_id), THUMBNAIL_CONTENT_TYPE)
         return Content(self.storage, job.video_key or video_key(job_id), MP4_CONTENT_TYPE)
 
-    def queue_depth(self) -> int:
-        return self.broker.depth()
+    async def queue_depth(self) -> int:
+        return await self.broker.depth()
+
+    async def _count_queue(self) -> None:
+        self.metrics.queue_depth.set(await self.broker.depth())
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -256,11 +335,26 @@ class Engine:
         loop = asyncio.get_running_loop()
         runner = self.runner
         assert runner is not None
-        while True:
-            batch = self._claim(await self.scheduler.next_batch())
+        while not self._draining:
+            try:
+                job_ids = await self.scheduler.next_batch()
+            except Exception as exc:  # noqa: BLE001 - the shared queue is unreachable: wait for it, lose nothing
+                log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, _RETRY_S)
+                await asyncio.sleep(_RETRY_S)
+                continue
+            try:
+                batch = await self._claim(job_ids)
+                await self._count_queue()
+            except Exception as exc:  # noqa: BLE001 - the store or queue is unreachable; the batch is kept
+                log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
+                self._reclaimed.update(job_ids)  # some may be in progress already, by this worker
+                await self.scheduler.hand_back(job_ids)
+                await asyncio.sleep(_RETRY_S)
+                continue
             if not batch:
                 continue
-            self._publish_positions()
+            self._running.update(job.id for job in batch)
+            await self._publish_positions()
             started = time.perf_counter()
             self.metrics.batch_size.observe(len(batch))
             params = [(job.id, job.params) for job in batch]
@@ -268,6 +362,7 @@ class Engine:
             def on_step(ids: list[str], step: int, total: int) -> None:
                 loop.call_soon_threadsafe(self._on_step, ids, step, total)
 
+            self._inferring = True
             try:
                 outcome = await loop.run_in_executor(
                     self._pipeline_thread, runner.run, params, on_step, self._stop_requested.__contains__
@@ -277,11 +372,13 @@ class Engine:
                 self._stop_requested.update(job.id for job in batch)
                 raise
             except Exception as exc:  # a broken batch fails its own jobs, never the engine
+                self._inferring = False
                 log.exception("pipeline call failed for %s", [job.id for job in batch])
                 self._forget(batch)
                 self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None)
                 self._fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
                 continue
+            self._inferring = False
             self._forget(batch)
             self.metrics.inference.observe(outcome.inference_s)
             self.scheduler.batch_done(
@@ -291,15 +388,20 @@ class Engine:
                 self._fail([job for job in batch if job.id == job_id], error)
             self._finish_batch(batch, outcome)
 
-    def _claim(self, job_ids: list[str]) -> list[Job]:
+    async def _claim(self, job_ids: list[str]) -> list[Job]:
         now = time.time()
         waiting = []
         for job_id in job_ids:
             job = self.store.get(job_id)
-            if job is None or job.status is not JobStatus.queued:
-                continue  # cancelled or deleted while it waited
-            if self.scheduler.expired(job, now):
-                self._fail_queued(job, "its deadline passed before it could start")
+            reclaimed = job_id in self._reclaimed
+            self._reclaimed.discard(job_id)
+            if job is None or job.status.final:  # cancelled or deleted while it waited, or done elsewhere
+                await self.broker.ack(job_id)
+                continue
+            if job.status is JobStatus.in_progress and not reclaimed:
+                continue  # a duplicate entry of a job running elsewhere; that run acks it
+            if job.status is JobStatus.queued and self.scheduler.expired(job, now):
+                await self._fail_queued(job, "its deadline passed before it could start")
                 continue
             waiting.append(job)
         if not waiting:
@@ -308,10 +410,11 @@ class Engine:
         claimed = []
         write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
         for position, job in enumerate(waiting, start=1):
+            expect = _UNFINISHED if job.status is JobStatus.in_progress else _QUEUED  # reclaimed: was running
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
             job.timings.queue_s = now - job.created_at
             job.estimated_completion_at, job.batch_size = finish_by + position * write_s, len(waiting)
-            if self.store.save(job, expect=_QUEUED):
+            if self.store.save(job, expect=expect):
                 self.scheduler.claim(job, now)
                 self.metrics.queue_wait.observe(job.timings.queue_s)
                 self._publish_status(job)
@@ -321,11 +424,11 @@ class Engine:
     async def _expire(self, job_id: str) -> None:
         """A queued job's deadline passed: it is failed now and never runs."""
         job = self.store.get(job_id)
-        if job is not None and job.status is JobStatus.queued and self.scheduler.dequeue(job):
-            self._fail_queued(job, "its deadline passed while it was queued")
+        if job is not None and job.status is JobStatus.queued and await self.scheduler.dequeue(job):
+            await self._fail_queued(job, "its deadline passed while it was queued")
 
-    def _fail_queued(self, job: Job, why: str) -> None:
-        self.scheduler.dequeue(job)
+    async def _fail_queued(self, job: Job, why: str) -> None:
+        await self.scheduler.dequeue(job)
         job.status, job.completed_at = JobStatus.failed, time.time()
         job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
         if self.store.save(job, expect=_QUEUED):
@@ -336,18 +439,45 @@ class Engine:
         for job in batch:
             self._stop_requested.discard(job.id)
             self._last_persist.pop(job.id, None)
+            self._lost.discard(job.id)
+
+    def _drop_lost(self, job_ids: list[str]) -> None:
+        """Another worker took these over (this one stalled): stop them here; that worker finishes them."""
+        running = [job_id for job_id in job_ids if job_id in self._running]
+        self._lost.update(running)
+        self._stop_requested.update(running)
+
+    def _give_up(self, job_id: str) -> None:
+        """Delivered to workers too often (each one died or stalled with it): fail it for good."""
+        job = self.store.get(job_id)
+        if job is None or job.status.final:
+            return
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(
+            code=ErrorCode.worker_lost,
+            message=f"the workers running this job were lost {job.attempts} times; it was given up on",
+        )
+        if self.store.save(job, expect=_UNFINISHED):
+            self._finished(job)
 
     def _finish_batch(self, batch: list[Job], outcome: BatchOutcome) -> None:
         for job in batch:
             frames = outcome.frames.get(job.id)
             if frames is None:
-                continue  # stopped by a cancel, already recorded as cancelled
+                self._running.discard(job.id)
+                continue  # stopped by a cancel (already recorded), or taken over by another worker
             job.timings.inference_s = outcome.inference_s
             task = asyncio.create_task(self._complete(job, frames))
             self._finishing.add(task)
             task.add_done_callback(self._finishing.discard)
 
     async def _complete(self, job: Job, frames: object) -> None:
+        try:
+            await self._store_result(job, frames)
+        finally:
+            self._running.discard(job.id)
+
+    async def _store_result(self, job: Job, frames: object) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
@@ -357,12 +487,16 @@ class Engine:
             self._fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
             return
         job.status, job.progress, job.completed_at = JobStatus.completed, 100, time.time()
-        job.video_key, job.thumbnail_key = video_key(job.id), thumbnail_key(job.id)
+        job.video_key, job.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
         job.timings.encode_s = time.perf_counter() - started
         self.scheduler.outputs_written(job.params, written_s)
         job.timings.total_s = job.completed_at - job.created_at
-        if not self.store.save(job, expect=_RUNNING):
-            self.storage.delete_prefix(job_prefix(job.id))  # cancelled or deleted meanwhile
+        if not await self._save_final(job):
+            # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
+            # files (another attempt's keys) stay; this one's go.
+            await asyncio.to_thread(self._delete_outputs, job)
+            if job.id not in self._lost:
+                await self.broker.ack(job.id)
             return
         try:  # before the status event, so a caller who saw "completed" can already hit the cache
             await self.video_cache.remember(job)
@@ -372,38 +506,78 @@ class Engine:
         self._finished(job)
 
     def _write_outputs(self, job: Job, frames: object) -> float:
-        """Returns its own seconds (``encode_s`` also holds the wait for the encode thread)."""
+        """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are
+        per attempt, so two runs of a job (one reclaimed from a stalled worker) never share a file."""
         started = time.perf_counter()
-        self.storage.put(video_key(job.id), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
-        self.storage.put(thumbnail_key(job.id), encode_thumbnail(frames[0]))  # type: ignore[index]
+        self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
+        self.storage.put(thumbnail_key(job.id, job.attempts), encode_thumbnail(frames[0]))  # type: ignore[index]
         return time.perf_counter() - started
+
+    def _delete_outputs(self, job: Job) -> None:
+        for key in (video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)):
+            self.storage.delete_prefix(key)  # a whole key: just that blob
 
     def _fail(self, jobs: list[Job], error: JobError) -> None:
         for job in jobs:
             job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
-            if self.store.save(job, expect=_RUNNING):
+            task = asyncio.create_task(self._record_failure(job))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
+
+    async def _record_failure(self, job: Job) -> None:
+        try:
+            if await self._save_final(job):
                 self._finished(job)
+        finally:
+            self._running.discard(job.id)
+
+    async def _save_final(self, job: Job) -> bool:
+        """Save a running job's final state, retrying while the store is unreachable: the run is
+        done, and giving up would leave it in progress for good (its entry kept alive here)."""
+        delay = _RETRY_S
+        while True:
+            try:
+                return self.store.save(job, expect=_RUNNING)
+            except Exception as exc:  # noqa: BLE001 - any store failure: the result must not be dropped
+                log.warning("saving %s failed (%s: %s); retrying in %.0fs", job.id, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def _finished(self, job: Job) -> None:
-        """Every path to a final status ends here, once per job."""
+        """Every path to a final status ends here, once per job (the store's compare-and-set
+        decides which process and which run get here)."""
+        task = asyncio.create_task(self._ack(job.id))  # a shared queue forgets the job only now
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
         self.scheduler.finished(job)
         self.metrics.finished.labels(job.status.value).inc()
         self._publish_status(job)
         if self.notifier is not None:
             self.notifier.finished(job)
 
+    async def _ack(self, job_id: str) -> None:
+        try:
+            await self.broker.ack(job_id)
+        except Exception:  # left pending: a worker reclaims it later, sees it final, and acks it then
+            log.exception("could not acknowledge %s", job_id)
+
     def _on_step(self, job_ids: list[str], step: int, total: int) -> None:
         progress = min(99, step * 100 // total)  # 100 only once the video is stored
         now = time.monotonic()
+        shared = self.scheduler.shared_queue
         for job_id in job_ids:
             if job_id in self._stop_requested:
                 continue
-            if now - self._last_persist.get(job_id, 0.0) >= _PROGRESS_PERSIST_S or step == total:
+            if shared or now - self._last_persist.get(job_id, 0.0) >= _PROGRESS_PERSIST_S or step == total:
+                # With a shared queue a cancel comes from another process: the record says so.
                 job = self.store.get(job_id)
-                if job is not None and job.status is JobStatus.in_progress:
+                if job is None or job.status is not JobStatus.in_progress:
+                    self._stop_requested.add(job_id)
+                    continue
+                if now - self._last_persist.get(job_id, 0.0) >= _PROGRESS_PERSIST_S or step == total:
                     job.progress = progress
                     self.store.save(job, expect=_RUNNING)
-                self._last_persist[job_id] = now
+                    self._last_persist[job_id] = now
             self.bus.publish(
                 JobEvent(
                     job_id=job_id,
@@ -420,10 +594,10 @@ class Engine:
     def _publish_status(self, job: Job) -> None:
         self.bus.publish(status_event(job))
 
-    def _publish_positions(self) -> None:
+    async def _publish_positions(self) -> None:
         """Tell listeners of waiting jobs that the queue moved."""
         for job_id in self.bus.listening_jobs():
-            position = self.broker.position(job_id)
+            position = await self.broker.position(job_id)
             if position is not None:
                 self.bus.publish(
                     JobEvent(job_id=job_id, type=EventType.queued, status=JobStatus.queued, queue_position=position)

@@ -5,9 +5,22 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
 
 from reelserve.schemas import EventType, Job, JobEvent
+
+
+class Events(Protocol):
+    """Where job events go: this process only (``EventBus``), or every process (``RedisEventBus``)."""
+
+    def publish(self, event: JobEvent) -> None: ...
+
+    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[asyncio.Queue[JobEvent]]:
+        """Every event of ``job_id`` published from when this is entered until it is left."""
+
+    def listening_jobs(self) -> list[str]:
+        """Jobs someone in this process listens to."""
 
 
 class EventBus:

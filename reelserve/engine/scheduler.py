@@ -44,6 +44,9 @@ class SchedulingOptions:
     circuit: CircuitBreaker | None = None
     cost_model: CostModel = field(default_factory=CostModel)
     cost_model_path: Path | None = None  # saved every _SAVE_EVERY observations and on stop
+    # Other processes share the broker (distributed mode): this one does not see every job start
+    # and finish, so it keeps no ledger of the queue and asks the broker for its depth instead.
+    shared_queue: bool = False
 
 
 class Scheduler:
@@ -72,7 +75,10 @@ class Scheduler:
         self.admission = Admission(
             self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock,
             served_above=self.shares.share_above, current_shares=lambda: self.shares.current,
+            tier_depth=self._shared_tier_depth if options.shared_queue else self.ledger.tier_depth,
         )
+        self.shared_queue = options.shared_queue
+        self._shared_depth: dict[int, int] = {}  # the broker's depth per level, as of ``refresh_depth``
         self._clock = clock
         self._active: dict[str, set[str]] = {}  # tenant -> its unfinished job ids
         self._admission_eta: dict[str, float] = {}
@@ -115,6 +121,14 @@ class Scheduler:
             self.metrics.degradations.labels(placement.tier.name, name).inc()
         return plan
 
+    async def refresh_depth(self) -> None:
+        """Read the shared queue's depth for the next admission (a no-op for a queue of our own)."""
+        if self.shared_queue:
+            self._shared_depth = await self.broker.depth_by_level()
+
+    def _shared_tier_depth(self, tier: str) -> int:
+        return self._shared_depth.get(self.tiers.level_of(tier), 0)
+
     def _count_rejection(self, error: ReelserveError) -> None:
         self.metrics.rejections.labels(error.code.value).inc()
 
@@ -141,21 +155,27 @@ class Scheduler:
             await asyncio.gather(self._deadline_task, return_exceptions=True)
             self._deadline_task = None
 
+    def level_of(self, job: Job) -> int:
+        return self.tiers.level_of(job.priority if job.priority in self.tiers.tiers else self.tiers.default_tier)
+
     async def enqueue(self, job: Job) -> None:
         tier = job.priority if job.priority in self.tiers.tiers else self.tiers.default_tier
         level = self.tiers.level_of(tier)
-        self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
-        self._active.setdefault(job.tenant or "", set()).add(job.id)
         if job.deadline_at is not None and self._deadlines is not None:
             self._deadlines.watch(job.id, job.deadline_at)
+        self.metrics.admissions.labels(tier).inc()
+        if self.shared_queue:  # another process runs it: its start and end are never seen here
+            await self.broker.put(job.id, job.params.batch_key(), level)
+            return
+        self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
+        self._active.setdefault(job.tenant or "", set()).add(job.id)
         if job.estimated_completion_at is not None and len(self._admission_eta) < _ETA_KEPT:
             self._admission_eta[job.id] = job.estimated_completion_at
-        self.metrics.admissions.labels(tier).inc()
         await self.broker.put(job.id, job.params.batch_key(), level)
 
-    def dequeue(self, job: Job) -> bool:
+    async def dequeue(self, job: Job) -> bool:
         """Take a job out of the queue (cancelled, expired); False if it was not queued."""
-        removed = self.broker.discard(job.id)
+        removed = await self.broker.discard(job.id)
         self.ledger.remove(job.id)
         if self._deadlines is not None:
             self._deadlines.forget(job.id)
@@ -163,6 +183,12 @@ class Scheduler:
 
     async def next_batch(self) -> list[str]:
         return await self.batcher.collect()
+
+    async def hand_back(self, job_ids: list[str]) -> None:
+        """A batch taken but not started goes back to the front of the queue."""
+        if job_ids:
+            levels = {job_id: self.ledger.level_of(job_id) for job_id in job_ids}
+            await self.broker.requeue(job_ids, self.batcher.batch_key, levels)
 
     def claim(self, job: Job, now: float) -> None:
         """``job`` leaves the queue to run now."""
@@ -197,12 +223,13 @@ class Scheduler:
                 self.save_cost_model()
         by_level: dict[int, float] = {}
         for job in batch:
-            level = self.tiers.level_of(job.priority) if job.priority in self.tiers.tiers else 0
+            level = self.level_of(job)
             by_level[level] = by_level.get(level, 0.0) + seconds / len(batch)
         self.shares.set_pressure(
             {level: self.ledger.deadline_pressure(level) * self.admission.slowdown(level) for level in self.shares.reserved}
         )
-        self.shares.record(by_level, self.ledger.depth_by_level(), self.batcher.opened_for)
+        queued = self.batcher.queued_by_level if self.shared_queue else self.ledger.depth_by_level()
+        self.shares.record(by_level, queued, self.batcher.opened_for)
         if fit is not None:
             self.batcher.lower_limit(params.batch_key(), fit)
         if self.circuit is not None:
@@ -217,7 +244,7 @@ class Scheduler:
         expired = job.error is not None and job.error.code == ErrorCode.deadline_exceeded
         if estimate is not None and (job.status.value == "completed" or expired):
             self.metrics.estimate_error.observe(abs(job.completed_at - estimate))
-            level = self.tiers.level_of(job.priority) if job.priority in self.tiers.tiers else 0
+            level = self.level_of(job)
             self.admission.calibrate(level, job.completed_at - job.created_at, estimate - job.created_at)
         if job.deadline_at is not None and job.status.value == "completed" and job.completed_at > job.deadline_at:
             self.metrics.deadline_misses.labels(job.priority or "", "completed_late").inc()

@@ -8,9 +8,15 @@ def job_prefix(job_id: str) -> str:
     return f"videos/{job_id}/"
 
 
-def video_key(job_id: str) -> str:
-    return f"{job_prefix(job_id)}video.mp4"
+def _attempt(attempt: int) -> str:
+    """A run after the first writes its own files: a job taken over from a stalled worker may be
+    finishing there too, and the first run to complete keeps its files untouched."""
+    return "" if attempt <= 1 else f".{attempt}"
 
 
-def thumbnail_key(job_id: str) -> str:
-    return f"{job_prefix(job_id)}thumbnail.jpg"
+def video_key(job_id: str, attempt: int = 1) -> str:
+    return f"{job_prefix(job_id)}video{_attempt(attempt)}.mp4"
+
+
+def thumbnail_key(job_id: str, attempt: int = 1) -> str:
+    return f"{job_prefix(job_id)}thumbnail{_attempt(attempt)}.jpg"

@@ -6,7 +6,7 @@ implements them on Redis. The engine and the API only ever see these protocols.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from reelserve.schemas import Job, JobStatus
@@ -72,12 +72,27 @@ class Broker(Protocol):
     async def requeue(self, job_ids: list[str], batch_key: str, levels: dict[str, int]) -> None:
         """Put jobs that were taken but not started back at the front of their levels, in order."""
 
-    def discard(self, job_id: str) -> bool:
-        """Remove a queued job; False if it was not queued here."""
+    async def discard(self, job_id: str) -> bool:
+        """Remove a queued job; False if it was not queued here (a worker may hold it already)."""
 
-    def position(self, job_id: str) -> int | None:
+    async def position(self, job_id: str) -> int | None:
         """How many jobs are ahead of ``job_id`` (0 = next), or None if it is not queued."""
 
-    def depth(self) -> int: ...
+    async def depth(self) -> int: ...
 
-    def depth_by_level(self) -> dict[int, int]: ...
+    async def depth_by_level(self) -> dict[int, int]: ...
+
+    # A shared queue's leases. The embedded queue has none: a restart rebuilds it from the store.
+
+    async def ack(self, job_id: str) -> bool:
+        """The job is final and its result stored: it leaves the queue for good."""
+
+    async def heartbeat(self, job_ids: Sequence[str]) -> list[str]:
+        """Keep this worker's claim on running jobs; returns those it no longer holds."""
+
+    async def reclaim(self) -> tuple[list[str], list[str]]:
+        """Take over jobs of workers presumed dead: ``(reclaimed, given up)``. The caller fails the
+        given-up ones (delivered too often) with ``worker_lost``."""
+
+    async def release(self) -> int:
+        """Shutting down: hand every job read ahead but not started back to the queue."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from reelserve.jobs.base import Preempted
 
@@ -83,13 +84,13 @@ class LocalBroker:
             del self._levels[level]
         return entry
 
-    def discard(self, job_id: str) -> bool:
+    async def discard(self, job_id: str) -> bool:
         if job_id not in self._level_of:
             return False
         self._pop(job_id)
         return True
 
-    def position(self, job_id: str) -> int | None:
+    async def position(self, job_id: str) -> int | None:
         level = self._level_of.get(job_id)
         if level is None:
             return None
@@ -99,8 +100,22 @@ class LocalBroker:
                 return ahead + index
         return None  # unreachable: _level_of and _levels agree
 
-    def depth(self) -> int:
+    async def depth(self) -> int:
         return len(self._level_of)
 
-    def depth_by_level(self) -> dict[int, int]:
+    async def depth_by_level(self) -> dict[int, int]:
         return {level: len(queue) for level, queue in self._levels.items()}
+
+    # No leases: nothing outlives this process, so there is nothing to keep, reclaim or hand back.
+
+    async def ack(self, job_id: str) -> bool:
+        return False
+
+    async def heartbeat(self, job_ids: Sequence[str]) -> list[str]:
+        return []
+
+    async def reclaim(self) -> tuple[list[str], list[str]]:
+        return [], []
+
+    async def release(self) -> int:
+        return 0

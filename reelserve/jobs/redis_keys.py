@@ -110,6 +110,12 @@ class RedisKeys:
         two models could point one model's discard at the other model's entry."""
         return f"{self.prefix}entry:{model}"
 
+    # -- events (``RedisEventBus``) -------------------------------------------------------------
+    def events(self, job_id: str) -> str:
+        """Pub/sub channel: the job's ``JobEvent``s as JSON, published by whichever process changes
+        the job."""
+        return f"{self.prefix}events:{job_id}"
+
 
 def _job_script(body: str) -> str:
     """A job-store script: the shared header (index names, helpers), then ``body``."""

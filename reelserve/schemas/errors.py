@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     circuit_open = "circuit_open"  # consecutive pipeline failures: not admitting until a probe succeeds
     deadline_exceeded = "deadline_exceeded"  # a queued job's deadline passed before it could run
     out_of_memory = "out_of_memory"  # the job does not fit on the device even alone
+    worker_lost = "worker_lost"  # the workers running the job died (or stalled) too many times
+    unavailable = "unavailable"  # a backing service (the distributed mode's Redis) cannot be reached
 
 
 # The HTTP layer maps codes to statuses once, here, so no route picks its own.
@@ -49,6 +51,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.circuit_open: 503,
     ErrorCode.deadline_exceeded: 504,
     ErrorCode.out_of_memory: 507,
+    ErrorCode.worker_lost: 500,
+    ErrorCode.unavailable: 503,
 }
 
 

@@ -4,14 +4,24 @@ real HTTP over loopback)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from support import GatedPipeline, RunningServer, gate_pipeline, serve, sse_events, wait_until
 
 from reelserve.schemas import JobStatus
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    """Embedded only: these tests watch the in-process scheduler (its queue ledger, deadline watch and
+    learned batch limits), which the distributed API does not keep (docs/architecture.md)."""
+    with serve(tmp_path / "data") as running:
+        yield running
 
 SMALL = {"size": "32x32", "num_frames": 5, "num_inference_steps": 2}
 

@@ -58,7 +58,8 @@ def test_delete_unfinished_cancels_it(server: RunningServer) -> None:
     assert server.client.delete(f"/v1/videos/{queued['id']}").json()["deleted"] is True
     gate.gate.set()
     assert server.client.get(f"/v1/videos/{queued['id']}").status_code == 404
-    assert server.server.engine.queue_depth() == 0
+    depth = [line for line in server.client.get("/metrics").text.splitlines() if line.startswith("reelserve_queue_depth ")]
+    assert depth == ["reelserve_queue_depth 0.0"]
 
 
 def test_sync_timeout_returns_202_and_job_keeps_running(server: RunningServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import numpy as np
 from support import RunningServer, gate_pipeline, sse_events, wait_until
 
@@ -79,7 +80,7 @@ def test_concurrent_requests_are_batched_and_equal_single_runs(server: RunningSe
     assert all(j["status"] == "completed" for j in jobs)
     assert all(j["batch_size"] == 4 for j in jobs)  # max_batch_size 4: two full batches
 
-    metrics = server.client.get("/metrics").text
+    metrics = httpx.get(f"{server.worker_url}/metrics").text  # batches are the worker's (the same process, embedded)
     count = _metric(metrics, "reelserve_batch_size_count")
     total = _metric(metrics, "reelserve_batch_size_sum")
     assert (count, total) == (3.0, 9.0)  # the blocker alone, then 8 jobs in 2 calls

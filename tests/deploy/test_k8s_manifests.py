@@ -1,9 +1,11 @@
 """The Kubernetes manifests under deploy/k8s: schema-valid (offline, strict) and consistent with each
-other and with the processes they run. No cluster needed; every check fails, never skips."""
+other and with the processes they run (stream names and consumer group come from the code that
+builds them). No cluster needed; every check fails, never skips."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from reelserve.jobs.redis_keys import BROKER_GROUP, DEFAULT_NAMESPACE, RedisKeys
+from reelserve.schemas.slo import DEFAULT_TIERS
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 # The Kubernetes version whose bundled (offline) schemas every built-in kind is validated against.
@@ -21,8 +26,13 @@ NAMESPACE = "reelserve"
 MODEL = "wan2.2-ti2v-5b"
 WORKER_PORT = 9100
 API_PORT = 8000
+# The priority levels the API queues on: one stream per level.
+LEVELS = sorted(tier.level for tier in DEFAULT_TIERS)
+# A Wan2.2 video at the largest size and step count takes up to this long on one GPU.
+LONGEST_JOB_S = 900
+MODELS_CLAIM = "reelserve-models"
 # Files present but deliberately not applied by kustomization.yaml.
-NOT_APPLIED = {"secret.example.yaml"}
+NOT_APPLIED = {"secret.example.yaml", "models-pvc.example.yaml"}
 CUSTOM_GROUPS = ("keda.sh/", "kustomize.config.k8s.io/")
 
 EXPECTED_FILES = {
@@ -34,6 +44,7 @@ EXPECTED_FILES = {
     "redis.yaml",
     "configmap.yaml",
     "secret.example.yaml",
+    "models-pvc.example.yaml",
     "prometheus-scrape.yaml",
     "kustomization.yaml",
 }
@@ -135,7 +146,8 @@ BUILTIN_PARAMS = BUILTIN or [_NOTHING]
 def test_builtin_kinds_cover_the_deployment() -> None:
     kinds = sorted({d["kind"] for _, d in BUILTIN})
     assert kinds == [
-        "ConfigMap", "Deployment", "Namespace", "PodDisruptionBudget", "Secret", "Service", "StatefulSet"
+        "ConfigMap", "Deployment", "Namespace", "PersistentVolumeClaim", "PodDisruptionBudget", "Secret",
+        "Service", "StatefulSet",
     ]
 
 
@@ -233,6 +245,14 @@ def test_configmap_settings() -> None:
     service = _one("Service", host.split(".")[0])
     assert host.split(".")[1] == NAMESPACE
     assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    # The key namespace the KEDA stream names are built from (checked below).
+    assert data["REELSERVE_REDIS_NAMESPACE"] == DEFAULT_NAMESPACE
+    # The API queues for the model the workers serve.
+    assert data["REELSERVE_MODEL"] == MODEL
+    # Probes and scrapes reach the pod IP.
+    assert data["REELSERVE_HOST"] == "0.0.0.0"
+    assert int(data["REELSERVE_CLAIM_IDLE_S"]) >= 1
+    assert int(data["REELSERVE_MAX_DELIVERIES"]) >= 1
 
 
 # --- API ------------------------------------------------------------------------------------------
@@ -276,13 +296,31 @@ def test_worker_runs_the_model_on_one_gpu() -> None:
     container = _container(worker)
     args = [container["command"][0], *container["args"]]
     assert args[:2] == ["reelserve", "worker"]
-    assert _flag(args, "--model") == MODEL
+    assert _flag(args, "--model") == MODEL == _configmap_data()["REELSERVE_MODEL"]
     assert int(_flag(args, "--port")) == WORKER_PORT
     assert _flag(args, "--redis-url") == "$(REELSERVE_REDIS_URL)"
     resources = container["resources"]
     assert str(resources["limits"]["nvidia.com/gpu"]) == "1"
     assert str(resources["requests"].get("nvidia.com/gpu", "1")) == "1"
     assert {"cpu", "memory"} <= resources["requests"].keys()
+
+
+def test_worker_loads_weights_from_the_shared_volume() -> None:
+    """REELSERVE_MODEL_PATH lies on a read-only mount of the weights claim; no hub downloads."""
+    worker = _worker()
+    container = _container(worker)
+    _, _, env = _env_sources(worker)
+    model_path = env["REELSERVE_MODEL_PATH"]["value"]
+    assert env["HF_HUB_OFFLINE"]["value"] == "1"
+    mounts = [m for m in container["volumeMounts"] if model_path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"{model_path} is on no (or more than one) volume mount"
+    assert mounts[0].get("readOnly") is True
+    volumes = {v["name"]: v for v in worker["spec"]["template"]["spec"]["volumes"]}
+    claim = volumes[mounts[0]["name"]]["persistentVolumeClaim"]
+    assert claim["claimName"] == MODELS_CLAIM and claim.get("readOnly") is True
+    # The example claim is the one the workers mount, and many pods can mount it at once.
+    example = _one("PersistentVolumeClaim", MODELS_CLAIM)
+    assert set(example["spec"]["accessModes"]) & {"ReadOnlyMany", "ReadWriteMany"}
 
 
 def test_worker_probes_wait_out_warm_up() -> None:
@@ -309,7 +347,12 @@ def test_worker_probes_wait_out_warm_up() -> None:
 def test_worker_shutdown_outlasts_the_longest_job() -> None:
     worker = _worker()
     pod = worker["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] >= 900
+    _, _, env = _env_sources(worker)
+    # The running batch may take the longest job to finish; the grace period adds time to upload,
+    # acknowledge and hand back read-ahead jobs after the drain timeout.
+    drain_s = int(env["REELSERVE_DRAIN_TIMEOUT_S"]["value"])
+    assert drain_s >= LONGEST_JOB_S
+    assert pod["terminationGracePeriodSeconds"] >= drain_s + 30
     # SIGTERM is handled by the worker itself; a preStop hook would only delay it.
     assert "lifecycle" not in _container(worker)
     # KEDA owns the replica count.
@@ -445,7 +488,19 @@ def test_schemas_reject_a_broken_scaled_object() -> None:
         metadata_validator.validate(no_activation)
 
 
-def test_scaled_object_targets_the_worker_stream() -> None:
+# How KEDA's redis-streams scaler picks its mode: a consumer group and lagCount -> XINFO GROUPS lag;
+# a consumer group alone -> XPENDING count; no group -> XLEN. The other modes' targets are ignored.
+_MODE_TARGET = {"lag": "lagCount", "pending": "pendingEntriesCount", "length": "streamLength"}
+_STREAM = re.compile(r"\{(?P<namespace>[^{}]+)\}:stream:(?P<model>[^:]+):(?P<level>\d+)")
+
+
+def _mode(metadata: dict[str, str]) -> str:
+    if metadata.get("consumerGroup"):
+        return "lag" if int(metadata.get("lagCount", "0")) != 0 else "pending"
+    return "length"
+
+
+def test_scaled_object_targets_the_worker_deployment() -> None:
     scaled, worker = _scaled_object(), _worker()
     spec = scaled["spec"]
     target = spec["scaleTargetRef"]
@@ -456,30 +511,55 @@ def test_scaled_object_targets_the_worker_stream() -> None:
     assert spec["minReplicaCount"] in (0, 1)
     assert spec["minReplicaCount"] <= spec["maxReplicaCount"] <= 16
     assert spec["pollingInterval"] > 0 and spec["cooldownPeriod"] > 0
+    # KEDA rejects a ScaledObject whose trigger names repeat.
+    names = [t.get("name") for t in spec["triggers"]]
+    assert all(names) and len(set(names)) == len(names), names
 
+
+def test_scaled_object_watches_every_level_stream() -> None:
+    """One trigger per (mode, level): backlog (lag), in flight (pending) and total (length), each on
+    the stream the code names for (namespace, model, level)."""
+    spec, worker = _scaled_object()["spec"], _worker()
     model = _flag(_container(worker)["args"], "--model")
+    namespace = _configmap_data()["REELSERVE_REDIS_NAMESPACE"]
     _, _, env = _env_sources(worker)
-    backlog = spec["triggers"][0]
-    assert backlog["type"] == "redis-streams"
-    meta = backlog["metadata"]
-    assert meta["stream"] == f"reelserve:jobs:{model}"
-    assert meta["consumerGroup"] == "workers"
-    assert int(meta["lagCount"]) >= 1
-    assert int(meta["activationLagCount"]) >= 0
-    assert "address" in meta or "addressFromEnv" in meta
-    if "addressFromEnv" in meta:
-        # KEDA resolves it from the scale target's container env: it must be set there explicitly.
-        assert meta["addressFromEnv"] in env, f"{meta['addressFromEnv']} is not in the worker's env"
-
-    # All redis-streams triggers watch the same stream and group; one of them looks at the pending
-    # entries list, so busy workers are not scaled in while their batch runs.
+    seen: Counter[tuple[str, int]] = Counter()
+    addresses = set()
     for trigger in spec["triggers"]:
-        assert trigger["metadata"]["stream"] == meta["stream"]
-        assert trigger["metadata"]["consumerGroup"] == "workers"
-        assert trigger["metadata"].get("addressFromEnv") == meta.get("addressFromEnv")
-    assert any(
-        "pendingEntriesCount" in t["metadata"] and "lagCount" not in t["metadata"] for t in spec["triggers"]
-    )
+        assert trigger["type"] == "redis-streams"
+        meta = trigger["metadata"]
+        match = _STREAM.fullmatch(meta["stream"])
+        assert match, f"{meta['stream']!r} is not {{<namespace>}}:stream:<model>:<level>"
+        level = int(match["level"])
+        assert (match["namespace"], match["model"]) == (namespace, model)
+        assert meta["stream"] == RedisKeys(namespace).stream(model, level)
+        mode = _mode(meta)
+        seen[mode, level] += 1
+        # The target is set explicitly (not KEDA's default of 5), and no other mode's target sits
+        # there looking as if it applied.
+        assert int(meta[_MODE_TARGET[mode]]) >= 1, trigger["name"]
+        assert not {k for m, k in _MODE_TARGET.items() if m != mode} & meta.keys(), trigger["name"]
+        if mode != "length":
+            assert meta["consumerGroup"] == BROKER_GROUP == "workers"
+        assert int(meta.get("activationLagCount", "0")) == 0, "one queued job must wake a worker"
+        addresses.add(meta.get("addressFromEnv"))
+    assert seen == Counter({(mode, level): 1 for mode in _MODE_TARGET for level in LEVELS}), seen
+    # One Redis, read through the worker's env (KEDA resolves addressFromEnv from the scale target).
+    assert len(addresses) == 1
+    (address,) = addresses
+    assert address in env, f"{address} is not in the worker's env"
+    assert env[address]["valueFrom"]["configMapKeyRef"]["key"] == address
+
+
+def test_stream_pattern_matches_the_code() -> None:
+    """The literal names in the manifest follow the key layout of jobs/redis_keys.py."""
+    keys = RedisKeys(DEFAULT_NAMESPACE)
+    assert keys.stream(MODEL, 0) == f"{{reelserve}}:stream:{MODEL}:0"
+    assert keys.dead_letters(MODEL) == f"{{reelserve}}:dead:{MODEL}"
+    for level in LEVELS:
+        match = _STREAM.fullmatch(keys.stream(MODEL, level))
+        assert match and int(match["level"]) == level
+    assert LEVELS == [0, 1, 2]
 
 
 # --- PDBs -----------------------------------------------------------------------------------------
@@ -514,7 +594,7 @@ def test_redis_is_durable() -> None:
     container = _container(redis)
     args = [*container.get("command", []), *container.get("args", [])]
     assert _flag(args, "--appendonly") == "yes"
-    assert _flag(args, "--appendfsync") == "everysec"
+    assert _flag(args, "--appendfsync") in ("everysec", "always"), "the queue must survive a Redis restart"
     assert _flag(args, "--maxmemory-policy") == "noeviction", "stream entries must never be evicted"
     # Redis >= 7: KEDA's lag trigger reads XINFO GROUPS lag.
     tag = container["image"].rsplit(":", 1)[1]

@@ -9,12 +9,12 @@ async def test_take_is_fifo_and_keyed() -> None:
     broker = LocalBroker()
     for job_id, key in [("a", "k1"), ("b", "k2"), ("c", "k1")]:
         await broker.put(job_id, key)
-    assert broker.position("c") == 2
+    assert await broker.position("c") == 2
     assert await broker.take("k2") == ("b", "k2")
-    assert broker.position("c") == 1
+    assert await broker.position("c") == 1
     assert await broker.take() == ("a", "k1")
     assert await broker.take("k2", timeout=0) is None
-    assert broker.depth() == 1
+    assert await broker.depth() == 1
 
 
 async def test_take_waits_for_a_put() -> None:
@@ -38,10 +38,10 @@ async def test_discard_and_position() -> None:
     broker = LocalBroker()
     await broker.put("a", "k")
     await broker.put("b", "k")
-    assert broker.discard("a")
-    assert not broker.discard("a")
-    assert broker.position("a") is None
-    assert broker.position("b") == 0
+    assert await broker.discard("a")
+    assert not await broker.discard("a")
+    assert await broker.position("a") is None
+    assert await broker.position("b") == 0
 
 
 async def test_batcher_groups_by_key_up_to_size() -> None:
@@ -69,7 +69,7 @@ async def test_batcher_waits_for_latecomers_within_max_wait() -> None:
     collecting = asyncio.create_task(batcher.collect())
     await late()
     assert await asyncio.wait_for(collecting, 5) == ["a", "b", "d", "e"]
-    assert broker.position("c") == 0
+    assert await broker.position("c") == 0
 
 
 async def test_more_urgent_levels_are_taken_first_and_fifo_within_a_level() -> None:
@@ -79,8 +79,8 @@ async def test_more_urgent_levels_are_taken_first_and_fifo_within_a_level() -> N
     await broker.put("r1", "k", level=0)
     await broker.put("s2", "k", level=1)
     await broker.put("r2", "k", level=0)
-    assert broker.position("s1") == 2 and broker.position("b1") == 4
-    assert broker.depth_by_level() == {0: 2, 1: 2, 2: 1}
+    assert await broker.position("s1") == 2 and await broker.position("b1") == 4
+    assert await broker.depth_by_level() == {0: 2, 1: 2, 2: 1}
     assert [(await broker.take())[0] for _ in range(5)] == ["r1", "r2", "s1", "s2", "b1"]  # type: ignore[index]
 
 
@@ -116,7 +116,7 @@ async def test_an_urgent_job_preempts_a_batch_that_has_not_started() -> None:
     await broker.put("s1", "slow", level=1)
     batcher = Batcher(broker, max_batch_size=4, max_wait_s=0.5, level_of=lambda job_id: levels[job_id])
     collecting = asyncio.create_task(batcher.collect())
-    while broker.depth():  # until it has taken s1 and is waiting for joiners
+    while await broker.depth():  # until it has taken s1 and is waiting for joiners
         await asyncio.sleep(0)
     await broker.put("r1", "fast", level=0)  # arrives while the standard batch waits for joiners
     assert await asyncio.wait_for(collecting, 5) == ["r1"]  # without preemption: ["s1"], r1 behind it

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -30,14 +30,6 @@ async def client(redis_server: RedisServer, request: pytest.FixtureRequest) -> A
                        decode_responses=request.param)
     yield c
     await c.aclose()
-
-
-@pytest.fixture
-def peek(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain client for the test to look at what the brokers wrote."""
-    c = redis.Redis(port=redis_server.port, decode_responses=True)
-    yield c
-    c.close()
 
 
 def broker(client: aioredis.Redis, consumer: str, **options: object) -> RedisStreamsBroker:
