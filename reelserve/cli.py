@@ -19,6 +19,7 @@ from reelserve.cache_cli import app as cache_app
 from reelserve.loadgen.cli import app as bench_app
 from reelserve.micro.cli import app as micro_app
 from reelserve.planning.cli import plan
+from reelserve.quality.cli import quality
 from reelserve.schemas import ReelserveError, VideoCreateRequest, resolve_request
 from reelserve.settings import Settings
 
@@ -26,6 +27,7 @@ app = typer.Typer(help="reelserve: an inference server for text-to-video diffusi
 console = Console(stderr=True)
 app.add_typer(micro_app, name="micro")
 app.add_typer(cache_app, name="cache")
+bench_app.command("quality")(quality)
 app.add_typer(bench_app, name="bench")
 app.command("plan")(plan)
 

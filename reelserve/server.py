@@ -11,6 +11,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from reelserve.accel.options import PRESETS, AccelerationOptions
+from reelserve.accel.options import resolve as resolve_accelerations
+from reelserve.accel.step_cache import threshold_for
 from reelserve.api.app import create_app
 from reelserve.api.auth import tenant_id
 from reelserve.cache.embedder import MiniLMEmbedder
@@ -34,7 +37,16 @@ from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
-from reelserve.models import LoadedModel, LoadOptions, get_spec, load_model, model_version, weights_source
+from reelserve.models import (
+    LoadedModel,
+    LoadOptions,
+    ModelSpec,
+    get_spec,
+    load_model,
+    model_version,
+    weights_source,
+)
+from reelserve.schemas.requests import ModelLimits
 from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
 from reelserve.storage.base import Storage
@@ -44,6 +56,46 @@ from reelserve.webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 
+def accelerations(settings: Settings) -> AccelerationOptions:
+    """The preset's options with every explicitly set flag over them."""
+    overrides = {name: getattr(settings, name) for name in AccelerationOptions.model_fields}
+    options, _ = resolve_accelerations(settings.preset, overrides)
+    return options
+
+
+def step_cache_threshold(settings: Settings) -> float | None:
+    options = accelerations(settings)
+    if options.step_cache == "none":
+        return None
+    return threshold_for(options.step_cache, settings.model, options.step_cache_threshold)
+
+
+def accelerations_in_force(settings: Settings) -> list[str]:
+    """What a job reports in ``accelerations``: the preset, a dtype other than auto, the options."""
+    head = [f"preset={settings.preset}"] if settings.preset else []
+    head += [f"dtype={settings.dtype}"] if settings.dtype != "auto" else []
+    return head + accelerations(settings).describe(step_cache_threshold(settings))
+
+
+def caches_results(settings: Settings) -> bool:
+    """First-Block Cache decides to skip from the whole batch's residual change, so a row's video
+    depends on its batch-mates (tested): such a video is not "the" video for its request, and the
+    result cache stays off rather than hand it out as one."""
+    if settings.cache_enabled and accelerations(settings).step_cache == "fbcache":
+        log.warning("step cache 'fbcache' makes videos depend on their batch-mates; the result cache is off")
+        return False
+    return settings.cache_enabled
+
+
+def served_limits(spec: ModelSpec, settings: Settings) -> ModelLimits:
+    """The model's limits with the preset's default step count: a request that names its steps
+    keeps them; one that leaves them to the server gets the preset's."""
+    if settings.preset is None:
+        return spec.limits
+    steps = PRESETS[settings.preset].default_steps(spec.limits.default_steps)
+    return spec.limits.model_copy(update={"default_steps": steps})
+
+
 def load_options(settings: Settings) -> LoadOptions:
     return LoadOptions(
         device=settings.device,
@@ -51,6 +103,8 @@ def load_options(settings: Settings) -> LoadOptions:
         cpu_offload=settings.cpu_offload,
         vae_tiling=settings.vae_tiling,
         path=settings.model_path,
+        accelerations=accelerations(settings),
+        onnx_cache_dir=str(settings.data_dir / "onnx"),
     )
 
 
@@ -76,6 +130,7 @@ def runner_for(model: LoadedModel, settings: Settings, metrics: Metrics | None =
         model.device,
         model.max_sequence_length,
         text_embeddings=text_embedding_cache(settings, metrics),
+        accelerated=model.accelerated,
     )
 
 
@@ -84,7 +139,12 @@ def output_settings(settings: Settings) -> dict[str, object]:
     (CPU and CUDA kernels, and bfloat16, round differently), and tiled VAE decoding blends tile seams.
     Left out on purpose: cpu_offload (same kernels, only moved), batching (rows are independent, and
     equal to single runs) and the text-embedding cache (bit-identical by test)."""
-    return {"device": settings.device, "dtype": settings.dtype, "vae_tiling": settings.vae_tiling}
+    return {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "vae_tiling": settings.vae_tiling,
+        **accelerations(settings).pixel_settings(step_cache_threshold(settings)),
+    }
 
 
 def cache_policy(settings: Settings, version: str) -> CachePolicy:
@@ -185,13 +245,14 @@ class Server:
         policy = cache_policy(settings, version)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
-        self.cache, semantic = result_cache(settings, self.metrics) if settings.cache_enabled else (None, None)
+        self.cache, semantic = result_cache(settings, self.metrics) if caches_results(settings) else (None, None)
         options = scheduling(settings, self.metrics)  # a bad tier or tenant setting fails here
         options.shared_queue = self.shared_queue
         self.store, broker, bus = self._queue_parts(options)
         self.engine = Engine(
             model_name=self.spec.name,
-            limits=self.spec.limits,
+            limits=served_limits(self.spec, settings),
+            accelerations=accelerations_in_force(settings),
             store=self.store,
             broker=broker,
             storage=storage_for(settings),
@@ -257,7 +318,8 @@ class Server:
     async def _load_and_start(self) -> None:
         try:
             model = await asyncio.to_thread(load_model, self.spec.name, load_options(self.settings))
-            seconds = await asyncio.to_thread(model.warm_up, self.settings.warmup_runs)
+            batch_sizes = tuple(range(1, self.settings.max_batch_size + 1))
+            seconds = await asyncio.to_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)
         except Exception as exc:
             self.load_error = exc
             log.exception("loading model %s failed; the server stays not ready", self.spec.name)

@@ -31,6 +31,23 @@ class Settings(BaseSettings):
     )
     cpu_offload: bool = Field(False, description="Offload idle sub-models to CPU (CUDA only).")
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles to cap memory.")
+    # Accelerations (docs/accelerations.md). Unset ones come from --preset, else are off.
+    preset: Literal["quality", "balanced", "fast"] | None = Field(
+        None, description="Bundle of accelerations and default step count: quality, balanced or fast."
+    )
+    attention_backend: str | None = Field(None, description="diffusers attention backend (native, flex, flash, sage, ...).")
+    cfg_batching: bool | None = Field(None, description="Run the cond and uncond passes as one batched forward.")
+    compile: bool | None = Field(None, description="torch.compile the repeated transformer blocks; warm-up compiles each batch size.")
+    step_cache: Literal["none", "fbcache", "taylorseer", "magcache", "pab"] | None = Field(
+        None, description="Reuse transformer work across denoising steps."
+    )
+    step_cache_threshold: float | None = Field(
+        None, gt=0, description="The step cache's knob; unset: the value calibrated for the model."
+    )
+    quantization: Literal["none", "int8"] | None = Field(None, description="int8 transformer weights (VAE untouched).")
+    backend: Literal["torch", "onnx"] | None = Field(None, description="What executes the transformer.")
+    vae_slicing: bool = Field(False, description="Decode one video of a batch at a time to cap memory.")
+    group_offload: bool = Field(False, description="Stream transformer block groups from CPU (CUDA only).")
     warmup_runs: int = Field(1, ge=0, le=10, description="Pipeline runs before /readyz turns ready.")
     max_batch_size: int = Field(4, ge=1, le=64, description="Most requests in one pipeline call.")
     max_wait_ms: int = Field(

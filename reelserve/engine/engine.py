@@ -61,6 +61,7 @@ class Engine:
     :param semantic: semantic matching on top of ``cache``.
     :param cache_policy: who may use the cache and under which key (needed for ``cache`` to be used).
     :param bus: where job events go; in process by default, Redis pub/sub when processes share the queue.
+    :param accelerations: the options in force (``AccelerationOptions.describe``), reported on jobs.
     :param lease_interval_s: with a shared queue (``scheduling.shared_queue``), seconds between
         heartbeats of running jobs and reclaims of dead workers' jobs.
     """
@@ -83,8 +84,10 @@ class Engine:
         notifier: WebhookNotifier | None = None,
         bus: Events | None = None,
         lease_interval_s: float | None = None,
+        accelerations: list[str] | None = None,
     ) -> None:
         self.model_name = model_name
+        self.accelerations = list(accelerations or [])
         self.notifier = notifier
         self.limits = limits
         self.runner: PipelineRunner | None = None
@@ -222,6 +225,7 @@ class Engine:
             job.deadline_at, job.estimated_completion_at = plan.deadline_at, plan.estimated_completion_at
             job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
         job.priority, job.tenant = placement.tier.name, tenant
+        job.accelerations = list(self.accelerations)
         if self.notifier is not None:
             self.notifier.attach(job, request)
         self.store.create(job)
@@ -412,6 +416,7 @@ class Engine:
         for position, job in enumerate(waiting, start=1):
             expect = _UNFINISHED if job.status is JobStatus.in_progress else _QUEUED  # reclaimed: was running
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
+            job.accelerations = list(self.accelerations)  # what this process really runs with
             job.timings.queue_s = now - job.created_at
             job.estimated_completion_at, job.batch_size = finish_by + position * write_s, len(waiting)
             if self.store.save(job, expect=expect):

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reelserve.accel.accelerate import Accelerated
 from reelserve.engine.cost_model import CallTiming
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.schemas import ErrorCode, GenerationParams, JobError
@@ -85,11 +86,13 @@ class PipelineRunner:
         device: torch.device,
         max_sequence_length: int,
         text_embeddings: TextEmbeddingCache | None = None,
+        accelerated: Accelerated | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.device = device
         self.max_sequence_length = max_sequence_length
         self.text_embeddings = text_embeddings
+        self.accelerated = accelerated
         self.calls = 0  # pipeline invocations, for tests and benchmarks
 
     def run(
@@ -177,6 +180,8 @@ class PipelineRunner:
                 raise _AllRowsStopped
             sliced = _drop_rows(pipe, tensors, keep)
             live[:] = [live[r] for r in keep]
+            if self.accelerated is not None:
+                self.accelerated.rows_dropped(sliced.get("negative_prompt_embeds"))
             return sliced
 
         started = time.perf_counter()
@@ -184,6 +189,8 @@ class PipelineRunner:
         try:
             with torch.inference_mode():
                 kwargs = self._call_kwargs(rows, step_end)
+                if self.accelerated is not None:
+                    self.accelerated.before_call(first.num_inference_steps, kwargs.get("negative_prompt_embeds"))
                 frames = self.pipeline(**kwargs).frames
         except _AllRowsStopped:
             return  # no videos and no decode: neither a timing nor proof that this batch size fits

@@ -11,6 +11,8 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from reelserve.accel.accelerate import check_options
+from reelserve.accel.options import AccelerationOptions
 from reelserve.schemas.errors import invalid
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -34,6 +36,8 @@ class LoadOptions(BaseModel):
     cpu_offload: bool = False
     vae_tiling: bool = False
     path: str | None = None
+    accelerations: AccelerationOptions = AccelerationOptions()
+    onnx_cache_dir: str | None = None  # where backend 'onnx' keeps exported graphs
 
 
 def resolve_device(options: LoadOptions) -> torch.device:
@@ -69,6 +73,7 @@ def resolve_placement(options: LoadOptions) -> tuple[torch.device, torch.dtype]:
     device = resolve_device(options)
     dtype = resolve_dtype(options, device)
     _check_offload(options, device)
+    check_options(options.accelerations, device, cpu_offload=options.cpu_offload)
     return device, dtype
 
 

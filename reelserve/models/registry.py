@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import WanPipeline
 
+from reelserve.accel.accelerate import Accelerated, accelerate, check_options
+from reelserve.models.fingerprint import model_version
 from reelserve.models.micro import MICRO_MAX_SEQUENCE_LENGTH, MICRO_WEIGHTS
 from reelserve.models.options import LoadOptions, apply_options, resolve_placement
 from reelserve.models.tiny import TINY_MAX_SEQUENCE_LENGTH, build_tiny_pipeline
@@ -50,33 +53,69 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     max_sequence_length: int
+    accelerated: Accelerated | None = None
 
-    def warm_up(self, runs: int = 1) -> float:
-        """Run the pipeline ``runs`` times at the smallest legal shape; return the seconds spent.
+    def warm_up(self, runs: int = 1, batch_sizes: tuple[int, ...] = (1,)) -> float:
+        """Run the pipeline ``runs`` times per batch size; return the seconds spent.
 
-        The first call pays for lazy kernel setup and allocator growth, so a job does not.
-        Uses its own generator: the global RNG state is untouched.
+        The first call pays for lazy kernel setup and allocator growth, so a job does not. With
+        compiled blocks the shape matters: each batch size is run at the model's default clip
+        shape, so the serving path finds its graphs compiled. Without, the smallest legal shape
+        is enough. Uses its own generators: the global RNG state is untouched.
         """
-        side = self.limits.spatial_multiple
-        extra = {"guidance_scale_2": self.limits.default_guidance} if self.limits.two_experts else {}
+        compiled = self.accelerated is not None and self.accelerated.options.compile
+        limits = self.limits
+        if compiled:
+            width, height, frames = limits.default_width, limits.default_height, limits.default_frames
+        else:
+            width = height = limits.spatial_multiple
+            frames = WARM_UP_FRAMES
+        # CFG batching doubles the batch the blocks see, but not for a request without guidance.
+        guidances = [limits.default_guidance]
+        if compiled and self.accelerated.options.cfg_batching:
+            guidances.append(1.0)
         start = time.perf_counter()
         for _ in range(runs):
-            self.pipeline(
-                prompt="warm-up",
-                negative_prompt="",
-                height=side,
-                width=side,
-                num_frames=WARM_UP_FRAMES,
-                num_inference_steps=WARM_UP_STEPS,
-                guidance_scale=self.limits.default_guidance,
-                generator=torch.Generator().manual_seed(0),
-                output_type="np",
-                max_sequence_length=self.max_sequence_length,
-                **extra,
-            )
+            for size in batch_sizes if compiled else (1,):
+                for guidance in guidances:
+                    self.generate(["warm-up"] * size, width, height, frames, WARM_UP_STEPS, guidance=guidance)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def generate(self, prompts: list[str], width: int, height: int, frames: int, steps: int,
+                 seeds: list[int] | None = None, guidance: float | None = None) -> Any:
+        """One pipeline call the way the runner makes it (prompt embeddings, accelerations primed),
+        for warm-up, calibration and benchmarks. Returns the pipeline's frames, float in [0, 1]."""
+        guidance = self.limits.default_guidance if guidance is None else guidance
+        extra = {"guidance_scale_2": guidance} if self.limits.two_experts else {}
+        seeds = seeds if seeds is not None else list(range(len(prompts)))
+        embeds = _encode(self.pipeline, prompts, self.max_sequence_length)
+        negative = _encode(self.pipeline, [""] * len(prompts), self.max_sequence_length) if guidance > 1 else None
+        if self.accelerated is not None:
+            self.accelerated.before_call(steps, negative)
+        with torch.inference_mode():
+            return self.pipeline(
+                prompt_embeds=embeds,
+                negative_prompt_embeds=negative,
+                height=height,
+                width=width,
+                num_frames=frames,
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=[torch.Generator(device=self.device).manual_seed(seed) for seed in seeds],
+                output_type="np",
+                max_sequence_length=self.max_sequence_length,
+                **extra,
+            ).frames
+
+
+def _encode(pipeline: Any, prompts: list[str], max_sequence_length: int) -> torch.Tensor:
+    embeds, _ = pipeline.encode_prompt(
+        prompts, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
+        device=pipeline._execution_device,
+    )
+    return embeds
 
 
 def _load_tiny(options: LoadOptions) -> WanPipeline:
@@ -225,9 +264,10 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     are read; see ``load_wan_pipeline`` for the errors a bad ``path`` gives."""
     spec = get_spec(name)
     device, dtype = resolve_placement(options)
+    check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
     pipeline = spec.loader(options)
     _check_limits_match(spec, pipeline)
-    return LoadedModel(
+    model = LoadedModel(
         name=spec.name,
         limits=spec.limits,
         pipeline=pipeline,
@@ -235,6 +275,18 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
         dtype=dtype,
         max_sequence_length=spec.max_sequence_length,
     )
+    side = spec.limits.spatial_multiple
+    model.accelerated = accelerate(
+        pipeline,
+        options.accelerations,
+        device=device,
+        model=spec.name,
+        calibration_run=lambda steps: model.generate(["calibration"], side, side, WARM_UP_FRAMES, steps),
+        default_steps=spec.limits.default_steps,
+        onnx_cache_dir=Path(options.onnx_cache_dir) if options.onnx_cache_dir else None,
+        model_key=model_version(spec.name, weights_source(spec.name, options.path)),
+    )
+    return model
 
 
 def _check_limits_match(spec: ModelSpec, pipeline: WanPipeline) -> None:

@@ -88,6 +88,8 @@ class Job(BaseModel):
     # Where the final state is POSTed, and how that delivery stands.
     webhook_url: str | None = None
     webhook: WebhookDelivery | None = None
+    # The acceleration options the video is (or will be) made with, e.g. "cfg_batching".
+    accelerations: list[str] = Field(default_factory=list)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """A sensitive job's repr hides its prompts, so logging a job can never print them."""
@@ -130,6 +132,7 @@ class Job(BaseModel):
             "degraded_reason": self.degraded_reason,
             "webhook_url": self.webhook_url,
             "webhook": self.webhook.model_dump() if self.webhook else None,
+            "accelerations": list(self.accelerations),
             **(
                 {"cache_similarity": self.cache_similarity, "cache_matched_prompt": self.cache_matched_prompt}
                 if self.cache_similarity is not None

@@ -6,6 +6,7 @@ import pydantic
 import pytest
 import torch
 
+from reelserve.accel.options import AccelerationOptions
 from reelserve.models import LoadOptions, load_model
 from reelserve.models.options import resolve_device, resolve_dtype
 from reelserve.schemas.errors import ErrorCode, ReelserveError
@@ -20,7 +21,10 @@ def test_defaults_are_auto_and_off() -> None:
         "cpu_offload": False,
         "vae_tiling": False,
         "path": None,
+        "accelerations": AccelerationOptions().model_dump(),
+        "onnx_cache_dir": None,
     }
+    assert AccelerationOptions().describe() == []  # eager PyTorch: nothing to report
 
 
 def test_unknown_option_rejected() -> None:

@@ -1,0 +1,1 @@
+"""``reelserve bench quality``: what each acceleration costs in quality, next to what it saves in time."""

@@ -1,0 +1,97 @@
+"""Accelerations from the outside: jobs say what they run with, presets set the default step count
+(never a request's own), the cache key follows exactly the settings that change pixels, and options
+that cannot run keep the server from becoming ready."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from support import RunningServer, serve, wait_until
+
+from reelserve.cache.key import cache_key
+from reelserve.models import get_spec
+from reelserve.models.options import resolve_placement
+from reelserve.schemas import GenerationParams
+from reelserve.schemas.errors import ReelserveError
+from reelserve.server import Server, accelerations_in_force, load_options, output_settings, served_limits
+from reelserve.settings import Settings
+
+SMALL = {"size": "32x32", "num_frames": 5}
+
+
+def finished(running: RunningServer, video_id: str) -> dict[str, Any]:
+    def poll() -> dict[str, Any] | None:
+        video = running.client.get(f"/v1/videos/{video_id}").json()
+        return video if video["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_until(poll, timeout=60)
+
+
+def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
+    with serve(tmp_path / "data", preset="quality") as running:
+        model = running.server.model
+        assert model is not None and model.accelerated is not None
+        merged_in_warm_up = model.accelerated.cfg[0].batched
+        created = running.client.post("/v1/videos", json={"prompt": "a red fox in the snow", **SMALL})
+        assert created.status_code == 200, created.text
+        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching"]
+        done = finished(running, created.json()["id"])
+        assert done["status"] == "completed"
+        assert done["accelerations"] == ["preset=quality", "cfg_batching"]
+        assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
+        # What the job says is what ran: its steps merged their CFG passes.
+        assert model.accelerated.cfg[0].batched == merged_in_warm_up + done["num_inference_steps"]
+    assert accelerations_in_force(Settings(model="tiny")) == []  # plain eager: nothing to report
+
+
+def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_path: Path) -> None:
+    tiny = get_spec("tiny")
+    fast_steps = served_limits(tiny, Settings(model="tiny", preset="fast")).default_steps
+    assert fast_steps == 2 < tiny.limits.default_steps == 4  # 40 % of tiny's 4, rounded
+    assert served_limits(tiny, Settings(model="tiny")) == tiny.limits
+
+    with serve(tmp_path / "data", preset="fast") as running:
+        omitted = running.client.post("/v1/videos", json={"prompt": "waves on a beach", **SMALL}).json()
+        explicit = running.client.post(
+            "/v1/videos", json={"prompt": "waves on a beach", "num_inference_steps": 6, **SMALL}
+        ).json()
+        for created, steps in ((omitted, fast_steps), (explicit, 6)):
+            done = finished(running, created["id"])
+            assert (done["status"], done["num_inference_steps"]) == ("completed", steps)
+            assert done["accelerations"] == ["preset=fast", "cfg_batching", "step_cache=fbcache:0.05"]
+
+
+def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
+    params = GenerationParams(
+        model="tiny", prompt="a red fox", width=32, height=32, num_frames=5, fps=8, num_inference_steps=4,
+        guidance_scale=5.0, seed=1,
+    )
+
+    def key(**settings: Any) -> str:
+        return cache_key(params, "tiny:test", output_settings(Settings(model="tiny", **settings)))
+
+    assert key(step_cache="fbcache") != key(step_cache="none") == key()
+    assert key(step_cache="fbcache", step_cache_threshold=0.1) != key(step_cache="fbcache", step_cache_threshold=0.2)
+    # Left unset, the threshold is the model's resolved one (0.05 for uncalibrated tiny): the same floats.
+    assert key(step_cache="fbcache") == key(step_cache="fbcache", step_cache_threshold=0.05)
+    assert key(cfg_batching=True) != key()
+    assert key(preset="quality") == key(cfg_batching=True)  # the options count, not the preset's name
+    assert key(vae_slicing=True) == key()  # memory only
+
+
+def test_options_that_cannot_run_keep_the_server_from_becoming_ready(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", model="tiny", backend="onnx", step_cache="fbcache")
+    with pytest.raises(ReelserveError) as refused:
+        resolve_placement(load_options(settings))
+    assert refused.value.param == "backend"
+
+    server = Server(settings)  # the settings themselves are well-formed; loading is what refuses
+    with TestClient(server.app) as client:
+        error = wait_until(lambda: server.load_error, timeout=30)
+        assert isinstance(error, ReelserveError) and error.param == "backend"
+        assert "step_cache" in error.message
+        assert client.get("/readyz").status_code == 503
+        assert server.model is None and not server.engine.ready
