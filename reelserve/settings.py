@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     quantization: Literal["none", "int8"] | None = Field(None, description="int8 transformer weights (VAE untouched).")
     backend: Literal["torch", "onnx"] | None = Field(None, description="What executes the transformer.")
     vae_slicing: bool = Field(False, description="Decode one video of a batch at a time to cap memory.")
+    channels_last: bool | None = Field(None, description="VAE 3-D convolutions in channels-last memory format.")
     group_offload: bool = Field(False, description="Stream transformer block groups from CPU (CUDA only).")
     warmup_runs: int = Field(1, ge=0, le=10, description="Pipeline runs before /readyz turns ready.")
     max_batch_size: int = Field(4, ge=1, le=64, description="Most requests in one pipeline call.")

@@ -30,6 +30,7 @@ class AccelerationOptions(BaseModel):
     quantization: Literal["none", "int8"] = Field("none", description="Transformer weights (VAE untouched).")
     backend: Literal["torch", "onnx"] = Field("torch", description="What executes the transformer.")
     vae_slicing: bool = Field(False, description="Decode one video of the batch at a time.")
+    channels_last: bool = Field(False, description="VAE 3-D convolutions in channels-last memory format.")
     group_offload: bool = Field(False, description="Stream transformer block groups from CPU (CUDA only).")
 
     def describe(self, threshold: float | None = None) -> list[str]:
@@ -51,6 +52,8 @@ class AccelerationOptions(BaseModel):
             parts.append(f"backend={self.backend}")
         if self.vae_slicing:
             parts.append("vae_slicing")
+        if self.channels_last:
+            parts.append("channels_last")
         if self.group_offload:
             parts.append("group_offload")
         return parts
@@ -82,29 +85,31 @@ class Preset(BaseModel):
         return max(1, round(model_default * self.steps_fraction))
 
 
-# Measured on the micro model by `reelserve bench quality` (docs/accelerations.md). Each preset keeps
-# the dtype the device does best: float32 on this CPU, where bfloat16 measured slower.
+# Measured on the micro model by `reelserve bench quality` (docs/accelerations.md). Every preset keeps
+# the dtype the device does best (float32 on this CPU, where bfloat16 measured slower) and uses only
+# step caches whose decisions follow the schedule, not the batch: a video must not depend on its
+# batch-mates (First-Block Cache's does, so no preset uses it).
 PRESETS: dict[str, Preset] = {
     "quality": Preset(
         name="quality",
         dtype="auto",
-        accelerations=AccelerationOptions(cfg_batching=True),
+        accelerations=AccelerationOptions(cfg_batching=True, channels_last=True),
         steps_fraction=1.0,
-        summary="Exact up to float rounding: CFG batching only, all steps.",
+        summary="Exact up to float rounding: CFG batching and channels-last VAE, all steps.",
     ),
     "balanced": Preset(
         name="balanced",
         dtype="auto",
-        accelerations=AccelerationOptions(cfg_batching=True, step_cache="fbcache"),
-        steps_fraction=0.8,
-        summary="CFG batching, First-Block Cache at its calibrated threshold, 80 % of the steps.",
+        accelerations=AccelerationOptions(cfg_batching=True, channels_last=True, step_cache="magcache"),
+        steps_fraction=1.0,
+        summary="Quality's options plus MagCache at its calibrated threshold, all steps.",
     ),
     "fast": Preset(
         name="fast",
         dtype="auto",
-        accelerations=AccelerationOptions(cfg_batching=True, step_cache="fbcache"),
-        steps_fraction=0.4,
-        summary="CFG batching, First-Block Cache, 40 % of the steps.",
+        accelerations=AccelerationOptions(cfg_batching=True, channels_last=True, step_cache="magcache"),
+        steps_fraction=0.8,
+        summary="Balanced's options at 80 % of the steps.",
     ),
 }
 

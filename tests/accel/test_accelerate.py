@@ -92,7 +92,7 @@ def test_pixel_settings_hold_what_changes_the_floats_and_nothing_else() -> None:
     plain = AccelerationOptions().pixel_settings()
     assert set(plain) == {
         "accel_attention_backend", "accel_cfg_batching", "accel_compile", "accel_step_cache",
-        "accel_step_cache_threshold", "accel_quantization", "accel_backend",
+        "accel_step_cache_threshold", "accel_quantization", "accel_backend", "accel_channels_last",
     }
     # Memory-only options: same floats, same settings.
     assert AccelerationOptions(vae_slicing=True, group_offload=True).pixel_settings() == plain
@@ -106,9 +106,9 @@ def test_pixel_settings_hold_what_changes_the_floats_and_nothing_else() -> None:
 
 def test_explicit_settings_beat_the_preset_and_none_means_unset() -> None:
     assert resolve(None, {}) == (AccelerationOptions(), 1.0)
-    assert resolve("fast", {"cfg_batching": None, "step_cache": None}) == (PRESETS["fast"].accelerations, 0.4)
+    assert resolve("fast", {"cfg_batching": None, "step_cache": None}) == (PRESETS["fast"].accelerations, 0.8)
     options, fraction = resolve("fast", {"step_cache": "none", "cfg_batching": None, "compile": None})
-    assert (options.step_cache, options.cfg_batching, fraction) == ("none", True, 0.4)
+    assert (options.step_cache, options.cfg_batching, fraction) == ("none", True, 0.8)
     # False is a setting, not an absence: it turns off what the preset turns on.
     assert resolve("quality", {"cfg_batching": False})[0].cfg_batching is False
     assert resolve(None, {"step_cache": "pab", "step_cache_threshold": 4.0})[0] == AccelerationOptions(
@@ -117,7 +117,7 @@ def test_explicit_settings_beat_the_preset_and_none_means_unset() -> None:
 
 
 def test_presets_scale_the_model_default_steps() -> None:
-    assert [PRESETS[name].default_steps(25) for name in ("quality", "balanced", "fast")] == [25, 20, 10]
+    assert [PRESETS[name].default_steps(25) for name in ("quality", "balanced", "fast")] == [25, 25, 20]
     assert PRESETS["fast"].default_steps(1) == 1  # never zero steps
 
 

@@ -37,10 +37,10 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
         merged_in_warm_up = model.accelerated.cfg[0].batched
         created = running.client.post("/v1/videos", json={"prompt": "a red fox in the snow", **SMALL})
         assert created.status_code == 200, created.text
-        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching"]
+        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching", "channels_last"]
         done = finished(running, created.json()["id"])
         assert done["status"] == "completed"
-        assert done["accelerations"] == ["preset=quality", "cfg_batching"]
+        assert done["accelerations"] == ["preset=quality", "cfg_batching", "channels_last"]
         assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
         # What the job says is what ran: its steps merged their CFG passes.
         assert model.accelerated.cfg[0].batched == merged_in_warm_up + done["num_inference_steps"]
@@ -50,7 +50,7 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
 def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_path: Path) -> None:
     tiny = get_spec("tiny")
     fast_steps = served_limits(tiny, Settings(model="tiny", preset="fast")).default_steps
-    assert fast_steps == 2 < tiny.limits.default_steps == 4  # 40 % of tiny's 4, rounded
+    assert fast_steps == 3 < tiny.limits.default_steps == 4  # 80 % of tiny's 4, rounded
     assert served_limits(tiny, Settings(model="tiny")) == tiny.limits
 
     with serve(tmp_path / "data", preset="fast") as running:
@@ -61,7 +61,7 @@ def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_pa
         for created, steps in ((omitted, fast_steps), (explicit, 6)):
             done = finished(running, created["id"])
             assert (done["status"], done["num_inference_steps"]) == ("completed", steps)
-            assert done["accelerations"] == ["preset=fast", "cfg_batching", "step_cache=fbcache:0.05"]
+            assert done["accelerations"] == ["preset=fast", "cfg_batching", "step_cache=magcache:0.06", "channels_last"]
 
 
 def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
@@ -78,7 +78,8 @@ def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
     # Left unset, the threshold is the model's resolved one (0.05 for uncalibrated tiny): the same floats.
     assert key(step_cache="fbcache") == key(step_cache="fbcache", step_cache_threshold=0.05)
     assert key(cfg_batching=True) != key()
-    assert key(preset="quality") == key(cfg_batching=True)  # the options count, not the preset's name
+    # The options count, not the preset's name.
+    assert key(preset="quality") == key(cfg_batching=True, channels_last=True) != key(cfg_batching=True)
     assert key(vae_slicing=True) == key()  # memory only
 
 

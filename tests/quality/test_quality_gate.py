@@ -24,7 +24,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcome, list[Ou
 
 def test_safe_configurations_are_the_exact_ones_and_the_presets() -> None:
     names = {c.name for c in SAFE}
-    assert {"cfg_batching", "onnx", "preset quality", "preset balanced", "preset fast"} <= names
+    assert {"cfg_batching", "onnx", "channels_last", "preset quality", "preset balanced", "preset fast"} <= names
     assert all(c.psnr_floor is not None for c in SAFE)
 
 
@@ -46,8 +46,9 @@ def test_presets_skip_work_or_steps(measured: tuple[Outcome, list[Outcome]]) -> 
     baseline, outcomes = measured
     by_name = {o.config.name: o for o in outcomes}
     fast, balanced = by_name["preset fast"], by_name["preset balanced"]
-    assert fast.steps < balanced.steps < baseline.steps
-    assert balanced.skipped_passes is not None and balanced.skipped_passes > 0
+    assert fast.steps < balanced.steps == baseline.steps
+    for preset in (fast, balanced):
+        assert preset.skipped_passes is not None and preset.skipped_passes >= 1, preset.config.name
 
 
 def test_the_gate_fails_a_configuration_that_breaks_its_bound(measured: tuple[Outcome, list[Outcome]]) -> None:
@@ -57,7 +58,7 @@ def test_the_gate_fails_a_configuration_that_breaks_its_bound(measured: tuple[Ou
     assert gate([too_strict], baseline) == [
         f"preset fast: PSNR {fast.psnr:.1f} dB is below its floor {fast.psnr + 1:g} dB"
     ]
-    worse = dataclasses.replace(fast, adherence={k: v - 5 for k, v in fast.adherence.items()})
+    worse = dataclasses.replace(fast, adherence={k: v - 3 for k, v in baseline.adherence.items()})
     assert any("mean adherence fell" in failure for failure in gate([worse], baseline))
 
 
