@@ -77,6 +77,8 @@ class _SharedQueueServer(Server):
 class ApiServer(_SharedQueueServer):
     """``reelserve api``: accepts, lists, cancels and streams jobs; runs none. Ready while Redis answers."""
 
+    runs_model = False  # its --device and accelerations are the workers' business
+
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._redis_ok = False

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from reelserve.accel.accelerate import check_options
 from reelserve.accel.options import PRESETS, AccelerationOptions
 from reelserve.accel.options import resolve as resolve_accelerations
 from reelserve.accel.step_cache import threshold_for
@@ -46,6 +47,7 @@ from reelserve.models import (
     model_version,
     weights_source,
 )
+from reelserve.models.options import resolve_placement
 from reelserve.schemas.requests import ModelLimits
 from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
@@ -106,6 +108,14 @@ def load_options(settings: Settings) -> LoadOptions:
         accelerations=accelerations(settings),
         onnx_cache_dir=str(settings.data_dir / "onnx"),
     )
+
+
+def check_load_options(settings: Settings, spec: ModelSpec) -> None:
+    """Every placement and acceleration check that needs no weights: a server that cannot load its
+    model refuses to start rather than stay unready."""
+    options = load_options(settings)
+    device, _ = resolve_placement(options)
+    check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
 
 
 def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> TextEmbeddingCache | None:
@@ -235,10 +245,13 @@ class Server:
     (``reelserve.distributed``) are subclasses that swap the queue parts and the lifespan."""
 
     shared_queue = False  # other processes share the job store and queue
+    runs_model = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.spec = get_spec(settings.model)  # an unknown model fails here, before anything starts
+        if self.runs_model:  # and so do placement and accelerations that cannot run here
+            check_load_options(settings, self.spec)
         # So does a bad sensitive-prompt hook. The policy exists even with the cache off: it also
         # flags sensitive prompts.
         version = model_version(self.spec.name, weights_source(self.spec.name, settings.model_path))

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from support import RunningServer, serve, wait_until
+from typer.testing import CliRunner
 
 from reelserve.cache.key import cache_key
+from reelserve.cli import app
 from reelserve.models import get_spec
 from reelserve.models.options import resolve_placement
 from reelserve.schemas import GenerationParams
@@ -83,16 +84,21 @@ def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
     assert key(vae_slicing=True) == key()  # memory only
 
 
-def test_options_that_cannot_run_keep_the_server_from_becoming_ready(tmp_path: Path) -> None:
+def test_options_that_cannot_run_stop_the_server_at_start(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", device="cpu", model="tiny", backend="onnx", step_cache="fbcache")
     with pytest.raises(ReelserveError) as refused:
         resolve_placement(load_options(settings))
     assert refused.value.param == "backend"
 
-    server = Server(settings)  # the settings themselves are well-formed; loading is what refuses
-    with TestClient(server.app) as client:
-        error = wait_until(lambda: server.load_error, timeout=30)
-        assert isinstance(error, ReelserveError) and error.param == "backend"
-        assert "step_cache" in error.message
-        assert client.get("/readyz").status_code == 503
-        assert server.model is None and not server.engine.ready
+    with pytest.raises(ReelserveError) as refused:
+        Server(settings)  # before anything listens or loads
+    assert refused.value.param == "backend" and "step_cache" in refused.value.message
+    two_experts = Settings(data_dir=tmp_path / "data", device="cpu", model="wan2.2-t2v-a14b", step_cache="magcache")
+    with pytest.raises(ReelserveError) as refused:
+        Server(two_experts)
+    assert refused.value.param == "step_cache"
+
+    result = CliRunner().invoke(app, ["serve", "--model", "tiny", "--group-offload", "--device", "cpu",
+                                      "--data-dir", str(tmp_path / "cli")])
+    assert result.exit_code == 2
+    assert "group_offload" in result.output
