@@ -14,6 +14,7 @@ from reelserve.api.auth import AdminAuth, BearerAuth
 from reelserve.api.content import ContentDelivery
 from reelserve.api.errors import install_error_handlers
 from reelserve.api.metrics_middleware import RequestMetricsMiddleware
+from reelserve.api.models import models_router
 from reelserve.api.videos import videos_router
 from reelserve.engine.service import CacheAdmin, VideoService
 from reelserve.metrics import Metrics
@@ -42,6 +43,7 @@ def create_app(
         videos_router(service, sync_max_wait_s, content_delivery, presign_ttl_s),
         dependencies=[Depends(BearerAuth(api_keys or []))],
     )
+    app.include_router(models_router(service), dependencies=[Depends(BearerAuth(api_keys or []))])
     if cache_admin is not None:
         app.include_router(admin_router(cache_admin), dependencies=[Depends(AdminAuth(admin_keys or []))])
 

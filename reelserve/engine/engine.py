@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
@@ -39,6 +40,7 @@ from reelserve.schemas import (
     VideoCreateRequest,
     resolve_request,
 )
+from reelserve.schemas.model_info import model_object
 from reelserve.storage.base import Storage
 from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE, encode_mp4, encode_thumbnail
 
@@ -329,6 +331,10 @@ class Engine:
 
     async def queue_depth(self) -> int:
         return await self.broker.depth()
+
+    def model_info(self) -> dict[str, Any]:
+        tiers = self.scheduler.tiers
+        return model_object(self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier)
 
     async def _count_queue(self) -> None:
         self.metrics.queue_depth.set(await self.broker.depth())

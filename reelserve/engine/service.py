@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from reelserve.schemas import Job, JobEvent, VideoCreateRequest
 from reelserve.storage.base import Storage
@@ -46,6 +46,9 @@ class VideoService(Protocol):
         """Raises not_found, or conflict while the job is unfinished."""
 
     def queue_depth(self) -> int: ...
+
+    def model_info(self) -> dict[str, Any]:
+        """The served model as an OpenAI ``model`` object, with each parameter's default and range."""
 
 
 class CacheAdmin(Protocol):

@@ -1,0 +1,30 @@
+"""``/v1/models``: the served model, each parameter's default and range (OpenAI's list shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from reelserve.engine.service import VideoService
+from reelserve.schemas import ErrorCode, ReelserveError
+
+
+def models_router(service: VideoService) -> APIRouter:
+    router = APIRouter(prefix="/v1/models", tags=["models"])
+
+    @router.get("")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [service.model_info()]}
+
+    @router.get("/{model_id}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        info = service.model_info()
+        if model_id != info["id"]:
+            raise ReelserveError(
+                ErrorCode.not_found, f"model '{model_id}' is not served here; this server serves '{info['id']}'",
+                param="model",
+            )
+        return info
+
+    return router
