@@ -23,10 +23,12 @@ from reelserve.engine.scheduler import SchedulingOptions
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.redis_broker import RedisStreamsBroker
 from reelserve.jobs.redis_events import RedisEventBus
+from reelserve.jobs.redis_keys import RedisKeys
 from reelserve.jobs.redis_store import RedisJobStore
 from reelserve.schemas import ErrorCode, ReelserveError
 from reelserve.server import Server
 from reelserve.settings import Settings
+from reelserve.stats import RedisStats, StatsRecorder
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,12 @@ class _SharedQueueServer(Server):
         )
         self.bus = RedisEventBus(self.async_redis, namespace)
         return store, self.broker, self.bus
+
+    def _stats_recorder(self) -> StatsRecorder:
+        return RedisStats(self.sync_redis, self.async_redis, RedisKeys(self.settings.redis_namespace).prefix)
+
+    def _worker_name(self) -> str:
+        return self._consumer()
 
     async def _shut_down(self) -> None:
         await super()._shut_down()
@@ -157,6 +165,7 @@ class WorkerServer(_SharedQueueServer):
             log.info("queued %d jobs whose queue entries were missing", requeued)
         if self.cache is not None:
             await self.cache.start()
+        self._report_worker()
         loading = asyncio.create_task(self._load_and_start())
         try:
             yield

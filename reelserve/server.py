@@ -26,6 +26,7 @@ from reelserve.cache.semantic import SemanticStore
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.circuit import CircuitBreaker, CircuitState
 from reelserve.engine.cost_model import CostModel
+from reelserve.engine.dashboard import Dashboard
 from reelserve.engine.engine import Engine
 from reelserve.engine.events import Events
 from reelserve.engine.notifier import WebhookNotifier
@@ -51,6 +52,7 @@ from reelserve.models.options import resolve_placement
 from reelserve.schemas.requests import ModelLimits
 from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
+from reelserve.stats import LocalStats, StatsRecorder
 from reelserve.storage.base import Storage
 from reelserve.storage.local import LocalStorage
 from reelserve.webhooks import WebhookSender
@@ -262,6 +264,7 @@ class Server:
         options = scheduling(settings, self.metrics)  # a bad tier or tenant setting fails here
         options.shared_queue = self.shared_queue
         self.store, broker, bus = self._queue_parts(options)
+        stats = self._stats_recorder()
         self.engine = Engine(
             model_name=self.spec.name,
             limits=served_limits(self.spec, settings),
@@ -285,6 +288,7 @@ class Server:
             ),
             bus=bus,
             lease_interval_s=settings.claim_idle_s / 3 if self.shared_queue else None,
+            stats=stats,
         )
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
@@ -292,6 +296,17 @@ class Server:
 
     def _queue_parts(self, options: SchedulingOptions) -> tuple[JobStore, Broker, Events | None]:
         return SqliteJobStore(self.settings.db_path), LocalBroker(), None
+
+    def _stats_recorder(self) -> StatsRecorder:
+        return LocalStats()
+
+    def _worker_name(self) -> str:
+        return "embedded"
+
+    def _report_worker(self) -> None:
+        """Show this process on the dashboard (called on the event loop: Redis heartbeats are a task)."""
+        name = self._worker_name()
+        self.engine.stats.register_worker(lambda: self.engine.worker_status(name))
 
     def _create_app(self) -> FastAPI:
         settings = self.settings
@@ -305,6 +320,7 @@ class Server:
             admin_keys=settings.admin_keys,
             content_delivery=settings.content_delivery,
             presign_ttl_s=settings.presigned_url_ttl_s,
+            dashboard=Dashboard(self.engine),
         )
 
     @asynccontextmanager
@@ -314,6 +330,7 @@ class Server:
             log.info("re-queued %d unfinished jobs from the last run", requeued)
         if self.cache is not None:
             await self.cache.start()  # subscribed and bloom-synced before the first lookup
+        self._report_worker()
         loading = asyncio.create_task(self._load_and_start())
         try:
             yield
@@ -324,6 +341,7 @@ class Server:
 
     async def _shut_down(self) -> None:
         await self.engine.stop()
+        await self.engine.stats.close()
         if self.cache is not None:
             await self.cache.close()
         self.store.close()

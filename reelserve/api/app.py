@@ -15,8 +15,10 @@ from reelserve.api.content import ContentDelivery
 from reelserve.api.errors import install_error_handlers
 from reelserve.api.metrics_middleware import RequestMetricsMiddleware
 from reelserve.api.models import models_router
+from reelserve.api.pages import install_pages
+from reelserve.api.stats import stats_router
 from reelserve.api.videos import videos_router
-from reelserve.engine.service import CacheAdmin, VideoService
+from reelserve.engine.service import CacheAdmin, OpsStats, VideoService
 from reelserve.metrics import Metrics
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -33,9 +35,10 @@ def create_app(
     admin_keys: list[str] | None = None,
     content_delivery: ContentDelivery = "api",
     presign_ttl_s: int = 3600,
+    dashboard: OpsStats | None = None,
 ) -> FastAPI:
-    """The app. ``/v1/admin/cache`` exists when ``cache_admin`` is given, and answers 403 to everyone
-    until ``admin_keys`` are configured."""
+    """The app. ``/v1/admin/cache`` and ``/v1/admin/stats`` exist when ``cache_admin`` and ``dashboard``
+    are given, and answer 403 to everyone until ``admin_keys`` are configured."""
     app = FastAPI(title="reelserve", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
@@ -46,6 +49,10 @@ def create_app(
     app.include_router(models_router(service), dependencies=[Depends(BearerAuth(api_keys or []))])
     if cache_admin is not None:
         app.include_router(admin_router(cache_admin), dependencies=[Depends(AdminAuth(admin_keys or []))])
+    if dashboard is not None:
+        app.include_router(stats_router(dashboard), dependencies=[Depends(AdminAuth(admin_keys or []))])
+
+    install_pages(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from reelserve.api.auth import tenant_of
+from reelserve.api.auth import ANONYMOUS_TENANT, tenant_of
 from reelserve.api.content import ContentDelivery, content_response
 from reelserve.api.errors import validation_error
 from reelserve.engine.service import VideoService
@@ -83,9 +83,11 @@ def videos_router(
 
     @router.get("")
     async def list_videos(
-        limit: Annotated[int, Query(ge=1, le=100)] = 20, after: str | None = None
+        request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20, after: str | None = None
     ) -> dict[str, Any]:
-        jobs = service.list(limit + 1, after)
+        """Newest first. With API keys on, only the caller's own jobs."""
+        tenant = tenant_of(request)
+        jobs = service.list(limit + 1, after, None if tenant == ANONYMOUS_TENANT else tenant)
         page = jobs[:limit]
         return {
             "object": "list",

@@ -41,6 +41,7 @@ from reelserve.schemas import (
     resolve_request,
 )
 from reelserve.schemas.model_info import model_object
+from reelserve.stats import LocalStats, StatsRecorder, WorkerStatus
 from reelserve.storage.base import Storage
 from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE, encode_mp4, encode_thumbnail
 
@@ -87,6 +88,7 @@ class Engine:
         bus: Events | None = None,
         lease_interval_s: float | None = None,
         accelerations: list[str] | None = None,
+        stats: StatsRecorder | None = None,
     ) -> None:
         self.model_name = model_name
         self.accelerations = list(accelerations or [])
@@ -97,6 +99,7 @@ class Engine:
         self.broker = broker
         self.storage = storage
         self.metrics = metrics
+        self.stats: StatsRecorder = stats or LocalStats()
         self.bus: Events = bus or EventBus()
         self.video_cache = VideoCache(storage, metrics, cache, semantic, cache_policy)
         self.scheduler = Scheduler(
@@ -233,6 +236,7 @@ class Engine:
         self.store.create(job)
         if job.cached:  # completed already: its only transition is None -> completed
             self.metrics.finished.labels(job.status.value).inc()
+            self.stats.job_finished(job)
             self._publish_status(job)
             if self.notifier is not None:
                 self.notifier.finished(job)
@@ -253,9 +257,9 @@ class Engine:
             raise ReelserveError(ErrorCode.not_found, f"no video with id '{job_id}'", param="video_id")
         return job
 
-    def list(self, limit: int, after: str | None) -> list[Job]:
+    def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
         try:
-            return self.store.list(limit, after)
+            return self.store.list(limit, after) if tenant is None else self.store.list_for_tenant(tenant, limit, after)
         except KeyError:
             raise ReelserveError(ErrorCode.invalid_parameter, f"no video with id '{after}'", param="after") from None
 
@@ -332,6 +336,11 @@ class Engine:
     async def queue_depth(self) -> int:
         return await self.broker.depth()
 
+    def worker_status(self, name: str) -> WorkerStatus:
+        """This process as a worker on the dashboard."""
+        state = "loading" if self.runner is None else "busy" if self._running else "idle"
+        return WorkerStatus(name=name, model=self.model_name, state=state, running=len(self._running))
+
     def model_info(self) -> dict[str, Any]:
         tiers = self.scheduler.tiers
         return model_object(self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier)
@@ -367,6 +376,7 @@ class Engine:
             await self._publish_positions()
             started = time.perf_counter()
             self.metrics.batch_size.observe(len(batch))
+            self.stats.batch_ran(len(batch))
             params = [(job.id, job.params) for job in batch]
 
             def on_step(ids: list[str], step: int, total: int) -> None:
@@ -562,6 +572,7 @@ class Engine:
         task.add_done_callback(self._finishing.discard)
         self.scheduler.finished(job)
         self.metrics.finished.labels(job.status.value).inc()
+        self.stats.job_finished(job)
         self._publish_status(job)
         if self.notifier is not None:
             self.notifier.finished(job)

@@ -126,6 +126,13 @@ class Scheduler:
         if self.shared_queue:
             self._shared_depth = await self.broker.depth_by_level()
 
+    async def depth_by_tier(self) -> dict[str, int]:
+        """Jobs not started yet, per tier: the shared queue's undelivered ones, or this process's own."""
+        if self.shared_queue:
+            await self.refresh_depth()
+            return {name: self._shared_tier_depth(name) for name in self.tiers.tiers}
+        return {name: self.ledger.tier_depth(name) for name in self.tiers.tiers}
+
     def _shared_tier_depth(self, tier: str) -> int:
         return self._shared_depth.get(self.tiers.level_of(tier), 0)
 

@@ -30,7 +30,8 @@ class VideoService(Protocol):
     def get(self, job_id: str) -> Job:
         """Raises ``ReelserveError(not_found)``."""
 
-    def list(self, limit: int, after: str | None) -> list[Job]: ...
+    def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
+        """Newest first; with ``tenant``, only that tenant's jobs."""
 
     async def cancel(self, job_id: str) -> Job: ...
 
@@ -64,3 +65,10 @@ class CacheAdmin(Protocol):
     async def invalidate_model(self, model: str) -> int: ...
 
     async def flush(self) -> int: ...
+
+
+class OpsStats(Protocol):
+    """The operator dashboard's numbers (``Dashboard``)."""
+
+    async def stats(self, window_s: int, step_s: int) -> dict[str, Any]:
+        """Totals and a series over the last ``window_s`` seconds in ``step_s`` points; queue, workers, model."""

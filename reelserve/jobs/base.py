@@ -23,6 +23,9 @@ class JobStore(Protocol):
     def list(self, limit: int, after: str | None = None) -> list[Job]:
         """Newest first. ``after`` is a job id: return jobs created before it (cursor paging)."""
 
+    def list_for_tenant(self, tenant: str, limit: int, after: str | None = None) -> list[Job]:
+        """``list`` of one tenant's jobs; ``after`` must be one of them (``KeyError`` otherwise)."""
+
     def save(self, job: Job, expect: Collection[JobStatus] | None = None) -> bool:
         """Write ``job`` back. With ``expect``, only if the stored status is one of those.
 

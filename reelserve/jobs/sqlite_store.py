@@ -28,6 +28,8 @@ _SCHEMA = (
         data TEXT NOT NULL            -- Job.model_dump_json()
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status)",
+    # A tenant's own listing (the playground's history), without a column (and so a migration) of its own.
+    "CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (json_extract(data, '$.tenant'), seq)",
     """CREATE TABLE IF NOT EXISTS job_transitions (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         job_id TEXT NOT NULL,
@@ -128,19 +130,29 @@ class SqliteJobStore:
         ``after`` is a job id from a previous page: only jobs created before it are returned.
         Raises ``KeyError`` if no job has id ``after``, and ``ValueError`` if ``limit < 0``.
         """
+        return self._page(limit, after, None)
+
+    def list_for_tenant(self, tenant: str, limit: int, after: str | None = None) -> list[Job]:
+        """``list``, of the jobs whose ``tenant`` is ``tenant`` only.
+
+        Raises ``KeyError`` if ``after`` is not a job of this tenant, ``ValueError`` if ``limit < 0``.
+        """
+        return self._page(limit, after, tenant)
+
+    def _page(self, limit: int, after: str | None, tenant: str | None) -> list[Job]:
         if limit < 0:
             raise ValueError(f"limit must be >= 0; got {limit}")
+        where, args = ("json_extract(data, '$.tenant') = ?", [tenant]) if tenant is not None else ("1", [])
         # One read transaction, so the cursor lookup and the page see the same snapshot.
         with self._transaction("BEGIN") as conn:
-            if after is None:
-                rows = conn.execute("SELECT data FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-            else:
-                cursor = conn.execute("SELECT seq FROM jobs WHERE id = ?", (after,)).fetchone()
+            if after is not None:
+                cursor = conn.execute(f"SELECT seq FROM jobs WHERE id = ? AND {where}", (after, *args)).fetchone()
                 if cursor is None:
                     raise KeyError(after)
-                rows = conn.execute(
-                    "SELECT data FROM jobs WHERE seq < ? ORDER BY seq DESC LIMIT ?", (cursor[0], limit)
-                ).fetchall()
+                where, args = f"{where} AND seq < ?", [*args, cursor[0]]
+            rows = conn.execute(
+                f"SELECT data FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ?", (*args, limit)
+            ).fetchall()
         return [Job.model_validate_json(data) for (data,) in rows]
 
     def save(self, job: Job, expect: Collection[JobStatus] | None = None) -> bool:

@@ -134,6 +134,21 @@ def test_duplicate_create_raises_and_keeps_the_original(store: JobStore) -> None
     assert store.transitions("video_0001") == [(None, "queued")]
 
 
+def test_list_for_tenant_pages_only_that_tenants_jobs(store: JobStore) -> None:
+    for i in range(6):
+        store.create(make_job(i, tenant="acme" if i % 2 else "globex"))
+    store.create(make_job(9))  # no tenant (auth off)
+    page1 = store.list_for_tenant("acme", limit=2)
+    assert [j.id for j in page1] == ["video_0005", "video_0003"]
+    assert [j.id for j in store.list_for_tenant("acme", limit=2, after="video_0003")] == ["video_0001"]
+    assert [j.id for j in store.list_for_tenant("globex", limit=10)] == ["video_0004", "video_0002", "video_0000"]
+    assert store.list_for_tenant("initech", limit=10) == []
+    with pytest.raises(KeyError):  # a cursor of another tenant's job: not a page of this one
+        store.list_for_tenant("acme", limit=2, after="video_0004")
+    with pytest.raises(ValueError):
+        store.list_for_tenant("acme", limit=-1)
+
+
 def test_list_pages_newest_first(store: JobStore) -> None:
     for i in range(7):
         store.create(make_job(i))

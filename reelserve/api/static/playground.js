@@ -1,0 +1,284 @@
+// The reelserve playground: one page over the public /v1 API, with the key the user enters.
+// This module builds the form from the served model, submits it, and wires the page together; the
+// result area, the history and the API client live in their own modules.
+// API data only ever reaches the DOM through textContent (never innerHTML).
+
+import { api, apiKey, dropKey, onUnauthorized, storeKey } from "./api.js";
+import { $, guard, text } from "./dom.js";
+import { forgetThumbnails, loadHistory, nextPage, previousPage, refreshHistory, resetPaging } from "./history.js";
+import { cancel, onSettled, show, shownVideo, stopStream } from "./result.js";
+import { curlSnippet, pythonSnippet } from "./snippets.js";
+
+// Errors naming one of these params are shown next to that field; the page never sends size/seconds,
+// but a server may still name them, so they point at the closest control.
+const FIELDS = [
+  "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "num_inference_steps",
+  "guidance_scale", "guidance_scale_2", "seed", "priority",
+];
+const FIELD_ALIASES = { size: "width", seconds: "num_frames" };
+
+let model = null; // the served model's /v1/models entry, once the server has answered
+
+/* ---------- API key ---------- */
+
+function askForKey(message) {
+  $("key-panel").hidden = false;
+  $("key-error").textContent = apiKey() ? message || "That key was refused." : "";
+  $("cancel-key").hidden = true;
+  $("app").hidden = true;
+  $("api-key").focus();
+}
+
+function showKeyActions() {
+  $("key-actions").hidden = !apiKey();
+}
+
+function saveKey(event) {
+  event.preventDefault();
+  const key = $("api-key").value.trim();
+  if (!key) {
+    $("key-error").textContent = "Enter a key.";
+    return;
+  }
+  storeKey(key);
+  $("api-key").value = "";
+  $("key-panel").hidden = true;
+  return boot();
+}
+
+function changeKey() {
+  $("key-panel").hidden = false;
+  $("key-error").textContent = "";
+  $("cancel-key").hidden = false;
+  $("api-key").focus();
+}
+
+function forgetKey() {
+  dropKey();
+  stopStream();
+  forgetThumbnails();
+  showKeyActions();
+  return boot();
+}
+
+/* ---------- the form, built from the model's parameters ---------- */
+
+function fillSelect(select, values, chosen, label = String) {
+  select.replaceChildren(...values.map((value) => {
+    const option = new Option(label(value), String(value));
+    option.selected = String(value) === String(chosen);
+    return option;
+  }));
+}
+
+function range(min, max, step) {
+  const values = [];
+  for (let v = min; v <= max; v += step) values.push(v);
+  return values;
+}
+
+function setNumber(input, spec, step) {
+  input.min = spec.min;
+  input.max = spec.max;
+  if (step !== undefined) input.step = step;
+  input.value = spec.default ?? "";
+}
+
+// "4n+1" -> every legal frame count from min to max; anything unknown falls back to 1..max.
+function frameCounts(spec) {
+  const form = /^(\d+)n\+(\d+)$/.exec(spec.form || "");
+  const [k, r] = form ? [Number(form[1]), Number(form[2])] : [1, 0];
+  return range(spec.min, spec.max, 1).filter((n) => n % k === r % k);
+}
+
+function frameLabel(frames) {
+  const fps = Number($("fps").value) || model.parameters.fps.default;
+  const seconds = (frames - 1) / fps;
+  return `${frames} frames · ${seconds.toFixed(seconds < 10 ? 2 : 1).replace(/\.?0+$/, "")} s`;
+}
+
+function buildForm() {
+  const p = model.parameters;
+  const sizes = (spec) => range(spec.multiple_of || spec.min, spec.max, spec.multiple_of || 1).filter((v) => v >= spec.min);
+  fillSelect($("width"), sizes(p.width), p.width.default);
+  fillSelect($("height"), sizes(p.height), p.height.default);
+  setNumber($("fps"), p.fps, 1);
+  fillSelect($("num_frames"), frameCounts(p.num_frames), p.num_frames.default, frameLabel);
+  setNumber($("num_inference_steps"), p.num_inference_steps, 1);
+  setNumber($("guidance_scale"), p.guidance_scale);
+  $("guidance-2-field").hidden = !p.guidance_scale_2;
+  if (p.guidance_scale_2) setNumber($("guidance_scale_2"), p.guidance_scale_2);
+  const priority = p.priority || { enum: ["standard"], default: "standard" };
+  fillSelect($("priority"), priority.enum, priority.default);
+  $("prompt").maxLength = p.prompt?.max_length ?? 2000;
+  $("negative_prompt").value = p.negative_prompt?.default ?? "";
+
+  const info = $("server-info");
+  const accelerations = model.accelerations || [];
+  info.replaceChildren(text("span", `Model ${model.id}`));
+  for (const acc of accelerations) info.append(text("span", acc, "chip"));
+  if (!accelerations.length) info.append(text("span", "no accelerations", "chip muted"));
+  updateSnippets();
+}
+
+function relabelFrames() {
+  for (const option of $("num_frames").options) option.textContent = frameLabel(Number(option.value));
+}
+
+// The request exactly as the API will get it, as JSON text: the seed goes in as raw digits because a
+// JS number would round it.
+function requestJson() {
+  const body = { model: model.id, prompt: $("prompt").value };
+  if ($("negative_prompt").value) body.negative_prompt = $("negative_prompt").value;
+  for (const id of ["width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale"]) {
+    const value = $(id).value.trim();
+    if (value !== "") body[id] = Number(value);
+  }
+  if (model.parameters.guidance_scale_2 && $("guidance_scale_2").value.trim() !== "") {
+    body.guidance_scale_2 = Number($("guidance_scale_2").value);
+  }
+  body.priority = $("priority").value;
+  const seed = seedDigits();
+  const json = JSON.stringify(body);
+  return seed ? `${json.slice(0, -1)},"seed":${seed}}` : json;
+}
+
+// JSON forbids leading zeros, so "007" is sent as 7.
+function seedDigits() {
+  return $("seed").value.replace(/\D/g, "").replace(/^0+(?=\d)/, "");
+}
+
+/* ---------- errors ---------- */
+
+function clearErrors() {
+  $("form-error").textContent = "";
+  for (const field of FIELDS) {
+    $(`error-${field}`).textContent = "";
+    $(field).removeAttribute("aria-invalid");
+  }
+}
+
+function showError(error) {
+  const field = FIELD_ALIASES[error.param] || error.param;
+  if (FIELDS.includes(field)) {
+    $(`error-${field}`).textContent = error.message;
+    $(field).setAttribute("aria-invalid", "true");
+    $(field).focus();
+  } else {
+    const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
+    $("form-error").textContent = error.message + retry;
+  }
+}
+
+/* ---------- submitting ---------- */
+
+async function submit(event) {
+  event.preventDefault();
+  clearErrors();
+  const button = $("generate");
+  button.disabled = true;
+  try {
+    const video = await api("/v1/videos", { method: "POST", body: requestJson() });
+    resetPaging();
+    show(video);
+    refreshHistory();
+  } catch (error) {
+    if (error.name !== "AbortError" && error.status !== 401) showError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function reuseSeed() {
+  const video = shownVideo();
+  if (video?.seed == null) return;
+  $("seed").value = String(video.seed);
+  updateSnippets();
+  $("seed").focus();
+}
+
+/* ---------- code snippets ---------- */
+
+function updateSnippets() {
+  if (!model) return;
+  const json = requestJson();
+  $("snippet-curl").textContent = curlSnippet(json, location.origin, apiKey());
+  $("snippet-python").textContent = pythonSnippet(json, location.origin, apiKey());
+}
+
+async function copy(id) {
+  updateSnippets();
+  const textToCopy = $(id).textContent;
+  const note = $("copy-status");
+  try {
+    if (!navigator.clipboard) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(textToCopy);
+    note.textContent = "Copied to the clipboard.";
+  } catch {
+    // Clipboard access needs a secure context and permission: leave the text selected to copy by hand.
+    const range = document.createRange();
+    range.selectNodeContents($(id));
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    note.textContent = "Could not reach the clipboard: the snippet is selected, copy it by hand.";
+  }
+}
+
+/* ---------- wiring ---------- */
+
+async function boot() {
+  $("fatal").hidden = true;
+  showKeyActions();
+  try {
+    const models = await api("/v1/models");
+    model = models.data[0];
+  } catch (error) {
+    if (error.status === 401) return; // the key form is up; saving a key boots again
+    $("fatal").textContent = `Cannot reach the server: ${error.message}`;
+    $("fatal").hidden = false;
+    return;
+  }
+  $("key-panel").hidden = true;
+  $("app").hidden = false;
+  buildForm();
+  resetPaging();
+  await loadHistory();
+}
+
+function wire() {
+  onUnauthorized(askForKey);
+  onSettled(refreshHistory);
+
+  $("key-form").addEventListener("submit", guard(saveKey, $("key-error")));
+  $("change-key").addEventListener("click", changeKey);
+  $("cancel-key").addEventListener("click", () => { $("key-panel").hidden = true; });
+  $("forget-key").addEventListener("click", guard(forgetKey));
+
+  const form = $("generate-form");
+  form.addEventListener("submit", submit);
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("input", updateSnippets);
+  form.addEventListener("change", updateSnippets);
+  $("fps").addEventListener("input", relabelFrames);
+  // Digits only: anything else could never be a seed.
+  $("seed").addEventListener("input", () => {
+    const digits = $("seed").value.replace(/\D/g, "");
+    if (digits !== $("seed").value) $("seed").value = digits;
+  });
+
+  $("cancel").addEventListener("click", guard(cancel));
+  $("reuse-seed").addEventListener("click", reuseSeed);
+  $("history-refresh").addEventListener("click", guard(loadHistory, $("history-error")));
+  $("history-next").addEventListener("click", guard(nextPage, $("history-error")));
+  $("history-prev").addEventListener("click", guard(previousPage, $("history-error")));
+  $("copy-curl").addEventListener("click", () => copy("snippet-curl"));
+  $("copy-python").addEventListener("click", () => copy("snippet-python"));
+}
+
+wire();
+guard(boot, $("fatal"))();
