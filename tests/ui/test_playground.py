@@ -11,11 +11,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
-from support import RedisServer, RunningServer, gate_pipeline, serve
+from support import GatedPipeline, RedisServer, RunningServer, gate_pipeline, serve
 from ui_support import USER_KEY, screenshot
 
 from reelserve.schemas.slo import DegradeLevel
@@ -272,19 +271,25 @@ def test_the_same_request_twice_is_served_from_the_cache(page: Page, ui_server: 
     screenshot(page, "playground")
 
 
-@pytest.fixture
-def eventful_server(tmp_path: Path, redis_server: RedisServer) -> Iterator[RunningServer]:
+@pytest.fixture(scope="module")
+def eventful_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server where every outcome the tiny model never has on its own happens for real: the
     semantic cache is on by default (it keeps its records in Redis), the degradation table's one level
     is reached at any load (so batch-tier requests run with at most 2 steps), and the pipeline is
     wrapped so that prompts containing "boom" raise."""
+    tmp_path = tmp_path_factory.mktemp("eventful")
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
     overrides = {
         "api_keys": [USER_KEY], "redis_url": redis_server.url, "cache_semantic_default": True,
         "degrade_levels": [DegradeLevel(name="always", min_queue_delay_s=0, max_steps=2)],
     }
-    with serve(tmp_path / "data", **overrides) as running:
-        gate_pipeline(running)
-        yield running
+    try:
+        with serve(tmp_path / "data", **overrides) as running:
+            gate_pipeline(running)
+            yield running
+    finally:
+        redis_server.stop()
 
 
 def _generate(page: Page, prompt: str, **fields: str) -> None:
@@ -320,6 +325,23 @@ def test_degraded_similar_and_failed_jobs_are_explained(page: Page, eventful_ser
     shown = f"cached · {hit['cache_similarity'] * 100:.1f}% similar"
     expect(page.locator("#badge-cached")).to_have_text(shown)
     expect(page.locator("#badge-cached")).to_have_attribute("title", f"matched prompt: {first['prompt']}")
+    _wait_until_playing(page)
+
+
+def test_a_waiting_job_shows_its_place_in_the_queue(page: Page, eventful_server: RunningServer) -> None:
+    gate = eventful_server.worker.engine.runner.pipeline  # the GatedPipeline the fixture installed
+    assert isinstance(gate, GatedPipeline)
+    _open(page, eventful_server)
+    gate.hold()
+    try:
+        holder = eventful_server.client.post("/v1/videos", json={"prompt": "holds the worker"}, headers=AUTH)
+        assert holder.status_code == 200 and gate.entered.wait(JOB_MS / 1000)
+        _generate(page, "waits its turn")
+        expect(page.locator("#job-status")).to_have_text("Queued · next in line", timeout=JOB_MS)
+        expect(page.locator("#cancel")).to_be_enabled()
+    finally:
+        gate.gate.set()
+    expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
     _wait_until_playing(page)
 
 
