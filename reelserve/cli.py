@@ -43,7 +43,7 @@ def _run(role: str, **flags: Any) -> None:
     import uvicorn
 
     from reelserve.distributed import ApiServer, WorkerServer
-    from reelserve.server import Server
+    from reelserve.server import Server, serving_config
 
     overrides = {name: value for name, value in flags.items() if value is not None}
     try:
@@ -55,7 +55,7 @@ def _run(role: str, **flags: Any) -> None:
     what = {"serve": f"serving [bold]{settings.model}[/bold]", "api": "API (jobs on Redis)",
             "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
     console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")
-    uvicorn.run(server.app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.Server(serving_config(server.app, settings)).run()
 
 
 def _serve(**flags: Any) -> None:

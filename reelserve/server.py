@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
 
 from reelserve.accel.accelerate import check_options
@@ -17,6 +18,7 @@ from reelserve.accel.options import resolve as resolve_accelerations
 from reelserve.accel.step_cache import threshold_for
 from reelserve.api.app import create_app
 from reelserve.api.auth import tenant_id
+from reelserve.api.http_server import uvicorn_config
 from reelserve.cache.embedder import MiniLMEmbedder
 from reelserve.cache.memory import MemoryTier
 from reelserve.cache.policy import CachePolicy, SensitiveRules
@@ -219,12 +221,21 @@ def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
             on_change=lambda state: metrics.circuit_state.set(_CIRCUIT_GAUGE[state]),
         )
     return SchedulingOptions(
+        tenant_queue_share=settings.tenant_queue_share,
         tiers=tiers,
         degrade_levels=settings.degrade_levels,
         limiter=RateLimiter(),
         circuit=circuit,
         cost_model=load_cost_model(settings),
         cost_model_path=settings.cost_model_path,
+    )
+
+
+def serving_config(app: object, settings: Settings) -> uvicorn.Config:
+    """How every role is served: uvicorn with the settings' connection limits and read deadlines."""
+    return uvicorn_config(
+        app, settings.host, settings.port, header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s, keep_alive_s=settings.keep_alive_s, log_level=settings.log_level,
     )
 
 
@@ -321,6 +332,7 @@ class Server:
             content_delivery=settings.content_delivery,
             presign_ttl_s=settings.presigned_url_ttl_s,
             dashboard=Dashboard(self.engine),
+            max_body_bytes=settings.max_body_bytes,
         )
 
     @asynccontextmanager

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
@@ -55,8 +55,11 @@ class Settings(BaseSettings):
         50, ge=0, le=60_000, description="How long a batch waits for compatible requests to join."
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated bearer keys; empty disables auth."
+        default_factory=list,
+        description="Comma-separated bearer keys; empty disables auth. Prefer --api-keys-file or the env var: "
+        "a flag shows in the process list.",
     )
+    api_keys_file: Path | None = Field(None, description="File of bearer keys, one a line ('#' comments).")
     text_embedding_cache_entries: int = Field(
         1024, ge=0, description="Prompts whose text-encoder output is kept for reuse; 0 disables the cache."
     )
@@ -97,7 +100,27 @@ class Settings(BaseSettings):
         None, description="'module:function' called with each prompt; true means never cache it."
     )
     admin_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="Comma-separated bearer keys for /v1/admin; empty: admin API disabled."
+        default_factory=list,
+        description="Comma-separated bearer keys for /v1/admin (and any job); empty: admin API disabled.",
+    )
+    admin_keys_file: Path | None = Field(None, description="File of admin keys, one a line ('#' comments).")
+
+    # What one request may take (docs/security.md).
+    max_body_bytes: int = Field(
+        4 * 2**20, ge=1024, description="Largest request body; a larger one is answered 413 before it is read."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Seconds a request may take to send its headers; then 408 and closed."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a request may take to send its body after its headers."
+    )
+    keep_alive_s: int = Field(5, ge=1, le=600, description="Seconds an idle keep-alive connection stays open.")
+    tenant_queue_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Most of a tier's max_queue one API key may hold, so no key locks the others out; 1: no cap.",
     )
 
     # Scheduling (README "Priorities, deadlines and load").
@@ -110,8 +133,9 @@ class Settings(BaseSettings):
     tenants: Annotated[dict[str, TenantPolicy], NoDecode] = Field(
         default_factory=dict,
         description="Per API key, as JSON: {\"<key>\": {\"tier\", \"allowed_tiers\", \"requests_per_minute\", "
-        "\"max_concurrent_jobs\"}}.",
+        "\"max_concurrent_jobs\", \"queue_share\", \"webhook_secret\"}}.",
     )
+    tenants_file: Path | None = Field(None, description="File holding the --tenants JSON (it names keys).")
     rate_limit_rpm: int = Field(0, ge=0, description="Requests per minute per API key unless it says; 0: unlimited.")
     rate_limit_concurrent: int = Field(
         0, ge=0, description="Queued + running jobs per API key unless it says; 0: unlimited."
@@ -161,6 +185,7 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(
         None, description="whsec_<base64> key signing webhooks of keys without their own; unset: webhooks need one."
     )
+    webhook_secret_file: Path | None = Field(None, description="File holding --webhook-secret.")
     webhook_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated hosts or CIDRs a webhook may reach although not public (e.g. 10.0.0.0/8).",
@@ -222,6 +247,22 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        """Secrets may come from files (the recommended way, with the env vars: flags show in ``ps``)."""
+        for name in ("api_keys", "admin_keys", "webhook_secret", "tenants"):
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name):
+                raise ValueError(f"give {name} or {name}_file, not both")
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise ValueError(f"{name}_file: cannot read {path} ({exc.strerror})") from None
+            setattr(self, name, _parse_secret_file(name, text))
+        return self
+
+    @model_validator(mode="after")
     def _storage_complete(self) -> Settings:
         if self.storage == "s3" and not self.s3_bucket:
             raise ValueError("storage 's3' needs s3_bucket (--s3-bucket / REELSERVE_S3_BUCKET)")
@@ -240,3 +281,15 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "files"
+
+
+def _parse_secret_file(name: str, text: str) -> object:
+    """A keys file: one key a line, blank lines and '#' comments skipped. A secret file: its text,
+    trimmed. A tenants file: the JSON of --tenants."""
+    if name == "tenants":
+        return TypeAdapter(dict[str, TenantPolicy]).validate_json(text)
+    if name == "webhook_secret":
+        secret = text.strip()
+        decode_secret(secret)  # ValueError says what is wrong with it
+        return secret
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

@@ -23,8 +23,17 @@ import redis
 import uvicorn
 
 from reelserve.schemas import GenerationParams, ModelLimits
-from reelserve.server import Server
+from reelserve.server import Server, serving_config
 from reelserve.settings import Settings
+
+
+# Two tenants and an admin, for the tests of who may see what.
+ALICE, BOB, ADMIN = "alice-key", "bob-key", "admin-key"
+TENANT_KEYS: dict[str, list[str]] = {"api_keys": [ALICE, BOB], "admin_keys": [ADMIN]}
+
+
+def auth(key: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"} if key else {}
 
 
 def free_port() -> int:
@@ -65,8 +74,7 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
     defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny"}
     settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{**defaults, **overrides})
     server = Server(settings)
-    config = uvicorn.Config(server.app, host="127.0.0.1", port=settings.port, log_level="warning")
-    uv = uvicorn.Server(config)
+    uv = uvicorn.Server(serving_config(server.app, settings.model_copy(update={"log_level": "warning"})))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     running = RunningServer(server, f"http://127.0.0.1:{settings.port}")
@@ -81,8 +89,8 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
 
 
 @contextmanager
-def _uvicorn(app: object, port: int) -> Iterator[uvicorn.Server]:
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+def _uvicorn(app: object, settings: Settings) -> Iterator[uvicorn.Server]:
+    uv = uvicorn.Server(serving_config(app, settings.model_copy(update={"log_level": "warning"})))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     try:
@@ -104,7 +112,7 @@ def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> It
     common = {"data_dir": data_dir, "device": "cpu", "redis_url": redis_url, **defaults, **overrides}
     api = ApiServer(Settings(port=free_port(), **common))  # type: ignore[arg-type]
     worker = WorkerServer(Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]
-    with _uvicorn(worker.app, worker.settings.port) as worker_uv, _uvicorn(api.app, api.settings.port) as api_uv:
+    with _uvicorn(worker.app, worker.settings) as worker_uv, _uvicorn(api.app, api.settings) as api_uv:
         running = RunningServer(
             api, f"http://127.0.0.1:{api.settings.port}", worker, f"http://127.0.0.1:{worker.settings.port}"
         )

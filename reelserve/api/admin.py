@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from reelserve.api.errors import validation_error
+from reelserve.api.errors import error_responses
+from reelserve.api.request_body import parse_json_body
 from reelserve.engine.service import CacheAdmin
-from reelserve.schemas import ErrorCode, ReelserveError, invalid
+from reelserve.schemas import invalid
 
 
 class InvalidateRequest(BaseModel):
@@ -33,7 +33,12 @@ def admin_router(admin: CacheAdmin) -> APIRouter:
     async def delete_entry(key: str) -> dict[str, int]:
         return {"removed": await admin.invalidate_key(key)}
 
-    @router.post("/invalidate")
+    @router.post(
+        "/invalidate",
+        responses=error_responses(400, 413),
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/json": {"schema": InvalidateRequest.model_json_schema()}}}},
+    )
     async def invalidate(request: Request) -> dict[str, int]:
         body = await _parse_invalidate(request)
         if (body.prompt is None) == (body.model is None):
@@ -51,13 +56,4 @@ def admin_router(admin: CacheAdmin) -> APIRouter:
 
 
 async def _parse_invalidate(request: Request) -> InvalidateRequest:
-    try:
-        data = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ReelserveError(ErrorCode.invalid_request, "body must be JSON") from None
-    if not isinstance(data, dict):
-        raise ReelserveError(ErrorCode.invalid_request, "body must be a JSON object")
-    try:
-        return InvalidateRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    return await parse_json_body(request, InvalidateRequest)

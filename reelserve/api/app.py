@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse, Response
 from reelserve import __version__
 from reelserve.api.admin import admin_router
 from reelserve.api.auth import AdminAuth, BearerAuth
+from reelserve.api.body_limit import BodyLimitMiddleware
 from reelserve.api.content import ContentDelivery
-from reelserve.api.errors import install_error_handlers
+from reelserve.api.errors import error_responses, install_error_handlers
 from reelserve.api.metrics_middleware import RequestMetricsMiddleware
 from reelserve.api.models import models_router
 from reelserve.api.pages import install_pages
@@ -36,21 +37,24 @@ def create_app(
     content_delivery: ContentDelivery = "api",
     presign_ttl_s: int = 3600,
     dashboard: OpsStats | None = None,
+    max_body_bytes: int = 4 * 2**20,
 ) -> FastAPI:
     """The app. ``/v1/admin/cache`` and ``/v1/admin/stats`` exist when ``cache_admin`` and ``dashboard``
-    are given, and answer 403 to everyone until ``admin_keys`` are configured."""
+    are given, and answer 403 to everyone until ``admin_keys`` are configured. Admin keys also work on
+    every ``/v1`` route, and may act on any tenant's job."""
     app = FastAPI(title="reelserve", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    app.include_router(
-        videos_router(service, sync_max_wait_s, content_delivery, presign_ttl_s),
-        dependencies=[Depends(BearerAuth(api_keys or []))],
-    )
-    app.include_router(models_router(service), dependencies=[Depends(BearerAuth(api_keys or []))])
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: it counts the 413s too
+    bearer = [Depends(BearerAuth(api_keys or [], admin_keys or []))]
+    app.include_router(videos_router(service, sync_max_wait_s, content_delivery, presign_ttl_s), dependencies=bearer)
+    app.include_router(models_router(service), dependencies=bearer)
+    admin = [Depends(AdminAuth(admin_keys or []))]
+    admin_errors = error_responses(401, 403, 422)
     if cache_admin is not None:
-        app.include_router(admin_router(cache_admin), dependencies=[Depends(AdminAuth(admin_keys or []))])
+        app.include_router(admin_router(cache_admin), dependencies=admin, responses=admin_errors)
     if dashboard is not None:
-        app.include_router(stats_router(dashboard), dependencies=[Depends(AdminAuth(admin_keys or []))])
+        app.include_router(stats_router(dashboard), dependencies=admin, responses=admin_errors)
 
     install_pages(app)
 
@@ -58,7 +62,7 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["ops"])
+    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready yet (loading the model)"}})
     async def readyz() -> JSONResponse:
         ready = service.ready
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)

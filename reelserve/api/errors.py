@@ -4,21 +4,47 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from reelserve.schemas import ErrorCode, ReelserveError
+from reelserve.schemas import ErrorCode, ErrorResponse, ReelserveError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {401: ErrorCode.unauthorized, 403: ErrorCode.forbidden, 404: ErrorCode.not_found, 409: ErrorCode.conflict}
+_HTTP_CODES = {
+    401: ErrorCode.unauthorized, 403: ErrorCode.forbidden, 404: ErrorCode.not_found, 409: ErrorCode.conflict,
+    413: ErrorCode.payload_too_large,
+}
+_STATUS_MEANING = {
+    400: "the body or a header is malformed (not JSON, a bad Range)",
+    401: "missing or invalid API key",
+    403: "the admin API is disabled",
+    404: "no such video (or not the caller's)",
+    408: "the request's body did not arrive in time",
+    409: "the video is not completed yet",
+    413: "the body is over the server's limit",
+    416: "the Range selects no byte of the file",
+    422: "a parameter is invalid; error.param names it",
+    429: "refused by admission (queue full, rate limit, deadline, cache-only); see Retry-After",
+    503: "not ready, circuit open, or the job store unreachable; see Retry-After",
+}
+# What a request the client abandoned is counted as (nginx's convention); nobody receives it.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries: each status with the one error schema."""
+    return {status: {"model": ErrorResponse, "description": _STATUS_MEANING[status]} for status in statuses}
 
 
 def error_response(error: ReelserveError, headers: dict[str, str] | None = None) -> JSONResponse:
+    headers = {**error.headers, **(headers or {})} if error.headers else headers
     if error.retry_after is not None:  # whole seconds, rounded up: a client retrying early is refused again
         headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(error.retry_after)))}
     return JSONResponse(error.body().model_dump(), status_code=error.http_status, headers=headers)
@@ -55,6 +81,11 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.invalid_request)
         body = ReelserveError(code, str(exc.detail)).body().model_dump()
         return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        # The client went away (or a read timeout closed it) mid-body: nothing to answer, nothing failed.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,10 +1,14 @@
-"""Counts requests by route template (not raw path, which would explode label cardinality)."""
+"""Counts requests by method, route template and status, each from a bounded set: a raw path or a
+made-up method would add a time series per request, so unknown paths count as "unmatched" and
+unknown methods as "other"."""
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from reelserve.metrics import Metrics
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestMetricsMiddleware:
@@ -29,4 +33,5 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(method, template, str(status)).inc()

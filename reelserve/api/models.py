@@ -7,17 +7,18 @@ from typing import Any
 from fastapi import APIRouter
 
 from reelserve.engine.service import VideoService
+from reelserve.api.errors import error_responses
 from reelserve.schemas import ErrorCode, ReelserveError
 
 
 def models_router(service: VideoService) -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["models"])
 
-    @router.get("")
+    @router.get("", responses=error_responses(401))
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [service.model_info()]}
 
-    @router.get("/{model_id}")
+    @router.get("/{model_id}", responses=error_responses(401, 404))
     async def get_model(model_id: str) -> dict[str, Any]:
         info = service.model_info()
         if model_id != info["id"]:

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 
-from reelserve.api.auth import ANONYMOUS_TENANT, tenant_of
-from reelserve.api.content import ContentDelivery, content_response
-from reelserve.api.errors import validation_error
+from reelserve.api.auth import JobAccess, caller_of
+from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response
+from reelserve.api.errors import error_responses
+from reelserve.api.request_body import FORM_TYPES, media_type, parse_form_body, parse_json_body
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, ReelserveError, VideoCreateRequest
-
-_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +44,15 @@ _CREATE_DOC = {
         },
     }
 }
+_VIDEO_OBJECT = {"description": "the video object", "content": {"application/json": {"schema": {"type": "object"}}}}
+# Every status a route can answer, so a client generated from /openapi.json knows them. 503: the
+# distributed mode's Redis is unreachable, or the circuit breaker is open (create).
+_CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _VIDEO_OBJECT,
+    202: {**_VIDEO_OBJECT, "description": "with ?wait: the job, not final yet when the wait ended"},
+    **error_responses(400, 401, 413, 422, 429, 503),
+}
+_JOB_RESPONSES: dict[int | str, dict[str, Any]] = {200: _VIDEO_OBJECT, **error_responses(401, 404, 503)}
 
 
 def videos_router(
@@ -56,20 +61,21 @@ def videos_router(
     content_delivery: ContentDelivery = "api",
     presign_ttl_s: int = 3600,
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/videos", tags=["videos"])
+    # JobAccess: every route with a {video_id}, now and later, checks its caller may see that job.
+    router = APIRouter(prefix="/v1/videos", tags=["videos"], dependencies=[Depends(JobAccess(service))])
 
     async def create(request: Request, wait: float | None) -> Response:
         if wait is not None and not 0 < wait <= sync_max_wait_s:
             raise ReelserveError(
                 ErrorCode.invalid_parameter, f"wait must be > 0 and at most {sync_max_wait_s:g} seconds", "wait"
             )
-        job = await service.submit(await _parse_create(request), tenant=tenant_of(request))
+        job = await service.submit(await _parse_create(request), tenant=caller_of(request).tenant)
         if wait is None:
             return JSONResponse(job.to_video_object())
         job = await service.wait(job.id, wait)
         return JSONResponse(job.to_video_object(), status_code=200 if job.status.final else 202)
 
-    @router.post("", openapi_extra=_CREATE_DOC, summary="Create a video job")
+    @router.post("", openapi_extra=_CREATE_DOC, summary="Create a video job", responses=_CREATE_RESPONSES)
     async def create_video(
         request: Request, wait: Annotated[float | None, Query(description="seconds to wait")] = None
     ) -> Response:
@@ -77,17 +83,21 @@ def videos_router(
         with the job to poll if ``wait`` seconds pass first."""
         return await create(request, wait)
 
-    @router.post("/sync", openapi_extra=_CREATE_DOC, summary="Create a video and wait for it")
+    @router.post(
+        "/sync", openapi_extra=_CREATE_DOC, summary="Create a video and wait for it", responses=_CREATE_RESPONSES
+    )
     async def create_video_sync(request: Request, wait: float | None = None) -> Response:
         return await create(request, wait if wait is not None else sync_max_wait_s)
 
-    @router.get("")
+    @router.get("", responses={200: {"description": "a page of video objects"}, **error_responses(401, 422, 503)})
     async def list_videos(
-        request: Request, limit: Annotated[int, Query(ge=1, le=100)] = 20, after: str | None = None
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(min_length=1, description="the last id of the previous page")] = None,
     ) -> dict[str, Any]:
-        """Newest first. With API keys on, only the caller's own jobs."""
-        tenant = tenant_of(request)
-        jobs = service.list(limit + 1, after, None if tenant == ANONYMOUS_TENANT else tenant)
+        """Newest first. With API keys on, only the caller's own jobs (an admin key: every job)."""
+        caller = caller_of(request)
+        jobs = service.list(limit + 1, after, None if caller.sees_everything else caller.tenant)
         page = jobs[:limit]
         return {
             "object": "list",
@@ -97,20 +107,20 @@ def videos_router(
             "has_more": len(jobs) > limit,
         }
 
-    @router.get("/{video_id}")
+    @router.get("/{video_id}", responses=_JOB_RESPONSES)
     async def retrieve_video(video_id: str) -> dict[str, Any]:
         return service.get(video_id).to_video_object()
 
-    @router.delete("/{video_id}")
+    @router.delete("/{video_id}", responses={**_JOB_RESPONSES, 200: {"description": "deleted"}})
     async def delete_video(video_id: str) -> dict[str, Any]:
         await service.delete(video_id)
         return {"id": video_id, "object": "video.deleted", "deleted": True}
 
-    @router.post("/{video_id}/cancel")
+    @router.post("/{video_id}/cancel", responses=_JOB_RESPONSES)
     async def cancel_video(video_id: str) -> dict[str, Any]:
         return (await service.cancel(video_id)).to_video_object()
 
-    @router.get("/{video_id}/content")
+    @router.get("/{video_id}/content", responses=CONTENT_RESPONSES, response_class=Response)
     async def download_content(
         request: Request, video_id: str, variant: Literal["video", "thumbnail"] = "video"
     ) -> Response:
@@ -119,15 +129,24 @@ def videos_router(
         content = service.content(video_id, variant)
         return content_response(content, request, content_delivery, presign_ttl_s)
 
-    @router.get("/{video_id}/events")
+    @router.get(
+        "/{video_id}/events",
+        response_class=EventSourceResponse,
+        responses={
+            200: {"description": "the event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **error_responses(401, 404, 503),
+        },
+    )
     async def video_events(video_id: str) -> EventSourceResponse:
         """Server-Sent Events: ``queued`` (queue_position), ``progress`` (step/total_steps) and
         ``status`` events; the stream ends after the final status."""
-        service.get(video_id)  # 404 before the stream starts, not inside it
-
+        # JobAccess answered 404 before the stream started; a job deleted while followed ends it.
         async def stream() -> Any:
-            async for event in service.events(video_id):
-                yield {"event": event.type.value, "data": event.model_dump_json()}
+            try:
+                async for event in service.events(video_id):
+                    yield {"event": event.type.value, "data": event.model_dump_json()}
+            except ReelserveError as error:
+                yield {"event": "error", "data": error.body().model_dump_json()}
 
         return EventSourceResponse(stream(), ping=15)
 
@@ -135,21 +154,6 @@ def videos_router(
 
 
 async def _parse_create(request: Request) -> VideoCreateRequest:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in _FORM_TYPES:
-        form = await request.form()
-        data: Any = {key: value for key, value in form.items() if isinstance(value, str)}
-        if "cache" in data:  # the one nested field: a form carries it as JSON text
-            with contextlib.suppress(json.JSONDecodeError):
-                data["cache"] = json.loads(data["cache"])
-    else:
-        try:
-            data = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ReelserveError(ErrorCode.invalid_request, "body must be JSON or form data") from None
-        if not isinstance(data, dict):
-            raise ReelserveError(ErrorCode.invalid_request, "body must be a JSON object")
-    try:
-        return VideoCreateRequest.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    if media_type(request) in FORM_TYPES:
+        return await parse_form_body(request, VideoCreateRequest, json_fields=("cache",))
+    return await parse_json_body(request, VideoCreateRequest)

@@ -26,6 +26,9 @@ class CacheEntry:
     signature: str  # signature_hash of the output signature and scope
     model_seconds: float  # inference time of the source job: what each hit saves
     prompt: str  # the normalised prompt
+    # Whose job made it (a tenant id). A hit names its source job, or shows its prompt, only to this
+    # tenant: under the global scope others get the video, never a way to another tenant's job.
+    tenant: str = ""
 
     def to_redis(self) -> dict[str, str]:
         """Every field as a string, ready for HSET; a missing thumbnail is the empty string."""
@@ -51,6 +54,7 @@ class CacheEntry:
             signature=raw["signature"],
             model_seconds=float(raw["model_seconds"]),
             prompt=raw["prompt"],
+            tenant=raw.get("tenant", ""),  # entries written before tenants were recorded: nobody's
         )
 
     def nbytes(self) -> int:

@@ -17,11 +17,11 @@ from typing import Literal
 
 from reelserve.cache.key import cache_key, output_signature, signature_hash
 from reelserve.schemas import CacheOptions, GenerationParams, VideoCreateRequest
+from reelserve.schemas.tenants import ANONYMOUS_TENANT
 
 log = logging.getLogger(__name__)
 
 CacheScope = Literal["global", "per-tenant"]
-ANONYMOUS_TENANT = "anonymous"
 
 # E-mail addresses, and phone numbers: 7 to 15 digits, optionally after a "+", with at most two
 # separators (space . - / parentheses) between digits. Erring towards "sensitive" only costs a cache

@@ -40,6 +40,7 @@ from reelserve.schemas import (
     VideoCreateRequest,
     resolve_request,
 )
+from reelserve.schemas.errors import job_not_found
 from reelserve.schemas.model_info import model_object
 from reelserve.stats import LocalStats, StatsRecorder, WorkerStatus
 from reelserve.storage.base import Storage
@@ -223,6 +224,7 @@ class Engine:
         job = await self.video_cache.new_job(request, params, tenant)
         if not job.cached:  # a cached video is handed out even when the pipeline is refusing work
             self.scheduler.check_circuit()
+            self.scheduler.check_share(tenant, placement)
             await self.scheduler.refresh_depth()
             plan = self.scheduler.plan(params, placement)
             if plan.params != params:  # degraded: the video actually made may be cached already
@@ -254,7 +256,7 @@ class Engine:
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id)
         if job is None:
-            raise ReelserveError(ErrorCode.not_found, f"no video with id '{job_id}'", param="video_id")
+            raise job_not_found(job_id)
         return job
 
     def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:

@@ -2,7 +2,7 @@
 and the cost model, behind the few calls the engine makes. Knows nothing of the pipeline or HTTP.
 
 Lifecycle of a job as the scheduler sees it: ``place`` → (result cache, in the engine) →
-``check_circuit`` → ``plan`` → ``enqueue`` → ``next_batch`` → ``claim`` → ``batch_done`` → ``finished``.
+``check_circuit`` → ``check_share`` → ``plan`` → ``enqueue`` → ``next_batch`` → ``claim`` → ``batch_done`` → ``finished``.
 A job that leaves the queue any other way (cancelled, expired) goes through ``dequeue``.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from reelserve.metrics import Metrics
 from reelserve.schemas import GenerationParams, Job, ModelLimits, ReelserveError, VideoCreateRequest
 from reelserve.schemas.errors import ErrorCode
 from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel
+from reelserve.schemas.tenants import is_anonymous
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,9 @@ class SchedulingOptions:
     # Other processes share the broker (distributed mode): this one does not see every job start
     # and finish, so it keeps no ledger of the queue and asks the broker for its depth instead.
     shared_queue: bool = False
+    # Most of a tier's max_queue one tenant may hold (queued and running), unless its policy says;
+    # 1.0: no cap. The anonymous tenant (auth off) is everyone, and is never capped.
+    tenant_queue_share: float = 1.0
 
 
 class Scheduler:
@@ -80,7 +85,8 @@ class Scheduler:
         self.shared_queue = options.shared_queue
         self._shared_depth: dict[int, int] = {}  # the broker's depth per level, as of ``refresh_depth``
         self._clock = clock
-        self._active: dict[str, set[str]] = {}  # tenant -> its unfinished job ids
+        self._active: dict[str, dict[str, str]] = {}  # tenant -> its unfinished job ids -> their tiers
+        self.tenant_queue_share = options.tenant_queue_share
         self._admission_eta: dict[str, float] = {}
         self._deadlines: DeadlineWatch | None = None
         self._deadline_task: asyncio.Task[None] | None = None
@@ -97,6 +103,34 @@ class Scheduler:
         except ReelserveError as error:
             self._count_rejection(error)
             raise
+
+    def check_share(self, tenant: str | None, placement: Placement) -> None:
+        """One tenant may hold at most its share of a tier's queue, so a flood from one key leaves
+        room for every other key (which the tier's own max_queue alone would not). After the result
+        cache: a cached video costs the queue nothing."""
+        try:
+            self._check_share(tenant, placement)
+        except ReelserveError as error:
+            self._count_rejection(error)
+            raise
+
+    def _check_share(self, tenant: str | None, placement: Placement) -> None:
+        if is_anonymous(tenant):
+            return
+        assert tenant is not None
+        tier = placement.tier
+        share = self.tiers.policy(tenant).queue_share or self.tenant_queue_share
+        if share >= 1.0:
+            return
+        cap = max(1, math.floor(share * tier.max_queue))
+        held = sum(1 for name in self._active.get(tenant, {}).values() if name == tier.name)
+        if held >= cap:
+            raise ReelserveError(
+                ErrorCode.queue_full,
+                f"this API key holds its share of the {tier.name} queue ({cap} of {tier.max_queue} jobs); "
+                "retry when some of its jobs finish",
+                retry_after=max(1.0, self.ledger.running_remaining()),
+            )
 
     def check_circuit(self) -> None:
         if self.circuit is None:
@@ -175,7 +209,7 @@ class Scheduler:
             await self.broker.put(job.id, job.params.batch_key(), level)
             return
         self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
-        self._active.setdefault(job.tenant or "", set()).add(job.id)
+        self._active.setdefault(job.tenant or "", {})[job.id] = tier
         if job.estimated_completion_at is not None and len(self._admission_eta) < _ETA_KEPT:
             self._admission_eta[job.id] = job.estimated_completion_at
         await self.broker.put(job.id, job.params.batch_key(), level)
@@ -244,7 +278,11 @@ class Scheduler:
 
     def finished(self, job: Job) -> None:
         """``job`` reached a final status, by whatever path: idempotent."""
-        self._active.get(job.tenant or "", set()).discard(job.id)
+        held = self._active.get(job.tenant or "")
+        if held is not None:
+            held.pop(job.id, None)
+            if not held:
+                del self._active[job.tenant or ""]  # tenants come and go: keep the map to the active ones
         estimate = self._admission_eta.pop(job.id, None)
         if job.completed_at is None or job.cached:
             return

@@ -23,6 +23,7 @@ from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
 from reelserve.metrics import Metrics
 from reelserve.schemas import GenerationParams, Job, JobStatus, VideoCreateRequest
+from reelserve.schemas.tenants import ANONYMOUS_TENANT
 from reelserve.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class VideoCache:
             return Job(params=params, sensitive=decision is not None and decision.sensitive)
         hit = await self.cache.lookup(decision.key)
         if hit is not None:
-            job = await self._copy_of(hit, params)
+            job = await self._copy_of(hit, params, tenant)
             if job is not None:
                 return job
         job = Job(
@@ -69,7 +70,7 @@ class VideoCache:
             cache_semantic=decision.semantic,
         )
         if decision.semantic and self.semantic is not None:
-            copy = await self._semantic_copy(job, decision)
+            copy = await self._semantic_copy(job, decision, tenant)
             if copy is not None:
                 return copy
         return job
@@ -96,6 +97,7 @@ class VideoCache:
                 signature=job.cache_signature or "",
                 model_seconds=(job.timings.inference_s or 0.0) / batch,  # a batch's time is shared by its rows
                 prompt=normalise_prompt(job.params.prompt),
+                tenant=job.tenant or ANONYMOUS_TENANT,
             )
         )
         if self.semantic is not None and job.cache_semantic and job.cache_signature:
@@ -144,7 +146,7 @@ class VideoCache:
 
     # -- hits ---------------------------------------------------------------------------------
 
-    async def _semantic_copy(self, job: Job, decision: CacheDecision) -> Job | None:
+    async def _semantic_copy(self, job: Job, decision: CacheDecision, tenant: str | None) -> Job | None:
         assert self.semantic is not None and self.cache is not None
         vector = await self.semantic.embed(job.params.prompt)
         if vector is None:
@@ -159,7 +161,7 @@ class VideoCache:
                 await self.semantic.removed({match.key})
                 continue
             copy = await self._copy_of(
-                Hit(hit.entry, hit.level, similarity=match.similarity, matched_prompt=match.prompt), job.params
+                Hit(hit.entry, hit.level, similarity=match.similarity, matched_prompt=match.prompt), job.params, tenant
             )
             if copy is not None:
                 self._vectors.pop(job.id, None)
@@ -168,13 +170,16 @@ class VideoCache:
         self.metrics.cache_semantic_requests.labels(result="miss").inc()
         return None
 
-    async def _copy_of(self, hit: Hit, params: GenerationParams) -> Job | None:
-        """A completed job holding its own copy of ``hit``'s files; None (a miss) if they cannot be copied."""
+    async def _copy_of(self, hit: Hit, params: GenerationParams, tenant: str | None) -> Job | None:
+        """A completed job holding its own copy of ``hit``'s files; None (a miss) if they cannot be copied.
+        The source job's id and prompt are shown only to the tenant that made it."""
         assert self.cache is not None
         entry = hit.entry
+        own = entry.tenant == (tenant or ANONYMOUS_TENANT)
         job = Job(
-            params=params, status=JobStatus.completed, progress=100, cached=True, cache_source_id=entry.job_id,
-            cache_similarity=hit.similarity, cache_matched_prompt=hit.matched_prompt,
+            params=params, status=JobStatus.completed, progress=100, cached=True,
+            cache_source_id=entry.job_id if own else None, cache_similarity=hit.similarity,
+            cache_matched_prompt=hit.matched_prompt if own else None,
         )
         job.video_key = video_key(job.id)
         job.thumbnail_key = thumbnail_key(job.id) if entry.thumbnail_key else None

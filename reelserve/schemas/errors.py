@@ -15,6 +15,10 @@ class ErrorCode(StrEnum):
     forbidden = "forbidden"
     not_found = "not_found"
     conflict = "conflict"
+    invalid_range = "invalid_range"  # a malformed Range header
+    range_not_satisfiable = "range_not_satisfiable"  # a Range that selects no byte of the file
+    payload_too_large = "payload_too_large"  # the body is over the server's limit
+    request_timeout = "request_timeout"  # the body did not arrive in time
     not_ready = "not_ready"
     generation_failed = "generation_failed"
     interrupted = "interrupted"
@@ -40,6 +44,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.forbidden: 403,
     ErrorCode.not_found: 404,
     ErrorCode.conflict: 409,
+    ErrorCode.invalid_range: 400,
+    ErrorCode.range_not_satisfiable: 416,
+    ErrorCode.payload_too_large: 413,
+    ErrorCode.request_timeout: 408,
     ErrorCode.not_ready: 503,
     ErrorCode.generation_failed: 500,
     ErrorCode.interrupted: 500,
@@ -72,13 +80,19 @@ class ReelserveError(Exception):
     """An error a caller can act on; ``param`` names the offending request field, if any."""
 
     def __init__(
-        self, code: ErrorCode, message: str, param: str | None = None, retry_after: float | None = None
+        self,
+        code: ErrorCode,
+        message: str,
+        param: str | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.param = param
         self.retry_after = retry_after  # seconds; sent as the Retry-After header
+        self.headers = headers or {}  # more response headers, e.g. a 416's Content-Range
 
     @property
     def http_status(self) -> int:
@@ -90,3 +104,9 @@ class ReelserveError(Exception):
 
 def invalid(param: str, message: str) -> ReelserveError:
     return ReelserveError(ErrorCode.invalid_parameter, message, param=param)
+
+
+def job_not_found(job_id: str) -> ReelserveError:
+    """What an unknown job id, and another tenant's job, both answer: the same words, so a job's
+    existence never leaks."""
+    return ReelserveError(ErrorCode.not_found, f"no video with id '{job_id}'", param="video_id")

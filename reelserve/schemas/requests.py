@@ -10,19 +10,32 @@ import re
 import secrets
 from fractions import Fraction
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from reelserve.schemas.errors import invalid
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1
+MAX_SECONDS = 3600.0  # no model comes near: a bound that keeps seconds*fps finite
+MAX_DEADLINE_S = 366 * 86400.0  # longer than any tier allows; the tier's own bound is checked on placement
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+_DECIMAL_RE = re.compile(r"\d{1,6}(\.\d{1,6})?")
+_SECONDS_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS},
+        {"type": "string", "pattern": "^\\d{1,6}(\\.\\d{1,6})?$", "description": "OpenAI's spelling, e.g. \"4\""},
+        {"type": "null"},
+    ],
+    "description": "duration; frames = seconds*fps + 1",
+}
 
 
 class CacheOptions(BaseModel):
     """Per-request control of the result cache (``VideoCreateRequest.cache``); None means the server's default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = Field(default=True, description="false: this request neither reads nor writes the cache")
     semantic: bool | None = Field(
@@ -34,9 +47,11 @@ class CacheOptions(BaseModel):
 
 
 class VideoCreateRequest(BaseModel):
-    """Body of ``POST /v1/videos`` (JSON or form). Unknown fields are rejected."""
+    """Body of ``POST /v1/videos`` (JSON or form). Unknown fields are rejected, and so are non-finite
+    numbers. The API validates JSON strictly (a number sent as a string is refused); ``seconds`` alone
+    also takes a decimal string, because OpenAI's API spells it so (``"4"``)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False, allow_inf_nan=False)
 
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
@@ -45,7 +60,9 @@ class VideoCreateRequest(BaseModel):
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
     num_frames: int | None = Field(default=None, gt=0)
-    seconds: float | None = Field(default=None, gt=0, description="duration; frames = seconds*fps + 1")
+    seconds: Annotated[float | None, WithJsonSchema(_SECONDS_SCHEMA)] = Field(
+        default=None, gt=0, le=MAX_SECONDS, description="duration; frames = seconds*fps + 1"
+    )
     fps: int | None = Field(default=None, gt=0, le=120)
     num_inference_steps: int | None = Field(default=None, gt=0)
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
@@ -56,7 +73,8 @@ class VideoCreateRequest(BaseModel):
         default=None, description="tier name, e.g. 'realtime', 'standard', 'batch'; within what the API key allows"
     )
     deadline_seconds: float | None = Field(
-        default=None, gt=0, description="finish within this many seconds of acceptance, or be told at once"
+        default=None, gt=0, le=MAX_DEADLINE_S,
+        description="finish within this many seconds of acceptance, or be told at once",
     )
     allow_degrade: bool | None = Field(
         default=None, description="may the server run fewer steps or frames under load; None: the tier's default"
@@ -66,6 +84,13 @@ class VideoCreateRequest(BaseModel):
         max_length=2048,
         description="http(s) URL the final video object is POSTed to, signed per Standard Webhooks",
     )
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_as_openai_spells_it(cls, value: object) -> object:
+        if isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
+            return float(value)
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -187,6 +212,10 @@ def _resolve_frames(req: VideoCreateRequest, fps: int, limits: ModelLimits) -> i
         raise invalid("num_frames", "give either num_frames or seconds, not both")
     if req.seconds is not None:
         frames_f = req.seconds * fps
+        if frames_f + 1 > limits.max_frames:
+            raise invalid(
+                "seconds", f"seconds*fps + 1 must be at most {limits.max_frames} frames; got {req.seconds}*{fps} + 1"
+            )
         if frames_f != int(frames_f) or int(frames_f) % k:
             raise invalid(
                 "seconds",

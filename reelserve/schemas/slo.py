@@ -52,6 +52,9 @@ class TenantPolicy(BaseModel):
     allowed_tiers: list[str] | None = Field(None, description="tiers a request may name; None: every tier")
     requests_per_minute: int | None = Field(None, ge=0, description="0: unlimited")
     max_concurrent_jobs: int | None = Field(None, ge=0, description="queued + running jobs; 0: unlimited")
+    queue_share: float | None = Field(
+        None, gt=0, le=1, description="most of a tier's max_queue this key may hold; None: the server's share"
+    )
     webhook_secret: str | None = Field(
         None, description="whsec_<base64> key that signs this key's webhooks; None: the server's --webhook-secret"
     )

@@ -7,19 +7,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import RedisServer, RunningServer, serve, serve_distributed
+from support import TENANT_KEYS, RedisServer, RunningServer, serve, serve_distributed
 
 
-@pytest.fixture(params=["embedded", "distributed"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
-    if request.param == "embedded":
-        with serve(tmp_path / "data") as running:
+def _in_mode(mode: str, tmp_path: Path, **settings: object) -> Iterator[RunningServer]:
+    if mode == "embedded":
+        with serve(tmp_path / "data", **settings) as running:
             yield running
         return
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     try:
-        with serve_distributed(tmp_path / "data", redis.url) as running:
+        with serve_distributed(tmp_path / "data", redis.url, **settings) as running:
             yield running
     finally:
         redis.stop()
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+    yield from _in_mode(request.param, tmp_path)
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def keyed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
+    """Both modes, with two tenants' API keys and an admin key (``support.ALICE``, ``BOB``, ``ADMIN``)."""
+    yield from _in_mode(request.param, tmp_path, **TENANT_KEYS)

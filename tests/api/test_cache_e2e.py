@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,8 +41,9 @@ def sync(running: RunningServer, body: dict[str, Any], key: str | None = None) -
     return video
 
 
-def frames(running: RunningServer, video_id: str) -> np.ndarray:
-    response = running.client.get(f"/v1/videos/{video_id}/content")
+def frames(running: RunningServer, video_id: str, key: str | None = None) -> np.ndarray:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    response = running.client.get(f"/v1/videos/{video_id}/content", headers=headers)
     assert response.status_code == 200, response.text
     with av.open(io.BytesIO(response.content)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
@@ -289,3 +291,22 @@ def sum_errors(running: RunningServer) -> float:
         for sample in family.samples
         if sample.name.endswith("_total")
     )
+
+
+def test_global_scope_never_names_another_tenants_job_or_prompt(tmp_path: Path, redis_server: RedisServer) -> None:
+    """The global scope shares the video; the source job's id and the matched prompt stay with its tenant."""
+    cached = "a dog running on the beach at sunset"
+    body = {**BODY, "prompt": cached, "cache": {"semantic": True, "min_similarity": 0.9}}
+    with cache_server(tmp_path, redis_server, api_keys=["alice", "bob"]) as running:
+        first = sync(running, body, key="alice")
+        exact = sync(running, body, key="bob")
+        assert exact["cached"] is True and exact["cache_source_id"] is None
+        np.testing.assert_array_equal(frames(running, exact["id"], key="bob"), frames(running, first["id"], key="alice"))
+        paraphrase = {**body, "prompt": "A dog runs along the beach at sunset."}
+        semantic = sync(running, paraphrase, key="bob")
+        assert semantic["cached"] is True and semantic["cache_similarity"] >= 0.9
+        assert semantic["cache_source_id"] is None and semantic["cache_matched_prompt"] is None
+        assert cached not in json.dumps(semantic)
+        # The tenant that made the video is told where its copy came from, as before.
+        own = sync(running, paraphrase, key="alice")
+        assert own["cache_source_id"] == first["id"] and own["cache_matched_prompt"] == cached

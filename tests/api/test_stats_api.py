@@ -8,25 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import RedisServer, RunningServer, gate_pipeline, serve, serve_distributed, wait_until
+from support import ADMIN, ALICE, BOB, RunningServer, auth, gate_pipeline, serve, wait_until
 
-ALICE, BOB, ADMIN = "alice-key", "bob-key", "admin-key"
 KEYS = {"api_keys": [ALICE, BOB], "admin_keys": [ADMIN]}
-
-
-@pytest.fixture(params=["embedded", "distributed"])
-def keyed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
-    if request.param == "embedded":
-        with serve(tmp_path / "data", **KEYS) as running:
-            yield running
-        return
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
-    try:
-        with serve_distributed(tmp_path / "data", redis.url, **KEYS) as running:
-            yield running
-    finally:
-        redis.stop()
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +18,6 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer
     """For what does not depend on the mode (the same router serves both)."""
     with serve(tmp_path_factory.mktemp("stats") / "data", **KEYS) as running:
         yield running
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {key}"}
 
 
 def stats(running: RunningServer, **query: int) -> dict:

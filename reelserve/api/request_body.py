@@ -1,0 +1,87 @@
+"""Reading a request body into a schema, whatever a client sends.
+
+JSON is validated strictly, by pydantic's own parser: a number sent as a string is refused, not
+coerced; ``Infinity``/``NaN``, integers too long to parse and nesting deeper than the parser's limit
+are refused as invalid JSON. A form carries text only, so its fields are parsed as text (a form is
+how a browser sends a number); its one nested field travels as JSON text and is held to the JSON rules.
+No input reaches the handlers unparsed, so none can end in a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from reelserve.api.errors import validation_error
+from reelserve.schemas import ErrorCode, ReelserveError
+
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def parse_json_body(request: Request, model: type[Model]) -> Model:
+    """The body as ``model``; 400 ``invalid_request`` naming ``body`` when it is not one JSON object,
+    422 naming the field when a field is wrong."""
+    return parse_json_text(await request.body(), model, param="body")
+
+
+def parse_json_text(text: bytes | str, model: type[Model], param: str) -> Model:
+    try:
+        return model.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        raise _json_error(exc, param) from None
+
+
+async def parse_form_body(request: Request, model: type[Model], json_fields: tuple[str, ...] = ()) -> Model:
+    """A form's text fields as ``model`` (lax: form values are text); ``json_fields`` hold JSON text,
+    each parsed as that field's own model. A file part is refused: no field takes one."""
+    form = await request.form()
+    data: dict[str, Any] = {}
+    for name, value in form.multi_items():
+        if not isinstance(value, str):
+            raise ReelserveError(
+                ErrorCode.invalid_parameter, f"{name}: files are not accepted; send the value as text", param=name
+            )
+        data[name] = value
+    for name in json_fields:
+        if name in data:
+            data[name] = _json_field(data[name], name, model)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _json_field(text: str, name: str, model: type[BaseModel]) -> Any:
+    annotation = model.model_fields[name].annotation
+    nested = next((arg for arg in getattr(annotation, "__args__", (annotation,)) if isinstance(arg, type)
+                   and issubclass(arg, BaseModel)), None)
+    if nested is None:
+        raise TypeError(f"{model.__name__}.{name} is not a model field")
+    try:
+        return nested.model_validate_json(text, strict=True)
+    except ValidationError as exc:
+        error = validation_error(exc)
+        if error.param is None or error.param == "body":
+            raise ReelserveError(
+                ErrorCode.invalid_parameter, f"{name}: must be a JSON object ({error.message})", param=name
+            ) from None
+        inner = f"{name}.{error.param}"
+        raise ReelserveError(
+            ErrorCode.invalid_parameter, error.message.replace(f"{error.param}:", f"{inner}:", 1), param=inner
+        ) from None
+
+
+def _json_error(exc: ValidationError, param: str) -> ReelserveError:
+    first = exc.errors()[0]
+    if first.get("type") == "json_invalid":
+        return ReelserveError(ErrorCode.invalid_request, f"{param}: {first.get('msg')}", param=param)
+    if first.get("type") == "model_type" and not first.get("loc"):
+        return ReelserveError(ErrorCode.invalid_request, f"{param} must be a JSON object", param=param)
+    return validation_error(exc)
