@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import Scope
 
 from reelserve.schemas import ErrorCode, ErrorResponse, ReelserveError
 
@@ -24,7 +26,7 @@ _HTTP_CODES = {
 _STATUS_MEANING = {
     400: "the body or a header is malformed (not JSON, a bad Range)",
     401: "missing or invalid API key",
-    403: "the admin API is disabled",
+    403: "the key may not do this (the admin API is disabled, or a priority the key may not use)",
     404: "no such video (or not the caller's)",
     408: "the request's body did not arrive in time",
     409: "the video is not completed yet",
@@ -63,6 +65,17 @@ def validation_error(exc: ValidationError | RequestValidationError) -> Reelserve
     )
 
 
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method some route of ``app`` answers at this path: each is tried against the routes' own
+    matching (included routers nest their routes, so reading ``methods`` off the top level misses them)."""
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ReelserveError)
     async def _reelserve(_: Request, exc: ReelserveError) -> JSONResponse:
@@ -77,10 +90,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.invalid_request)
-        body = ReelserveError(code, str(exc.detail)).body().model_dump()
-        return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        message = str(exc.detail)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route with this path; a path may have several.
+            allowed = allowed_methods(app, request.scope)
+            headers.pop("Allow", None)
+            headers["allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        body = ReelserveError(code, message).body().model_dump()
+        return JSONResponse(body, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, exc: ClientDisconnect) -> Response:

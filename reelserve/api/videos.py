@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
+from starlette.convertors import Convertor, register_url_convertor
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
@@ -14,6 +15,7 @@ from reelserve.api.errors import error_responses
 from reelserve.api.request_body import FORM_TYPES, media_type, parse_form_body, parse_json_body
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, ReelserveError, VideoCreateRequest
+from reelserve.schemas.jobs import JOB_ID_PATTERN
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -34,6 +36,22 @@ def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
     return resolve(schema)  # type: ignore[no-any-return]
 
 
+class VideoIdConvertor(Convertor[str]):
+    """Only a job id's shape (``video_`` and 32 hex digits) matches a per-job route, so ``/v1/videos/sync``
+    is never read as a job id: GET on it is a 405, not a search for a job named "sync"."""
+
+    regex = JOB_ID_PATTERN.removeprefix("^").removesuffix("$")
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("video_id", VideoIdConvertor())
+VideoId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job id, e.g. video_<32 hex digits>")]
+
 _REQUEST_SCHEMA = _inline_defs(VideoCreateRequest.model_json_schema())
 _CREATE_DOC = {
     "requestBody": {
@@ -45,12 +63,25 @@ _CREATE_DOC = {
     }
 }
 _VIDEO_OBJECT = {"description": "the video object", "content": {"application/json": {"schema": {"type": "object"}}}}
+# One Server-Sent Event: its type, and the JobEvent as JSON text (an "error" event ends a deleted job's stream).
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {"event": {"type": "string", "enum": ["queued", "progress", "status", "error"]},
+                   "data": {"type": "string", "contentMediaType": "application/json"}},
+    "required": ["data"],
+}
+# What a created job's id leads to, so a client (or a fuzzer) can follow a job through its routes.
+_JOB_LINKS = {
+    name: {"operationId": operation, "parameters": {"video_id": "$response.body#/id"}}
+    for name, operation in [("retrieve", "retrieveVideo"), ("content", "downloadVideoContent"),
+                            ("events", "followVideoEvents"), ("cancel", "cancelVideo"), ("delete", "deleteVideo")]
+}
 # Every status a route can answer, so a client generated from /openapi.json knows them. 503: the
 # distributed mode's Redis is unreachable, or the circuit breaker is open (create).
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: _VIDEO_OBJECT,
-    202: {**_VIDEO_OBJECT, "description": "with ?wait: the job, not final yet when the wait ended"},
-    **error_responses(400, 401, 413, 422, 429, 503),
+    200: {**_VIDEO_OBJECT, "links": _JOB_LINKS},
+    202: {**_VIDEO_OBJECT, "description": "with ?wait: the job, not final yet when the wait ended", "links": _JOB_LINKS},
+    **error_responses(400, 401, 403, 413, 422, 429, 503),
 }
 _JOB_RESPONSES: dict[int | str, dict[str, Any]] = {200: _VIDEO_OBJECT, **error_responses(401, 404, 503)}
 
@@ -75,7 +106,7 @@ def videos_router(
         job = await service.wait(job.id, wait)
         return JSONResponse(job.to_video_object(), status_code=200 if job.status.final else 202)
 
-    @router.post("", openapi_extra=_CREATE_DOC, summary="Create a video job", responses=_CREATE_RESPONSES)
+    @router.post("", openapi_extra=_CREATE_DOC, summary="Create a video job", operation_id="createVideo", responses=_CREATE_RESPONSES)
     async def create_video(
         request: Request, wait: Annotated[float | None, Query(description="seconds to wait")] = None
     ) -> Response:
@@ -84,12 +115,12 @@ def videos_router(
         return await create(request, wait)
 
     @router.post(
-        "/sync", openapi_extra=_CREATE_DOC, summary="Create a video and wait for it", responses=_CREATE_RESPONSES
+        "/sync", openapi_extra=_CREATE_DOC, summary="Create a video and wait for it", operation_id="createVideoSync", responses=_CREATE_RESPONSES
     )
     async def create_video_sync(request: Request, wait: float | None = None) -> Response:
         return await create(request, wait if wait is not None else sync_max_wait_s)
 
-    @router.get("", responses={200: {"description": "a page of video objects"}, **error_responses(401, 422, 503)})
+    @router.get("", operation_id="listVideos", responses={200: {"description": "a page of video objects"}, **error_responses(401, 422, 503)})
     async def list_videos(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -107,22 +138,27 @@ def videos_router(
             "has_more": len(jobs) > limit,
         }
 
-    @router.get("/{video_id}", responses=_JOB_RESPONSES)
-    async def retrieve_video(video_id: str) -> dict[str, Any]:
+    @router.get("/{video_id:video_id}", operation_id="retrieveVideo", responses=_JOB_RESPONSES)
+    async def retrieve_video(video_id: VideoId) -> dict[str, Any]:
         return service.get(video_id).to_video_object()
 
-    @router.delete("/{video_id}", responses={**_JOB_RESPONSES, 200: {"description": "deleted"}})
-    async def delete_video(video_id: str) -> dict[str, Any]:
+    @router.delete(
+        "/{video_id:video_id}", operation_id="deleteVideo", responses={**_JOB_RESPONSES, 200: {"description": "deleted"}}
+    )
+    async def delete_video(video_id: VideoId) -> dict[str, Any]:
         await service.delete(video_id)
         return {"id": video_id, "object": "video.deleted", "deleted": True}
 
-    @router.post("/{video_id}/cancel", responses=_JOB_RESPONSES)
-    async def cancel_video(video_id: str) -> dict[str, Any]:
+    @router.post("/{video_id:video_id}/cancel", operation_id="cancelVideo", responses=_JOB_RESPONSES)
+    async def cancel_video(video_id: VideoId) -> dict[str, Any]:
         return (await service.cancel(video_id)).to_video_object()
 
-    @router.get("/{video_id}/content", responses=CONTENT_RESPONSES, response_class=Response)
+    @router.get(
+        "/{video_id:video_id}/content", operation_id="downloadVideoContent", responses=CONTENT_RESPONSES,
+        response_class=Response,
+    )
     async def download_content(
-        request: Request, video_id: str, variant: Literal["video", "thumbnail"] = "video"
+        request: Request, video_id: VideoId, variant: Literal["video", "thumbnail"] = "video"
     ) -> Response:
         """The MP4 (HTTP Range supported) or the JPEG thumbnail; 409 until the job completes. With
         presigned content delivery, a 307 to the object store instead."""
@@ -130,14 +166,15 @@ def videos_router(
         return content_response(content, request, content_delivery, presign_ttl_s)
 
     @router.get(
-        "/{video_id}/events",
+        "/{video_id:video_id}/events",
+        operation_id="followVideoEvents",
         response_class=EventSourceResponse,
         responses={
-            200: {"description": "the event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            200: {"description": "the event stream", "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
             **error_responses(401, 404, 503),
         },
     )
-    async def video_events(video_id: str) -> EventSourceResponse:
+    async def video_events(video_id: VideoId) -> EventSourceResponse:
         """Server-Sent Events: ``queued`` (queue_position), ``progress`` (step/total_steps) and
         ``status`` events; the stream ends after the final status."""
         # JobAccess answered 404 before the stream started; a job deleted while followed ends it.

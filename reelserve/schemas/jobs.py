@@ -14,6 +14,9 @@ from reelserve.schemas.requests import GenerationParams
 from reelserve.schemas.webhooks import WebhookDelivery
 
 
+JOB_ID_PATTERN = r"^video_[0-9a-f]{32}$"  # what ``Job.id`` makes: routes match only this shape
+
+
 class JobStatus(StrEnum):
     queued = "queued"
     in_progress = "in_progress"
