@@ -94,9 +94,9 @@ def series(url: str) -> int:
 
 
 async def random_methods(url: str, count: int = 20_000) -> list[str]:
-    before = series(url)
     rng = random.Random(7)
     statuses: dict[int, int] = {}
+    seen: list[int] = []  # series after the first batch, and after the last
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         async def one(i: int) -> None:
             method = rng.choice(["GET", "POST", "BREW", "PROPFIND", f"M{rng.randrange(10**6)}", "DELETE"])
@@ -104,14 +104,17 @@ async def random_methods(url: str, count: int = 20_000) -> list[str]:
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         for start in range(0, count, 200):
             await asyncio.gather(*(one(i) for i in range(start, min(count, start + 200))))
-    after = series(url)
+            if start == 0:
+                seen.append(series(url))  # the first 200 create the few "other"/"unmatched" series
+    seen.append(series(url))
     return [f"{count} requests, random methods and paths", f"statuses {dict(sorted(statuses.items()))}",
-            f"/metrics series {before} → {after}"]
+            f"/metrics series after 200: {seen[0]}, after {count}: {seen[1]}"]
 
 
 async def one_key_floods(url: str, flood: int = 2000, probes: int = 20) -> tuple[list[str], list[str]]:
     admitted = {"alice": 0, "bob": 0}
     refused = {"alice": 0, "bob": 0}
+    reasons: dict[str, int] = {}
     accepted: list[str] = []
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         async def submit(who: str, key: str, i: int) -> None:
@@ -123,6 +126,8 @@ async def one_key_floods(url: str, flood: int = 2000, probes: int = 20) -> tuple
             else:
                 assert response.status_code == 429, response.text
                 refused[who] += 1
+                code = f"{who}:{response.json()['error']['code']}"
+                reasons[code] = reasons.get(code, 0) + 1
         for start in range(0, flood, 100):  # Alice's flood, with one of Bob's requests every 100
             batch = [submit("alice", ALICE, i) for i in range(start, start + 100)]
             if start // 100 < probes:
@@ -130,7 +135,7 @@ async def one_key_floods(url: str, flood: int = 2000, probes: int = 20) -> tuple
             await asyncio.gather(*batch)
     row = [f"Alice floods {flood}, Bob sends {probes} during it",
            f"Alice admitted {admitted['alice']}, refused {refused['alice']}",
-           f"Bob admitted {admitted['bob']} of {probes}"]
+           f"Bob admitted {admitted['bob']} of {probes}; refusals {dict(sorted(reasons.items()))}"]
     return row, accepted
 
 

@@ -123,6 +123,22 @@ def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> It
             running.client.close()
 
 
+@contextmanager
+def serve_in_mode(mode: str, tmp_path: Path, **settings: object) -> Iterator[RunningServer]:
+    """``serve`` ("embedded") or ``serve_distributed`` on a private Redis ("distributed")."""
+    if mode == "embedded":
+        with serve(tmp_path / "data", **settings) as running:
+            yield running
+        return
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    try:
+        with serve_distributed(tmp_path / "data", redis_server.url, **settings) as running:
+            yield running
+    finally:
+        redis_server.stop()
+
+
 class GatedPipeline:
     """The real pipeline, but each call waits at its start until the test opens ``gate``.
 

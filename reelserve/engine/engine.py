@@ -106,6 +106,7 @@ class Engine:
         self.scheduler = Scheduler(
             broker, limits, metrics, scheduling or SchedulingOptions(), max_batch_size, max_wait_s
         )
+        self.scheduler.final_among = self._final_among
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
         self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
         self._stop_requested: set[str] = set()  # read by the pipeline thread at step boundaries
@@ -252,6 +253,15 @@ class Engine:
         self.bus.publish(queued_event(job, await self.broker.position(job.id)))
         await self._count_queue()
         return job
+
+    def _final_among(self, job_ids: list[str]) -> set[str]:
+        """The ids whose jobs are final (or gone): what workers finished unseen by this process."""
+        final = set()
+        for job_id in job_ids:
+            job = self.store.get(job_id)
+            if job is None or job.status.final:
+                final.add(job_id)
+        return final
 
     def get(self, job_id: str) -> Job:
         job = self.store.get(job_id)

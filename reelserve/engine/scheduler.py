@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cachetools import TTLCache
+
 from reelserve.engine.admission import Admission, AdmissionPlan
 from reelserve.engine.batcher import Batcher
 from reelserve.engine.circuit import CircuitBreaker
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _ETA_KEPT = 100_000  # admission estimates kept until their jobs finish (for the estimate-error metric)
 _SAVE_EVERY = 10
+_RECONCILE_S = 1.0  # shared queue: how often a tenant's held jobs may be checked against the store
 
 
 @dataclass
@@ -87,6 +90,10 @@ class Scheduler:
         self._clock = clock
         self._active: dict[str, dict[str, str]] = {}  # tenant -> its unfinished job ids -> their tiers
         self.tenant_queue_share = options.tenant_queue_share
+        # Shared queue: workers finish jobs unseen here. Before a tenant is refused for what it holds,
+        # the ids the store says are final are dropped, at most once a second per tenant.
+        self.final_among: Callable[[list[str]], set[str]] | None = None
+        self._reconciled: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=_RECONCILE_S, timer=clock)
         self._admission_eta: dict[str, float] = {}
         self._deadlines: DeadlineWatch | None = None
         self._deadline_task: asyncio.Task[None] | None = None
@@ -98,6 +105,9 @@ class Scheduler:
     # -- admission ----------------------------------------------------------------------------
 
     def place(self, request: VideoCreateRequest, tenant: str | None) -> Placement:
+        limit = self.tiers.policy(tenant).max_concurrent_jobs
+        if limit and len(self._active.get(tenant or "", ())) >= limit:
+            self._forget_finished(tenant or "")
         try:
             return self.admission.place(request, tenant, len(self._active.get(tenant or "", ())))
         except ReelserveError as error:
@@ -123,14 +133,31 @@ class Scheduler:
         if share >= 1.0:
             return
         cap = max(1, math.floor(share * tier.max_queue))
-        held = sum(1 for name in self._active.get(tenant, {}).values() if name == tier.name)
-        if held >= cap:
+        if self._held(tenant, tier.name) >= cap:
+            self._forget_finished(tenant)
+        if self._held(tenant, tier.name) >= cap:
             raise ReelserveError(
                 ErrorCode.queue_full,
                 f"this API key holds its share of the {tier.name} queue ({cap} of {tier.max_queue} jobs); "
                 "retry when some of its jobs finish",
                 retry_after=max(1.0, self.ledger.running_remaining()),
             )
+
+    def _limits_holdings(self, tenant: str | None) -> bool:
+        policy = self.tiers.policy(tenant)
+        share = policy.queue_share or self.tenant_queue_share
+        return bool(policy.max_concurrent_jobs) or (share < 1.0 and not is_anonymous(tenant))
+
+    def _held(self, tenant: str, tier: str) -> int:
+        return sum(1 for name in self._active.get(tenant, {}).values() if name == tier)
+
+    def _forget_finished(self, tenant: str) -> None:
+        held = self._active.get(tenant)
+        if not self.shared_queue or self.final_among is None or not held or tenant in self._reconciled:
+            return
+        self._reconciled[tenant] = True
+        for job_id in self.final_among(list(held)):
+            held.pop(job_id, None)
 
     def check_circuit(self) -> None:
         if self.circuit is None:
@@ -205,11 +232,13 @@ class Scheduler:
         if job.deadline_at is not None and self._deadlines is not None:
             self._deadlines.watch(job.id, job.deadline_at)
         self.metrics.admissions.labels(tier).inc()
+        if not self.shared_queue or self._limits_holdings(job.tenant):
+            # Shared queue: kept only where a limit needs it (finishes are not seen here to drop them).
+            self._active.setdefault(job.tenant or "", {})[job.id] = tier
         if self.shared_queue:  # another process runs it: its start and end are never seen here
             await self.broker.put(job.id, job.params.batch_key(), level)
             return
         self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
-        self._active.setdefault(job.tenant or "", {})[job.id] = tier
         if job.estimated_completion_at is not None and len(self._admission_eta) < _ETA_KEPT:
             self._admission_eta[job.id] = job.estimated_completion_at
         await self.broker.put(job.id, job.params.batch_key(), level)

@@ -7,29 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import TENANT_KEYS, RedisServer, RunningServer, serve, serve_distributed
-
-
-def _in_mode(mode: str, tmp_path: Path, **settings: object) -> Iterator[RunningServer]:
-    if mode == "embedded":
-        with serve(tmp_path / "data", **settings) as running:
-            yield running
-        return
-    redis = RedisServer(tmp_path / "redis")
-    redis.start()
-    try:
-        with serve_distributed(tmp_path / "data", redis.url, **settings) as running:
-            yield running
-    finally:
-        redis.stop()
+from support import TENANT_KEYS, RunningServer, serve_in_mode
 
 
 @pytest.fixture(params=["embedded", "distributed"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
-    yield from _in_mode(request.param, tmp_path)
+    with serve_in_mode(request.param, tmp_path) as running:
+        yield running
 
 
 @pytest.fixture(params=["embedded", "distributed"])
 def keyed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
     """Both modes, with two tenants' API keys and an admin key (``support.ALICE``, ``BOB``, ``ADMIN``)."""
-    yield from _in_mode(request.param, tmp_path, **TENANT_KEYS)
+    with serve_in_mode(request.param, tmp_path, **TENANT_KEYS) as running:
+        yield running
+
