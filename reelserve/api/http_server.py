@@ -88,7 +88,8 @@ class DeadlineProtocol(H11Protocol):
     def _send_408(self, message: str) -> None:
         body, headers = _timeout_body(message)
         try:
-            self.transport.write(self.conn.send(h11.Response(status_code=408, headers=headers, reason=b"Request Timeout")))
+            response = h11.Response(status_code=408, headers=headers, reason=b"Request Timeout")
+            self.transport.write(self.conn.send(response))
             self.transport.write(self.conn.send(h11.Data(data=body)))
             self.transport.write(self.conn.send(h11.EndOfMessage()))
         except h11.LocalProtocolError:

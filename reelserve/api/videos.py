@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from starlette.convertors import Convertor, register_url_convertor
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
+from starlette.convertors import Convertor, register_url_convertor
 
 from reelserve.api.auth import JobAccess, caller_of
 from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response
@@ -80,7 +80,8 @@ _JOB_LINKS = {
 # distributed mode's Redis is unreachable, or the circuit breaker is open (create).
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {**_VIDEO_OBJECT, "links": _JOB_LINKS},
-    202: {**_VIDEO_OBJECT, "description": "with ?wait: the job, not final yet when the wait ended", "links": _JOB_LINKS},
+    202: {**_VIDEO_OBJECT, "links": _JOB_LINKS,
+          "description": "with ?wait: the job, not final yet when the wait ended"},
     **error_responses(400, 401, 403, 413, 422, 429, 503),
 }
 _JOB_RESPONSES: dict[int | str, dict[str, Any]] = {200: _VIDEO_OBJECT, **error_responses(401, 404, 503)}
@@ -106,7 +107,10 @@ def videos_router(
         job = await service.wait(job.id, wait)
         return JSONResponse(job.to_video_object(), status_code=200 if job.status.final else 202)
 
-    @router.post("", openapi_extra=_CREATE_DOC, summary="Create a video job", operation_id="createVideo", responses=_CREATE_RESPONSES)
+    @router.post(
+        "", openapi_extra=_CREATE_DOC, summary="Create a video job", operation_id="createVideo",
+        responses=_CREATE_RESPONSES,
+    )
     async def create_video(
         request: Request, wait: Annotated[float | None, Query(description="seconds to wait")] = None
     ) -> Response:
@@ -115,12 +119,16 @@ def videos_router(
         return await create(request, wait)
 
     @router.post(
-        "/sync", openapi_extra=_CREATE_DOC, summary="Create a video and wait for it", operation_id="createVideoSync", responses=_CREATE_RESPONSES
+        "/sync", openapi_extra=_CREATE_DOC, summary="Create a video and wait for it",
+        operation_id="createVideoSync", responses=_CREATE_RESPONSES,
     )
     async def create_video_sync(request: Request, wait: float | None = None) -> Response:
         return await create(request, wait if wait is not None else sync_max_wait_s)
 
-    @router.get("", operation_id="listVideos", responses={200: {"description": "a page of video objects"}, **error_responses(401, 422, 503)})
+    @router.get(
+        "", operation_id="listVideos",
+        responses={200: {"description": "a page of video objects"}, **error_responses(401, 422, 503)},
+    )
     async def list_videos(
         request: Request,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -143,7 +151,8 @@ def videos_router(
         return service.get(video_id).to_video_object()
 
     @router.delete(
-        "/{video_id:video_id}", operation_id="deleteVideo", responses={**_JOB_RESPONSES, 200: {"description": "deleted"}}
+        "/{video_id:video_id}", operation_id="deleteVideo",
+        responses={**_JOB_RESPONSES, 200: {"description": "deleted"}},
     )
     async def delete_video(video_id: VideoId) -> dict[str, Any]:
         await service.delete(video_id)
