@@ -90,6 +90,7 @@ class ApiServer(_SharedQueueServer):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self._redis_ok = False
+        self._pinging = False
         self.engine.health = lambda: self._redis_ok
 
     def _consumer(self) -> str:
@@ -116,16 +117,20 @@ class ApiServer(_SharedQueueServer):
         if self.cache is not None:
             await self.cache.start()
         await self.engine.open()
+        self._pinging = True
         pinging = asyncio.create_task(self._ping())
         try:
             yield
         finally:
+            self._pinging = False
             pinging.cancel()
             await asyncio.gather(pinging, return_exceptions=True)
             await self._shut_down()
 
     async def _ping(self) -> None:
-        while True:
+        # The flag as well as the cancel: redis-py can turn a cancel that lands in its own timeout
+        # into a TimeoutError, which the loop catches, and the API then never finished shutting down.
+        while self._pinging:
             try:
                 self._redis_ok = bool(await self.async_redis.ping())
             except (redis.exceptions.RedisError, OSError):

@@ -8,8 +8,10 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,7 +100,44 @@ def _uvicorn(app: object, settings: Settings) -> Iterator[uvicorn.Server]:
     finally:
         uv.should_exit = True
         thread.join(timeout=30)
-        assert not thread.is_alive(), "server thread did not stop"
+        assert not thread.is_alive(), f"server thread did not stop:\n{stack_of(thread)}\n{connections_of(uv)}"
+
+
+def connections_of(uv: uvicorn.Server) -> str:
+    state = uv.server_state
+    lines = [f"tasks {len(state.tasks)}, connections {len(state.connections)}"]
+    for connection in list(state.connections):
+        conn = getattr(connection, "conn", None)
+        cycle = getattr(connection, "cycle", None)
+        lines.append(f"  ours {getattr(conn, 'our_state', '?')} theirs {getattr(conn, 'their_state', '?')} "
+                     f"cycle {None if cycle is None else (cycle.scope.get('path'), cycle.response_complete)}")
+    return "\n".join(lines)
+
+
+def stack_of(thread: threading.Thread) -> str:
+    """Where a thread is now, for a test that waited on it in vain."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return "(gone)"
+    text = "".join(traceback.format_stack(frame))
+    while frame is not None and frame.f_code.co_name != "run_forever":  # its event loop's pending tasks
+        frame = frame.f_back
+    loop = frame.f_locals.get("self") if frame is not None else None
+    if isinstance(loop, asyncio.AbstractEventLoop):
+        for task in asyncio.all_tasks(loop):
+            text += f"\ntask {task.get_name()}: " + " -> ".join(_awaiting(task.get_coro()))
+    return text
+
+
+def _awaiting(coro: object) -> list[str]:
+    """A suspended coroutine's chain of awaits, outermost first."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return chain
 
 
 @contextmanager

@@ -32,6 +32,7 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            # path_format: the template without convertors ("/v1/videos/{video_id}")
+            template = getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
             self.metrics.requests.labels(method, template, str(status)).inc()

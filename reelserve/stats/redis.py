@@ -49,6 +49,7 @@ class RedisStats:
     ) -> None:
         self._sync, self._async, self._prefix, self._clock = sync_client, async_client, prefix, clock
         self._heartbeats: list[asyncio.Task[None]] = []
+        self._closing = False
 
     def _key(self, start: int) -> str:
         return f"{self._prefix}stats:{start}"
@@ -112,6 +113,7 @@ class RedisStats:
         return sorted(listed, key=lambda worker: worker["name"])
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._heartbeats:
             task.cancel()
         for task in self._heartbeats:
@@ -123,7 +125,7 @@ class RedisStats:
         ``_LOOK_S``): a worker that finished loading is not shown loading for seconds more."""
         name, written, written_at = "", None, 0.0
         try:
-            while True:
+            while not self._closing:  # a flag too: redis-py can turn a cancel into a timeout, caught below
                 current = status()
                 name = current.name
                 if current != written or time.monotonic() - written_at >= HEARTBEAT_S:

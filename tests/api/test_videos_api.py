@@ -192,7 +192,7 @@ def test_ops_endpoints(server: RunningServer) -> None:
     assert {"application/json", "multipart/form-data"} <= set(create_body)
     assert server.client.get("/docs").status_code == 200
     server.client.post("/v1/videos/sync", json={"prompt": "metrics"})
-    server.client.get("/v1/videos/video_missing")
+    server.client.get("/v1/videos/video_" + "0" * 32)  # an unknown id of the right shape
     text = server.client.get("/metrics").text
     for name in ("reelserve_http_requests_total", "reelserve_queue_wait_seconds_bucket",
                  "reelserve_inference_seconds_bucket", "reelserve_end_to_end_seconds_bucket",
