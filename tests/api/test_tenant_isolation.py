@@ -112,3 +112,20 @@ def test_with_auth_off_everyone_is_one_tenant(server: RunningServer) -> None:
     job = c.post("/v1/videos/sync", json=BODY).json()
     assert c.get(f"/v1/videos/{job['id']}", headers=auth("whatever")).status_code == 200
     assert job["id"] in {v["id"] for v in c.get("/v1/videos").json()["data"]}
+
+
+def test_every_per_job_route_in_the_openapi_document_is_walled(keyed: RunningServer) -> None:
+    """Every route with a {video_id} (those added later too) answers another tenant exactly as it
+    answers an unknown id, and the job is untouched."""
+    c = keyed.client
+    job = c.post("/v1/videos/sync", json=BODY, headers=auth(ALICE)).json()
+    unknown = "video_" + "0" * 32
+    routes = [(method.upper(), path) for path, item in c.get("/openapi.json").json()["paths"].items()
+              if "{video_id}" in path for method in item]
+    assert len(routes) >= 5, routes
+    for method, path in routes:
+        theirs = c.request(method, path.replace("{video_id}", job["id"]), headers=auth(BOB))
+        nobody = c.request(method, path.replace("{video_id}", unknown), headers=auth(BOB))
+        assert theirs.status_code == nobody.status_code == 404, (method, path, theirs.text)
+        assert theirs.text.replace(job["id"], unknown) == nobody.text, (method, path)
+    assert c.get(f"/v1/videos/{job['id']}", headers=auth(ALICE)).json()["status"] == "completed"
