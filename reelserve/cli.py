@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import socket
 import time
 import types
 import typing
@@ -48,6 +49,7 @@ def _run(role: str, **flags: Any) -> None:
     overrides = {name: value for name, value in flags.items() if value is not None}
     try:
         settings = Settings(**overrides)
+        _check_port_free(settings.host, settings.port)
         server = {"serve": Server, "api": ApiServer, "worker": WorkerServer}[role](settings)
     except (ValueError, ReelserveError) as exc:  # ValueError: a bad setting, pydantic's included
         console.print(f"[red]error:[/red] {exc}")
@@ -56,6 +58,21 @@ def _run(role: str, **flags: Any) -> None:
             "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
     console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")
     uvicorn.Server(serving_config(server.app, settings)).run()
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before saying "serving" (and before loading anything) when the port is taken."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another program holds the port; "
+                "choose another with --port (or REELSERVE_PORT), or stop the other server"
+            ) from None
 
 
 def _serve(**flags: Any) -> None:

@@ -78,3 +78,17 @@ def test_settings_come_from_env(monkeypatch) -> None:  # type: ignore[no-untyped
     assert settings.max_batch_size == 7 and settings.api_keys == ["a", "b"]
     assert settings.redis_url == "redis://127.0.0.1:6390/2"
     assert settings.cache_sensitive_patterns == [r"\d{3,}", "secret"]
+
+
+def test_serve_refuses_a_port_in_use_before_saying_serving(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = runner.invoke(app, ["serve", "--model", "tiny", "--port", str(port), "--data-dir", str(tmp_path)],
+                               env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert f"127.0.0.1:{port}" in result.output and "--port" in result.output
+    assert "serving" not in result.output

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from reelserve import __version__
@@ -42,7 +43,9 @@ def create_app(
     """The app. ``/v1/admin/cache`` and ``/v1/admin/stats`` exist when ``cache_admin`` and ``dashboard``
     are given, and answer 403 to everyone until ``admin_keys`` are configured. Admin keys also work on
     every ``/v1`` route, and may act on any tenant's job."""
-    app = FastAPI(title="reelserve", version=__version__, lifespan=lifespan)
+    # FastAPIOffline: /docs (Swagger UI) loads its scripts from files in that package, not from a CDN,
+    # so it renders with no network. ReDoc is off: its bundle still fetches a logo from its CDN.
+    app = FastAPIOffline(title="reelserve", version=__version__, lifespan=lifespan, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: it counts the 413s too
