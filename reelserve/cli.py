@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import socket
 import time
 import types
@@ -54,10 +55,27 @@ def _run(role: str, **flags: Any) -> None:
     except (ValueError, ReelserveError) as exc:  # ValueError: a bad setting, pydantic's included
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    _quiet_logs(settings.log_level)
     what = {"serve": f"serving [bold]{settings.model}[/bold]", "api": "API (jobs on Redis)",
             "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
     console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")
     uvicorn.Server(serving_config(server.app, settings)).run()
+
+
+def _quiet_logs(level: str) -> None:
+    """A server's log: uvicorn's lines plus reelserve's own (one a finished job), and no third-party
+    progress bars (diffusers and transformers draw them while loading weights)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    ours = logging.getLogger("reelserve")
+    ours.addHandler(handler)
+    ours.setLevel(logging.DEBUG if level == "trace" else level.upper())
+    ours.propagate = False
 
 
 def _check_port_free(host: str, port: int) -> None:

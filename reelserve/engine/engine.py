@@ -19,6 +19,7 @@ from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
+from reelserve.engine.job_log import log_final
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
@@ -240,6 +241,7 @@ class Engine:
         if job.cached:  # completed already: its only transition is None -> completed
             self.metrics.finished.labels(job.status.value).inc()
             self.stats.job_finished(job)
+            log_final(job)
             self._publish_status(job)
             if self.notifier is not None:
                 self.notifier.finished(job)
@@ -585,6 +587,7 @@ class Engine:
         self.scheduler.finished(job)
         self.metrics.finished.labels(job.status.value).inc()
         self.stats.job_finished(job)
+        log_final(job)
         self._publish_status(job)
         if self.notifier is not None:
             self.notifier.finished(job)
