@@ -53,16 +53,56 @@ def error_response(error: ReelserveError, headers: dict[str, str] | None = None)
 
 
 def validation_error(exc: ValidationError | RequestValidationError) -> ReelserveError:
-    """The first problem, naming its field, e.g. ``prompt: String should have at least 1 character``."""
+    """The first problem, naming its field, in plain words: e.g. ``prompt: must not be empty``."""
     first = exc.errors()[0]
     location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    # A union's member type shows up in the location (``seconds.float``): the user sent ``seconds``.
+    location = [part for part in location if part not in _UNION_MEMBERS]
     param = ".".join(location) or None
-    message = first.get("msg", "invalid value")
-    if first.get("type") == "extra_forbidden":
-        message = "unknown field"
+    message = plain_message(first)
     return ReelserveError(
         ErrorCode.invalid_parameter, f"{param}: {message}" if param else message, param=param
     )
+
+
+_UNION_MEMBERS = {"float", "int", "str", "bool", "function-after[_seconds_as_openai_spells_it(), float]"}
+# pydantic's error types, said the way a user needs them: what to send.
+_PLAIN = {
+    "missing": "required; send it",
+    "extra_forbidden": "unknown field; see GET /v1/models or /docs for the fields",
+    "string_too_short": "must not be empty",
+    "int_type": "must be a whole number (a JSON number without a fraction, not text)",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number, without a fraction",
+    "float_type": "must be a number (a JSON number, not text)",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number (not Infinity or NaN)",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be text",
+    "model_type": "must be a JSON object",
+    "model_attributes_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+}
+
+
+def plain_message(error: Any) -> str:
+    kind, ctx = error.get("type", ""), error.get("ctx") or {}
+    if kind in _PLAIN:
+        return _PLAIN[kind]
+    if kind == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters; got {len(str(error.get('input', '')))}"
+    bounds = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
+              "less_than_equal": "at most"}
+    if kind in bounds:
+        limit = next(iter(ctx.values()), "?")
+        shown = f"{limit:g}" if isinstance(limit, float) else limit
+        return f"must be {bounds[kind]} {shown}; got {error.get('input')!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error.get("msg", "invalid value")))
+    message = str(error.get("msg", "invalid value"))
+    return message.replace("Input should be", "must be", 1)  # e.g. literal_error: must be 'video' or 'thumbnail'
+
 
 
 def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:

@@ -25,6 +25,12 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+async def looks_like_json(request: Request) -> bool:
+    """``curl -d '{...}'`` without ``-H 'content-type: application/json'`` labels JSON as a form; a form
+    body never starts with ``{``, so such a body is read as the JSON it is."""
+    return (await request.body()).lstrip()[:1] == b"{"
+
+
 async def parse_json_body(request: Request, model: type[Model]) -> Model:
     """The body as ``model``; 400 ``invalid_request`` naming ``body`` when it is not one JSON object,
     422 naming the field when a field is wrong."""

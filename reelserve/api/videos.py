@@ -12,7 +12,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from reelserve.api.auth import JobAccess, caller_of
 from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response
 from reelserve.api.errors import error_responses
-from reelserve.api.request_body import FORM_TYPES, media_type, parse_form_body, parse_json_body
+from reelserve.api.request_body import FORM_TYPES, looks_like_json, media_type, parse_form_body, parse_json_body
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, ReelserveError, VideoCreateRequest
 from reelserve.schemas.jobs import JOB_ID_PATTERN
@@ -200,6 +200,9 @@ def videos_router(
 
 
 async def _parse_create(request: Request) -> VideoCreateRequest:
-    if media_type(request) in FORM_TYPES:
+    kind = media_type(request)
+    if kind == "application/x-www-form-urlencoded" and await looks_like_json(request):
+        kind = "application/json"
+    if kind in FORM_TYPES:
         return await parse_form_body(request, VideoCreateRequest, json_fields=("cache",))
     return await parse_json_body(request, VideoCreateRequest)

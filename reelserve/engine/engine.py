@@ -216,7 +216,7 @@ class Engine:
         if model != self.model_name:
             raise ReelserveError(
                 ErrorCode.unknown_model,
-                f"model '{model}' is not served here; this server serves '{self.model_name}'",
+                f"model: '{model}' is not served here; this server serves '{self.model_name}' (send that, or leave model out)",
                 param="model",
             )
         params = resolve_request(request, model, self.limits)

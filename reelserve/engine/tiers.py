@@ -63,7 +63,7 @@ class TierTable:
         allowed = policy.allowed_tiers if policy.allowed_tiers is not None else list(self.tiers)
         if request.priority is not None:
             if request.priority not in self.tiers:
-                raise invalid("priority", f"priority must be one of {', '.join(self.tiers)}; got {request.priority!r}")
+                raise invalid("priority", f"priority: must be one of {', '.join(self.tiers)}; got {request.priority!r}")
             if request.priority not in allowed:
                 raise ReelserveError(
                     ErrorCode.forbidden,
@@ -77,7 +77,7 @@ class TierTable:
         if deadline > tier.max_deadline_s:
             raise invalid(
                 "deadline_seconds",
-                f"deadline_seconds must be at most {tier.max_deadline_s:g} for the {tier.name} tier; got {deadline:g}",
+                f"deadline_seconds: at most {tier.max_deadline_s:g} for the {tier.name} tier; got {deadline:g}",
             )
         allow = request.allow_degrade if request.allow_degrade is not None else tier.allow_degrade
         return Placement(tier=tier, deadline_s=deadline, allow_degrade=allow)

@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from reelserve.schemas.errors import invalid
+from reelserve.schemas.suggest import frame_counts, multiples, nearest, nearest_sizes, spelled
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1
@@ -88,7 +89,9 @@ class VideoCreateRequest(BaseModel):
     @field_validator("seconds", mode="before")
     @classmethod
     def _seconds_as_openai_spells_it(cls, value: object) -> object:
-        if isinstance(value, str) and _DECIMAL_RE.fullmatch(value):
+        if isinstance(value, str):
+            if not _DECIMAL_RE.fullmatch(value):
+                raise ValueError(f'must be a number of seconds, e.g. 4 or "4"; got {value[:20]!r}')
             return float(value)
         return value
 
@@ -96,7 +99,7 @@ class VideoCreateRequest(BaseModel):
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("prompt must contain non-whitespace characters")
+            raise ValueError("must contain more than whitespace")
         return value
 
 
@@ -161,7 +164,11 @@ def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) ->
     num_frames = _resolve_frames(req, fps, limits)
     steps = req.num_inference_steps if req.num_inference_steps is not None else limits.default_steps
     if steps > limits.max_steps:
-        raise invalid("num_inference_steps", f"num_inference_steps must be 1..{limits.max_steps} for {model}")
+        raise invalid(
+            "num_inference_steps",
+            f"num_inference_steps: {model} runs at most {limits.max_steps} steps; got {steps}, "
+            f"try {limits.max_steps} or fewer (default {limits.default_steps})",
+        )
     guidance = req.guidance_scale if req.guidance_scale is not None else limits.default_guidance
     guidance_2 = req.guidance_scale_2
     if guidance_2 is not None and not limits.two_experts:
@@ -185,11 +192,14 @@ def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) ->
 
 def _resolve_size(req: VideoCreateRequest, limits: ModelLimits) -> tuple[int, int]:
     if req.size is not None and (req.width is not None or req.height is not None):
-        raise invalid("size", "give either size or width/height, not both")
+        raise invalid("size", "size: give either size or width and height, not both")
     if req.size is not None:
         match = _SIZE_RE.match(req.size)
         if not match:
-            raise invalid("size", f"size must look like 'WxH' (e.g. '{limits.default_width}x{limits.default_height}')")
+            raise invalid(
+                "size", f"size: must look like 'WxH', e.g. '{limits.default_width}x{limits.default_height}'; "
+                f"got {req.size[:40]!r}"
+            )
         width, height = int(match[1]), int(match[2])
         field_w = field_h = "size"
     else:
@@ -202,30 +212,46 @@ def _resolve_size(req: VideoCreateRequest, limits: ModelLimits) -> tuple[int, in
         ("height", height, field_h, limits.max_height),
     ):
         if value % m or not m <= value <= maximum:
-            raise invalid(field, f"{name} must be a multiple of {m} between {m} and {maximum}; got {value}")
+            raise invalid(field, _size_message(field, name, value, width, height, limits))
     return width, height
+
+
+def _size_message(field: str, name: str, value: int, width: int, height: int, limits: ModelLimits) -> str:
+    m = limits.spatial_multiple
+    if field == "size":
+        near = nearest_sizes(width, height, m, limits.max_width, limits.max_height)
+        return (f"size: width and height must be multiples of {m} up to {limits.max_width}x{limits.max_height}; "
+                f"got {width}x{height}, nearest: {near}")
+    maximum = limits.max_width if name == "width" else limits.max_height
+    near = spelled(nearest(value, multiples(m, maximum)))
+    return f"{name}: must be a multiple of {m} from {m} to {maximum}; got {value}, nearest: {near}"
 
 
 def _resolve_frames(req: VideoCreateRequest, fps: int, limits: ModelLimits) -> int:
     k = limits.temporal_multiple
     if req.num_frames is not None and req.seconds is not None:
-        raise invalid("num_frames", "give either num_frames or seconds, not both")
+        raise invalid("num_frames", "num_frames: give either num_frames or seconds, not both")
     if req.seconds is not None:
         frames_f = req.seconds * fps
+        valid_seconds = [(n - 1) / fps for n in frame_counts(k, limits.max_frames) if n > 1]
+        try_seconds = spelled(nearest(req.seconds, valid_seconds))
+        longest = (limits.max_frames - 1) // k * k
         if frames_f + 1 > limits.max_frames:
             raise invalid(
-                "seconds", f"seconds*fps + 1 must be at most {limits.max_frames} frames; got {req.seconds}*{fps} + 1"
+                "seconds", f"seconds: at {fps} fps this model makes at most {longest / fps:g} s "
+                f"({longest + 1} frames); got {req.seconds:g}, try {try_seconds}"
             )
         if frames_f != int(frames_f) or int(frames_f) % k:
             raise invalid(
-                "seconds",
-                f"seconds*fps must be a whole multiple of {k} (frames = seconds*fps + 1); "
-                f"got {req.seconds}*{fps}",
+                "seconds", f"seconds: at {fps} fps, seconds·{fps} must be a whole multiple of {k} "
+                f"(frames = seconds·fps + 1); got {req.seconds:g}, nearest: {try_seconds}"
             )
-        num_frames, field = int(frames_f) + 1, "seconds"
-    else:
-        num_frames = req.num_frames if req.num_frames is not None else limits.default_frames
-        field = "num_frames"
+        return int(frames_f) + 1
+    num_frames = req.num_frames if req.num_frames is not None else limits.default_frames
     if (num_frames - 1) % k or not 1 <= num_frames <= limits.max_frames:
-        raise invalid(field, f"num_frames must be {k}k+1 and at most {limits.max_frames}; got {num_frames}")
+        near = spelled(nearest(num_frames, frame_counts(k, limits.max_frames)))
+        raise invalid(
+            "num_frames", f"num_frames: must be {k}k+1 (1, {1 + k}, {1 + 2 * k}, …) up to {limits.max_frames}; "
+            f"got {num_frames}, nearest: {near}"
+        )
     return num_frames

@@ -133,12 +133,32 @@ def test_bad_bodies_rejected_naming_the_field(server: RunningServer, body: dict,
 
 
 def test_bad_input_messages_say_what_is_allowed(server: RunningServer) -> None:
-    size = server.client.post("/v1/videos", json={"prompt": "x", "size": "65x64"}).json()["error"]
-    assert "multiple of 16" in size["message"] and "256" in size["message"]
-    frames = server.client.post("/v1/videos", json={"prompt": "x", "num_frames": 8}).json()["error"]
-    assert "4k+1" in frames["message"] and "33" in frames["message"]
-    model = server.client.post("/v1/videos", json={"prompt": "x", "model": "nope"}).json()["error"]
-    assert "tiny" in model["message"]
+    def error(**body: object) -> str:
+        return server.client.post("/v1/videos", json={"prompt": "x", **body}).json()["error"]["message"]
+
+    size = error(size="65x64")
+    assert "multiples of 16" in size and "256" in size and "nearest: 64x64 or 80x64" in size
+    frames = error(num_frames=8)
+    assert "4k+1" in frames and "33" in frames and "nearest: 5 or 9" in frames
+    seconds = error(seconds=100)
+    assert seconds.startswith("seconds: at 8 fps this model makes at most 4 s (33 frames)") and "try 4" in seconds
+    assert "nearest: 96 or 112" in error(width=100)
+    assert "tiny" in error(model="nope")
+
+
+@pytest.mark.parametrize(("body", "param"), [b for b in BAD_BODIES if b[1] is not None])
+def test_no_validator_wording_reaches_the_user(server: RunningServer, body: dict, param: str) -> None:
+    message = server.client.post("/v1/videos", json=body).json()["error"]["message"]
+    assert message.startswith(param), message  # it names the field the user sent, first
+    assert not any(words in message for words in ("Input should", "Field required", "String should", "Value error"))
+
+
+def test_json_sent_as_a_form_is_read_as_json(server: RunningServer) -> None:
+    """``curl -d '{...}'`` without a content type labels the JSON as a form."""
+    response = server.client.post("/v1/videos", content=b'{"prompt": "a sniffed body", "num_frames": 5}',
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200, response.text
+    assert response.json()["prompt"] == "a sniffed body" and response.json()["num_frames"] == 5
 
 
 def test_non_json_and_wrong_shapes(server: RunningServer) -> None:
