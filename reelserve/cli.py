@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -105,6 +106,13 @@ def _worker(**flags: Any) -> None:
     _run("worker", **flags)
 
 
+def _shown_default(default: Any) -> str:
+    """A default as --help shows it: a list by its items' names (tiers, degrade levels), else as text."""
+    if isinstance(default, list | tuple):
+        return ",".join(str(getattr(item, "name", item)) for item in default) or "(none)"
+    return "(none)" if default is None or default == {} else str(default)
+
+
 def _serve_signature() -> inspect.Signature:
     """One flag per Settings field; unset flags fall back to REELSERVE_* env vars, then defaults."""
     params = []
@@ -113,7 +121,9 @@ def _serve_signature() -> inspect.Signature:
         flag = f"--{name.replace('_', '-')}"
         decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        option = typer.Option(None, *decls, help=f"{field.description} [default: {default}]", show_default=False)
+        # escape(): Rich would read "[default: x]" as a style tag and drop it from --help.
+        shown = _shown_default(default)
+        option = typer.Option(None, *decls, help=escape(f"{field.description} [default: {shown}]"), show_default=False)
         params.append(
             inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind | None)
         )

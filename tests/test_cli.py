@@ -41,6 +41,9 @@ def test_serve_has_a_flag_per_setting() -> None:
     assert result.exit_code == 0
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in result.output
+    text = " ".join(result.output.split())
+    for shown in ("[default: 127.0.0.1]", "[default: 8000]", "[default: realtime,standard,batch]", "[default: micro]"):
+        assert shown in text, shown  # Rich must not eat the bracketed defaults
 
 
 def test_serve_rejects_bad_settings(tmp_path: Path) -> None:
