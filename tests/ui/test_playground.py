@@ -94,7 +94,8 @@ def test_asks_for_a_key_then_offers_the_models_defaults_and_limits(
     width = params["width"]
     assert options("Width") == [str(v) for v in range(width["min"], width["max"] + 1, width["multiple_of"])]
     frames = params["num_frames"]
-    assert options("Frames") == [str(n) for n in range(frames["min"], frames["max"] + 1) if n % 4 == 1]
+    # 4n+1 counts, from the first that makes a video (a single frame is a still): no "1 frames · 0 s".
+    assert options("Frames") == [str(n) for n in range(max(2, frames["min"]), frames["max"] + 1) if n % 4 == 1]
     expect(page.get_by_label("Frames")).to_have_value(str(frames["default"]))
     assert options("Priority") == params["priority"]["enum"]
     expect(page.get_by_label("Priority")).to_have_value(params["priority"]["default"])
@@ -143,6 +144,13 @@ def test_keyboard_submit_shows_live_progress_then_plays_the_video(
     expect(download).to_have_attribute("download", f"{video_id}.mp4")
     expect(download).to_have_attribute("href", re.compile(r"^blob:"))
     expect(page.locator("#badges .badge")).to_have_count(0)  # a fresh run: neither cached nor degraded
+    # A 64x64 clip is drawn pixel-crisp at a whole multiple of its size, not smoothed into the box.
+    page.wait_for_function("() => document.getElementById('result-video').dataset.scale")
+    width, shown, rendering = page.evaluate(
+        "() => { const v = document.getElementById('result-video');"
+        " return [v.videoWidth, v.getBoundingClientRect().width, getComputedStyle(v).imageRendering]; }"
+    )
+    assert width == 64 and shown % 64 == 0 and shown >= 128 and rendering == "pixelated", (width, shown, rendering)
 
 
 def test_history_shows_thumbnails_pages_opens_and_deletes(page: Page, ui_server: RunningServer) -> None:

@@ -84,11 +84,12 @@ function setNumber(input, spec, step) {
   input.value = spec.default ?? "";
 }
 
-// "4n+1" -> every legal frame count from min to max; anything unknown falls back to 1..max.
+// "4n+1" -> every legal frame count from min to max; anything unknown falls back to 1..max. A single
+// frame is a still image, not a video: the choices start at two frames or more.
 function frameCounts(spec) {
   const form = /^(\d+)n\+(\d+)$/.exec(spec.form || "");
   const [k, r] = form ? [Number(form[1]), Number(form[2])] : [1, 0];
-  return range(spec.min, spec.max, 1).filter((n) => n % k === r % k);
+  return range(spec.min, spec.max, 1).filter((n) => n > 1 && n % k === r % k);
 }
 
 function frameLabel(frames) {

@@ -184,9 +184,23 @@ async function renderFinal(video) {
   if (state.videoUrl) URL.revokeObjectURL(state.videoUrl);
   state.videoUrl = URL.createObjectURL(blob);
   $("result-video").src = state.videoUrl;
+  $("result-video").onloadedmetadata = fitPixels;
   $("download").href = state.videoUrl;
   $("download").download = `${video.id}.mp4`;
   $("player").hidden = false;
+}
+
+// A small video is shown at a whole multiple of its size (crisp pixels, image-rendering: pixelated),
+// as large as fits the player's width and 60% of the window's height; never shrunk below 1x.
+export function fitPixels() {
+  const video = $("result-video");
+  if (!video.videoWidth) return;
+  const room = Math.min(video.parentElement.clientWidth / video.videoWidth,
+                        (window.innerHeight * 0.6) / video.videoHeight);
+  const scale = Math.max(1, Math.floor(room));
+  video.style.width = `${video.videoWidth * scale}px`;
+  video.style.height = `${video.videoHeight * scale}px`;
+  video.dataset.scale = String(scale);
 }
 
 function renderBadges(video) {
