@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -143,23 +144,26 @@ app.command(
 
 @app.command()
 def models() -> None:
-    """List the model registry."""
-    from reelserve.models import list_specs
+    """List the model registry (reads the table only: no framework import, no weights)."""
+    from reelserve.models.specs import list_specs
 
-    table = Table("name", "default size", "frames", "fps", "steps", "size multiple", "source", "description")
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("model", no_wrap=True)
+    for name in ("default clip", "largest", "steps"):
+        table.add_column(name, no_wrap=True)
     for spec in list_specs():
         lim = spec.limits
         table.add_row(
             spec.name,
-            f"{lim.default_width}x{lim.default_height}",
-            f"{lim.default_frames} (max {lim.max_frames})",
-            str(lim.default_fps),
-            str(lim.default_steps),
-            str(lim.spatial_multiple),
-            spec.default_source or "built in",
-            spec.description,
+            f"{lim.default_width}x{lim.default_height} {lim.default_frames}f {lim.default_fps}fps",
+            f"{lim.max_width}x{lim.max_height} {lim.max_frames}f",
+            f"{lim.default_steps} (max {lim.max_steps})",
         )
-    Console().print(table)
+    out = Console()
+    out.print(table)
+    for spec in list_specs():
+        source = "in the package" if spec.name == "micro" else spec.default_source or "built in code"
+        out.print(f"[bold]{spec.name}[/bold] (weights: {escape(source)}): {escape(spec.description)}")
 
 
 @app.command()

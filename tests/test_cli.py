@@ -8,6 +8,21 @@ from reelserve.video import probe_mp4
 runner = CliRunner()
 
 
+def test_models_reads_the_table_only_and_fits_80_columns() -> None:
+    """No framework import (so it answers at once), every model's name whole, no line past 80."""
+    code = ("import sys; from typer.testing import CliRunner; from reelserve.cli import app; "
+            "r = CliRunner().invoke(app, ['models'], env={'COLUMNS': '80'}); print(r.output); "
+            "print('HEAVY' if {'torch', 'diffusers'} & set(sys.modules) else 'LIGHT')")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.rstrip().endswith("LIGHT"), out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for name in ("tiny", "micro", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"):
+        assert f" {name} " in out, name
+
+
 def test_models_lists_the_registry() -> None:
     result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

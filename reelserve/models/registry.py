@@ -13,34 +13,19 @@ from diffusers import WanPipeline
 
 from reelserve.accel.accelerate import Accelerated, accelerate, check_options
 from reelserve.models.fingerprint import model_version
-from reelserve.models.micro import MICRO_MAX_SEQUENCE_LENGTH, MICRO_WEIGHTS
+from reelserve.models.micro import MICRO_WEIGHTS
 from reelserve.models.options import LoadOptions, apply_options, resolve_placement
-from reelserve.models.tiny import TINY_MAX_SEQUENCE_LENGTH, build_tiny_pipeline
-from reelserve.models.wan import (
-    A14B_HUB_ID,
-    TI2V_5B_HUB_ID,
-    WAN_MAX_SEQUENCE_LENGTH,
-    load_wan_pipeline,
-    spatial_multiple,
-)
+from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs
+from reelserve.models.tiny import build_tiny_pipeline
+from reelserve.models.wan import load_wan_pipeline, spatial_multiple
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
 from reelserve.schemas.requests import ModelLimits
+
+__all__ = ["LoadedModel", "ModelSpec", "get_spec", "list_specs", "load_model", "weights_source"]
 
 # Smallest legal clip for warm-up: one latent frame plus one temporal block.
 WARM_UP_FRAMES = 5
 WARM_UP_STEPS = 2
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One servable model. ``loader`` returns a placed, ready pipeline for the given options."""
-
-    name: str
-    description: str
-    limits: ModelLimits
-    default_source: str | None  # hub id for from_pretrained models; None when built in code
-    loader: Callable[[LoadOptions], WanPipeline]
-    max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH  # text tokens per prompt
 
 
 @dataclass
@@ -145,108 +130,10 @@ def _load_a14b(options: LoadOptions) -> WanPipeline:
     return load_wan_pipeline(options.path or A14B_HUB_ID, "a14b", options)
 
 
-_SPECS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        name="tiny",
-        description="Toy Wan pipeline with seeded random weights, built in code; for tests and demos.",
-        limits=ModelLimits(
-            spatial_multiple=16,
-            max_width=256,
-            max_height=256,
-            max_frames=33,
-            max_steps=50,
-            default_width=64,
-            default_height=64,
-            default_frames=9,
-            default_fps=8,
-            default_steps=4,
-            default_guidance=5.0,
-            two_experts=False,
-        ),
-        default_source=None,
-        loader=_load_tiny,
-        max_sequence_length=TINY_MAX_SEQUENCE_LENGTH,
-    ),
-    ModelSpec(
-        name="micro",
-        description="reelserve's own micro Wan model, trained on synthetic shapes; weights ship with the package.",
-        limits=ModelLimits(
-            # The VAE x patch multiple is 8, but WanPipeline insists on multiples of 16.
-            spatial_multiple=16,
-            max_width=128,
-            max_height=128,
-            max_frames=33,
-            max_steps=100,
-            default_width=64,
-            default_height=64,
-            default_frames=17,
-            default_fps=8,
-            default_steps=25,
-            default_guidance=5.0,
-            two_experts=False,
-        ),
-        default_source=None,
-        loader=_load_micro,
-        max_sequence_length=MICRO_MAX_SEQUENCE_LENGTH,
-    ),
-    ModelSpec(
-        name="wan2.2-ti2v-5b",
-        description="Wan2.2 TI2V 5B: one transformer, 48-channel VAE; trained at 1280x704 and 704x1280.",
-        limits=ModelLimits(
-            spatial_multiple=32,
-            max_width=1280,
-            max_height=1280,
-            max_frames=121,
-            max_steps=100,
-            default_width=1280,
-            default_height=704,
-            default_frames=121,
-            default_fps=24,
-            default_steps=50,
-            default_guidance=5.0,
-            two_experts=False,
-        ),
-        default_source=TI2V_5B_HUB_ID,
-        loader=_load_ti2v_5b,
-    ),
-    ModelSpec(
-        name="wan2.2-t2v-a14b",
-        description="Wan2.2 T2V A14B: high- and low-noise 14B experts; guidance_scale_2 steers the second.",
-        limits=ModelLimits(
-            spatial_multiple=16,
-            max_width=1280,
-            max_height=1280,
-            max_frames=81,
-            max_steps=100,
-            default_width=1280,
-            default_height=720,
-            default_frames=81,
-            default_fps=16,
-            default_steps=40,
-            default_guidance=4.0,
-            two_experts=True,
-        ),
-        default_source=A14B_HUB_ID,
-        loader=_load_a14b,
-    ),
-)
-
-
-def list_specs() -> list[ModelSpec]:
-    """Every servable model, in a stable order."""
-    return list(_SPECS)
-
-
-def get_spec(name: str) -> ModelSpec:
-    """The spec called ``name``; ``ReelserveError(unknown_model, param="model")`` naming the
-    available models otherwise."""
-    for spec in _SPECS:
-        if spec.name == name:
-            return spec
-    available = ", ".join(spec.name for spec in _SPECS)
-    raise ReelserveError(
-        ErrorCode.unknown_model, f"unknown model {name!r}; available: {available}", param="model"
-    )
+# Each spec's loader, by name: the table itself (``specs``) imports neither torch nor diffusers.
+_LOADERS: dict[str, Callable[[LoadOptions], WanPipeline]] = {
+    "tiny": _load_tiny, "micro": _load_micro, "wan2.2-ti2v-5b": _load_ti2v_5b, "wan2.2-t2v-a14b": _load_a14b,
+}
 
 
 def weights_source(name: str, path: str | None) -> str | None:
@@ -265,7 +152,7 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     spec = get_spec(name)
     device, dtype = resolve_placement(options)
     check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
-    pipeline = spec.loader(options)
+    pipeline = _LOADERS[spec.name](options)
     _check_limits_match(spec, pipeline)
     model = LoadedModel(
         name=spec.name,

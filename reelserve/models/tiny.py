@@ -14,11 +14,11 @@ import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 from transformers import UMT5Config, UMT5EncoderModel
 
+from reelserve.models.specs import TINY_MAX_SEQUENCE_LENGTH
 from reelserve.models.tokenizer import build_byte_tokenizer
 
 TEXT_DIM = 32
 # The toy text encoder has relative position buckets only, so any length works; 32 keeps it cheap.
-TINY_MAX_SEQUENCE_LENGTH = 32
 A14B_BOUNDARY_RATIO = 0.875
 
 _M = TypeVar("_M", bound=torch.nn.Module)

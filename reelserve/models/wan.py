@@ -14,15 +14,12 @@ import diffusers.utils.deprecation_utils
 from diffusers import WanPipeline
 
 from reelserve.models.options import LoadOptions, apply_options, component_dtypes, resolve_placement
+from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, WAN_MAX_SEQUENCE_LENGTH
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
 
 WanLayoutName = Literal["ti2v-5b", "a14b", "micro"]
 
-TI2V_5B_HUB_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
-A14B_HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
 A14B_DEFAULT_BOUNDARY_RATIO = 0.875
-# Real Wan checkpoints were trained with 512 UMT5 tokens per prompt.
-WAN_MAX_SEQUENCE_LENGTH = 512
 
 # diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype``; the old name still works there
 # but warns, and older releases (the project allows >=0.35) know only the old one.

@@ -1,0 +1,132 @@
+"""The model registry's table: each model's name, limits and where its weights come from.
+
+Importing this needs no torch or diffusers (``reelserve models`` answers at once); loading a model is
+``registry.load_model``'s business, which finds the loader by the spec's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reelserve.models.micro import MICRO_MAX_SEQUENCE_LENGTH
+from reelserve.schemas.errors import ErrorCode, ReelserveError
+from reelserve.schemas.requests import ModelLimits
+
+TI2V_5B_HUB_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
+A14B_HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+# Real Wan checkpoints were trained with 512 UMT5 tokens per prompt.
+WAN_MAX_SEQUENCE_LENGTH = 512
+TINY_MAX_SEQUENCE_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One servable model. ``loader`` returns a placed, ready pipeline for the given options."""
+
+    name: str
+    description: str
+    limits: ModelLimits
+    default_source: str | None  # hub id for from_pretrained models; None when built in code
+    max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH  # text tokens per prompt
+
+
+_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="tiny",
+        description="Toy Wan pipeline with seeded random weights, built in code; for tests and demos.",
+        limits=ModelLimits(
+            spatial_multiple=16,
+            max_width=256,
+            max_height=256,
+            max_frames=33,
+            max_steps=50,
+            default_width=64,
+            default_height=64,
+            default_frames=9,
+            default_fps=8,
+            default_steps=4,
+            default_guidance=5.0,
+            two_experts=False,
+        ),
+        default_source=None,
+        max_sequence_length=TINY_MAX_SEQUENCE_LENGTH,
+    ),
+    ModelSpec(
+        name="micro",
+        description="reelserve's own micro Wan model, trained on synthetic shapes; weights ship with the package.",
+        limits=ModelLimits(
+            # The VAE x patch multiple is 8, but WanPipeline insists on multiples of 16.
+            spatial_multiple=16,
+            max_width=128,
+            max_height=128,
+            max_frames=33,
+            max_steps=100,
+            default_width=64,
+            default_height=64,
+            default_frames=17,
+            default_fps=8,
+            default_steps=25,
+            default_guidance=5.0,
+            two_experts=False,
+        ),
+        default_source=None,
+        max_sequence_length=MICRO_MAX_SEQUENCE_LENGTH,
+    ),
+    ModelSpec(
+        name="wan2.2-ti2v-5b",
+        description="Wan2.2 TI2V 5B: one transformer, 48-channel VAE; trained at 1280x704 and 704x1280.",
+        limits=ModelLimits(
+            spatial_multiple=32,
+            max_width=1280,
+            max_height=1280,
+            max_frames=121,
+            max_steps=100,
+            default_width=1280,
+            default_height=704,
+            default_frames=121,
+            default_fps=24,
+            default_steps=50,
+            default_guidance=5.0,
+            two_experts=False,
+        ),
+        default_source=TI2V_5B_HUB_ID,
+    ),
+    ModelSpec(
+        name="wan2.2-t2v-a14b",
+        description="Wan2.2 T2V A14B: high- and low-noise 14B experts; guidance_scale_2 steers the second.",
+        limits=ModelLimits(
+            spatial_multiple=16,
+            max_width=1280,
+            max_height=1280,
+            max_frames=81,
+            max_steps=100,
+            default_width=1280,
+            default_height=720,
+            default_frames=81,
+            default_fps=16,
+            default_steps=40,
+            default_guidance=4.0,
+            two_experts=True,
+        ),
+        default_source=A14B_HUB_ID,
+    ),
+)
+
+
+def list_specs() -> list[ModelSpec]:
+    """Every servable model, in a stable order."""
+    return list(_SPECS)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec called ``name``; ``ReelserveError(unknown_model, param="model")`` naming the
+    available models otherwise."""
+    for spec in _SPECS:
+        if spec.name == name:
+            return spec
+    available = ", ".join(spec.name for spec in _SPECS)
+    raise ReelserveError(
+        ErrorCode.unknown_model, f"unknown model {name!r}; available: {available}", param="model"
+    )
+
+
