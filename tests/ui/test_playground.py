@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -182,17 +183,32 @@ def test_history_shows_thumbnails_pages_opens_and_deletes(page: Page, ui_server:
     page.get_by_role("button", name="Previous").click()
     expect(cards.first).to_have_attribute("data-id", newest["data"][0]["id"])
 
-    # Clicking a card shows that job.
+    # Clicking a card shows that job, with its prompt and time, and puts its request in the form.
+    expect(page.get_by_role("heading", name="Your videos")).to_be_visible()
+    page.get_by_label("Prompt", exact=True).fill("something else")
+    page.get_by_label("Seed").fill("123")
     shown = newest["data"][2]["id"]
     page.locator(f'#history > li[data-id="{shown}"]').get_by_role("button", name=re.compile("^Show")).click()
     expect(page.locator("#detail-id")).to_have_text(shown)
+    expect(page.locator("#detail-prompt")).to_have_text(body["prompt"])
+    expect(page.locator("#detail-created")).not_to_be_empty()
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value(body["prompt"])
+    expect(page.get_by_label("Seed")).to_have_value("7")
+    expect(page.get_by_label("Frames")).to_have_value(str(newest["data"][2]["num_frames"]))
     _wait_until_playing(page)
 
     # Delete the newest from its card: gone from the list and from the API.
+    # Delete asks first: dismissed, nothing happens; accepted, the card goes.
     doomed = newest["data"][0]["id"]
-    page.locator(f'#history > li[data-id="{doomed}"]').get_by_role(
-        "button", name=re.compile("^Delete")
-    ).click()
+    delete = page.locator(f'#history > li[data-id="{doomed}"]').get_by_role("button", name=re.compile("^Delete"))
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    delete.click()
+    expect(page.locator(f'#history > li[data-id="{doomed}"]')).to_have_count(1)
+    assert asked and body["prompt"] in asked[0]
+    assert ui_server.client.get(f"/v1/videos/{doomed}", headers=AUTH).status_code == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    delete.click()
     expect(page.locator(f'#history > li[data-id="{doomed}"]')).to_have_count(0)
     expect(cards).to_have_count(8)  # the next one moved up
     assert ui_server.client.get(f"/v1/videos/{doomed}", headers=AUTH).status_code == 404
@@ -422,3 +438,11 @@ def test_phone_width_fits_and_every_control_is_labelled(phone_page: Page, ui_ser
     assert nameless == []
     expect(page.locator("#job-status")).to_have_attribute("aria-live", "polite")
     screenshot(page, "playground-phone")
+
+
+def test_without_api_keys_the_history_says_it_is_everyones(page: Page, tmp_path: Path) -> None:
+    with serve(tmp_path / "data") as open_server:
+        open_server.client.post("/v1/videos", params={"wait": 30}, json={"prompt": "someone else's"})
+        page.goto(open_server.url)
+        expect(page.get_by_role("heading", name="All videos on this server")).to_be_visible()
+        expect(page.locator("#history > li")).to_have_count(1)

@@ -47,7 +47,7 @@ export async function loadHistory() {
     paging.after = paging.cursors.pop(); // this page emptied (deletes): step back
     return loadHistory();
   }
-  const shown = page.data.map((v) => `${v.id}:${v.status}`).join(",");
+  const shown = page.data.map((v) => `${v.id}:${v.status}:${v.progress}`).join(","); // progress too: cards stay live
   if (shown !== paging.shown) $("history").replaceChildren(...page.data.map(card));
   paging.shown = shown;
   // Jobs started elsewhere (another tab, a script) finish without telling this page: poll while any runs.
@@ -93,15 +93,15 @@ function card(video) {
   remove.className = "card-delete danger ghost";
   remove.textContent = "Delete";
   remove.setAttribute("aria-label", `Delete video: ${video.prompt}`);
-  remove.addEventListener("click", guard(() => deleteJob(video.id), $("history-error")));
+  remove.addEventListener("click", guard(() => deleteJob(video.id, video.prompt), $("history-error")));
 
   item.append(open, remove);
   return item;
 }
 
 function cardMeta(video) {
-  return [statusLabel(video.status), video.size, `${video.seconds} s`, video.cached ? "cached" : null]
-    .filter(Boolean).join(" · ");
+  const state = video.status === "in_progress" ? `${statusLabel(video.status)} ${video.progress}%` : statusLabel(video.status);
+  return [state, video.size, `${video.seconds} s`, video.cached ? "cached" : null].filter(Boolean).join(" · ");
 }
 
 async function loadThumb(id, holder) {
@@ -123,13 +123,16 @@ async function loadThumb(id, holder) {
   }
 }
 
+// Opening a card shows that job and puts its request in the form: "generate again" is one click.
 async function openJob(id) {
   const video = await api(`/v1/videos/${encodeURIComponent(id)}`);
   show(video);
+  document.dispatchEvent(new CustomEvent("reelserve:reuse", { detail: video }));
   $("result-title").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
-async function deleteJob(id) {
+async function deleteJob(id, prompt) {
+  if (!window.confirm(`Delete this video for good?\n\n${prompt}`)) return;
   await api(`/v1/videos/${encodeURIComponent(id)}`, { method: "DELETE" });
   const url = thumbs.get(id);
   if (url) URL.revokeObjectURL(url);

@@ -19,6 +19,23 @@ const FIELD_ALIASES = { size: "width", seconds: "num_frames" };
 
 let model = null; // the served model's /v1/models entry, once the server has answered
 
+// A history card was opened: its request goes into the form, ready to run again (or to change).
+document.addEventListener("reelserve:reuse", (event) => {
+  const video = event.detail;
+  const [width, height] = String(video.size).split("x");
+  const values = {
+    prompt: video.prompt, negative_prompt: video.negative_prompt || "", width, height,
+    fps: video.fps, num_inference_steps: video.num_inference_steps, guidance_scale: video.guidance_scale,
+    guidance_scale_2: video.guidance_scale_2 ?? "", seed: String(video.seed), priority: video.priority || "",
+  };
+  for (const [field, value] of Object.entries(values)) {
+    if (value !== undefined && value !== null && $(field)) $(field).value = String(value);
+  }
+  relabelFrames();
+  $("num_frames").value = String(video.num_frames);
+  updateSnippets();
+});
+
 /* ---------- API key ---------- */
 
 function askForKey(message) {
@@ -241,6 +258,8 @@ async function boot() {
   }
   $("key-panel").hidden = true;
   $("app").hidden = false;
+  // Answered without a key: the server has no API keys, so its list is everyone's jobs, not "yours".
+  $("history-title").textContent = apiKey() ? "Your videos" : "All videos on this server";
   buildForm();
   resetPaging();
   await loadHistory();

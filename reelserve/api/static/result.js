@@ -232,6 +232,8 @@ function seconds(value) {
 function renderDetails(video) {
   const t = video.timings || {};
   const rows = [
+    ["Prompt", video.prompt, "detail-prompt"],
+    ["Made", new Date(video.created_at * 1000).toLocaleString(), "detail-created"],
     ["ID", video.id, "detail-id"],
     ["Seed", String(video.seed), "detail-seed"],
     ["Size", video.size, "detail-size"],
