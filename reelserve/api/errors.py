@@ -97,7 +97,7 @@ def plain_message(error: Any) -> str:
     if kind in bounds:
         limit = next(iter(ctx.values()), "?")
         shown = f"{limit:g}" if isinstance(limit, float) else limit
-        return f"must be {bounds[kind]} {shown}; got {error.get('input')!r}"
+        return f"must be {bounds[kind]} {shown}; got {error.get('input')}"
     if kind == "value_error":
         return str(ctx.get("error", error.get("msg", "invalid value")))
     message = str(error.get("msg", "invalid value"))
