@@ -11,39 +11,21 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 from support import GatedPipeline, RedisServer, RunningServer, gate_pipeline, serve
-from ui_support import USER_KEY, screenshot
+from ui_support import AUTH, JOB_MS, USER_KEY, open_playground, screenshot, wait_until_playing
 
 from reelserve.schemas.slo import DegradeLevel
 
-AUTH = {"Authorization": f"Bearer {USER_KEY}"}
 # 2**53 + 1: the smallest integer a JS number cannot hold, so showing it exactly proves the page never
 # let it become a Number.
 UNSAFE_SEED = "9007199254740993"
-# For waits on a job (a tiny one takes well under a second alone; leave room for a busy 2-core box).
-JOB_MS = 20_000
-
-
-def _open(page: Page, server: RunningServer) -> None:
-    """The playground with USER_KEY already in session storage, as after a key entry."""
-    page.add_init_script(f"sessionStorage.setItem('reelserve.apiKey', {json.dumps(USER_KEY)})")
-    page.goto(server.url)
-    expect(page.locator("#app")).to_be_visible()
 
 
 def _parameters(server: RunningServer) -> dict:
     return server.client.get("/v1/models", headers=AUTH).json()["data"][0]["parameters"]
-
-
-def _wait_until_playing(page: Page) -> None:
-    page.wait_for_function(
-        "() => { const v = document.getElementById('result-video');"
-        " return v.readyState >= 2 && v.duration > 0 && !document.getElementById('player').hidden; }"
-    )
 
 
 def _raw_seed(server: RunningServer, video_id: str) -> str:
@@ -112,7 +94,7 @@ def test_asks_for_a_key_then_offers_the_models_defaults_and_limits(
 def test_keyboard_submit_shows_live_progress_then_plays_the_video(
     page: Page, ui_server: RunningServer
 ) -> None:
-    _open(page, ui_server)
+    open_playground(page, ui_server)
     # Every value the bar takes, recorded in the page as it changes.
     page.evaluate(
         """() => {
@@ -127,7 +109,7 @@ def test_keyboard_submit_shows_live_progress_then_plays_the_video(
     prompt.fill("a red ball bouncing")
     prompt.press("Control+Enter")
 
-    _wait_until_playing(page)
+    wait_until_playing(page)
     expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
     seen = page.evaluate("window.progressSeen")
     assert len({v for v in seen if 0 < v < 100}) >= 2, seen
@@ -154,68 +136,8 @@ def test_keyboard_submit_shows_live_progress_then_plays_the_video(
     assert width == 64 and shown % 64 == 0 and shown >= 128 and rendering == "pixelated", (width, shown, rendering)
 
 
-def test_history_shows_thumbnails_pages_opens_and_deletes(page: Page, ui_server: RunningServer) -> None:
-    # Nine jobs: one real run, then eight cache hits of it (each its own job, completed at once).
-    body = {"prompt": f"history {uuid.uuid4().hex[:6]}", "seed": 7}
-    first = ui_server.client.post("/v1/videos", params={"wait": 30}, json=body, headers=AUTH).json()
-    assert first["status"] == "completed"
-    for _ in range(8):
-        assert ui_server.client.post("/v1/videos", json=body, headers=AUTH).json()["cached"] is True
-    newest = ui_server.client.get("/v1/videos", params={"limit": 8}, headers=AUTH).json()
-    second_page = ui_server.client.get(
-        "/v1/videos", params={"limit": 8, "after": newest["last_id"]}, headers=AUTH
-    ).json()
-
-    _open(page, ui_server)
-    cards = page.locator("#history > li")
-    expect(cards).to_have_count(8)
-    assert cards.evaluate_all("cs => cs.map(c => c.dataset.id)") == [v["id"] for v in newest["data"]]
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#history img')].filter(i => i.complete && i.naturalWidth > 0).length"
-        " === 8"
-    )
-
-    # Paging: Next shows the following page, Previous comes back.
-    expect(page.get_by_role("button", name="Previous")).to_be_disabled()
-    page.get_by_role("button", name="Next").click()
-    expect(cards.first).to_have_attribute("data-id", second_page["data"][0]["id"])
-    expect(page.get_by_role("button", name="Previous")).to_be_enabled()
-    page.get_by_role("button", name="Previous").click()
-    expect(cards.first).to_have_attribute("data-id", newest["data"][0]["id"])
-
-    # Clicking a card shows that job, with its prompt and time, and puts its request in the form.
-    expect(page.get_by_role("heading", name="Your videos")).to_be_visible()
-    page.get_by_label("Prompt", exact=True).fill("something else")
-    page.get_by_label("Seed").fill("123")
-    shown = newest["data"][2]["id"]
-    page.locator(f'#history > li[data-id="{shown}"]').get_by_role("button", name=re.compile("^Show")).click()
-    expect(page.locator("#detail-id")).to_have_text(shown)
-    expect(page.locator("#detail-prompt")).to_have_text(body["prompt"])
-    expect(page.locator("#detail-created")).not_to_be_empty()
-    expect(page.get_by_label("Prompt", exact=True)).to_have_value(body["prompt"])
-    expect(page.get_by_label("Seed")).to_have_value("7")
-    expect(page.get_by_label("Frames")).to_have_value(str(newest["data"][2]["num_frames"]))
-    _wait_until_playing(page)
-
-    # Delete the newest from its card: gone from the list and from the API.
-    # Delete asks first: dismissed, nothing happens; accepted, the card goes.
-    doomed = newest["data"][0]["id"]
-    delete = page.locator(f'#history > li[data-id="{doomed}"]').get_by_role("button", name=re.compile("^Delete"))
-    asked: list[str] = []
-    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
-    delete.click()
-    expect(page.locator(f'#history > li[data-id="{doomed}"]')).to_have_count(1)
-    assert asked and body["prompt"] in asked[0]
-    assert ui_server.client.get(f"/v1/videos/{doomed}", headers=AUTH).status_code == 200
-    page.once("dialog", lambda dialog: dialog.accept())
-    delete.click()
-    expect(page.locator(f'#history > li[data-id="{doomed}"]')).to_have_count(0)
-    expect(cards).to_have_count(8)  # the next one moved up
-    assert ui_server.client.get(f"/v1/videos/{doomed}", headers=AUTH).status_code == 404
-
-
 def test_cancel_a_running_job(page: Page, ui_server: RunningServer) -> None:
-    _open(page, ui_server)
+    open_playground(page, ui_server)
     params = _parameters(ui_server)
     # The largest job tiny allows takes several seconds: plenty of time to cancel it mid-run.
     page.get_by_label("Width").select_option(str(params["width"]["max"]))
@@ -239,7 +161,7 @@ def test_cancel_a_running_job(page: Page, ui_server: RunningServer) -> None:
 def test_an_invalid_value_shows_the_apis_message_next_to_the_field(
     page: Page, ui_server: RunningServer
 ) -> None:
-    _open(page, ui_server)
+    open_playground(page, ui_server)
     before = _api_ids(ui_server)
     too_many = _parameters(ui_server)["num_inference_steps"]["max"] + 1
     expected = ui_server.client.post(
@@ -270,7 +192,7 @@ def test_an_invalid_value_shows_the_apis_message_next_to_the_field(
 
 
 def test_the_same_request_twice_is_served_from_the_cache(page: Page, ui_server: RunningServer) -> None:
-    _open(page, ui_server)
+    open_playground(page, ui_server)
     page.get_by_label("Prompt", exact=True).fill(f"a cached ball {uuid.uuid4().hex[:6]}")
     page.get_by_label("Seed").fill(UNSAFE_SEED)
     page.get_by_role("button", name="Generate").click()
@@ -284,7 +206,7 @@ def test_the_same_request_twice_is_served_from_the_cache(page: Page, ui_server: 
     expect(page.locator("#badge-cached")).to_be_visible(timeout=JOB_MS)
     expect(page.locator("#job-status")).to_have_text("Completed (from the cache)")
     expect(page.locator("#detail-seed")).to_have_text(UNSAFE_SEED)
-    _wait_until_playing(page)
+    wait_until_playing(page)
     second_id = page.locator("#detail-id").text_content()
     assert _raw_seed(ui_server, second_id or "") == UNSAFE_SEED
     assert ui_server.client.get(f"/v1/videos/{second_id}", headers=AUTH).json()["cached"] is True
@@ -328,7 +250,7 @@ def _generate(page: Page, prompt: str, **fields: str) -> None:
 
 
 def test_degraded_similar_and_failed_jobs_are_explained(page: Page, eventful_server: RunningServer) -> None:
-    _open(page, eventful_server)
+    open_playground(page, eventful_server)
     _generate(page, "boom goes the pipeline")
     expect(page.locator("#job-status")).to_contain_text("Failed: RuntimeError: boom", timeout=JOB_MS)
     expect(page.locator("#player")).to_be_hidden()
@@ -336,7 +258,7 @@ def test_degraded_similar_and_failed_jobs_are_explained(page: Page, eventful_ser
 
     _generate(page, "a dog running on the beach at sunset", Priority="batch", Steps="4", Seed="11")
     expect(page.locator("#badge-degraded")).to_have_text("degraded: num inference steps 4→2", timeout=JOB_MS)
-    _wait_until_playing(page)
+    wait_until_playing(page)
     first = eventful_server.client.get("/v1/videos", headers=AUTH).json()["data"][0]
     assert first["degraded"] == {"num_inference_steps": {"requested": 4, "ran": 2}}
     expect(page.locator("#badges")).to_contain_text(first["degraded_reason"])
@@ -349,13 +271,13 @@ def test_degraded_similar_and_failed_jobs_are_explained(page: Page, eventful_ser
     shown = f"cached · {hit['cache_similarity'] * 100:.1f}% similar"
     expect(page.locator("#badge-cached")).to_have_text(shown)
     expect(page.locator("#badge-cached")).to_have_attribute("title", f"matched prompt: {first['prompt']}")
-    _wait_until_playing(page)
+    wait_until_playing(page)
 
 
 def test_a_waiting_job_shows_its_place_in_the_queue(page: Page, eventful_server: RunningServer) -> None:
     gate = eventful_server.worker.engine.runner.pipeline  # the GatedPipeline the fixture installed
     assert isinstance(gate, GatedPipeline)
-    _open(page, eventful_server)
+    open_playground(page, eventful_server)
     gate.hold()
     try:
         holder = eventful_server.client.post("/v1/videos", json={"prompt": "holds the worker"}, headers=AUTH)
@@ -366,13 +288,13 @@ def test_a_waiting_job_shows_its_place_in_the_queue(page: Page, eventful_server:
     finally:
         gate.gate.set()
     expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
-    _wait_until_playing(page)
+    wait_until_playing(page)
 
 
 def test_copy_as_curl_and_python_snippets_run_against_the_server(
     page: Page, ui_server: RunningServer
 ) -> None:
-    _open(page, ui_server)
+    open_playground(page, ui_server)
     tag = uuid.uuid4().hex[:6]
     page.get_by_label("Prompt", exact=True).fill(f'it\'s a "quoted" snippet {tag}')  # quotes of both kinds
     page.get_by_label("Steps").fill("3")
@@ -411,10 +333,10 @@ def test_copy_as_curl_and_python_snippets_run_against_the_server(
 
 def test_phone_width_fits_and_every_control_is_labelled(phone_page: Page, ui_server: RunningServer) -> None:
     page = phone_page
-    _open(page, ui_server)
+    open_playground(page, ui_server)
     page.get_by_label("Prompt", exact=True).fill("a_very_long_prompt_without_any_spaces_" * 4)
     page.get_by_role("button", name="Generate").click()
-    _wait_until_playing(page)
+    wait_until_playing(page)
     page.get_by_text("Use this request from code").click()
     expect(page.locator("#snippet-curl")).to_be_visible()
     page.wait_for_function(
@@ -439,10 +361,3 @@ def test_phone_width_fits_and_every_control_is_labelled(phone_page: Page, ui_ser
     expect(page.locator("#job-status")).to_have_attribute("aria-live", "polite")
     screenshot(page, "playground-phone")
 
-
-def test_without_api_keys_the_history_says_it_is_everyones(page: Page, tmp_path: Path) -> None:
-    with serve(tmp_path / "data") as open_server:
-        open_server.client.post("/v1/videos", params={"wait": 30}, json={"prompt": "someone else's"})
-        page.goto(open_server.url)
-        expect(page.get_by_role("heading", name="All videos on this server")).to_be_visible()
-        expect(page.locator("#history > li")).to_have_count(1)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
+from support import RunningServer
 
 CHROMIUM = Path(os.environ.get("REELSERVE_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("REELSERVE_TEST_ARTIFACTS", Path(__file__).parents[2] / "artifacts")) / "ui"
 USER_KEY = "ui-user-key"
 ADMIN_KEY = "ui-admin-key"
+AUTH = {"Authorization": f"Bearer {USER_KEY}"}
+# For waits on a job (a tiny one takes well under a second alone; leave room for a busy 2-core box).
+JOB_MS = 20_000
 
 
 def screenshot(page: Page, name: str) -> Path:
@@ -19,3 +24,17 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def open_playground(page: Page, server: RunningServer) -> None:
+    """The playground with USER_KEY already in session storage, as after a key entry."""
+    page.add_init_script(f"sessionStorage.setItem('reelserve.apiKey', {json.dumps(USER_KEY)})")
+    page.goto(server.url)
+    expect(page.locator("#app")).to_be_visible()
+
+
+def wait_until_playing(page: Page) -> None:
+    page.wait_for_function(
+        "() => { const v = document.getElementById('result-video');"
+        " return v.readyState >= 2 && v.duration > 0 && !document.getElementById('player').hidden; }"
+    )
