@@ -8,13 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+if TYPE_CHECKING:  # imported when a prewarm runs: every CLI start would pay for httpx
+    import httpx
 
 app = typer.Typer(help="Work with a running server's result cache.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -199,6 +201,8 @@ def prewarm(
     body = {name: value for name, value in body.items() if value is not None}
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     columns = (TextColumn("prewarming"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    import httpx
+
     with (
         httpx.Client(base_url=url, headers=headers, timeout=30) as client,
         Progress(*columns, console=console) as bar,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import socket
 import time
 import types
@@ -54,7 +55,14 @@ def _run(role: str, **flags: Any) -> None:
         settings = Settings(**overrides)
         _check_port_free(settings.host, settings.port)
         server = {"serve": Server, "api": ApiServer, "worker": WorkerServer}[role](settings)
-    except (ValueError, ReelserveError) as exc:  # ValueError: a bad setting, pydantic's included
+    except ValidationError as exc:
+        for error in exc.errors():  # one line a bad flag, named as typed
+            where = "-".join(str(part) for part in error["loc"]).replace("_", "-")
+            message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own words
+            said = f"--{where}: {message}; got {error['input']!r}" if where else message
+            console.print(f"[red]error:[/red] {escape(said)}")
+        raise typer.Exit(2) from None
+    except (ValueError, ReelserveError) as exc:  # ValueError: a setting's own check, or the port
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     _quiet_logs(settings.log_level)
@@ -66,18 +74,24 @@ def _run(role: str, **flags: Any) -> None:
 
 def _quiet_logs(level: str) -> None:
     """A server's log: uvicorn's lines plus reelserve's own (one a finished job), and no third-party
-    progress bars (diffusers and transformers draw them while loading weights)."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    progress bars."""
+    _no_third_party_bars()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
     ours = logging.getLogger("reelserve")
     ours.addHandler(handler)
     ours.setLevel(logging.DEBUG if level == "trace" else level.upper())
     ours.propagate = False
+
+
+def _no_third_party_bars() -> None:
+    """diffusers and transformers draw progress bars while loading weights: clutter in a server's log,
+    and a second bar above `generate`'s own."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def _check_port_free(host: str, port: int) -> None:
@@ -168,7 +182,7 @@ def models() -> None:
 
 @app.command()
 def generate(
-    prompt: str,
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What the video shows.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the MP4.")] = Path("out.mp4"),
     model: Annotated[str, typer.Option(help="Model name.")] = "micro",
     model_path: Annotated[str | None, typer.Option(help="Local dir or hub id.")] = None,
@@ -183,8 +197,13 @@ def generate(
     seed: int | None = None,
     device: str = "auto",
     dtype: str = "auto",
+    cpu_threads: Annotated[
+        int | None, typer.Option(min=1, help="Torch's CPU threads; unset: every core this process may use.")
+    ] = None,
 ) -> None:
     """Generate one video in-process, with a progress bar; prints the path and the timings."""
+    import torch
+
     from reelserve.engine.runner import PipelineRunner
     from reelserve.models import LoadOptions, get_spec, load_model
     from reelserve.video import encode_mp4
@@ -197,8 +216,9 @@ def generate(
             guidance_scale_2=guidance_scale_2, seed=seed,
         )
         params = resolve_request(request, spec.name, spec.limits)
-        options = LoadOptions(device=device, dtype=dtype, path=model_path)  # type: ignore[arg-type]
+        options = LoadOptions(device=device, dtype=dtype, path=model_path, cpu_threads=cpu_threads)  # type: ignore[arg-type]
         started = time.perf_counter()
+        _no_third_party_bars()
         loaded = load_model(spec.name, options)
     except (ValidationError, ReelserveError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -215,11 +235,17 @@ def generate(
     typer.echo(str(output))
     typer.echo(
         f"model={spec.name} size={params.size} frames={params.num_frames} steps={params.num_inference_steps} "
-        f"seed={params.seed} load_s={load_s:.2f} inference_s={outcome.inference_s:.2f} encode_s={encode_s:.2f}"
+        f"seed={params.seed} threads={torch.get_num_threads()} load_s={load_s:.2f} inference_s={outcome.inference_s:.2f} encode_s={encode_s:.2f}"
     )
 
 
 def main() -> None:
+    # Passive waiting: libgomp's worker threads otherwise spin between parallel regions, and on a
+    # machine whose cores are busy elsewhere a spinning thread steals the core its partner needs:
+    # `reelserve generate` took 2.5-3x as long beside one busy core (docs/benchmarks.md, "A busy
+    # machine"). Read once when torch loads libgomp, so it is set before any import of torch;
+    # a value the user exported wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 

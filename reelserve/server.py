@@ -111,6 +111,7 @@ def load_options(settings: Settings) -> LoadOptions:
         path=settings.model_path,
         accelerations=accelerations(settings),
         onnx_cache_dir=str(settings.data_dir / "onnx"),
+        cpu_threads=settings.cpu_threads,
     )
 
 

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     )
     cpu_offload: bool = Field(False, description="Offload idle sub-models to CPU (CUDA only).")
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles to cap memory.")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="Torch's CPU threads; unset: every core this process may use (its affinity)."
+    )
     # Accelerations (docs/accelerations.md). Unset ones come from --preset, else are off.
     preset: Literal["quality", "balanced", "fast"] | None = Field(
         None, description="Bundle of accelerations and default step count: quality, balanced or fast."

@@ -12,7 +12,7 @@ def test_models_reads_the_table_only_and_fits_80_columns() -> None:
     """No framework import (so it answers at once), every model's name whole, no line past 80."""
     code = ("import sys; from typer.testing import CliRunner; from reelserve.cli import app; "
             "r = CliRunner().invoke(app, ['models'], env={'COLUMNS': '80'}); print(r.output); "
-            "print('HEAVY' if {'torch', 'diffusers'} & set(sys.modules) else 'LIGHT')")
+            "print('HEAVY' if {'torch', 'diffusers', 'numpy', 'httpx', 'redis'} & set(sys.modules) else 'LIGHT')")
     import subprocess
     import sys
 
@@ -42,6 +42,38 @@ def test_generate_writes_the_requested_video(tmp_path: Path) -> None:
     assert (info.frames, info.width, info.height, info.fps) == (5, 48, 32, 10.0)
 
 
+def test_generate_sets_the_cpu_threads_it_is_given(tmp_path: Path) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, ["generate", "a red kite", "-o", str(tmp_path / "clip.mp4"), "--steps", "1",
+                                     "--num-frames", "5", "--device", "cpu", "--cpu-threads", "1"])
+        assert result.exit_code == 0, result.output
+        assert "threads=1 " in result.output and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    refused = runner.invoke(app, ["generate", "x", "--cpu-threads", "0"], env={"COLUMNS": "300"})
+    assert refused.exit_code == 2 and "--cpu-threads" in refused.output
+
+
+def test_the_command_waits_passively_unless_told_otherwise() -> None:
+    """OMP_WAIT_POLICY is read once, when torch loads libgomp: main() sets it before any torch import,
+    and keeps a value the user exported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from reelserve import cli; "
+            "cli.app = lambda: print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules); cli.main()")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    shipped = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert shipped.stdout.split() == ["PASSIVE", "False"], shipped.stderr
+    told = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, timeout=60)
+    assert told.stdout.split() == ["ACTIVE", "False"], told.stderr
+
+
 def test_generate_rejects_bad_input_without_writing(tmp_path: Path) -> None:
     out = tmp_path / "clip.mp4"
     result = runner.invoke(app, ["generate", "x", "-o", str(out), "--num-frames", "6", "--device", "cpu"])
@@ -61,16 +93,29 @@ def test_serve_has_a_flag_per_setting() -> None:
         assert shown in text, shown  # Rich must not eat the bracketed defaults
 
 
+def test_help_pages_show_clean_metavars() -> None:
+    """No type beside a flag that takes no value (--help, --x/--no-x), and the argument by its name."""
+    for command in (["generate"], ["serve"], ["models"], ["bench", "load"], []):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+        assert result.exit_code == 0, result.output
+        help_line = next(line for line in result.output.splitlines() if "--help" in line)
+        assert "<" not in help_line, help_line
+    usage = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "300"}).output
+    assert "generate [OPTIONS] {PROMPT}" in usage and "{prompt}" not in usage
+
+
 def test_serve_rejects_bad_settings(tmp_path: Path) -> None:
     result = runner.invoke(app, ["serve", "--model", "nope", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "unknown model" in result.output
-    result = runner.invoke(app, ["serve", "--max-batch-size", "0", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "max_batch_size" in result.output
+    result = runner.invoke(app, ["serve", "--max-batch-size", "0", "--data-dir", str(tmp_path)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "--max-batch-size: Input should be greater than or equal to 1; got 0" in result.output
     result = runner.invoke(app, ["serve", "--model", "tiny", "--cache-sensitive-hook", "reelserve.nope:f",
                                  "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "cache_sensitive_hook" in result.output
-    result = runner.invoke(app, ["serve", "--cache-sensitive-patterns", "(open", "--data-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "cache_sensitive_patterns" in result.output
+    result = runner.invoke(app, ["serve", "--cache-sensitive-patterns", "(open", "--data-dir", str(tmp_path)],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "--cache-sensitive-patterns: '(open' is not a regular expression" in result.output
     result = runner.invoke(app, ["serve", "--model", "tiny", "--default-tier", "gold", "--data-dir", str(tmp_path)])
     assert result.exit_code == 2 and "default tier 'gold'" in result.output
     result = runner.invoke(app, ["serve", "--model", "tiny", "--tenants", '{"k": {"tier": "gold"}}',

@@ -7,7 +7,7 @@ import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -16,9 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from reelserve.loadgen.plot import MISSING_MATPLOTLIB
-from reelserve.loadgen.report import LoadReport, TierStats
-from reelserve.loadgen.runner import LoadProgress, run_load
 from reelserve.loadgen.workload import LoadConfig
+
+if TYPE_CHECKING:  # the runner and the report pull in httpx and numpy: imported when a load runs
+    from reelserve.loadgen.report import LoadReport, TierStats
+    from reelserve.loadgen.runner import LoadProgress
 
 app = typer.Typer(help="Benchmarks against a running server.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -206,6 +208,8 @@ def _run_with_progress(config: LoadConfig) -> LoadReport:
                 detail=f"{state.accepted} accepted, {state.rejected} rejected, "
                 f"{state.accepted - state.finished} running",
             )
+
+        from reelserve.loadgen.runner import run_load
 
         return asyncio.run(run_load(config, on_progress=show))
 

@@ -6,9 +6,7 @@ used, so that reading the table (``reelserve models``, settings checks) costs no
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from reelserve.lazy_names import lazy_names
 from reelserve.models.specs import ModelSpec, get_spec, list_specs
 
 _LAZY = {
@@ -33,9 +31,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'reelserve.models' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -6,10 +6,11 @@ Every rejection is a ``ReelserveError(invalid_parameter)`` whose ``param`` names
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from reelserve.accel.accelerate import check_options
 from reelserve.accel.options import AccelerationOptions
@@ -38,6 +39,7 @@ class LoadOptions(BaseModel):
     path: str | None = None
     accelerations: AccelerationOptions = AccelerationOptions()
     onnx_cache_dir: str | None = None  # where backend 'onnx' keeps exported graphs
+    cpu_threads: int | None = Field(None, ge=1)  # torch's intra-op threads; None: every core we may use
 
 
 def resolve_device(options: LoadOptions) -> torch.device:
@@ -75,6 +77,22 @@ def resolve_placement(options: LoadOptions) -> tuple[torch.device, torch.dtype]:
     _check_offload(options, device)
     check_options(options.accelerations, device, cpu_offload=options.cpu_offload)
     return device, dtype
+
+
+def cpu_threads(options: LoadOptions) -> int:
+    """Torch's intra-op thread count for ``options``: as asked, else the cores this process may run
+    on (its CPU affinity, which containers and ``taskset`` narrow), not the machine's core count."""
+    if options.cpu_threads is not None:
+        return options.cpu_threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def apply_cpu_threads(options: LoadOptions) -> int:
+    """Set torch's thread pool deliberately, the same way for the server and ``reelserve generate``:
+    one number from one rule, rather than whatever the first import happened to pick."""
+    threads = cpu_threads(options)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _check_offload(options: LoadOptions, device: torch.device) -> None:

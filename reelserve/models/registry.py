@@ -14,7 +14,7 @@ from diffusers import WanPipeline
 from reelserve.accel.accelerate import Accelerated, accelerate, check_options
 from reelserve.models.fingerprint import model_version
 from reelserve.models.micro import MICRO_WEIGHTS
-from reelserve.models.options import LoadOptions, apply_options, resolve_placement
+from reelserve.models.options import LoadOptions, apply_cpu_threads, apply_options, resolve_placement
 from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs
 from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan import load_wan_pipeline, spatial_multiple
@@ -151,6 +151,7 @@ def load_model(name: str, options: LoadOptions) -> LoadedModel:
     are read; see ``load_wan_pipeline`` for the errors a bad ``path`` gives."""
     spec = get_spec(name)
     device, dtype = resolve_placement(options)
+    apply_cpu_threads(options)
     check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
     pipeline = _LOADERS[spec.name](options)
     _check_limits_match(spec, pipeline)

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from reelserve.planning.report import PlanReport
 from reelserve.planning.workload import Workload, parse_mix, parse_tier_mix
 
 if TYPE_CHECKING:  # imported when a plan runs: reelserve.engine pulls in torch, too slow for every CLI start
     from reelserve.engine.cost_model import CostModel
     from reelserve.planning.capacity import BatchCost, WorkerSearch
+    from reelserve.planning.report import PlanReport
 
 DEFAULT_COST_MODEL = Path("reelserve-data/cost_model.json")
 

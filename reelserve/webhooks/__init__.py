@@ -1,19 +1,29 @@
 """Webhooks: tell a client's URL when its job is done, signed per Standard Webhooks, retried with
-backoff, and never aimed at the server's own network."""
+backoff, and never aimed at the server's own network.
 
-from reelserve.webhooks.delivery import (
-    WebhookDelivery,
-    WebhookSender,
-    WebhookStatus,
-    job_payload,
-)
-from reelserve.webhooks.signing import encode_payload, generate_secret, job_message_id, new_message_id, sign
-from reelserve.webhooks.ssrf import (
-    UnsafeWebhookURL,
-    WebhookHostUnresolved,
-    check_webhook_url,
-    check_webhook_url_async,
-)
+Each name is imported when first used: settings need the signing helpers at every CLI start, and
+the sender (httpx) need not come with them.
+"""
+
+from __future__ import annotations
+
+from reelserve.lazy_names import lazy_names
+
+_LAZY = {
+    "UnsafeWebhookURL": "reelserve.webhooks.ssrf",
+    "WebhookDelivery": "reelserve.webhooks.delivery",
+    "WebhookHostUnresolved": "reelserve.webhooks.ssrf",
+    "WebhookSender": "reelserve.webhooks.delivery",
+    "WebhookStatus": "reelserve.webhooks.delivery",
+    "check_webhook_url": "reelserve.webhooks.ssrf",
+    "check_webhook_url_async": "reelserve.webhooks.ssrf",
+    "encode_payload": "reelserve.webhooks.signing",
+    "generate_secret": "reelserve.webhooks.signing",
+    "job_message_id": "reelserve.webhooks.signing",
+    "job_payload": "reelserve.webhooks.delivery",
+    "new_message_id": "reelserve.webhooks.signing",
+    "sign": "reelserve.webhooks.signing",
+}
 
 __all__ = [
     "UnsafeWebhookURL",
@@ -30,3 +40,5 @@ __all__ = [
     "new_message_id",
     "sign",
 ]
+
+__getattr__ = lazy_names(__name__, _LAZY)

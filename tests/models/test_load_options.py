@@ -1,3 +1,4 @@
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -8,7 +9,7 @@ import torch
 
 from reelserve.accel.options import AccelerationOptions
 from reelserve.models import LoadOptions, load_model
-from reelserve.models.options import resolve_device, resolve_dtype
+from reelserve.models.options import cpu_threads, resolve_device, resolve_dtype
 from reelserve.schemas.errors import ErrorCode, ReelserveError
 
 CPU = torch.device("cpu")
@@ -23,6 +24,7 @@ def test_defaults_are_auto_and_off() -> None:
         "path": None,
         "accelerations": AccelerationOptions().model_dump(),
         "onnx_cache_dir": None,
+        "cpu_threads": None,
     }
     assert AccelerationOptions().describe() == []  # eager PyTorch: nothing to report
 
@@ -101,3 +103,25 @@ def test_vae_tiling_enabled(generate: Callable[..., np.ndarray]) -> None:
 def test_progress_bar_disabled() -> None:
     model = load_model("tiny", LoadOptions(device="cpu"))
     assert model.pipeline._progress_bar_config == {"disable": True}
+
+
+def test_cpu_threads_default_to_the_cores_this_process_may_use() -> None:
+    assert cpu_threads(LoadOptions()) == len(os.sched_getaffinity(0))
+    assert cpu_threads(LoadOptions(cpu_threads=3)) == 3
+    with pytest.raises(pydantic.ValidationError):
+        LoadOptions(cpu_threads=0)
+
+
+def test_loading_sets_torch_threads_as_asked() -> None:
+    """The server (its Settings.cpu_threads) and `reelserve generate` both load through here."""
+    from reelserve.server import load_options
+    from reelserve.settings import Settings
+
+    before = torch.get_num_threads()
+    try:
+        load_model("tiny", load_options(Settings(model="tiny", device="cpu", cpu_threads=1)))
+        assert torch.get_num_threads() == 1
+        load_model("tiny", LoadOptions(device="cpu"))
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)
