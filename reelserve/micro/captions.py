@@ -13,7 +13,7 @@ import numpy as np
 from reelserve.micro.world import COLORS, MOTIONS, SHAPES, Motion, Shape
 
 SHAPE_WORDS: dict[str, tuple[str, ...]] = {
-    "circle": ("circle", "ball", "disc", "dot", "round shape"),
+    "circle": ("circle", "ball", "dot", "round shape"),
     "square": ("square", "box", "block", "cube"),
     "triangle": ("triangle", "wedge", "pyramid", "triangular shape"),
 }
@@ -55,6 +55,35 @@ HELD_OUT_TEMPLATES: tuple[str, ...] = (
     "a video of a {c} {s} {m} in front of {b}",
 )
 
+# Words no training caption contains, for the paraphrase set: does the text encoder carry a meaning
+# to the model through words it was never trained on?
+PARAPHRASE_COLOR_WORDS: dict[str, tuple[str, ...]] = {
+    "red": ("crimson", "ruby", "cherry"),
+    "green": ("emerald", "jade", "mint"),
+    "blue": ("cobalt", "sapphire", "cerulean"),
+    "yellow": ("lemon", "canary", "sunflower"),
+    "white": ("ivory", "pearl", "milky"),
+    "magenta": ("fuchsia", "violet", "orchid"),
+}
+PARAPHRASE_SHAPE_WORDS: dict[str, tuple[str, ...]] = {
+    "circle": ("disc", "orb", "sphere", "coin"),
+    "square": ("tile", "crate", "brick"),
+    "triangle": ("arrowhead", "cone", "delta"),
+}
+PARAPHRASE_MOTION_WORDS: dict[str, tuple[str, ...]] = {
+    "left": ("gliding leftwards", "heading west", "travelling westward"),
+    "right": ("gliding rightwards", "heading east", "travelling eastward"),
+    "up": ("ascending", "climbing", "lifting skyward"),
+    "down": ("descending", "plummeting", "diving"),
+    "still": ("stationary", "frozen in place", "idle"),
+}
+PARAPHRASE_TEMPLATES: tuple[str, ...] = (
+    "{c} {s} {m}",
+    "one {c} {s}, {m}",
+    "we see a {c} {s} {m}",
+    "{m}, a {c} {s}",
+)
+
 # (shape, colour) and (colour, motion) pairs never shown in training, in any phrasing.
 HELD_OUT_SHAPE_COLOR: frozenset[tuple[str, str]] = frozenset(
     {("circle", "green"), ("square", "magenta"), ("triangle", "white")}
@@ -89,6 +118,14 @@ def caption(
         b=_pick(rng, BACKGROUND_WORDS[background]),
     )
     # "a" before a vowel sound reads as a typo to a person; keep captions natural.
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
+
+
+def paraphrase(rng: np.random.Generator, shape: str, color: str, motion: str) -> str:
+    """A description of the scene in words no training caption uses (background left to chance)."""
+    template = PARAPHRASE_TEMPLATES[rng.integers(len(PARAPHRASE_TEMPLATES))]
+    text = template.format(c=_pick(rng, PARAPHRASE_COLOR_WORDS[color]), s=_pick(rng, PARAPHRASE_SHAPE_WORDS[shape]),
+                           m=_pick(rng, PARAPHRASE_MOTION_WORDS[motion]))
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 

@@ -36,37 +36,64 @@ def _progress() -> Progress:
 
 @app.command()
 def train(
-    out: Annotated[Path, typer.Option(help="Directory to write the pipeline to.")] = Path("micro-model"),
+    out: Annotated[Path, typer.Option(help="Directory to write the pipeline, training.json and checkpoint.pt to.")] = Path("micro-model"),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the stopped run in this directory, with its own settings.")
+    ] = None,
     seed: int = 0,
     vae_image_steps: Annotated[int | None, typer.Option(help="VAE training steps on single frames.")] = None,
     vae_steps: Annotated[int | None, typer.Option(help="VAE training steps on whole clips.")] = None,
     decoder_steps: Annotated[int | None, typer.Option(help="Decoder refinement steps (encoder frozen).")] = None,
     steps: Annotated[int | None, typer.Option(help="Transformer training steps.")] = None,
     batch: Annotated[int | None, typer.Option(help="Transformer batch size.")] = None,
-    latent_clips: Annotated[int | None, typer.Option(help="Clips encoded for stage two.")] = None,
+    width: Annotated[int | None, typer.Option(help="Transformer width (a multiple of 32).")] = None,
+    layers: Annotated[int | None, typer.Option(help="Transformer blocks.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Transformer learning rate.")] = None,
+    first_frame_share: Annotated[float | None, typer.Option(help="Share of rows trained as image-to-video.")] = None,
+    temporal_weight: Annotated[float | None, typer.Option(help="Weight of the frame-difference loss.")] = None,
+    latent_clips: Annotated[int | None, typer.Option(help="Clips encoded for the denoiser.")] = None,
+    captions_per_scene: Annotated[int | None, typer.Option(help="Captions encoded per training scene.")] = None,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    checkpoint_minutes: Annotated[float | None, typer.Option(help="Minutes between checkpoints.")] = None,
     vae_from: Annotated[
-        Path | None, typer.Option(help="Skip the VAE stage: reuse the VAE of a run's output dir (before decoder refinement).")
+        Path | None, typer.Option(help="Start at the denoiser with the VAE and latents of another run (same VAE settings).")
     ] = None,
 ) -> None:
-    """Train the micro model from a seed (VAE, then text encoder + transformer) and save it to OUT."""
-    from reelserve.micro.train import TrainConfig
+    """Train the micro model from a seed (VAE, latents, denoiser, decoder) into OUT; resumable."""
+    from reelserve.micro.train import TrainConfig, saved_config
     from reelserve.micro.train import train as run_training
 
     overrides = {
-        "vae_image_steps": vae_image_steps, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps, "batch": batch,
-        "latent_clips": latent_clips, "threads": threads,
+        "vae_image_steps": vae_image_steps, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps,
+        "batch": batch, "width": width, "layers": layers, "lr": lr, "first_frame_share": first_frame_share,
+        "temporal_weight": temporal_weight, "latent_clips": latent_clips, "captions_per_scene": captions_per_scene,
+        "threads": threads, "checkpoint_minutes": checkpoint_minutes,
     }
-    config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    if resume is not None:
+        try:
+            config = saved_config(resume)
+        except FileNotFoundError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        out = resume
+    else:
+        config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     with _progress() as bar:
         tasks: dict[str, int] = {}
 
         def report(stage: str, step: int, total: int, loss: float | None) -> None:
             if stage not in tasks:
                 tasks[stage] = bar.add_task(stage, total=total, loss="")
-            bar.update(tasks[stage], completed=step, loss="" if loss is None else f"loss {loss:.4f}")
+            shown = "" if loss is None else f"loss {loss:.4f}"
+            bar.update(tasks[stage], completed=step, loss=shown)
+            if not console.is_terminal and (step % 50 == 0 or step == total):  # a log file gets lines, not a bar
+                console.print(f"{stage} {step}/{total} {shown}", highlight=False)
 
-        summary = run_training(config, out, report, vae_from=vae_from)
+        try:
+            summary = run_training(config, out, report, vae_from=vae_from)
+        except ValueError as exc:  # a checkpoint of another configuration, or an unusable --vae-from
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
     typer.echo(str(out))
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}))
 
@@ -77,42 +104,66 @@ def evaluate(
     seeds: Annotated[int, typer.Option(help="Seeds per prompt (0, 1, ...).")] = 2,
     steps: int = 25,
     guidance_scale: float = 5.0,
-    sheet: Annotated[Path, typer.Option(help="Where to write the contact sheet PNG.")] = Path("micro-eval.png"),
+    sheet: Annotated[Path, typer.Option(help="Contact sheet PNG; image-to-video gets NAME-i2v.png beside it.")] = Path("micro-eval.png"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N prompts (a quick look).")] = None,
-    seen: Annotated[
-        bool, typer.Option("--seen", help="Training combinations and phrasings instead of the held-out set (a control).")
-    ] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N prompts of each set (a quick look).")] = None,
+    prompts: Annotated[
+        str, typer.Option(help="Text-to-video prompts: held-out (unseen combinations and phrasings), seen (a control), "
+                               "or paraphrase (only words no training caption has).")
+    ] = "held-out",
+    image_to_video: Annotated[
+        bool, typer.Option("--image-to-video/--no-image-to-video", help="Also judge image-to-video (models that take a first frame).")
+    ] = True,
 ) -> None:
-    """Generate the held-out prompt set and print per-attribute accuracy; write a contact sheet."""
-    from reelserve.micro.adherence import ATTRIBUTES, GenerationSettings, evaluate_pipeline
-    from reelserve.micro.contact_sheet import contact_sheet
-    from reelserve.micro.dataset import eval_prompts, seen_prompts
+    """Generate the evaluation sets and print per-attribute accuracy; write contact sheets."""
+    from reelserve.micro.adherence import GenerationSettings
+    from reelserve.micro.dataset import eval_prompts, paraphrase_prompts, seen_prompts
     from reelserve.models import LoadOptions, load_model
 
+    sets = {"held-out": eval_prompts, "seen": seen_prompts, "paraphrase": paraphrase_prompts}
+    if prompts not in sets:
+        console.print(f"[red]error:[/red] --prompts must be one of {', '.join(sets)}; got {prompts!r}")
+        raise typer.Exit(2)
     loaded = load_model("micro", LoadOptions(path=str(model_path) if model_path else None))
     loaded.pipeline.set_progress_bar_config(disable=True)
     settings = GenerationSettings(seeds=tuple(range(seeds)), steps=steps, guidance=guidance_scale)
-    with _progress() as bar:
-        task = bar.add_task("clips", total=None, loss="")
-        report = evaluate_pipeline(
-            loaded.pipeline,
-            loaded.max_sequence_length,
-            settings,
-            prompts=(seen_prompts() if seen else eval_prompts())[:limit],
-            on_clips=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-    table = Table("attribute", "accuracy", "correct / clips")
-    for name in ATTRIBUTES:
-        hits = sum(r.correct[name] for r in report.results)
-        table.add_row(name, f"{report.accuracy[name]:.1%}", f"{hits} / {len(report.results)}")
-    table.add_row("consistency", f"{report.consistency:.3f}", "mean over clips")
-    Console().print(table)
-    labels = [_label(r) for r in report.results]
-    contact_sheet([r.frames for r in report.results], labels, sheet)
-    typer.echo(f"contact sheet: {sheet}")
+    report = {"settings": {"seeds": list(settings.seeds), "steps": settings.steps, "guidance": settings.guidance}}
+    report["text_to_video"] = _judge_set("text-to-video", loaded, settings, sets[prompts]()[:limit], sheet)
+    if image_to_video and loaded.pipeline.config.expand_timesteps:
+        i2v_sheet = sheet.with_name(f"{sheet.stem}-i2v{sheet.suffix}")
+        report["image_to_video"] = _judge_set("image-to-video", loaded, settings, limit, i2v_sheet)
     if json_out:
-        json_out.write_text(json.dumps(_as_json(report, settings), indent=2) + "\n")
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _judge_set(title: str, loaded, settings, cases, sheet: Path) -> dict:
+    """Generate and judge one set (text prompts, or for image-to-video the first-frame cases up to a
+    limit), print its table, write its contact sheet; return its JSON."""
+    from reelserve.micro.adherence import (
+        ATTRIBUTES, FIRST_FRAME_ATTRIBUTES, evaluate_image_to_video, evaluate_pipeline,
+    )
+    from reelserve.micro.contact_sheet import contact_sheet
+    from reelserve.micro.dataset import first_frame_prompts
+
+    with _progress() as bar:
+        task = bar.add_task(title[:9], total=None, loss="")
+        on_clips = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        if title == "image-to-video":
+            attributes = FIRST_FRAME_ATTRIBUTES
+            result = evaluate_image_to_video(loaded.pipeline, loaded.max_sequence_length, settings,
+                                             first_frame_prompts()[:cases], on_clips)
+        else:
+            attributes = ATTRIBUTES
+            result = evaluate_pipeline(loaded.pipeline, loaded.max_sequence_length, settings, cases, on_clips)
+    table = Table("attribute", "accuracy", "correct / clips", title=title)
+    for name in attributes:
+        hits = sum(r.correct[name] for r in result.results)
+        table.add_row(name, f"{result.accuracy[name]:.1%}", f"{hits} / {len(result.results)}")
+    table.add_row("consistency", f"{result.consistency:.3f}", "mean over clips")
+    Console().print(table)
+    contact_sheet([r.frames for r in result.results], [_label(r) for r in result.results], sheet)
+    typer.echo(f"contact sheet: {sheet}")
+    return _as_json(result)
 
 
 def _label(result) -> str:
@@ -121,9 +172,8 @@ def _label(result) -> str:
     return f"{result.prompt.prompt} [seed {result.seed}] -> {j.color} {j.shape} {j.motion} {marks}"
 
 
-def _as_json(report, settings) -> dict:
+def _as_json(report) -> dict:
     return {
-        "settings": {"seeds": list(settings.seeds), "steps": settings.steps, "guidance": settings.guidance},
         "accuracy": report.accuracy,
         "consistency": report.consistency,
         "clips": [

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reelserve.micro.captions import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, caption, combinations
+from reelserve.micro.captions import HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, caption, combinations, paraphrase
 from reelserve.micro.world import BACKGROUNDS, Scene, random_scene, render
 
 
@@ -68,6 +68,41 @@ def seen_prompts() -> list[EvalPrompt]:
     combos = combinations(held_out=False)
     picks = np.random.default_rng(20261122).choice(len(combos), size=len(eval_prompts()), replace=False)
     return _prompt_set([combos[i] for i in sorted(picks)], TRAIN_TEMPLATES, seed=20261123)
+
+
+def paraphrase_prompts(count: int = 36) -> list[EvalPrompt]:
+    """A fixed set of ``count`` prompts phrased only with words no training caption contains
+    ("crimson orb gliding leftwards"), over every combination, seen and held out alike."""
+    rng = np.random.default_rng(20261204)
+    combos = combinations(held_out=False) + combinations(held_out=True)
+    picks = rng.choice(len(combos), size=count, replace=False)
+    return [EvalPrompt(paraphrase(rng, *combos[i]), *combos[i]) for i in sorted(picks)]
+
+
+@dataclass(frozen=True)
+class FirstFramePrompt:
+    """An image-to-video case: the first frame of ``scene`` and a prompt asking for its motion."""
+
+    prompt: EvalPrompt
+    scene: Scene
+
+    def first_frame(self) -> np.ndarray:
+        """uint8 (SIZE, SIZE, 3)."""
+        return render(self.scene)[0]
+
+
+def first_frame_prompts() -> list[FirstFramePrompt]:
+    """Every held-out combination once (all five motions among them), as a first frame no training
+    clip had and a held-out phrasing of the scene."""
+    rng = np.random.default_rng(20261205)
+    backgrounds = list(BACKGROUNDS)
+    cases = []
+    for shape, color, motion in combinations(held_out=True):
+        background = backgrounds[rng.integers(len(backgrounds))]
+        scene = random_scene(rng, shape, color, motion, background)
+        text = caption(rng, shape, color, motion, background, HELD_OUT_TEMPLATES)
+        cases.append(FirstFramePrompt(EvalPrompt(text, shape, color, motion), scene))
+    return cases
 
 
 def _prompt_set(combos: list, templates: tuple[str, ...], seed: int) -> list[EvalPrompt]:

@@ -69,7 +69,8 @@ class Judgement:
       centroid in the nearest earlier frame that has an object. This assumes consecutive frames, as
       in a clip at the world's speed; a clip subsampled to a few frames can fail it legitimately.
 
-    It is 0.0 when nothing was found.
+    It is 0.0 when nothing was found. ``start`` is the object's centroid (x, y) in pixels in the
+    first frame that has one.
     """
 
     color: str | None
@@ -77,6 +78,7 @@ class Judgement:
     motion: str | None
     consistency: float
     found: bool
+    start: tuple[float, float] | None = None
 
 
 NOTHING = Judgement(color=None, shape=None, motion=None, consistency=0.0, found=False)
@@ -119,6 +121,7 @@ def judge(frames: np.ndarray) -> Judgement:
         motion=_motion(track),
         consistency=_consistency(track),
         found=True,
+        start=tuple(float(v) for v in track.centroid[int(np.argmax(track.present))]),  # type: ignore[arg-type]
     )
 
 
@@ -132,8 +135,9 @@ def score(judgement: Judgement, shape: str, color: str, motion: str) -> dict[str
 
 
 def accuracy(results: list[dict[str, bool]]) -> dict[str, float]:
-    """The fraction of ``score`` results right for each attribute; an empty list gives all 0.0."""
-    keys = ("color", "shape", "motion")
+    """The fraction of results right for each attribute (``score``'s colour, shape and motion, or
+    whatever the results name); an empty list gives colour, shape and motion all 0.0."""
+    keys = tuple(results[0]) if results else ("color", "shape", "motion")
     if not results:
         return dict.fromkeys(keys, 0.0)
     return {key: sum(r[key] for r in results) / len(results) for key in keys}

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import diffusers.utils.deprecation_utils
 from diffusers import WanPipeline
 
+from reelserve.models.minilm import minilm_components, needs_minilm
 from reelserve.models.options import LoadOptions, apply_options, component_dtypes, resolve_placement
 from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, WAN_MAX_SEQUENCE_LENGTH
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
@@ -55,15 +56,21 @@ LAYOUTS: dict[WanLayoutName, WanLayout] = {
         expand_timesteps=False,
         two_experts=True,
     ),
-    # reelserve's own model (reelserve/micro): Wan2.2 classes, residual VAE 4x spatial, 8 latent channels.
+    # reelserve's own model (reelserve/micro): the TI2V-5B layout at micro scale, VAE 8x spatial.
     "micro": WanLayout(
         "reelserve micro",
-        spatial_multiple=8,
-        vae_z_dim=8,
+        spatial_multiple=16,
+        vae_z_dim=16,
         vae_residual=True,
-        expand_timesteps=False,
+        expand_timesteps=True,
         two_experts=False,
     ),
+}
+# The first micro model (text-to-video only, 4x VAE, its own small text encoder) still loads while
+# its weights are the ones in the package.
+EARLIER_LAYOUTS: dict[WanLayoutName, tuple[WanLayout, ...]] = {
+    "micro": (WanLayout("reelserve micro v1", spatial_multiple=8, vae_z_dim=8, vae_residual=True,
+                        expand_timesteps=False, two_experts=False),),
 }
 
 
@@ -77,9 +84,11 @@ def load_wan_pipeline(path: str, expected: WanLayoutName, options: LoadOptions) 
     """
     device, dtype = resolve_placement(options)
     local = _local_dir(path)
+    # The micro model is saved without its text encoder: frozen MiniLM, shipped by a dependency.
+    shared = minilm_components() if expected == "micro" and local is not None and needs_minilm(local) else {}
     try:
         pipe = WanPipeline.from_pretrained(
-            path, local_files_only=local is not None, **{_DTYPE_KWARG: component_dtypes(dtype)}
+            path, local_files_only=local is not None, **shared, **{_DTYPE_KWARG: component_dtypes(dtype)}
         )
     except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError... for a bad source
         where = (
@@ -102,6 +111,8 @@ def check_layout(pipe: WanPipeline, expected: WanLayoutName, source: str) -> Non
     from the ``expected`` layout; fills in A14B's ``boundary_ratio`` when the config lacks it."""
     layout = LAYOUTS[expected]
     problems = _layout_problems(pipe, layout)
+    if problems and any(not _layout_problems(pipe, old) for old in EARLIER_LAYOUTS.get(expected, ())):
+        problems = []
     if problems:
         raise ReelserveError(
             ErrorCode.invalid_request,

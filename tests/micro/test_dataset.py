@@ -7,7 +7,14 @@ from reelserve.micro.captions import (
     is_held_out,
     vocabulary,
 )
-from reelserve.micro.dataset import eval_prompts, held_out_samples, seen_prompts, training_samples
+from reelserve.micro.dataset import (
+    eval_prompts,
+    first_frame_prompts,
+    held_out_samples,
+    paraphrase_prompts,
+    seen_prompts,
+    training_samples,
+)
 from reelserve.micro.world import BACKGROUNDS, COLORS, FRAMES, MOTIONS, SHAPES, SIZE
 from reelserve.models.tokenizer import build_word_tokenizer
 
@@ -80,3 +87,32 @@ def test_training_words_are_all_known_and_held_out_phrasing_has_unknown_words() 
         assert unk not in tokenizer(sample.caption).input_ids, sample.caption
     unknown = [unk in tokenizer(p.prompt).input_ids for p in eval_prompts()]
     assert any(unknown), "held-out templates use words training never saw"
+
+
+def test_paraphrases_use_no_content_word_of_the_training_captions() -> None:
+    import re
+
+    prompts = paraphrase_prompts()
+    assert prompts == paraphrase_prompts() and len(prompts) >= 30
+    assert len({(p.shape, p.color, p.motion) for p in prompts}) == len(prompts)
+    trained = set(vocabulary())
+    shared = {word for p in prompts for word in re.findall(r"[a-z]+", p.prompt)} & trained
+    assert shared <= {"a", "an", "in", "the", "one"}, shared
+
+
+def test_first_frame_cases_cover_every_motion_and_the_truth_keeps_its_object() -> None:
+    from dataclasses import replace
+
+    from reelserve.micro.adherence import first_frame_score
+    from reelserve.micro.evaluate import judge
+    from reelserve.micro.world import render
+
+    cases = first_frame_prompts()
+    assert cases == first_frame_prompts() and {c.scene.motion for c in cases} == set(MOTIONS)
+    for case in cases:
+        assert first_frame_score(judge(render(case.scene)), case) == {"motion": True, "kept": True}
+    case = cases[0]
+    moved = replace(case.scene, x=case.scene.x + 6)  # the same object, drawn somewhere else
+    assert first_frame_score(judge(render(moved)), case)["kept"] is False
+    other = replace(case.scene, color="yellow" if case.scene.color != "yellow" else "red")
+    assert first_frame_score(judge(render(other)), case)["kept"] is False

@@ -1,8 +1,13 @@
-"""Training is not run in CI; these runs take a few steps to prove the command and its output work."""
+"""Training is not run in CI; these runs take a few steps of each stage to prove the command, its
+checkpoints and its output work."""
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
+from diffusers import WanImageToVideoPipeline
+from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -11,71 +16,100 @@ from reelserve.micro.train import TrainConfig, train
 from reelserve.models import LoadOptions, load_model
 
 SMOKE = TrainConfig(
-    vae_image_steps=2, vae_image_batch=2, vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=2, batch=2, checkpoint_every=1, decoder_steps=2
+    vae_image_steps=2, vae_image_batch=2, vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=3, batch=2,
+    decoder_steps=2, captions_per_scene=1, width=64, layers=2,
 )
+SMOKE_FLAGS = ["--vae-image-steps", "1", "--vae-steps", "1", "--decoder-steps", "1", "--steps", "2", "--batch", "2",
+               "--latent-clips", "2", "--captions-per-scene", "1", "--width", "64", "--layers", "2"]
 
 
 def _weights(directory: Path) -> dict[str, torch.Tensor]:
     tensors = {}
-    for part in ("vae", "transformer", "text_encoder"):
+    for part in ("vae", "transformer"):
         for file in (directory / part).glob("*.safetensors"):
             tensors.update({f"{part}.{k}": v for k, v in load_file(file).items()})
     return tensors
 
 
-def test_training_is_reproducible_from_a_seed(tmp_path: Path) -> None:
-    first = train(SMOKE, tmp_path / "a")
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("smoke") / "model"
+    return out, train(SMOKE, out)
+
+
+def test_training_is_reproducible_from_a_seed(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
+    first_dir, first = smoke_run
     second = train(SMOKE, tmp_path / "b")
-    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    a, b = _weights(first_dir), _weights(tmp_path / "b")
     assert a.keys() == b.keys() and len(a) > 50
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert first["denoiser_loss"] == second["denoiser_loss"]
-    assert first["decoder_loss"] == second["decoder_loss"]
-    other = _weights(_train_other_seed(tmp_path))
+    assert first["denoiser_loss"] == second["denoiser_loss"] and first["decoder_loss"] == second["decoder_loss"]
+    train(TrainConfig(**{**SMOKE.__dict__, "seed": 1}), tmp_path / "c")
+    other = _weights(tmp_path / "c")
     assert not all(torch.equal(a[k], other[k]) for k in a)
 
 
-def _train_other_seed(tmp_path: Path) -> Path:
-    train(TrainConfig(**{**SMOKE.__dict__, "seed": 1}), tmp_path / "c")
-    return tmp_path / "c"
+@pytest.mark.parametrize("stop_after", [3, 6])  # in the VAE stage; in the denoiser stage
+def test_a_stopped_run_resumes_to_the_same_weights(smoke_run: tuple[Path, dict], tmp_path: Path, stop_after: int) -> None:
+    stopped = tmp_path / "run"
+    partial = train(SMOKE, stopped, stop_after=stop_after)
+    assert "decoder_loss" not in partial and (stopped / "checkpoint.pt").is_file()
+    train(SMOKE, stopped)
+    uninterrupted, resumed = _weights(smoke_run[0]), _weights(stopped)
+    assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
 
 
-def test_train_command_writes_a_loadable_model(tmp_path: Path) -> None:
+def test_a_checkpoint_of_another_configuration_is_refused(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
+    stopped = tmp_path / "run"
+    train(SMOKE, stopped, stop_after=1)
+    with pytest.raises(ValueError, match="another configuration"):
+        train(TrainConfig(**{**SMOKE.__dict__, "lr": 1e-3}), stopped)
+
+
+def test_train_command_resumes_and_writes_a_model_both_pipelines_load(tmp_path: Path) -> None:
     out = tmp_path / "model"
-    result = CliRunner().invoke(
-        app,
-        ["micro", "train", "--out", str(out), "--vae-image-steps", "1", "--vae-steps", "1", "--decoder-steps", "1", "--steps", "2", "--batch", "2",
-         "--latent-clips", "2"],
-    )
-    assert result.exit_code == 0, result.output
-    assert (out / "training.json").is_file() and "denoiser_loss" in result.output
+    runner = CliRunner()
+    first = runner.invoke(app, ["micro", "train", "--out", str(out), *SMOKE_FLAGS])
+    assert first.exit_code == 0, first.output
+    assert (out / "training.json").is_file() and "denoiser_loss" in first.output
+    assert not (out / "text_encoder").exists()  # MiniLM is passed in at load time
+    again = runner.invoke(app, ["micro", "train", "--resume", str(out)])
+    assert again.exit_code == 0, again.output  # a finished run resumes to itself
+    missing = runner.invoke(app, ["micro", "train", "--resume", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no checkpoint" in missing.output
     loaded = load_model("micro", LoadOptions(device="cpu", path=str(out)))
-    video = loaded.pipeline(
+    text = loaded.pipeline(
         prompt="a red circle moving right", height=32, width=32, num_frames=5, num_inference_steps=2,
         output_type="np", max_sequence_length=loaded.max_sequence_length,
     ).frames
+    assert text.shape == (1, 5, 32, 32, 3)
+    parts = {k: v for k, v in loaded.pipeline.components.items() if k != "transformer_2"}
+    image_to_video = WanImageToVideoPipeline(**parts, image_encoder=None, image_processor=None, expand_timesteps=True)
+    first_frame = Image.fromarray(np.full((32, 32, 3), 200, dtype=np.uint8))
+    video = image_to_video(image=first_frame, prompt="a red circle moving right", height=32, width=32, num_frames=5,
+                           num_inference_steps=2, output_type="np").frames
     assert video.shape == (1, 5, 32, 32, 3)
 
 
-def test_eval_command_reports_accuracy_and_writes_a_contact_sheet(tmp_path: Path) -> None:
+def test_eval_command_reports_accuracy_and_writes_a_contact_sheet(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
     import json
 
-    from PIL import Image
-
-    model = tmp_path / "model"
-    train(SMOKE, model)
     sheet, report = tmp_path / "sheet.png", tmp_path / "eval.json"
     result = CliRunner().invoke(
         app,
-        ["micro", "eval", "--model-path", str(model), "--limit", "2", "--seeds", "2", "--steps", "2",
+        ["micro", "eval", "--model-path", str(smoke_run[0]), "--limit", "2", "--seeds", "2", "--steps", "2",
          "--sheet", str(sheet), "--json", str(report)],
         env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
     for attribute in ("color", "motion", "shape", "consistency"):
         assert attribute in result.output
+    assert "text-to-video" in result.output and "image-to-video" in result.output and "kept" in result.output
     data = json.loads(report.read_text())
-    assert len(data["clips"]) == 4 and set(data["accuracy"]) == {"color", "motion", "shape"}
-    assert {(c["prompt"], c["seed"]) for c in data["clips"]} >= {(data["clips"][0]["prompt"], 1)}
-    with Image.open(sheet) as image:
-        assert image.format == "PNG" and image.height > image.width / 10
+    text, image = data["text_to_video"], data["image_to_video"]
+    assert len(text["clips"]) == 4 and set(text["accuracy"]) == {"color", "motion", "shape"}
+    assert {(c["prompt"], c["seed"]) for c in text["clips"]} >= {(text["clips"][0]["prompt"], 1)}
+    assert len(image["clips"]) == 4 and set(image["accuracy"]) == {"motion", "kept"}
+    for path in (sheet, tmp_path / "sheet-i2v.png"):
+        with Image.open(path) as picture:
+            assert picture.format == "PNG" and picture.height > picture.width / 10
