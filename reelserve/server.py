@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from contextlib import asynccontextmanager
 
 import uvicorn
@@ -113,6 +114,24 @@ def load_options(settings: Settings) -> LoadOptions:
         onnx_cache_dir=str(settings.data_dir / "onnx"),
         cpu_threads=settings.cpu_threads,
     )
+
+
+def prompt_warnings(spec: ModelSpec, settings: Settings) -> Callable[[str], list[str]] | None:
+    """The served weights' vocabulary check, for a model whose directory lists its training words."""
+    from reelserve.models import weights_source
+    from reelserve.models.micro import MICRO_PROMPT_HINT
+    from reelserve.models.vocabulary import known_words, unknown_words_warning
+
+    source = weights_source(spec.name, settings.model_path)
+    known = known_words(Path(source) / "vocabulary.json") if source and Path(source).is_dir() else None
+    if known is None:
+        return None
+
+    def check(prompt: str) -> list[str]:
+        warning = unknown_words_warning(prompt, known, MICRO_PROMPT_HINT)
+        return [warning] if warning else []
+
+    return check
 
 
 def check_load_options(settings: Settings, spec: ModelSpec) -> None:
@@ -280,6 +299,7 @@ class Server:
         self.engine = Engine(
             model_name=self.spec.name,
             limits=served_limits(self.spec, settings),
+            prompt_warnings=prompt_warnings(self.spec, settings),
             accelerations=accelerations_in_force(settings),
             store=self.store,
             broker=broker,

@@ -91,8 +91,10 @@ class Engine:
         lease_interval_s: float | None = None,
         accelerations: list[str] | None = None,
         stats: StatsRecorder | None = None,
+        prompt_warnings: Callable[[str], list[str]] | None = None,
     ) -> None:
         self.model_name = model_name
+        self.prompt_warnings = prompt_warnings  # what the model says about a prompt it may not follow
         self.accelerations = list(accelerations or [])
         self.notifier = notifier
         self.limits = limits
@@ -235,6 +237,7 @@ class Engine:
             job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
         job.priority, job.tenant = placement.tier.name, tenant
         job.accelerations = list(self.accelerations)
+        job.warnings = self.prompt_warnings(params.prompt) if self.prompt_warnings else []
         if self.notifier is not None:
             self.notifier.attach(job, request)
         self.store.create(job)

@@ -21,6 +21,7 @@ import torch
 from diffusers import WanPipeline
 
 from reelserve.micro.architecture import FLOW_SHIFT, build_untrained_pipeline
+from reelserve.micro.captions import vocabulary
 from reelserve.micro.checkpoint import CheckpointClock, load_checkpoint, save_checkpoint
 from reelserve.micro.denoiser_stage import DenoiserStage
 from reelserve.micro.stage import Stage
@@ -188,3 +189,5 @@ def save_pipeline(pipe: WanPipeline, out_dir: Path, summary: dict) -> None:
     for shared in ("text_encoder", "tokenizer"):
         shutil.rmtree(out_dir / shared, ignore_errors=True)
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # The words of the training captions: a served prompt with none of them gets a warning.
+    (out_dir / "vocabulary.json").write_text(json.dumps(vocabulary()) + "\n")

@@ -93,6 +93,8 @@ class Job(BaseModel):
     webhook: WebhookDelivery | None = None
     # The acceleration options the video is (or will be) made with, e.g. "cfg_batching".
     accelerations: list[str] = Field(default_factory=list)
+    # Things the user should know about how the video was made, e.g. a prompt the model may not follow.
+    warnings: list[str] = Field(default_factory=list)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         """A sensitive job's repr hides its prompts, so logging a job can never print them."""
@@ -133,6 +135,7 @@ class Job(BaseModel):
             "estimated_completion_at": self.estimated_completion_at,
             "degraded": {k: v.model_dump() for k, v in self.degraded.items()} if self.degraded else None,
             "degraded_reason": self.degraded_reason,
+            "warnings": list(self.warnings),
             "webhook_url": self.webhook_url,
             "webhook": self.webhook.model_dump() if self.webhook else None,
             "accelerations": list(self.accelerations),

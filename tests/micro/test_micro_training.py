@@ -1,6 +1,7 @@
 """Training is not run in CI; these runs take a few steps of each stage to prove the command, its
 checkpoints and its output work."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,7 @@ def test_train_command_resumes_and_writes_a_model_both_pipelines_load(tmp_path: 
     assert first.exit_code == 0, first.output
     assert (out / "training.json").is_file() and "denoiser_loss" in first.output
     assert not (out / "text_encoder").exists()  # MiniLM is passed in at load time
+    assert "circle" in json.loads((out / "vocabulary.json").read_text())
     again = runner.invoke(app, ["micro", "train", "--resume", str(out)])
     assert again.exit_code == 0, again.output  # a finished run resumes to itself
     missing = runner.invoke(app, ["micro", "train", "--resume", str(tmp_path / "nothing")])
@@ -92,8 +94,6 @@ def test_train_command_resumes_and_writes_a_model_both_pipelines_load(tmp_path: 
 
 
 def test_eval_command_reports_accuracy_and_writes_a_contact_sheet(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
-    import json
-
     sheet, report = tmp_path / "sheet.png", tmp_path / "eval.json"
     result = CliRunner().invoke(
         app,

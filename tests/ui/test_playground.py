@@ -361,3 +361,20 @@ def test_phone_width_fits_and_every_control_is_labelled(phone_page: Page, ui_ser
     expect(page.locator("#job-status")).to_have_attribute("aria-live", "polite")
     screenshot(page, "playground-phone")
 
+
+
+def test_a_prompt_the_model_was_not_trained_on_shows_its_warning(page: Page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with serve(tmp_path / "data", model="micro", api_keys=[USER_KEY]) as running:
+        open_playground(page, running)
+        page.get_by_label("Prompt", exact=True).fill("a cat playing the piano")
+        page.get_by_label("Steps").fill("2")
+        page.get_by_role("button", name="Generate").click()
+        warning = page.locator("#warnings li")
+        expect(warning).to_have_count(1)
+        expect(warning).to_contain_text("(cat, playing, piano)")
+        wait_until_playing(page)
+        expect(warning).to_have_count(1)  # still shown with the finished video
+        page.get_by_label("Prompt", exact=True).fill("a red circle moving right")
+        page.get_by_role("button", name="Generate").click()
+        wait_until_playing(page)
+        expect(page.locator("#warnings")).to_be_hidden()

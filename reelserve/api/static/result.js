@@ -37,6 +37,7 @@ export function show(video) {
   stopStream();
   state.current = video;
   resetResult();
+  renderWarnings(video);
   Object.assign(live, { step: null, total: null, firstStep: null, firstAt: null, lastAt: null, eta: null });
   if (FINAL.has(video.status)) {
     renderFinal(video).catch((error) => report(error, $("form-error")));
@@ -64,6 +65,8 @@ function resetResult() {
   $("details").hidden = true;
   $("details").replaceChildren();
   $("badges").replaceChildren();
+  $("warnings").replaceChildren();
+  $("warnings").hidden = true;
   $("job-status").classList.remove("error");
   setProgress(0);
 }
@@ -223,6 +226,13 @@ function renderBadges(video) {
     badges.append(badge);
     if (video.degraded_reason) badges.append(text("span", video.degraded_reason, "muted small"));
   }
+}
+
+// What the server says the user should know about this video (e.g. a prompt the model may not follow).
+function renderWarnings(video) {
+  const list = $("warnings");
+  list.replaceChildren(...(video.warnings || []).map((warning) => text("li", warning)));
+  list.hidden = list.childElementCount === 0;
 }
 
 function seconds(value) {
