@@ -110,7 +110,9 @@ def image_to_video(pipeline):
     from diffusers import WanImageToVideoPipeline
 
     parts = {k: v for k, v in pipeline.components.items() if k != "transformer_2"}
-    return WanImageToVideoPipeline(**parts, image_encoder=None, image_processor=None, expand_timesteps=True)
+    i2v = WanImageToVideoPipeline(**parts, image_encoder=None, image_processor=None, expand_timesteps=True)
+    i2v.set_progress_bar_config(disable=True)
+    return i2v
 
 
 def evaluate_image_to_video(
