@@ -45,7 +45,7 @@ class VaeStage:
             samples = training_samples(config.vae_batch, seed=int(self.rng.integers(2**31)))
             start = int(self.rng.integers(FRAMES - config.vae_frames + 1))
             clips = to_tensor([s.render()[start : start + config.vae_frames] for s in samples])
-        weight = 1.0 + config.vae_object_weight * object_mask(clips, samples)
+        weight = 1.0 + config.vae_object_weight * object_mask(clips, samples, config.vae_edge_ring)
         posterior = self.vae.encode(clips).latent_dist
         # The mean, not a sample: at init the posterior's noise drowns the signal and the decoder
         # learns a blur. The diffusion stage normalises the latents' scale anyway.
@@ -132,7 +132,7 @@ class DecoderStage:
     def step(self, index: int) -> float:
         samples = training_samples(self.config.vae_batch, seed=int(self.rng.integers(2**31)))
         clips = to_tensor([s.render() for s in samples])
-        weight = 1.0 + self.config.vae_object_weight * object_mask(clips, samples)
+        weight = 1.0 + self.config.vae_object_weight * object_mask(clips, samples, self.config.vae_edge_ring)
         with torch.no_grad():
             latents = self.vae.encode(clips).latent_dist.mean
         level = torch.rand(len(samples), 1, 1, 1, 1, generator=self.generator) * self.config.decoder_latent_noise
@@ -184,10 +184,15 @@ def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
     return unpatchify(out, vae.config.patch_size) if vae.config.patch_size is not None else out
 
 
-def object_mask(clips: torch.Tensor, samples: list[Sample]) -> torch.Tensor:
-    """(B, 1, T, H, W): 1 where a pixel differs from its clip's plain background."""
+def object_mask(clips: torch.Tensor, samples: list[Sample], ring: int = 0) -> torch.Tensor:
+    """(B, 1, T, H, W): 1 where a pixel differs from its clip's plain background, or lies within
+    ``ring`` pixels of one that does."""
     backgrounds = to_tensor([np.array([[[BACKGROUNDS[s.scene.background]]]], dtype=np.uint8) for s in samples])
-    return ((clips - backgrounds).abs().amax(dim=1, keepdim=True) > 0.02).float()
+    mask = ((clips - backgrounds).abs().amax(dim=1, keepdim=True) > 0.02).float()
+    if ring <= 0:
+        return mask
+    side = 2 * ring + 1
+    return torch.nn.functional.max_pool3d(mask, (1, side, side), stride=1, padding=(0, ring, ring))
 
 
 def to_tensor(clips: list[np.ndarray]) -> torch.Tensor:
