@@ -52,7 +52,7 @@ from reelserve.models import (
     weights_source,
 )
 from reelserve.models.options import resolve_placement
-from reelserve.schemas.requests import ModelLimits
+from reelserve.schemas.requests import GenerationParams, ModelLimits
 from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
 from reelserve.stats import LocalStats, StatsRecorder
@@ -116,20 +116,22 @@ def load_options(settings: Settings) -> LoadOptions:
     )
 
 
-def prompt_warnings(spec: ModelSpec, settings: Settings) -> Callable[[str], list[str]] | None:
-    """The served weights' vocabulary check, for a model whose directory lists its training words."""
+def job_warnings(spec: ModelSpec, settings: Settings) -> Callable[[GenerationParams], list[str]] | None:
+    """What the served weights say of a request: words outside their training vocabulary (for a
+    weights directory that lists it), a clip shape outside the model card's trained ones."""
     from reelserve.models import weights_source
-    from reelserve.models.micro import MICRO_PROMPT_HINT
     from reelserve.models.vocabulary import known_words, unknown_words_warning
 
     source = weights_source(spec.name, settings.model_path)
     known = known_words(Path(source) / "vocabulary.json") if source and Path(source).is_dir() else None
-    if known is None:
+    card = spec.card
+    if known is None and card is None:
         return None
 
-    def check(prompt: str) -> list[str]:
-        warning = unknown_words_warning(prompt, known, MICRO_PROMPT_HINT)
-        return [warning] if warning else []
+    def check(params: GenerationParams) -> list[str]:
+        hint = card.about if card is not None else ""
+        warnings = [unknown_words_warning(params.prompt, known, hint), card.shape_warning(params) if card else None]
+        return [warning for warning in warnings if warning]
 
     return check
 
@@ -299,7 +301,8 @@ class Server:
         self.engine = Engine(
             model_name=self.spec.name,
             limits=served_limits(self.spec, settings),
-            prompt_warnings=prompt_warnings(self.spec, settings),
+            job_warnings=job_warnings(self.spec, settings),
+            card=self.spec.card,
             accelerations=accelerations_in_force(settings),
             store=self.store,
             broker=broker,

@@ -19,10 +19,11 @@ from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
-from reelserve.engine.job_log import log_final
+from reelserve.engine.finisher import JobFinisher, RunningJobs
+from reelserve.engine.progress import StepProgress
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.notifier import WebhookNotifier
-from reelserve.engine.runner import BatchOutcome, PipelineRunner
+from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
 from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
@@ -32,6 +33,7 @@ from reelserve.metrics import Metrics
 from reelserve.schemas import (
     ErrorCode,
     EventType,
+    GenerationParams,
     Job,
     JobError,
     JobEvent,
@@ -42,14 +44,13 @@ from reelserve.schemas import (
     resolve_request,
 )
 from reelserve.schemas.errors import job_not_found
-from reelserve.schemas.model_info import model_object
+from reelserve.schemas.model_info import ModelCard, model_object
 from reelserve.stats import LocalStats, StatsRecorder, WorkerStatus
 from reelserve.storage.base import Storage
-from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE, encode_mp4, encode_thumbnail
+from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
-_PROGRESS_PERSIST_S = 0.5  # progress is written to the store at most this often per job
 _RETRY_S = 1.0  # pause before retrying after the job store or queue failed
 _EVENT_POLL_S = 2.0  # a listener re-reads the job this often: events are best-effort across processes
 _RUNNING = frozenset({JobStatus.in_progress})
@@ -67,6 +68,9 @@ class Engine:
     :param cache_policy: who may use the cache and under which key (needed for ``cache`` to be used).
     :param bus: where job events go; in process by default, Redis pub/sub when processes share the queue.
     :param accelerations: the options in force (``AccelerationOptions.describe``), reported on jobs.
+    :param job_warnings: what the served weights say of a request they may not follow (unknown words,
+        an untrained clip shape); carried on the job.
+    :param card: what the model can draw, for the model object.
     :param lease_interval_s: with a shared queue (``scheduling.shared_queue``), seconds between
         heartbeats of running jobs and reclaims of dead workers' jobs.
     """
@@ -91,10 +95,12 @@ class Engine:
         lease_interval_s: float | None = None,
         accelerations: list[str] | None = None,
         stats: StatsRecorder | None = None,
-        prompt_warnings: Callable[[str], list[str]] | None = None,
+        job_warnings: Callable[[GenerationParams], list[str]] | None = None,
+        card: ModelCard | None = None,
     ) -> None:
         self.model_name = model_name
-        self.prompt_warnings = prompt_warnings  # what the model says about a prompt it may not follow
+        self.job_warnings = job_warnings  # what the model says of a request it may not follow
+        self.card = card
         self.accelerations = list(accelerations or [])
         self.notifier = notifier
         self.limits = limits
@@ -111,24 +117,25 @@ class Engine:
         )
         self.scheduler.final_among = self._final_among
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
-        self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
         self._stop_requested: set[str] = set()  # read by the pipeline thread at step boundaries
-        self._last_persist: dict[str, float] = {}
-        self._finishing: set[asyncio.Task[None]] = set()
+        self.progress = StepProgress(store, self.bus, self._stop_requested, self.scheduler.shared_queue)
         self._loop_task: asyncio.Task[None] | None = None
         self._ready = False
         self.health: Callable[[], bool] = lambda: True
         self._draining = False
         self._inferring = False  # the pipeline call of a batch is under way
-        self._running: set[str] = set()  # jobs claimed here and not final yet (outputs being written too)
-        # Shared queue: jobs taken over from a dead worker (they may be in progress in the store), and
-        # jobs running here that another worker took over after this one stalled.
+        self._jobs = RunningJobs()
+        # Shared queue: jobs taken over from a dead worker (they may be in progress in the store).
         self._reclaimed: set[str] = set()
-        self._lost: set[str] = set()
+        self.finisher = JobFinisher(
+            store=store, broker=broker, storage=storage, metrics=metrics, stats=self.stats,
+            scheduler=self.scheduler, video_cache=self.video_cache, bus=self.bus, notifier=notifier,
+            running=self._jobs,
+        )
         self._leases = None
         if lease_interval_s is not None:
             self._leases = LeaseKeeper(
-                broker, lease_interval_s, lambda: list(self._running), self._drop_lost,
+                broker, lease_interval_s, lambda: list(self._jobs.claimed), self._drop_lost,
                 self._reclaimed.update, self._give_up,
             )
         self._lease_task: asyncio.Task[None] | None = None
@@ -193,7 +200,7 @@ class Engine:
                     await asyncio.gather(self._loop_task, return_exceptions=True)
             except TimeoutError:
                 log.warning("the running batch did not finish within %.0fs; abandoning it", timeout)
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+        await self.finisher.wait()
         return await self.broker.release()
 
     async def stop(self) -> None:
@@ -205,11 +212,11 @@ class Engine:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        await asyncio.gather(*self._finishing, return_exceptions=True)
+        await self.finisher.wait()
         if self.notifier is not None:  # owed webhooks are resent by the next start (``resume``)
             await self.notifier.stop()
         self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
-        self._encode_thread.shutdown(wait=True)
+        self.finisher.shutdown()
 
     # -- the service ------------------------------------------------------------------------
 
@@ -237,17 +244,12 @@ class Engine:
             job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
         job.priority, job.tenant = placement.tier.name, tenant
         job.accelerations = list(self.accelerations)
-        job.warnings = self.prompt_warnings(params.prompt) if self.prompt_warnings else []
+        job.warnings = self.job_warnings(params) if self.job_warnings else []
         if self.notifier is not None:
             self.notifier.attach(job, request)
         self.store.create(job)
         if job.cached:  # completed already: its only transition is None -> completed
-            self.metrics.finished.labels(job.status.value).inc()
-            self.stats.job_finished(job)
-            log_final(job)
-            self._publish_status(job)
-            if self.notifier is not None:
-                self.notifier.finished(job)
+            self.finisher.announce(job)
             return job
         self.scheduler.start(self._expire)
         try:
@@ -292,7 +294,7 @@ class Engine:
         job.completed_at = time.time()
         if not self.store.save(job, expect=(JobStatus.queued, JobStatus.in_progress)):
             return self.get(job_id)  # it finished first; nothing to cancel
-        self._finished(job)
+        self.finisher.finished(job)
         return job
 
     async def delete(self, job_id: str) -> None:
@@ -355,12 +357,14 @@ class Engine:
 
     def worker_status(self, name: str) -> WorkerStatus:
         """This process as a worker on the dashboard."""
-        state = "loading" if self.runner is None else "busy" if self._running else "idle"
-        return WorkerStatus(name=name, model=self.model_name, state=state, running=len(self._running))
+        state = "loading" if self.runner is None else "busy" if self._jobs.claimed else "idle"
+        return WorkerStatus(name=name, model=self.model_name, state=state, running=len(self._jobs.claimed))
 
     def model_info(self) -> dict[str, Any]:
         tiers = self.scheduler.tiers
-        return model_object(self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier)
+        return model_object(
+            self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier, self.card
+        )
 
     async def _count_queue(self) -> None:
         self.metrics.queue_depth.set(await self.broker.depth())
@@ -389,7 +393,7 @@ class Engine:
                 continue
             if not batch:
                 continue
-            self._running.update(job.id for job in batch)
+            self._jobs.claimed.update(job.id for job in batch)
             await self._publish_positions()
             started = time.perf_counter()
             self.metrics.batch_size.observe(len(batch))
@@ -397,7 +401,7 @@ class Engine:
             params = [(job.id, job.params) for job in batch]
 
             def on_step(ids: list[str], step: int, total: int) -> None:
-                loop.call_soon_threadsafe(self._on_step, ids, step, total)
+                loop.call_soon_threadsafe(self.progress.on_step, ids, step, total)
 
             self._inferring = True
             try:
@@ -413,7 +417,7 @@ class Engine:
                 log.exception("pipeline call failed for %s", [job.id for job in batch])
                 self._forget(batch)
                 self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None)
-                self._fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
+                self.finisher.fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
                 continue
             self._inferring = False
             self._forget(batch)
@@ -422,8 +426,8 @@ class Engine:
                 batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size
             )
             for job_id, error in outcome.errors.items():  # rows that do not fit even alone
-                self._fail([job for job in batch if job.id == job_id], error)
-            self._finish_batch(batch, outcome)
+                self.finisher.fail([job for job in batch if job.id == job_id], error)
+            self.finisher.complete_batch(batch, outcome)
 
     async def _claim(self, job_ids: list[str]) -> list[Job]:
         now = time.time()
@@ -471,18 +475,18 @@ class Engine:
         job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
         if self.store.save(job, expect=_QUEUED):
             self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
-            self._finished(job)
+            self.finisher.finished(job)
 
     def _forget(self, batch: list[Job]) -> None:
         for job in batch:
             self._stop_requested.discard(job.id)
-            self._last_persist.pop(job.id, None)
-            self._lost.discard(job.id)
+            self.progress.forget(job.id)
+            self._jobs.lost.discard(job.id)
 
     def _drop_lost(self, job_ids: list[str]) -> None:
         """Another worker took these over (this one stalled): stop them here; that worker finishes them."""
-        running = [job_id for job_id in job_ids if job_id in self._running]
-        self._lost.update(running)
+        running = [job_id for job_id in job_ids if job_id in self._jobs.claimed]
+        self._jobs.lost.update(running)
         self._stop_requested.update(running)
 
     def _give_up(self, job_id: str) -> None:
@@ -496,138 +500,7 @@ class Engine:
             message=f"the workers running this job were lost {job.attempts} times; it was given up on",
         )
         if self.store.save(job, expect=_UNFINISHED):
-            self._finished(job)
-
-    def _finish_batch(self, batch: list[Job], outcome: BatchOutcome) -> None:
-        for job in batch:
-            frames = outcome.frames.get(job.id)
-            if frames is None:
-                self._running.discard(job.id)
-                continue  # stopped by a cancel (already recorded), or taken over by another worker
-            job.timings.inference_s = outcome.inference_s
-            task = asyncio.create_task(self._complete(job, frames))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
-
-    async def _complete(self, job: Job, frames: object) -> None:
-        try:
-            await self._store_result(job, frames)
-        finally:
-            self._running.discard(job.id)
-
-    async def _store_result(self, job: Job, frames: object) -> None:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        try:
-            written_s = await loop.run_in_executor(self._encode_thread, self._write_outputs, job, frames)
-        except Exception as exc:
-            log.exception("writing outputs failed for %s", job.id)
-            self._fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
-            return
-        job.status, job.progress, job.completed_at = JobStatus.completed, 100, time.time()
-        job.video_key, job.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
-        job.timings.encode_s = time.perf_counter() - started
-        self.scheduler.outputs_written(job.params, written_s)
-        job.timings.total_s = job.completed_at - job.created_at
-        if not await self._save_final(job):
-            # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
-            # files (another attempt's keys) stay; this one's go.
-            await asyncio.to_thread(self._delete_outputs, job)
-            if job.id not in self._lost:
-                await self.broker.ack(job.id)
-            return
-        try:  # before the status event, so a caller who saw "completed" can already hit the cache
-            await self.video_cache.remember(job)
-        except Exception:
-            log.exception("caching the result of %s failed; the job itself completed", job.id)
-        self.metrics.end_to_end.observe(job.timings.total_s)
-        self._finished(job)
-
-    def _write_outputs(self, job: Job, frames: object) -> float:
-        """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are
-        per attempt, so two runs of a job (one reclaimed from a stalled worker) never share a file."""
-        started = time.perf_counter()
-        self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
-        self.storage.put(thumbnail_key(job.id, job.attempts), encode_thumbnail(frames[0]))  # type: ignore[index]
-        return time.perf_counter() - started
-
-    def _delete_outputs(self, job: Job) -> None:
-        for key in (video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)):
-            self.storage.delete_prefix(key)  # a whole key: just that blob
-
-    def _fail(self, jobs: list[Job], error: JobError) -> None:
-        for job in jobs:
-            job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
-            task = asyncio.create_task(self._record_failure(job))
-            self._finishing.add(task)
-            task.add_done_callback(self._finishing.discard)
-
-    async def _record_failure(self, job: Job) -> None:
-        try:
-            if await self._save_final(job):
-                self._finished(job)
-        finally:
-            self._running.discard(job.id)
-
-    async def _save_final(self, job: Job) -> bool:
-        """Save a running job's final state, retrying while the store is unreachable: the run is
-        done, and giving up would leave it in progress for good (its entry kept alive here)."""
-        delay = _RETRY_S
-        while True:
-            try:
-                return self.store.save(job, expect=_RUNNING)
-            except Exception as exc:  # noqa: BLE001 - any store failure: the result must not be dropped
-                log.warning("saving %s failed (%s: %s); retrying in %.0fs", job.id, type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    def _finished(self, job: Job) -> None:
-        """Every path to a final status ends here, once per job (the store's compare-and-set
-        decides which process and which run get here)."""
-        task = asyncio.create_task(self._ack(job.id))  # a shared queue forgets the job only now
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
-        self.scheduler.finished(job)
-        self.metrics.finished.labels(job.status.value).inc()
-        self.stats.job_finished(job)
-        log_final(job)
-        self._publish_status(job)
-        if self.notifier is not None:
-            self.notifier.finished(job)
-
-    async def _ack(self, job_id: str) -> None:
-        try:
-            await self.broker.ack(job_id)
-        except Exception:  # left pending: a worker reclaims it later, sees it final, and acks it then
-            log.exception("could not acknowledge %s", job_id)
-
-    def _on_step(self, job_ids: list[str], step: int, total: int) -> None:
-        progress = min(99, step * 100 // total)  # 100 only once the video is stored
-        now = time.monotonic()
-        shared = self.scheduler.shared_queue
-        for job_id in job_ids:
-            if job_id in self._stop_requested:
-                continue
-            if shared or now - self._last_persist.get(job_id, 0.0) >= _PROGRESS_PERSIST_S or step == total:
-                # With a shared queue a cancel comes from another process: the record says so.
-                job = self.store.get(job_id)
-                if job is None or job.status is not JobStatus.in_progress:
-                    self._stop_requested.add(job_id)
-                    continue
-                if now - self._last_persist.get(job_id, 0.0) >= _PROGRESS_PERSIST_S or step == total:
-                    job.progress = progress
-                    self.store.save(job, expect=_RUNNING)
-                    self._last_persist[job_id] = now
-            self.bus.publish(
-                JobEvent(
-                    job_id=job_id,
-                    type=EventType.progress,
-                    status=JobStatus.in_progress,
-                    progress=progress,
-                    step=step,
-                    total_steps=total,
-                )
-            )
+            self.finisher.finished(job)
 
     # -- events -----------------------------------------------------------------------------
 

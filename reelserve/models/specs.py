@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reelserve.models.micro import MICRO_MAX_SEQUENCE_LENGTH
+from reelserve.models.micro import MICRO_CARD, MICRO_MAX_SEQUENCE_LENGTH
 from reelserve.schemas.errors import ErrorCode, ReelserveError
+from reelserve.schemas.model_info import ModelCard
 from reelserve.schemas.requests import ModelLimits
 
 TI2V_5B_HUB_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
@@ -28,6 +29,7 @@ class ModelSpec:
     limits: ModelLimits
     default_source: str | None  # hub id for from_pretrained models; None when built in code
     max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH  # text tokens per prompt
+    card: ModelCard | None = None  # what it can draw, for its users
 
 
 _SPECS: tuple[ModelSpec, ...] = (
@@ -71,6 +73,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         ),
         default_source=None,
         max_sequence_length=MICRO_MAX_SEQUENCE_LENGTH,
+        card=MICRO_CARD,
     ),
     ModelSpec(
         name="wan2.2-ti2v-5b",

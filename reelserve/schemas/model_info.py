@@ -5,17 +5,51 @@ from __future__ import annotations
 
 from typing import Any
 
-from reelserve.schemas.requests import MAX_PROMPT_CHARS, MAX_SEED, ModelLimits
+from pydantic import BaseModel
+
+from reelserve.schemas.requests import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, ModelLimits
 
 # The request schema's own bounds (VideoCreateRequest), repeated here as data.
 MAX_FPS = 120
 MAX_GUIDANCE = 50.0
 
 
+class ModelCard(BaseModel):
+    """What a model can draw, said to its users: a plain description, prompts that work, and the clip
+    shapes its weights were trained (and evaluated) at. Other legal shapes still run, with a warning,
+    but a client offers the trained ones by default."""
+
+    about: str = ""
+    examples: list[str] = []
+    trained_sizes: list[tuple[int, int]] = []  # (width, height); empty: no statement
+    trained_frames: list[int] = []
+
+    def shape_warning(self, params: GenerationParams) -> str | None:
+        """A warning for a clip shape the weights never saw, or None."""
+        size = (params.width, params.height)
+        untrained = []
+        if self.trained_sizes and size not in self.trained_sizes:
+            untrained.append(f"size {params.width}x{params.height} (trained: {_sizes(self.trained_sizes)})")
+        if self.trained_frames and params.num_frames not in self.trained_frames:
+            trained = ", ".join(map(str, self.trained_frames))
+            untrained.append(f"num_frames {params.num_frames} (trained: {trained})")
+        if not untrained:
+            return None
+        return (f"{' and '.join(untrained)}: the model was not trained at this shape and may not follow "
+                "the prompt; send a trained shape for the results it was measured at.")
+
+
+def _sizes(sizes: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{w}x{h}" for w, h in sizes)
+
+
 def model_object(
-    name: str, limits: ModelLimits, accelerations: list[str], priorities: list[str], default_priority: str
+    name: str, limits: ModelLimits, accelerations: list[str], priorities: list[str], default_priority: str,
+    card: ModelCard | None = None,
 ) -> dict[str, Any]:
-    """The OpenAI ``model`` object plus reelserve's ``parameters``, ``accelerations`` and priorities."""
+    """The OpenAI ``model`` object plus reelserve's ``parameters``, ``accelerations`` and priorities,
+    and the model card's ``about`` and ``examples``; a parameter the card states trained values for
+    lists them as ``offered`` (the legal range stays wider)."""
     m, k = limits.spatial_multiple, limits.temporal_multiple
     parameters: dict[str, Any] = {
         "prompt": {"type": "string", "max_length": MAX_PROMPT_CHARS},
@@ -36,10 +70,18 @@ def model_object(
     if limits.two_experts:
         parameters["guidance_scale_2"] = {"type": "number", "min": 0.0, "max": MAX_GUIDANCE,
                                           "default": limits.default_guidance}
+    card = card or ModelCard()
+    if card.trained_sizes:
+        parameters["width"]["offered"] = sorted({w for w, _ in card.trained_sizes})
+        parameters["height"]["offered"] = sorted({h for _, h in card.trained_sizes})
+    if card.trained_frames:
+        parameters["num_frames"]["offered"] = sorted(card.trained_frames)
     return {
         "id": name,
         "object": "model",
         "owned_by": "reelserve",
         "parameters": parameters,
         "accelerations": list(accelerations),
+        "about": card.about,
+        "examples": list(card.examples),
     }

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from reelserve.models.micro import MICRO_PROMPT_HINT, MICRO_WEIGHTS
+from reelserve.models.micro import MICRO_CARD, MICRO_WEIGHTS
 from reelserve.models.vocabulary import known_words, unknown_words_warning
 
 KNOWN = frozenset({"red", "circle", "moving", "right"})
@@ -24,4 +24,4 @@ def test_vocabulary_files_are_read_once_and_a_missing_one_is_none(tmp_path: Path
     assert known_words(tmp_path / "missing.json") is None
     shipped = known_words(MICRO_WEIGHTS / "vocabulary.json")
     assert shipped is not None and {"red", "circle", "moving", "right"} <= shipped
-    assert "circle" in MICRO_PROMPT_HINT
+    assert "circle" in MICRO_CARD.about

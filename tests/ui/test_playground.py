@@ -43,6 +43,10 @@ def _api_ids(server: RunningServer) -> list[str]:
     ]
 
 
+def options(label: str, page: Page) -> list[str]:
+    """The values a select offers."""
+    return page.get_by_label(label, exact=True).locator("option").evaluate_all("os => os.map(o => o.value)")
+
 def test_asks_for_a_key_then_offers_the_models_defaults_and_limits(
     page: Page, ui_server: RunningServer
 ) -> None:
@@ -69,18 +73,13 @@ def test_asks_for_a_key_then_offers_the_models_defaults_and_limits(
     expect(page.get_by_label("Width")).to_have_value(str(params["width"]["default"]))
 
     # The selects offer only what the API accepts: multiples of 16 up to the max, 4n+1 frame counts.
-    def options(label: str) -> list[str]:
-        return (
-            page.get_by_label(label, exact=True).locator("option").evaluate_all("os => os.map(o => o.value)")
-        )
-
     width = params["width"]
-    assert options("Width") == [str(v) for v in range(width["min"], width["max"] + 1, width["multiple_of"])]
+    assert options("Width", page) == [str(v) for v in range(width["min"], width["max"] + 1, width["multiple_of"])]
     frames = params["num_frames"]
     # 4n+1 counts, from the first that makes a video (a single frame is a still): no "1 frames · 0 s".
-    assert options("Frames") == [str(n) for n in range(max(2, frames["min"]), frames["max"] + 1) if n % 4 == 1]
+    assert options("Frames", page) == [str(n) for n in range(max(2, frames["min"]), frames["max"] + 1) if n % 4 == 1]
     expect(page.get_by_label("Frames")).to_have_value(str(frames["default"]))
-    assert options("Priority") == params["priority"]["enum"]
+    assert options("Priority", page) == params["priority"]["enum"]
     expect(page.get_by_label("Priority")).to_have_value(params["priority"]["default"])
     assert page.evaluate("sessionStorage.getItem('reelserve.apiKey')") == USER_KEY
 
@@ -363,9 +362,17 @@ def test_phone_width_fits_and_every_control_is_labelled(phone_page: Page, ui_ser
 
 
 
-def test_a_prompt_the_model_was_not_trained_on_shows_its_warning(page: Page, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_model_card_offers_trained_shapes_and_examples_and_warnings_show(page: Page, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with serve(tmp_path / "data", model="micro", api_keys=[USER_KEY]) as running:
         open_playground(page, running)
+        # Only the shapes the micro model was trained at are offered (the API takes more, warned).
+        assert options("Width", page) == ["64"] and options("Height", page) == ["64"]
+        assert options("Frames", page) == ["17"]
+        expect(page.locator("#model-about")).to_contain_text("circle, square or triangle")
+        example = page.locator("#examples button").first
+        prompt = example.text_content()
+        example.click()
+        expect(page.get_by_label("Prompt", exact=True)).to_have_value(prompt or "-")
         page.get_by_label("Prompt", exact=True).fill("a cat playing the piano")
         page.get_by_label("Steps").fill("2")
         page.get_by_role("button", name="Generate").click()

@@ -118,10 +118,11 @@ function frameLabel(frames) {
 function buildForm() {
   const p = model.parameters;
   const sizes = (spec) => range(spec.multiple_of || spec.min, spec.max, spec.multiple_of || 1).filter((v) => v >= spec.min);
-  fillSelect($("width"), sizes(p.width), p.width.default);
-  fillSelect($("height"), sizes(p.height), p.height.default);
+  // A model card's trained shapes are offered; the API still takes the rest of the range, with a warning.
+  fillSelect($("width"), p.width.offered || sizes(p.width), p.width.default);
+  fillSelect($("height"), p.height.offered || sizes(p.height), p.height.default);
   setNumber($("fps"), p.fps, 1);
-  fillSelect($("num_frames"), frameCounts(p.num_frames), p.num_frames.default, frameLabel);
+  fillSelect($("num_frames"), p.num_frames.offered || frameCounts(p.num_frames), p.num_frames.default, frameLabel);
   setNumber($("num_inference_steps"), p.num_inference_steps, 1);
   setNumber($("guidance_scale"), p.guidance_scale);
   $("guidance-2-field").hidden = !p.guidance_scale_2;
@@ -131,12 +132,32 @@ function buildForm() {
   $("prompt").maxLength = p.prompt?.max_length ?? 2000;
   $("negative_prompt").value = p.negative_prompt?.default ?? "";
 
+  showCard();
+
   const info = $("server-info");
   const accelerations = model.accelerations || [];
   info.replaceChildren(text("span", `Model ${model.id}`));
   for (const acc of accelerations) info.append(text("span", acc, "chip"));
   if (!accelerations.length) info.append(text("span", "no accelerations", "chip muted"));
   updateSnippets();
+}
+
+// What the model can draw, and prompts that work: a click puts one in the prompt box.
+function showCard() {
+  $("model-about").textContent = model.about || "";
+  $("model-about").hidden = !model.about;
+  const examples = model.examples || [];
+  $("examples").replaceChildren(...examples.map((prompt) => {
+    const button = text("button", prompt, "example");
+    button.type = "button";
+    button.addEventListener("click", () => {
+      $("prompt").value = prompt;
+      updateSnippets();
+      $("prompt").focus();
+    });
+    return button;
+  }));
+  $("examples").hidden = !examples.length;
 }
 
 function relabelFrames() {

@@ -1,0 +1,169 @@
+"""Every path by which a claimed job reaches its final state: outputs written (or failed), the final
+record saved by compare-and-set, the queue entry acknowledged, and everyone told, once per job.
+
+The engine's loop hands finished batches here and goes on to the next; the writing runs on its own
+thread and the bookkeeping as tasks, which ``wait`` lets shutdown finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from reelserve.engine.events import Events, status_event
+from reelserve.engine.job_log import log_final
+from reelserve.engine.notifier import WebhookNotifier
+from reelserve.engine.runner import BatchOutcome
+from reelserve.engine.scheduler import Scheduler
+from reelserve.engine.storage_keys import thumbnail_key, video_key
+from reelserve.engine.video_cache import VideoCache
+from reelserve.jobs.base import Broker, JobStore
+from reelserve.metrics import Metrics
+from reelserve.schemas import ErrorCode, Job, JobError, JobStatus
+from reelserve.stats import StatsRecorder
+from reelserve.storage.base import Storage
+from reelserve.video import encode_mp4, encode_thumbnail
+
+log = logging.getLogger(__name__)
+
+RETRY_S = 1.0  # first pause before saving again after the job store failed
+_RUNNING = frozenset({JobStatus.in_progress})
+
+
+@dataclass
+class RunningJobs:
+    """The jobs claimed by this process and not final yet (outputs being written too), and those
+    among them another worker took over after this one stalled (that worker finishes them)."""
+
+    claimed: set[str] = field(default_factory=set)
+    lost: set[str] = field(default_factory=set)
+
+
+class JobFinisher:
+    """Takes a claimed job to its final state, exactly once (the store's compare-and-set decides
+    which process and which run of a job gets there)."""
+
+    def __init__(self, *, store: JobStore, broker: Broker, storage: Storage, metrics: Metrics,
+                 stats: StatsRecorder, scheduler: Scheduler, video_cache: VideoCache, bus: Events,
+                 notifier: WebhookNotifier | None, running: RunningJobs) -> None:
+        self.store, self.broker, self.storage = store, broker, storage
+        self.metrics, self.stats, self.scheduler = metrics, stats, scheduler
+        self.video_cache, self.bus, self.notifier = video_cache, bus, notifier
+        self.running = running
+        self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def wait(self) -> None:
+        """Until every result and failure handed over so far is recorded."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def shutdown(self) -> None:
+        self._encode_thread.shutdown(wait=True)
+
+    def complete_batch(self, batch: list[Job], outcome: BatchOutcome) -> None:
+        for job in batch:
+            frames = outcome.frames.get(job.id)
+            if frames is None:
+                self.running.claimed.discard(job.id)
+                continue  # stopped by a cancel (already recorded), or taken over by another worker
+            job.timings.inference_s = outcome.inference_s
+            self._spawn(self._complete(job, frames))
+
+    def fail(self, jobs: list[Job], error: JobError) -> None:
+        for job in jobs:
+            job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
+            self._spawn(self._record_failure(job))
+
+    def finished(self, job: Job) -> None:
+        """Every path to a final status ends here, once per job."""
+        self._spawn(self._ack(job.id))  # a shared queue forgets the job only now
+        self.scheduler.finished(job)
+        self.announce(job)
+
+    def announce(self, job: Job) -> None:
+        """Count, log and publish a final job, and owe its webhook."""
+        self.metrics.finished.labels(job.status.value).inc()
+        self.stats.job_finished(job)
+        log_final(job)
+        self.bus.publish(status_event(job))
+        if self.notifier is not None:
+            self.notifier.finished(job)
+
+    def _spawn(self, work: object) -> None:
+        task = asyncio.create_task(work)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _complete(self, job: Job, frames: object) -> None:
+        try:
+            await self._store_result(job, frames)
+        finally:
+            self.running.claimed.discard(job.id)
+
+    async def _store_result(self, job: Job, frames: object) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            written_s = await loop.run_in_executor(self._encode_thread, self._write_outputs, job, frames)
+        except Exception as exc:
+            log.exception("writing outputs failed for %s", job.id)
+            self.fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
+            return
+        job.status, job.progress, job.completed_at = JobStatus.completed, 100, time.time()
+        job.video_key, job.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
+        job.timings.encode_s = time.perf_counter() - started
+        self.scheduler.outputs_written(job.params, written_s)
+        job.timings.total_s = job.completed_at - job.created_at
+        if not await self._save_final(job):
+            # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
+            # files (another attempt's keys) stay; this one's go.
+            await asyncio.to_thread(self._delete_outputs, job)
+            if job.id not in self.running.lost:
+                await self.broker.ack(job.id)
+            return
+        try:  # before the status event, so a caller who saw "completed" can already hit the cache
+            await self.video_cache.remember(job)
+        except Exception:
+            log.exception("caching the result of %s failed; the job itself completed", job.id)
+        self.metrics.end_to_end.observe(job.timings.total_s)
+        self.finished(job)
+
+    def _write_outputs(self, job: Job, frames: object) -> float:
+        """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are
+        per attempt, so two runs of a job (one reclaimed from a stalled worker) never share a file."""
+        started = time.perf_counter()
+        self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
+        self.storage.put(thumbnail_key(job.id, job.attempts), encode_thumbnail(frames[0]))  # type: ignore[index]
+        return time.perf_counter() - started
+
+    def _delete_outputs(self, job: Job) -> None:
+        for key in (video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)):
+            self.storage.delete_prefix(key)  # a whole key: just that blob
+
+    async def _record_failure(self, job: Job) -> None:
+        try:
+            if await self._save_final(job):
+                self.finished(job)
+        finally:
+            self.running.claimed.discard(job.id)
+
+    async def _save_final(self, job: Job) -> bool:
+        """Save a running job's final state, retrying while the store is unreachable: the run is
+        done, and giving up would leave it in progress for good (its entry kept alive here)."""
+        delay = RETRY_S
+        while True:
+            try:
+                return self.store.save(job, expect=_RUNNING)
+            except Exception as exc:  # noqa: BLE001 - any store failure: the result must not be dropped
+                log.warning("saving %s failed (%s: %s); retrying in %.0fs", job.id, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _ack(self, job_id: str) -> None:
+        try:
+            await self.broker.ack(job_id)
+        except Exception:  # left pending: a worker reclaims it later, sees it final, and acks it then
+            log.exception("could not acknowledge %s", job_id)
