@@ -26,8 +26,8 @@ SERVER_COMMANDS = ("make serve", "reelserve serve", "reelserve api", "reelserve 
 
 
 def blocks() -> list[tuple[str, str]]:
-    """(language, code) of every fenced bash or python block."""
-    return re.findall(r"```(bash|python)\n(.*?)```", README.read_text(), re.S)
+    """(language, code) of every fenced bash, python or text block."""
+    return re.findall(r"```(bash|python|text)\n(.*?)```", README.read_text(), re.S)
 
 
 def commands(code: str) -> list[str]:
@@ -42,7 +42,15 @@ def test_every_block_is_run_by_a_test_here() -> None:
     found = blocks()
     assert len(found) >= 5
     for language, code in found:
-        assert language == "python" or is_server_block(code) or "curl" in code, code
+        assert language in ("python", "text") or is_server_block(code) or "curl" in code, code
+
+
+def test_the_example_prompts_are_the_model_cards() -> None:
+    """The README's prompts are the ones the playground offers (and a test generates each)."""
+    from reelserve.models.micro import MICRO_CARD
+
+    (code,) = [code for language, code in blocks() if language == "text"]
+    assert code.strip().splitlines() == MICRO_CARD.examples
 
 
 def test_the_try_it_curl_block_works_as_pasted(tmp_path: Path) -> None:
