@@ -53,7 +53,7 @@ class TrainConfig:
     # blur that spills onto the background is cheap, and the decoder rounds every shape into a blob.
     vae_edge_ring: int = 2
     latent_clips: int = 4800
-    steps: int = 7000
+    steps: int = 14000
     batch: int = 32
     lr: float = 8e-4
     warmup_steps: int = 100
