@@ -172,7 +172,9 @@ def _vae_checkpoint(run_dir: Path, config: TrainConfig) -> dict:
     if differ:
         raise ValueError(f"{run_dir} trained its VAE with other settings: {', '.join(differ)}")
     fresh = build_untrained_pipeline(config.seed, config.width, config.layers).transformer.state_dict()
-    summary = {"config": ours, "vae_from": str(run_dir), **{k: saved["summary"][k] for k in ("vae_loss", "latent_clips")}}
+    # The VAE and encoding time is the other run's; recorded apart so "seconds" stays this run's own.
+    summary = {"config": ours, "vae_from": str(run_dir), "vae_from_seconds": saved["summary"].get("seconds"),
+               **{k: saved["summary"][k] for k in ("vae_loss", "latent_clips")}}
     return {**saved, "position": (2, 0), "summary": summary, "stage": None,
             "modules": {"vae": saved["modules"]["vae"], "transformer": fresh}}
 

@@ -60,6 +60,19 @@ def test_a_stopped_run_resumes_to_the_same_weights(smoke_run: tuple[Path, dict],
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
 
 
+def test_vae_from_another_run_ends_with_a_full_runs_weights(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """``--vae-from``: the denoiser and decoder start from another run's VAE and latents, and the
+    result is the one a full run makes (each stage draws from its own seeded generators)."""
+    source = tmp_path / "vae"
+    train(SMOKE, source, stop_after=SMOKE.vae_image_steps + SMOKE.vae_steps + 1)  # VAE and encoding done
+    summary = train(SMOKE, tmp_path / "denoiser", vae_from=source)
+    full, shared = _weights(smoke_run[0]), _weights(tmp_path / "denoiser")
+    assert all(torch.equal(full[k], shared[k]) for k in full)
+    assert summary["vae_from"] == str(source) and summary["vae_from_seconds"] > 0
+    with pytest.raises(ValueError, match="vae_lr"):
+        train(TrainConfig(**{**SMOKE.__dict__, "vae_lr": 1e-4}), tmp_path / "other", vae_from=source)
+
+
 def test_a_checkpoint_of_another_configuration_is_refused(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
     stopped = tmp_path / "run"
     train(SMOKE, stopped, stop_after=1)
