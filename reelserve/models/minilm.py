@@ -9,6 +9,8 @@ micro pipeline directory carries no text encoder of its own: the loader passes t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +45,21 @@ def needs_minilm(pipeline_dir: Path) -> bool:
     """A micro pipeline directory saved without a text encoder gets MiniLM passed in; one that has
     its own (an earlier micro model, or a user's) loads as saved."""
     return pipeline_dir.is_dir() and not (pipeline_dir / "text_encoder").is_dir()
+
+
+@contextmanager
+def bert_text_encoder_accepted() -> Iterator[None]:
+    """diffusers warns on load that a Wan pipeline's text encoder should be UMT5; the micro model's
+    is BERT on purpose, so that one warning is dropped (every other one still shows)."""
+    import logging
+
+    logger = logging.getLogger("diffusers.pipelines.pipeline_utils")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Expected types for text_encoder")
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import diffusers.utils.deprecation_utils
 from diffusers import WanPipeline
 
-from reelserve.models.minilm import minilm_components, needs_minilm
+from reelserve.models.minilm import bert_text_encoder_accepted, minilm_components, needs_minilm
 from reelserve.models.options import LoadOptions, apply_options, component_dtypes, resolve_placement
 from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, WAN_MAX_SEQUENCE_LENGTH
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
@@ -87,9 +87,10 @@ def load_wan_pipeline(path: str, expected: WanLayoutName, options: LoadOptions) 
     # The micro model is saved without its text encoder: frozen MiniLM, shipped by a dependency.
     shared = minilm_components() if expected == "micro" and local is not None and needs_minilm(local) else {}
     try:
-        pipe = WanPipeline.from_pretrained(
-            path, local_files_only=local is not None, **shared, **{_DTYPE_KWARG: component_dtypes(dtype)}
-        )
+        with bert_text_encoder_accepted():
+            pipe = WanPipeline.from_pretrained(
+                path, local_files_only=local is not None, **shared, **{_DTYPE_KWARG: component_dtypes(dtype)}
+            )
     except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError... for a bad source
         where = (
             f"directory {path!r}" if local is not None else f"{path!r} (not a local directory; tried the hub)"

@@ -1,5 +1,6 @@
 """The committed micro weights: they load like any checkpoint and draw what the prompt asks for."""
 
+import logging
 from pathlib import Path
 
 import av
@@ -40,6 +41,13 @@ def test_committed_weights_are_small_safetensors_without_the_shared_text_encoder
     assert sum(p.stat().st_size for p in files) <= 25 * 1024 * 1024
     assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
     assert {"training.json", "vocabulary.json", "model_index.json"} <= {p.name for p in files}
+
+
+def test_loading_warns_of_nothing_the_user_could_act_on(caplog: pytest.LogCaptureFixture) -> None:
+    """diffusers would say the text encoder "should be" UMT5: true of Wan, deliberate here."""
+    with caplog.at_level(logging.WARNING):
+        load_model("micro", LoadOptions(device="cpu"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 def test_the_served_pipeline_is_the_ti2v_layout(micro) -> None:  # type: ignore[no-untyped-def]
