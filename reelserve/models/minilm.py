@@ -43,7 +43,7 @@ def minilm_components(dtype: Any = None) -> dict[str, Any]:
 
 def needs_minilm(pipeline_dir: Path) -> bool:
     """A micro pipeline directory saved without a text encoder gets MiniLM passed in; one that has
-    its own (an earlier micro model, or a user's) loads as saved."""
+    its own (a user's) loads as saved."""
     return pipeline_dir.is_dir() and not (pipeline_dir / "text_encoder").is_dir()
 
 

@@ -55,7 +55,10 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         name="micro",
-        description="reelserve's own micro Wan model, trained on synthetic shapes; weights ship with the package.",
+        description=(
+            "reelserve's own micro Wan model in the TI2V-5B layout, trained on a synthetic world of moving "
+            "shapes; weights ship with the package."
+        ),
         limits=ModelLimits(
             # The VAE x patch multiple is 8, but WanPipeline insists on multiples of 16.
             spatial_multiple=16,

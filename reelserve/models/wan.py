@@ -66,12 +66,6 @@ LAYOUTS: dict[WanLayoutName, WanLayout] = {
         two_experts=False,
     ),
 }
-# The first micro model (text-to-video only, 4x VAE, its own small text encoder) still loads while
-# its weights are the ones in the package.
-EARLIER_LAYOUTS: dict[WanLayoutName, tuple[WanLayout, ...]] = {
-    "micro": (WanLayout("reelserve micro v1", spatial_multiple=8, vae_z_dim=8, vae_residual=True,
-                        expand_timesteps=False, two_experts=False),),
-}
 
 
 def load_wan_pipeline(path: str, expected: WanLayoutName, options: LoadOptions) -> WanPipeline:
@@ -112,8 +106,6 @@ def check_layout(pipe: WanPipeline, expected: WanLayoutName, source: str) -> Non
     from the ``expected`` layout; fills in A14B's ``boundary_ratio`` when the config lacks it."""
     layout = LAYOUTS[expected]
     problems = _layout_problems(pipe, layout)
-    if problems and any(not _layout_problems(pipe, old) for old in EARLIER_LAYOUTS.get(expected, ())):
-        problems = []
     if problems:
         raise ReelserveError(
             ErrorCode.invalid_request,
