@@ -63,7 +63,7 @@ class TrainConfig:
     captions_per_scene: int = 24
     caption_dropout: float = 0.1  # an empty caption, as the pipeline's default negative prompt
     ema_decay: float = 0.998
-    decoder_steps: int = 200
+    decoder_steps: int = 1000
     decoder_lr: float = 1e-3
     # Generated latents are never exactly on the encoder's manifold; noise up to this fraction of
     # each channel's std teaches the decoder to draw clean frames from nearly-right latents.
