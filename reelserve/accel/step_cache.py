@@ -39,7 +39,7 @@ from reelserve.accel.options import StepCacheKind
 # (docs/accelerations.md): the largest knob swept whose held-out mean adherence stayed within 2
 # points of the uncached run.
 CALIBRATED_THRESHOLDS: dict[str, dict[str, float]] = {
-    "micro": {"fbcache": 0.12, "magcache": 0.3, "taylorseer": 3, "pab": 6},
+    "micro": {"fbcache": 0.12, "magcache": 0.2, "taylorseer": 2, "pab": 2},
 }
 # For models without a calibration: the values the cache's authors recommend for video.
 DEFAULT_THRESHOLDS: dict[str, float] = {"fbcache": 0.05, "magcache": 0.06, "taylorseer": 3, "pab": 2}
