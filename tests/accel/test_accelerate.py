@@ -141,11 +141,11 @@ def test_int8_quantizes_the_block_linears_and_stays_close_to_float32(micro_model
     video, reference = default_video(model), default_video(micro_model)
     assert np.isfinite(video).all() and video.min() >= 0.0 and video.max() <= 1.0
     diff = np.abs(video - reference)
-    # int8 kernels differ between CPUs, and so does the worst pixel: max 0.15 on one machine, 0.43 on
-    # an AMD EPYC (38 of 208,896 values above 0.3), where the mean was 0.005 and the 99.9th
-    # percentile 0.17. The bound is on the 99.9th percentile. Another seed is 0.06 away on average.
-    assert 0 < diff.mean() <= 0.01 and np.quantile(diff, 0.999) <= 0.25
-    assert diff.mean() < np.abs(default_video(micro_model, seed=8) - reference).mean() / 5
+    other_seed = np.abs(default_video(micro_model, seed=8) - reference).mean()
+    # int8 kernels differ between CPUs. On micro v2 (small moving objects with sharp edges) int8 is
+    # 0.017 from float32 on average on an AMD EPYC, another seed 0.049; a one-pixel shift of an edge
+    # saturates a few pixels (99.9th percentile 0.52), so the bound is on the mean, against a seed.
+    assert 0 < diff.mean() <= 0.03 and diff.mean() < other_seed / 2, (diff.mean(), other_seed)
 
 
 def test_vae_slicing_decodes_one_video_at_a_time_to_the_same_frames(tiny_model: LoadedModel) -> None:
