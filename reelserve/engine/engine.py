@@ -19,7 +19,7 @@ from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
-from reelserve.engine.finisher import JobFinisher, RunningJobs
+from reelserve.engine.finisher import RETRY_S, RUNNING, JobFinisher, RunningJobs
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.notifier import WebhookNotifier
@@ -51,9 +51,7 @@ from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 
-_RETRY_S = 1.0  # pause before retrying after the job store or queue failed
 _EVENT_POLL_S = 2.0  # a listener re-reads the job this often: events are best-effort across processes
-_RUNNING = frozenset({JobStatus.in_progress})
 _QUEUED = frozenset({JobStatus.queued})
 _UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
@@ -169,7 +167,7 @@ class Engine:
                 continue
             if job.status is JobStatus.in_progress:
                 job.status, job.progress = JobStatus.queued, 0
-                if not self.store.save(job, expect=_RUNNING):
+                if not self.store.save(job, expect=RUNNING):
                     continue
             await self.scheduler.enqueue(job)
             requeued += 1
@@ -379,8 +377,8 @@ class Engine:
             try:
                 job_ids = await self.scheduler.next_batch()
             except Exception as exc:  # noqa: BLE001 - the shared queue is unreachable: wait for it, lose nothing
-                log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, _RETRY_S)
-                await asyncio.sleep(_RETRY_S)
+                log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
                 continue
             try:
                 batch = await self._claim(job_ids)
@@ -389,7 +387,7 @@ class Engine:
                 log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
                 self._reclaimed.update(job_ids)  # some may be in progress already, by this worker
                 await self.scheduler.hand_back(job_ids)
-                await asyncio.sleep(_RETRY_S)
+                await asyncio.sleep(RETRY_S)
                 continue
             if not batch:
                 continue

@@ -29,8 +29,8 @@ from reelserve.video import encode_mp4, encode_thumbnail
 
 log = logging.getLogger(__name__)
 
-RETRY_S = 1.0  # first pause before saving again after the job store failed
-_RUNNING = frozenset({JobStatus.in_progress})
+RETRY_S = 1.0  # pause before retrying after the job store or queue failed
+RUNNING = frozenset({JobStatus.in_progress})
 
 
 @dataclass
@@ -156,7 +156,7 @@ class JobFinisher:
         delay = RETRY_S
         while True:
             try:
-                return self.store.save(job, expect=_RUNNING)
+                return self.store.save(job, expect=RUNNING)
             except Exception as exc:  # noqa: BLE001 - any store failure: the result must not be dropped
                 log.warning("saving %s failed (%s: %s); retrying in %.0fs", job.id, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)

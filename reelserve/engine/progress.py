@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 from reelserve.engine.events import Events
+from reelserve.engine.finisher import RUNNING
 from reelserve.jobs.base import JobStore
 from reelserve.schemas import EventType, JobEvent, JobStatus
 
 PERSIST_S = 0.5  # progress is written to the store at most this often per job
-_RUNNING = frozenset({JobStatus.in_progress})
 
 
 class StepProgress:
@@ -40,7 +40,7 @@ class StepProgress:
                     continue
                 if due:
                     job.progress = progress
-                    self.store.save(job, expect=_RUNNING)
+                    self.store.save(job, expect=RUNNING)
                     self._last_persist[job_id] = now
             self.bus.publish(
                 JobEvent(job_id=job_id, type=EventType.progress, status=JobStatus.in_progress,
