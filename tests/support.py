@@ -38,6 +38,11 @@ def auth(key: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"} if key else {}
 
 
+# Longest a test server may take to shut down: a worker's drain (5 s in these tests) and its
+# hand-back (``engine.HAND_BACK_S``), with room for a loaded CI machine.
+SHUTDOWN_S = 60
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -86,7 +91,7 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
     finally:
         running.client.close()
         uv.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=SHUTDOWN_S)
         assert not thread.is_alive(), "server thread did not stop"
 
 
@@ -99,8 +104,10 @@ def _uvicorn(app: object, settings: Settings) -> Iterator[uvicorn.Server]:
         yield uv
     finally:
         uv.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive(), f"server thread did not stop:\n{stack_of(thread)}\n{connections_of(uv)}"
+        thread.join(timeout=SHUTDOWN_S)
+        assert not thread.is_alive(), (
+            f"server thread did not stop:\n{stack_of(thread)}\n{connections_of(uv)}\n{other_threads()}"
+        )
 
 
 def connections_of(uv: uvicorn.Server) -> str:
@@ -130,14 +137,30 @@ def stack_of(thread: threading.Thread) -> str:
 
 
 def _awaiting(coro: object) -> list[str]:
-    """A suspended coroutine's chain of awaits, outermost first."""
+    """A suspended coroutine's chain of awaits, outermost first, ending with what it waits on."""
     chain = []
     while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        if frame is not None:
-            chain.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}")
-        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is None:  # a future (a thread's result, a gather, a socket read): say which
+            chain.append(repr(coro)[:300])
+            break
+        chain.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) or getattr(coro, "ag_await", None)
+        generator = getattr(frame.f_locals.get("self"), "gen", None)
+        if getattr(generator, "ag_frame", None) is not None:
+            awaited = generator  # contextlib's __aexit__ awaits the generator's asend, which hides it
+        coro = awaited
     return chain
+
+
+def other_threads() -> str:
+    """Every other thread's innermost frames: what a stuck shutdown may be waiting for."""
+    text = ""
+    for thread in threading.enumerate():
+        frame = sys._current_frames().get(thread.ident or -1)
+        if frame is not None and thread is not threading.current_thread():
+            text += f"\nthread {thread.name}:\n" + "".join(traceback.format_stack(frame)[-4:])
+    return text
 
 
 @contextmanager

@@ -52,6 +52,9 @@ from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
 log = logging.getLogger(__name__)
 
 _EVENT_POLL_S = 2.0  # a listener re-reads the job this often: events are best-effort across processes
+# Longest a draining worker waits to hand back what it read ahead. The hand-back is a courtesy: jobs
+# it could not give back are still in the queue's pending list, and live workers reclaim them.
+HAND_BACK_S = 10.0
 _QUEUED = frozenset({JobStatus.queued})
 _UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
@@ -199,7 +202,12 @@ class Engine:
             except TimeoutError:
                 log.warning("the running batch did not finish within %.0fs; abandoning it", timeout)
         await self.finisher.wait()
-        return await self.broker.release()
+        try:
+            async with asyncio.timeout(HAND_BACK_S):
+                return await self.broker.release()
+        except TimeoutError:
+            log.warning("handing back read-ahead jobs took over %.0fs; other workers will reclaim them", HAND_BACK_S)
+            return 0
 
     async def stop(self) -> None:
         """Stop taking batches and abandon the running one at its next step; its jobs stay

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from support import GatedPipeline
 
+from reelserve.engine import engine as engine_module
 from reelserve.engine.engine import Engine, video_key
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.jobs.local_broker import LocalBroker
@@ -54,10 +55,10 @@ async def engine(parts: dict[str, Any]) -> AsyncIterator[Engine]:
     await engine.stop()
 
 
-def make_engine(parts: dict[str, Any], max_batch_size: int) -> Engine:
+def make_engine(parts: dict[str, Any], max_batch_size: int, broker: LocalBroker | None = None) -> Engine:
     spec = get_spec("tiny")
     return Engine(
-        model_name="tiny", limits=spec.limits, store=parts["store"], broker=LocalBroker(),
+        model_name="tiny", limits=spec.limits, store=parts["store"], broker=broker or LocalBroker(),
         storage=parts["storage"], metrics=Metrics(), max_batch_size=max_batch_size, max_wait_s=0.05,
     )
 
@@ -188,3 +189,25 @@ async def test_stop_abandons_the_running_batch_for_the_next_start(parts: dict[st
         assert (await wait_final(restarted, job.id)).status is JobStatus.completed
     finally:
         await restarted.stop()
+
+
+class UnansweringBroker(LocalBroker):
+    """A queue whose hand-back never answers, as a Redis connection stuck mid-reply would."""
+
+    async def release(self) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+
+async def test_a_hand_back_that_never_answers_does_not_hold_up_the_drain(
+    parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "HAND_BACK_S", 0.2)
+    engine = make_engine(parts, max_batch_size=4, broker=UnansweringBroker())
+    await engine.recover()
+    await engine.start(parts["runner"])
+    try:
+        async with asyncio.timeout(30):
+            assert await engine.drain(timeout=5) == 0  # nothing given back: the pending list keeps it
+    finally:
+        await engine.stop()
