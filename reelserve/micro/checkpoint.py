@@ -32,7 +32,7 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         return None
     # weights_only=False: the state holds numpy generator states (plain dicts of ints) and the
     # config; the file is one this code wrote into the run directory.
-    return torch.load(path, weights_only=False)
+    return torch.load(path, weights_only=False, map_location="cpu")  # a GPU run resumes anywhere
 
 
 def rng_state(rng: np.random.Generator) -> dict[str, Any]:

@@ -56,8 +56,10 @@ def train(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
     checkpoint_minutes: Annotated[float | None, typer.Option(help="Minutes between checkpoints.")] = None,
     vae_from: Annotated[
-        Path | None, typer.Option(help="Start at the denoiser with the VAE and latents of another run (same VAE settings).")
+        Path | None, typer.Option(help="Start at the denoiser with the VAE and latents of another run (same VAE settings), "
+                                       "or at encoding with the VAE of a trained model's directory.")
     ] = None,
+    device: Annotated[str, typer.Option(help="Where to train: cpu, cuda, cuda:1, ... (the same seed draws the same data).")] = "cpu",
 ) -> None:
     """Train the micro model from a seed (VAE, latents, denoiser, decoder) into OUT; resumable."""
     from reelserve.micro.train import TrainConfig, saved_config
@@ -90,7 +92,7 @@ def train(
                 console.print(f"{stage} {step}/{total} {shown}", highlight=False)
 
         try:
-            summary = run_training(config, out, report, vae_from=vae_from)
+            summary = run_training(config, out, report, vae_from=vae_from, device=device)
         except ValueError as exc:  # a checkpoint of another configuration, or an unusable --vae-from
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

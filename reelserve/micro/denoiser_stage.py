@@ -35,7 +35,7 @@ class CaptionBank:
     the empty caption, encoded by the pipeline's own ``encode_prompt`` (so padded exactly as at
     serving time) and kept in float16."""
 
-    def __init__(self, pipe: WanPipeline, per_scene: int, seed: int, batch: int = 64) -> None:
+    def __init__(self, pipe: WanPipeline, per_scene: int, seed: int, device: torch.device, batch: int = 64) -> None:
         rng = np.random.default_rng(seed)
         keys = [(s, c, m, b) for s, c, m in combinations(held_out=False) for b in BACKGROUNDS]
         texts = [caption(rng, *key, TRAIN_TEMPLATES) for key in keys for _ in range(per_scene)]
@@ -46,7 +46,7 @@ class CaptionBank:
         with torch.no_grad():
             chunks = [
                 pipe.encode_prompt(texts[i : i + batch], do_classifier_free_guidance=False,
-                                   max_sequence_length=MAX_SEQUENCE_LENGTH, device=torch.device("cpu"))[0]
+                                   max_sequence_length=MAX_SEQUENCE_LENGTH, device=device)[0]
                 for i in range(0, len(texts), batch)
             ]
         self.embeddings = torch.cat(chunks).half()
@@ -67,7 +67,8 @@ class DenoiserStage:
         self.pipe, self.config, self.data = pipe, config, data
         self.total = config.steps
         self.transformer = pipe.transformer.train()
-        self.bank = CaptionBank(pipe, config.captions_per_scene, seed=config.seed + 6)
+        self.device = data.device
+        self.bank = CaptionBank(pipe, config.captions_per_scene, seed=config.seed + 6, device=data.device)
         self.scenes = [s.scene for s in training_samples(config.latent_clips, seed=config.seed + 1)]
         self.optimizer = torch.optim.AdamW(self.transformer.parameters(), lr=config.lr, weight_decay=0.01)
         self.schedule = warmup_cosine(self.optimizer, config.warmup_steps, config.steps)
@@ -79,9 +80,9 @@ class DenoiserStage:
     def step(self, index: int) -> float:
         config, latents = self.config, self.data.latents
         rows = self.rng.integers(len(latents), size=config.batch)
-        x0 = latents[torch.from_numpy(rows)].float()
+        x0 = latents[torch.from_numpy(rows).to(self.device)].float()
         picks = [self.bank.pick(self.rng, self.scenes[r], config.caption_dropout) for r in rows]
-        context = self.bank.embeddings[torch.tensor(picks)].float()
+        context = self.bank.embeddings[torch.tensor(picks, device=self.device)].float()
         loss = self._loss(x0, context)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -95,15 +96,15 @@ class DenoiserStage:
     def _loss(self, x0: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         config, g = self.config, self.generator
         batch, _, frames, height, width = x0.shape
-        uniform = torch.rand(batch, generator=g)
+        uniform = torch.rand(batch, generator=g).to(x0.device)
         # Uniform, then shifted as the sampler's schedule is: training visits each noise level as
         # often as sampling does, the high-noise steps where colour and place are decided included.
         sigma = config.noise_shift * uniform / (1 + (config.noise_shift - 1) * uniform)
-        noise = torch.randn(x0.shape, generator=g)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = (1 - s) * x0 + s * noise
-        given = torch.rand(batch, generator=g) < config.first_frame_share  # image-to-video rows
-        frame0 = torch.zeros(1, 1, frames, 1, 1, dtype=torch.bool)
+        given = (torch.rand(batch, generator=g) < config.first_frame_share).to(x0.device)  # image-to-video rows
+        frame0 = torch.zeros(1, 1, frames, 1, 1, dtype=torch.bool, device=x0.device)
         frame0[:, :, 0] = True
         clean = given.view(-1, 1, 1, 1, 1) & frame0
         noisy = torch.where(clean, x0, noisy)

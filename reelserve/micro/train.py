@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import WanPipeline
+from diffusers import AutoencoderKLWan, WanPipeline
 
 from reelserve.micro.architecture import FLOW_SHIFT, build_untrained_pipeline
 from reelserve.micro.captions import vocabulary
@@ -76,6 +76,7 @@ class RunData:
     """What one stage hands the next besides the pipeline's weights."""
 
     latents: torch.Tensor | None = None  # normalised training latents, float16
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     summary: dict[str, Any] = field(default_factory=dict)
     seconds_before: float = 0.0  # training time of earlier processes of this run
 
@@ -84,23 +85,26 @@ STAGES: tuple[type, ...] = (VaeStage, EncodeStage, DenoiserStage, DecoderStage)
 
 
 def train(config: TrainConfig, out_dir: Path, progress: ProgressFn | None = None, stop_after: int | None = None,
-          vae_from: Path | None = None) -> dict:
+          vae_from: Path | None = None, device: str = "cpu") -> dict:
     """Train into ``out_dir`` (the pipeline, ``training.json`` and ``checkpoint.pt``), continuing from
     the checkpoint there if there is one; return the summary. ``stop_after`` ends the run after that
     many steps in all, as a stopped process would (for tests of resuming). ``vae_from``: start at the
-    denoiser with the VAE and latents of another run that got that far with the same VAE settings."""
+    denoiser with the VAE and latents of another run that got that far with the same VAE settings, or
+    at encoding with the VAE of a trained model's directory. ``device``: where the modules train;
+    random draws stay on the CPU, so a seed means the same data and noise on any device."""
     report = progress or (lambda *_: None)
     torch.set_num_threads(config.threads)
     # Subnormal floats are handled in microcode on x86 and can slow backward passes many times over.
     torch.set_flush_denormal(True)
-    pipe = build_untrained_pipeline(config.seed, config.width, config.layers)
-    data, position = RunData(summary={"config": asdict(config)}), (0, 0)
+    pipe = build_untrained_pipeline(config.seed, config.width, config.layers).to(device)
+    data, position = RunData(summary={"config": asdict(config)}, device=torch.device(device)), (0, 0)
     saved = load_checkpoint(out_dir)
     if saved is None and vae_from is not None:
-        saved = _vae_checkpoint(vae_from, config)
+        saved = _vae_checkpoint(vae_from, config) if load_checkpoint(vae_from) else _shipped_vae(vae_from, config)
     if saved is not None:
         position = _restore(pipe, data, config, saved)
         data.seconds_before = data.summary.get("seconds", 0.0)
+    data.summary["device"] = str(device)
     started, budget = time.perf_counter(), stop_after
     clock = CheckpointClock(config.checkpoint_minutes * 60)
     for index in range(position[0], len(STAGES)):
@@ -153,7 +157,8 @@ def _restore(pipe: WanPipeline, data: RunData, config: TrainConfig, saved: dict)
     pipe.transformer.load_state_dict(saved["modules"]["transformer"])
     mean, std = saved["latents_stats"]
     pipe.vae.register_to_config(latents_mean=list(mean), latents_std=list(std))
-    data.latents, data.summary = saved["latents"], dict(saved["summary"])
+    data.summary = dict(saved["summary"])
+    data.latents = None if saved["latents"] is None else saved["latents"].to(data.device)
     return tuple(saved["position"])  # type: ignore[return-value]
 
 
@@ -177,6 +182,24 @@ def _vae_checkpoint(run_dir: Path, config: TrainConfig) -> dict:
                **{k: saved["summary"][k] for k in ("vae_loss", "latent_clips")}}
     return {**saved, "position": (2, 0), "summary": summary, "stage": None,
             "modules": {"vae": saved["modules"]["vae"], "transformer": fresh}}
+
+
+def _shipped_vae(model_dir: Path, config: TrainConfig) -> dict:
+    """A trained model's VAE (its decoder refined already) as this run's, from the encoding stage on:
+    the encoder is frozen after the VAE stage, so its latents are the ones that model's denoiser saw."""
+    shipped = model_dir / "training.json"
+    if not (model_dir / "vae" / "config.json").is_file() or not shipped.is_file():
+        raise ValueError(f"{model_dir} holds neither a training checkpoint nor a trained micro model")
+    theirs, ours = json.loads(shipped.read_text())["config"], asdict(config)
+    differ = [name for name in VAE_FIELDS if name != "latent_clips" and theirs.get(name) != ours[name]]
+    if differ:
+        raise ValueError(f"{model_dir} trained its VAE with other settings: {', '.join(differ)}")
+    vae = AutoencoderKLWan.from_pretrained(model_dir / "vae")
+    summary = {"config": ours, "vae_from": str(model_dir), "vae_from_seconds": json.loads(shipped.read_text()).get("seconds")}
+    fresh = build_untrained_pipeline(config.seed, config.width, config.layers).transformer.state_dict()
+    return {"position": (1, 0), "modules": {"vae": vae.state_dict(), "transformer": fresh},
+            "latents_stats": (vae.config.latents_mean, vae.config.latents_std), "latents": None,
+            "summary": summary, "stage": None}
 
 
 def saved_config(run_dir: Path) -> TrainConfig:

@@ -28,7 +28,7 @@ class VaeStage:
     name = "vae"
 
     def __init__(self, pipe: WanPipeline, config: TrainConfig, data: RunData) -> None:
-        self.vae, self.config = pipe.vae.train(), config
+        self.vae, self.config, self.device = pipe.vae.train(), config, data.device
         self.total = config.vae_image_steps + config.vae_steps
         self.optimizer = torch.optim.AdamW(self.vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
         self.schedule = warmup_cosine(self.optimizer, min(30, self.total // 10), self.total)
@@ -45,6 +45,7 @@ class VaeStage:
             samples = training_samples(config.vae_batch, seed=int(self.rng.integers(2**31)))
             start = int(self.rng.integers(FRAMES - config.vae_frames + 1))
             clips = to_tensor([s.render()[start : start + config.vae_frames] for s in samples])
+        clips = clips.to(self.device)
         weight = 1.0 + config.vae_object_weight * object_mask(clips, samples, config.vae_edge_ring)
         posterior = self.vae.encode(clips).latent_dist
         # The mean, not a sample: at init the posterior's noise drowns the signal and the decoder
@@ -81,7 +82,7 @@ class EncodeStage:
     name = "encode"
 
     def __init__(self, pipe: WanPipeline, config: TrainConfig, data: RunData) -> None:
-        self.vae, self.data = pipe.vae, data
+        self.vae, self.data, self.device = pipe.vae, data, data.device
         self.samples = training_samples(config.latent_clips, seed=config.seed + 1)
         self.total = -(-len(self.samples) // ENCODE_BATCH)
         self.chunks: list[torch.Tensor] = []
@@ -89,7 +90,8 @@ class EncodeStage:
     @torch.no_grad()
     def step(self, index: int) -> None:
         batch = self.samples[index * ENCODE_BATCH : (index + 1) * ENCODE_BATCH]
-        self.chunks.append(self.vae.encode(to_tensor([s.render() for s in batch])).latent_dist.mean)
+        clips = to_tensor([s.render() for s in batch]).to(self.device)
+        self.chunks.append(self.vae.encode(clips).latent_dist.mean.cpu())
 
     def state_dict(self) -> dict[str, Any]:
         return {"chunks": self.chunks}
@@ -103,7 +105,7 @@ class EncodeStage:
         std = latents.std(dim=(0, 2, 3, 4)).clamp_min(1e-4)
         self.vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
         shape = (1, -1, 1, 1, 1)
-        self.data.latents = ((latents - mean.view(shape)) / std.view(shape)).half()
+        self.data.latents = ((latents - mean.view(shape)) / std.view(shape)).half().to(self.device)
         self.chunks = []
         return {"latent_clips": len(latents)}
 
@@ -116,7 +118,7 @@ class DecoderStage:
     name = "decoder"
 
     def __init__(self, pipe: WanPipeline, config: TrainConfig, data: RunData) -> None:
-        self.vae, self.config = pipe.vae, config
+        self.vae, self.config, self.device = pipe.vae, config, data.device
         self.total = config.decoder_steps
         self.vae.encoder.requires_grad_(False)
         self.vae.quant_conv.requires_grad_(False)
@@ -125,18 +127,19 @@ class DecoderStage:
         self.schedule = warmup_cosine(self.optimizer, min(20, self.total // 10), self.total)
         self.rng = np.random.default_rng(config.seed + 4)
         self.generator = torch.Generator().manual_seed(config.seed + 5)
-        self.std = torch.tensor(self.vae.config.latents_std).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(self.vae.config.latents_std).view(1, -1, 1, 1, 1).to(self.device)
         self.losses: list[float] = []
         self.vae.train()
 
     def step(self, index: int) -> float:
         samples = training_samples(self.config.vae_batch, seed=int(self.rng.integers(2**31)))
-        clips = to_tensor([s.render() for s in samples])
+        clips = to_tensor([s.render() for s in samples]).to(self.device)
         weight = 1.0 + self.config.vae_object_weight * object_mask(clips, samples, self.config.vae_edge_ring)
         with torch.no_grad():
             latents = self.vae.encode(clips).latent_dist.mean
         level = torch.rand(len(samples), 1, 1, 1, 1, generator=self.generator) * self.config.decoder_latent_noise
-        latents = latents + level * self.std * torch.randn(latents.shape, generator=self.generator)
+        noise = torch.randn(latents.shape, generator=self.generator)
+        latents = latents + level.to(self.device) * self.std * noise.to(self.device)
         error = decode_unclamped(self.vae, latents) - clips
         loss = (weight * (error.abs() + error**2)).mean() / weight.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -188,6 +191,7 @@ def object_mask(clips: torch.Tensor, samples: list[Sample], ring: int = 0) -> to
     """(B, 1, T, H, W): 1 where a pixel differs from its clip's plain background, or lies within
     ``ring`` pixels of one that does."""
     backgrounds = to_tensor([np.array([[[BACKGROUNDS[s.scene.background]]]], dtype=np.uint8) for s in samples])
+    backgrounds = backgrounds.to(clips.device)
     mask = ((clips - backgrounds).abs().amax(dim=1, keepdim=True) > 0.02).float()
     if ring <= 0:
         return mask

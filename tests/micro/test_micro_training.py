@@ -2,6 +2,7 @@
 checkpoints and its output work."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,23 @@ def test_vae_from_another_run_ends_with_a_full_runs_weights(smoke_run: tuple[Pat
     assert summary["vae_from"] == str(source) and summary["vae_from_seconds"] > 0
     with pytest.raises(ValueError, match="vae_lr"):
         train(TrainConfig(**{**SMOKE.__dict__, "vae_lr": 1e-4}), tmp_path / "other", vae_from=source)
+
+
+def test_vae_from_a_trained_model_trains_the_denoiser_that_model_has(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
+    """``--vae-from`` a model directory (no checkpoint, as committed): its encoder was frozen after
+    the VAE stage, so re-encoding gives the latents its denoiser saw, and the same denoiser results."""
+    model = tmp_path / "model"
+    shutil.copytree(smoke_run[0], model, ignore=shutil.ignore_patterns("checkpoint.pt"))
+    config = TrainConfig(**{**SMOKE.__dict__, "decoder_steps": 0})
+    summary = train(config, tmp_path / "denoiser", vae_from=model)
+    full, source, trained = _weights(smoke_run[0]), _weights(model), _weights(tmp_path / "denoiser")
+    assert all(torch.equal(full[k], trained[k]) for k in full if k.startswith("transformer."))
+    assert all(torch.equal(source[k], trained[k]) for k in source if k.startswith("vae."))
+    assert summary["vae_from"] == str(model) and summary["latent_clips"] == SMOKE.latent_clips
+    with pytest.raises(ValueError, match="vae_edge_ring"):
+        train(TrainConfig(**{**SMOKE.__dict__, "vae_edge_ring": 0}), tmp_path / "other", vae_from=model)
+    with pytest.raises(ValueError, match="neither a training checkpoint nor a trained micro model"):
+        train(SMOKE, tmp_path / "nothing", vae_from=tmp_path)
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(smoke_run: tuple[Path, dict], tmp_path: Path) -> None:
