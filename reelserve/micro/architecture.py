@@ -45,7 +45,7 @@ def build_vae() -> AutoencoderKLWan:
     )
 
 
-def build_transformer(width: int = 128, layers: int = 4) -> WanTransformer3DModel:
+def build_transformer(width: int = 192, layers: int = 6) -> WanTransformer3DModel:
     # The (1, 2, 2) patch is fixed: expand_timesteps pipelines build per-token timesteps by taking
     # every second latent row and column.
     return WanTransformer3DModel(
@@ -68,7 +68,7 @@ def build_scheduler() -> UniPCMultistepScheduler:
     return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=FLOW_SHIFT)
 
 
-def build_untrained_pipeline(seed: int, width: int = 128, layers: int = 4) -> WanPipeline:
+def build_untrained_pipeline(seed: int, width: int = 192, layers: int = 6) -> WanPipeline:
     """The VAE and transformer freshly initialised from ``seed`` (the global RNG state is left as it
     was), with the pretrained text encoder."""
     with torch.random.fork_rng():

@@ -37,8 +37,8 @@ class TrainConfig:
 
     seed: int = 0
     threads: int = 2
-    width: int = 128  # transformer width (heads of 32) and depth: about a second a clip served
-    layers: int = 4
+    width: int = 192  # transformer width (heads of 32) and depth: about half a second a clip served
+    layers: int = 6
     vae_image_steps: int = 1500
     vae_image_batch: int = 16
     vae_steps: int = 350
@@ -53,8 +53,9 @@ class TrainConfig:
     # blur that spills onto the background is cheap, and the decoder rounds every shape into a blob.
     vae_edge_ring: int = 2
     latent_clips: int = 4800
-    steps: int = 14000
-    batch: int = 32
+    # What fit in 330 s on one H200 (bench/gpu/micro_train.py --seconds 330); 1.44 s a step on 2 cores (2.3 h).
+    steps: int = 5736
+    batch: int = 128
     lr: float = 8e-4
     warmup_steps: int = 100
     noise_shift: float = FLOW_SHIFT

@@ -135,16 +135,18 @@ def test_int8_quantizes_the_block_linears_and_stays_close_to_float32(micro_model
     blocks = model.pipeline.transformer.blocks
     quantized = sum(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in blocks.modules())
     float_linears = sum(type(m) is torch.nn.Linear for m in micro_model.pipeline.transformer.blocks.modules())
-    assert quantized == float_linears > 0
-    assert not any(type(m) is torch.nn.Linear for m in blocks.modules())
+    kept = [name for name, m in blocks.named_modules() if type(m) is torch.nn.Linear]
+    # Every linear but the cross-attention's text projections (TEXT_PROJECTIONS), two a block.
+    assert quantized == float_linears - 2 * len(blocks) > 0
+    assert kept and all(name.endswith(("attn2.to_k", "attn2.to_v")) for name in kept), kept
 
     video, reference = default_video(model), default_video(micro_model)
     assert np.isfinite(video).all() and video.min() >= 0.0 and video.max() <= 1.0
     diff = np.abs(video - reference)
     other_seed = np.abs(default_video(micro_model, seed=8) - reference).mean()
-    # int8 kernels differ between CPUs. On micro v2 (small moving objects with sharp edges) int8 is
-    # 0.017 from float32 on average on an AMD EPYC, another seed 0.049; a one-pixel shift of an edge
-    # saturates a few pixels (99.9th percentile 0.52), so the bound is on the mean, against a seed.
+    # int8 kernels differ between CPUs. On micro (small moving objects with sharp edges) a one-pixel
+    # shift of an edge saturates a few pixels, so the bound is on the mean, against another seed:
+    # measured on an AMD EPYC, int8 is 0.003 from float32 on average, another seed 0.30.
     assert 0 < diff.mean() <= 0.03 and diff.mean() < other_seed / 2, (diff.mean(), other_seed)
 
 

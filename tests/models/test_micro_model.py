@@ -82,7 +82,8 @@ def test_image_to_video_moves_the_given_first_frame_object(micro) -> None:  # ty
 def test_guidance_changes_the_output(micro) -> None:  # type: ignore[no-untyped-def]
     (guided,) = _generate(micro, ["a white triangle moving left"], guidance=5.0)
     (unguided,) = _generate(micro, ["a white triangle moving left"], guidance=1.0)
-    assert np.abs(guided.astype(float) - unguided.astype(float)).mean() > 2.0
+    # Ignoring guidance would make them equal; at 5 the clips differ by about two grey levels a pixel.
+    assert np.abs(guided.astype(float) - unguided.astype(float)).mean() > 1.0
 
 
 def test_generate_command_defaults_to_micro_and_draws_the_prompt(tmp_path: Path) -> None:
