@@ -22,7 +22,7 @@ from diffusers import AutoencoderKLWan, WanPipeline
 
 from reelserve.micro.architecture import FLOW_SHIFT, build_untrained_pipeline
 from reelserve.micro.captions import vocabulary
-from reelserve.micro.checkpoint import CheckpointClock, load_checkpoint, save_checkpoint
+from reelserve.micro.checkpoint import CHECKPOINT, CheckpointClock, load_checkpoint, save_checkpoint
 from reelserve.micro.denoiser_stage import DenoiserStage
 from reelserve.micro.stage import Stage
 from reelserve.micro.vae_stages import DecoderStage, EncodeStage, VaeStage
@@ -101,7 +101,8 @@ def train(config: TrainConfig, out_dir: Path, progress: ProgressFn | None = None
     data, position = RunData(summary={"config": asdict(config)}, device=torch.device(device)), (0, 0)
     saved = load_checkpoint(out_dir)
     if saved is None and vae_from is not None:
-        saved = _vae_checkpoint(vae_from, config) if load_checkpoint(vae_from) else _shipped_vae(vae_from, config)
+        from_run = (vae_from / CHECKPOINT).is_file()
+        saved = _vae_checkpoint(vae_from, config) if from_run else _shipped_vae(vae_from, config)
     if saved is not None:
         position = _restore(pipe, data, config, saved)
         data.seconds_before = data.summary.get("seconds", 0.0)
@@ -191,12 +192,12 @@ def _shipped_vae(model_dir: Path, config: TrainConfig) -> dict:
     shipped = model_dir / "training.json"
     if not (model_dir / "vae" / "config.json").is_file() or not shipped.is_file():
         raise ValueError(f"{model_dir} holds neither a training checkpoint nor a trained micro model")
-    theirs, ours = json.loads(shipped.read_text())["config"], asdict(config)
-    differ = [name for name in VAE_FIELDS if name != "latent_clips" and theirs.get(name) != ours[name]]
+    record, ours = json.loads(shipped.read_text()), asdict(config)
+    differ = [name for name in VAE_FIELDS if name != "latent_clips" and record["config"].get(name) != ours[name]]
     if differ:
         raise ValueError(f"{model_dir} trained its VAE with other settings: {', '.join(differ)}")
     vae = AutoencoderKLWan.from_pretrained(model_dir / "vae")
-    summary = {"config": ours, "vae_from": str(model_dir), "vae_from_seconds": json.loads(shipped.read_text()).get("seconds")}
+    summary = {"config": ours, "vae_from": str(model_dir), "vae_from_training": record}
     fresh = build_untrained_pipeline(config.seed, config.width, config.layers).transformer.state_dict()
     return {"position": (1, 0), "modules": {"vae": vae.state_dict(), "transformer": fresh},
             "latents_stats": (vae.config.latents_mean, vae.config.latents_std), "latents": None,
