@@ -1,4 +1,5 @@
-"""The engine: owns the queue loop and the pipeline; knows nothing of HTTP.
+"""The engine: the video service of one model; knows nothing of HTTP. Its batch loop
+(``batch_loop.py``) consumes the queue; the finisher (``finisher.py``) records what each run made.
 
 Data path: submit → scheduler placement (tier, deadline, rate limit) → result cache (a hit is stored
 as a completed copy) → admission (circuit, queue length, load, deadline) → job store (durable) →
@@ -12,14 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
+from reelserve.engine.batch_loop import BatchLoop
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
-from reelserve.engine.finisher import RETRY_S, RUNNING, JobFinisher, RunningJobs
+from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.notifier import WebhookNotifier
@@ -32,10 +33,8 @@ from reelserve.jobs.base import Broker, JobStore
 from reelserve.metrics import Metrics
 from reelserve.schemas import (
     ErrorCode,
-    EventType,
     GenerationParams,
     Job,
-    JobError,
     JobEvent,
     JobStatus,
     ModelLimits,
@@ -55,8 +54,6 @@ _EVENT_POLL_S = 2.0  # a listener re-reads the job this often: events are best-e
 # Longest a draining worker waits to hand back what it read ahead. The hand-back is a courtesy: jobs
 # it could not give back are still in the queue's pending list, and live workers reclaim them.
 HAND_BACK_S = 10.0
-_QUEUED = frozenset({JobStatus.queued})
-_UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
 
 class Engine:
@@ -117,27 +114,27 @@ class Engine:
             broker, limits, metrics, scheduling or SchedulingOptions(), max_batch_size, max_wait_s
         )
         self.scheduler.final_among = self._final_among
-        self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
         self._stop_requested: set[str] = set()  # read by the pipeline thread at step boundaries
         self.progress = StepProgress(store, self.bus, self._stop_requested, self.scheduler.shared_queue)
         self._loop_task: asyncio.Task[None] | None = None
         self._ready = False
         self.health: Callable[[], bool] = lambda: True
-        self._draining = False
-        self._inferring = False  # the pipeline call of a batch is under way
         self._jobs = RunningJobs()
-        # Shared queue: jobs taken over from a dead worker (they may be in progress in the store).
-        self._reclaimed: set[str] = set()
         self.finisher = JobFinisher(
             store=store, broker=broker, storage=storage, metrics=metrics, stats=self.stats,
             scheduler=self.scheduler, video_cache=self.video_cache, bus=self.bus, notifier=notifier,
             running=self._jobs,
         )
+        self.batches = BatchLoop(
+            store=store, broker=broker, scheduler=self.scheduler, finisher=self.finisher, progress=self.progress,
+            metrics=metrics, stats=self.stats, bus=self.bus, running=self._jobs,
+            stop_requested=self._stop_requested, accelerations=self.accelerations,
+        )
         self._leases = None
         if lease_interval_s is not None:
             self._leases = LeaseKeeper(
-                broker, lease_interval_s, lambda: list(self._jobs.claimed), self._drop_lost,
-                self._reclaimed.update, self._give_up,
+                broker, lease_interval_s, lambda: list(self._jobs.claimed), self.batches.drop_lost,
+                self.batches.reclaimed.update, self.batches.give_up,
             )
         self._lease_task: asyncio.Task[None] | None = None
         metrics.watch_jobs(lambda: {s.value: n for s, n in store.count_by_status().items()})
@@ -158,7 +155,7 @@ class Engine:
         """Re-queue what a previous run left unfinished; call once, before accepting requests.
 
         Returns how many jobs were re-queued."""
-        self.scheduler.start(self._expire)  # jobs whose deadline passed while we were down fail at once
+        self.scheduler.start(self.batches.expire)  # jobs whose deadline passed while we were down fail at once
         requeued = 0
         for job in self.store.unfinished():
             if self.scheduler.shared_queue:
@@ -183,7 +180,7 @@ class Engine:
 
         Requests are accepted and queued before this; ready means they are also being run."""
         self.runner = runner
-        self._loop_task = asyncio.create_task(self._serve(), name="reelserve-engine")
+        self._loop_task = asyncio.create_task(self.batches.run(runner), name="reelserve-engine")
         if self._leases is not None:
             self._lease_task = asyncio.create_task(self._leases.run(), name="reelserve-leases")
         self._ready = True
@@ -192,9 +189,9 @@ class Engine:
         """Graceful shutdown of a worker: take no more batches, let the running one finish (up to
         ``timeout`` seconds; past that ``stop`` abandons it and other workers reclaim its jobs), then
         hand back what was read ahead. Returns how many jobs were handed back."""
-        self._draining, self._ready = True, False
+        self.batches.draining, self._ready = True, False
         if self._loop_task is not None:
-            if not self._inferring:  # waiting for work or gathering a batch: the batcher hands it back
+            if not self.batches.inferring:  # waiting for work or gathering a batch: the batcher hands it back
                 self._loop_task.cancel()
             try:
                 async with asyncio.timeout(timeout):
@@ -221,7 +218,7 @@ class Engine:
         await self.finisher.wait()
         if self.notifier is not None:  # owed webhooks are resent by the next start (``resume``)
             await self.notifier.stop()
-        self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
+        self.batches.shutdown()
         self.finisher.shutdown()
 
     # -- the service ------------------------------------------------------------------------
@@ -257,14 +254,14 @@ class Engine:
         if job.cached:  # completed already: its only transition is None -> completed
             self.finisher.announce(job)
             return job
-        self.scheduler.start(self._expire)
+        self.scheduler.start(self.batches.expire)
         try:
             await self.scheduler.enqueue(job)
         except Exception:  # not queued, so not accepted: take the record back if the store still answers
             self.store.delete(job.id)
             raise
         self.bus.publish(queued_event(job, await self.broker.position(job.id)))
-        await self._count_queue()
+        await self.batches.count_queue()
         return job
 
     def _final_among(self, job_ids: list[str]) -> set[str]:
@@ -295,7 +292,7 @@ class Engine:
         if job.status is JobStatus.in_progress:
             self._stop_requested.add(job_id)  # its row leaves its batch at the next step boundary
         await self.scheduler.dequeue(job)
-        await self._count_queue()
+        await self.batches.count_queue()
         job.status = JobStatus.cancelled
         job.completed_at = time.time()
         if not self.store.save(job, expect=(JobStatus.queued, JobStatus.in_progress)):
@@ -371,156 +368,6 @@ class Engine:
         return model_object(
             self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier, self.card
         )
-
-    async def _count_queue(self) -> None:
-        self.metrics.queue_depth.set(await self.broker.depth())
-
-    # -- the loop ---------------------------------------------------------------------------
-
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        runner = self.runner
-        assert runner is not None
-        while not self._draining:
-            try:
-                job_ids = await self.scheduler.next_batch()
-            except Exception as exc:  # noqa: BLE001 - the shared queue is unreachable: wait for it, lose nothing
-                log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
-                continue
-            try:
-                batch = await self._claim(job_ids)
-                await self._count_queue()
-            except Exception as exc:  # noqa: BLE001 - the store or queue is unreachable; the batch is kept
-                log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
-                self._reclaimed.update(job_ids)  # some may be in progress already, by this worker
-                await self.scheduler.hand_back(job_ids)
-                await asyncio.sleep(RETRY_S)
-                continue
-            if not batch:
-                continue
-            self._jobs.claimed.update(job.id for job in batch)
-            await self._publish_positions()
-            started = time.perf_counter()
-            self.metrics.batch_size.observe(len(batch))
-            self.stats.batch_ran(len(batch))
-            params = [(job.id, job.params) for job in batch]
-
-            def on_step(ids: list[str], step: int, total: int) -> None:
-                loop.call_soon_threadsafe(self.progress.on_step, ids, step, total)
-
-            self._inferring = True
-            try:
-                outcome = await loop.run_in_executor(
-                    self._pipeline_thread, runner.run, params, on_step, self._stop_requested.__contains__
-                )
-            except asyncio.CancelledError:
-                # The thread runs on: have it drop every row at its next step boundary.
-                self._stop_requested.update(job.id for job in batch)
-                raise
-            except Exception as exc:  # a broken batch fails its own jobs, never the engine
-                self._inferring = False
-                log.exception("pipeline call failed for %s", [job.id for job in batch])
-                self._forget(batch)
-                self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None)
-                self.finisher.fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
-                continue
-            self._inferring = False
-            self._forget(batch)
-            self.metrics.inference.observe(outcome.inference_s)
-            self.scheduler.batch_done(
-                batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size
-            )
-            for job_id, error in outcome.errors.items():  # rows that do not fit even alone
-                self.finisher.fail([job for job in batch if job.id == job_id], error)
-            self.finisher.complete_batch(batch, outcome)
-
-    async def _claim(self, job_ids: list[str]) -> list[Job]:
-        now = time.time()
-        waiting = []
-        for job_id in job_ids:
-            job = self.store.get(job_id)
-            reclaimed = job_id in self._reclaimed
-            self._reclaimed.discard(job_id)
-            if job is None or job.status.final:  # cancelled or deleted while it waited, or done elsewhere
-                await self.broker.ack(job_id)
-                continue
-            if job.status is JobStatus.in_progress and not reclaimed:
-                continue  # a duplicate entry of a job running elsewhere; that run acks it
-            if job.status is JobStatus.queued and self.scheduler.expired(job, now):
-                await self._fail_queued(job, "its deadline passed before it could start")
-                continue
-            waiting.append(job)
-        if not waiting:
-            return []
-        finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting))
-        claimed = []
-        write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
-        for position, job in enumerate(waiting, start=1):
-            expect = _UNFINISHED if job.status is JobStatus.in_progress else _QUEUED  # reclaimed: was running
-            job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
-            job.accelerations = list(self.accelerations)  # what this process really runs with
-            job.timings.queue_s = now - job.created_at
-            job.estimated_completion_at, job.batch_size = finish_by + position * write_s, len(waiting)
-            if self.store.save(job, expect=expect):
-                self.scheduler.claim(job, now)
-                self.metrics.queue_wait.observe(job.timings.queue_s)
-                self._publish_status(job)
-                claimed.append(job)
-        return claimed
-
-    async def _expire(self, job_id: str) -> None:
-        """A queued job's deadline passed: it is failed now and never runs."""
-        job = self.store.get(job_id)
-        if job is not None and job.status is JobStatus.queued and await self.scheduler.dequeue(job):
-            await self._fail_queued(job, "its deadline passed while it was queued")
-
-    async def _fail_queued(self, job: Job, why: str) -> None:
-        await self.scheduler.dequeue(job)
-        job.status, job.completed_at = JobStatus.failed, time.time()
-        job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
-        if self.store.save(job, expect=_QUEUED):
-            self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
-            self.finisher.finished(job)
-
-    def _forget(self, batch: list[Job]) -> None:
-        for job in batch:
-            self._stop_requested.discard(job.id)
-            self.progress.forget(job.id)
-            self._jobs.lost.discard(job.id)
-
-    def _drop_lost(self, job_ids: list[str]) -> None:
-        """Another worker took these over (this one stalled): stop them here; that worker finishes them."""
-        running = [job_id for job_id in job_ids if job_id in self._jobs.claimed]
-        self._jobs.lost.update(running)
-        self._stop_requested.update(running)
-
-    def _give_up(self, job_id: str) -> None:
-        """Delivered to workers too often (each one died or stalled with it): fail it for good."""
-        job = self.store.get(job_id)
-        if job is None or job.status.final:
-            return
-        job.status, job.completed_at = JobStatus.failed, time.time()
-        job.error = JobError(
-            code=ErrorCode.worker_lost,
-            message=f"the workers running this job were lost {job.attempts} times; it was given up on",
-        )
-        if self.store.save(job, expect=_UNFINISHED):
-            self.finisher.finished(job)
-
-    # -- events -----------------------------------------------------------------------------
-
-    def _publish_status(self, job: Job) -> None:
-        self.bus.publish(status_event(job))
-
-    async def _publish_positions(self) -> None:
-        """Tell listeners of waiting jobs that the queue moved."""
-        for job_id in self.bus.listening_jobs():
-            position = await self.broker.position(job_id)
-            if position is not None:
-                self.bus.publish(
-                    JobEvent(job_id=job_id, type=EventType.queued, status=JobStatus.queued, queue_position=position)
-                )
 
 
 __all__ = ["Engine", "thumbnail_key", "video_key"]

@@ -1,0 +1,193 @@
+"""The batch loop: the engine's one consumer of the queue. It takes a batch from the scheduler,
+claims its jobs in the store, runs them on the pipeline thread and hands the outcome to the
+finisher. It also fails a queued job whose deadline passed, and stops the rows another worker took
+over (the lease keeper tells it which)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from reelserve.engine.events import Events, status_event
+from reelserve.engine.finisher import RETRY_S, JobFinisher, RunningJobs
+from reelserve.engine.progress import StepProgress
+from reelserve.engine.runner import PipelineRunner
+from reelserve.engine.scheduler import Scheduler
+from reelserve.jobs.base import Broker, JobStore
+from reelserve.metrics import Metrics
+from reelserve.schemas import ErrorCode, EventType, Job, JobError, JobEvent, JobStatus
+from reelserve.stats import StatsRecorder
+
+log = logging.getLogger(__name__)
+
+_QUEUED = frozenset({JobStatus.queued})
+_UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
+
+
+class BatchLoop:
+    """``run`` serves batches until ``draining`` is set; ``inferring`` says a pipeline call is under
+    way (a drain lets it finish). ``stop_requested`` is shared with the pipeline thread, which drops
+    those rows at its next step boundary."""
+
+    def __init__(
+        self, *, store: JobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
+        progress: StepProgress, metrics: Metrics, stats: StatsRecorder, bus: Events, running: RunningJobs,
+        stop_requested: set[str], accelerations: list[str],
+    ) -> None:
+        self.store, self.broker, self.scheduler, self.finisher = store, broker, scheduler, finisher
+        self.progress, self.metrics, self.stats, self.bus = progress, metrics, stats, bus
+        self.running, self.stop_requested, self.accelerations = running, stop_requested, accelerations
+        self.draining = False
+        self.inferring = False
+        # Shared queue: jobs taken over from a dead worker (they may be in progress in the store).
+        self.reclaimed: set[str] = set()
+        self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
+
+    def shutdown(self) -> None:
+        """After ``run`` ends: wait for an abandoned pipeline call to reach its next step and leave."""
+        self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
+
+    async def count_queue(self) -> None:
+        self.metrics.queue_depth.set(await self.broker.depth())
+
+    async def run(self, runner: PipelineRunner) -> None:
+        """Until ``draining``: take a batch, claim its jobs, run them, hand the outcome on."""
+        loop = asyncio.get_running_loop()
+        while not self.draining:
+            try:
+                job_ids = await self.scheduler.next_batch()
+            except Exception as exc:  # noqa: BLE001 - the shared queue is unreachable: wait for it, lose nothing
+                log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+                continue
+            try:
+                batch = await self.claim(job_ids)
+                await self.count_queue()
+            except Exception as exc:  # noqa: BLE001 - the store or queue is unreachable; the batch is kept
+                log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
+                self.reclaimed.update(job_ids)  # some may be in progress already, by this worker
+                await self.scheduler.hand_back(job_ids)
+                await asyncio.sleep(RETRY_S)
+                continue
+            if not batch:
+                continue
+            self.running.claimed.update(job.id for job in batch)
+            await self.publish_positions()
+            started = time.perf_counter()
+            self.metrics.batch_size.observe(len(batch))
+            self.stats.batch_ran(len(batch))
+            params = [(job.id, job.params) for job in batch]
+
+            def on_step(ids: list[str], step: int, total: int) -> None:
+                loop.call_soon_threadsafe(self.progress.on_step, ids, step, total)
+
+            self.inferring = True
+            try:
+                outcome = await loop.run_in_executor(
+                    self._pipeline_thread, runner.run, params, on_step, self.stop_requested.__contains__
+                )
+            except asyncio.CancelledError:
+                # The thread runs on: have it drop every row at its next step boundary.
+                self.stop_requested.update(job.id for job in batch)
+                raise
+            except Exception as exc:  # a broken batch fails its own jobs, never the engine
+                self.inferring = False
+                log.exception("pipeline call failed for %s", [job.id for job in batch])
+                self.forget(batch)
+                self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None)
+                self.finisher.fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
+                continue
+            self.inferring = False
+            self.forget(batch)
+            self.metrics.inference.observe(outcome.inference_s)
+            self.scheduler.batch_done(
+                batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size
+            )
+            for job_id, error in outcome.errors.items():  # rows that do not fit even alone
+                self.finisher.fail([job for job in batch if job.id == job_id], error)
+            self.finisher.complete_batch(batch, outcome)
+
+    async def claim(self, job_ids: list[str]) -> list[Job]:
+        """Mark the taken jobs in progress in the store (compare-and-set); return those this process won."""
+        now = time.time()
+        waiting = []
+        for job_id in job_ids:
+            job = self.store.get(job_id)
+            reclaimed = job_id in self.reclaimed
+            self.reclaimed.discard(job_id)
+            if job is None or job.status.final:  # cancelled or deleted while it waited, or done elsewhere
+                await self.broker.ack(job_id)
+                continue
+            if job.status is JobStatus.in_progress and not reclaimed:
+                continue  # a duplicate entry of a job running elsewhere; that run acks it
+            if job.status is JobStatus.queued and self.scheduler.expired(job, now):
+                await self.fail_queued(job, "its deadline passed before it could start")
+                continue
+            waiting.append(job)
+        if not waiting:
+            return []
+        finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting))
+        claimed = []
+        write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
+        for position, job in enumerate(waiting, start=1):
+            expect = _UNFINISHED if job.status is JobStatus.in_progress else _QUEUED  # reclaimed: was running
+            job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
+            job.accelerations = list(self.accelerations)  # what this process really runs with
+            job.timings.queue_s = now - job.created_at
+            job.estimated_completion_at, job.batch_size = finish_by + position * write_s, len(waiting)
+            if self.store.save(job, expect=expect):
+                self.scheduler.claim(job, now)
+                self.metrics.queue_wait.observe(job.timings.queue_s)
+                self.bus.publish(status_event(job))
+                claimed.append(job)
+        return claimed
+
+    async def expire(self, job_id: str) -> None:
+        """A queued job's deadline passed: it is failed now and never runs."""
+        job = self.store.get(job_id)
+        if job is not None and job.status is JobStatus.queued and await self.scheduler.dequeue(job):
+            await self.fail_queued(job, "its deadline passed while it was queued")
+
+    async def fail_queued(self, job: Job, why: str) -> None:
+        await self.scheduler.dequeue(job)
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
+        if self.store.save(job, expect=_QUEUED):
+            self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
+            self.finisher.finished(job)
+
+    def forget(self, batch: list[Job]) -> None:
+        for job in batch:
+            self.stop_requested.discard(job.id)
+            self.progress.forget(job.id)
+            self.running.lost.discard(job.id)
+
+    def drop_lost(self, job_ids: list[str]) -> None:
+        """Another worker took these over (this one stalled): stop them here; that worker finishes them."""
+        running = [job_id for job_id in job_ids if job_id in self.running.claimed]
+        self.running.lost.update(running)
+        self.stop_requested.update(running)
+
+    def give_up(self, job_id: str) -> None:
+        """Delivered to workers too often (each one died or stalled with it): fail it for good."""
+        job = self.store.get(job_id)
+        if job is None or job.status.final:
+            return
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(
+            code=ErrorCode.worker_lost,
+            message=f"the workers running this job were lost {job.attempts} times; it was given up on",
+        )
+        if self.store.save(job, expect=_UNFINISHED):
+            self.finisher.finished(job)
+
+    async def publish_positions(self) -> None:
+        """Tell listeners of waiting jobs that the queue moved."""
+        for job_id in self.bus.listening_jobs():
+            position = await self.broker.position(job_id)
+            if position is not None:
+                self.bus.publish(
+                    JobEvent(job_id=job_id, type=EventType.queued, status=JobStatus.queued, queue_position=position)
+                )
