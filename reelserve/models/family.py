@@ -1,0 +1,57 @@
+"""The seam between the engine's denoising loop and a model: a ``ModelFamily`` turns requests into
+rows, evaluates one denoising step for a set of rows, steps each row's scheduler and decodes
+finished rows. The loop (``reelserve.engine.denoise_loop``) owns the iteration, so every row is
+independent: it carries its own latents, scheduler state, step and guidance, and can leave the
+batch at any step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from reelserve.schemas import GenerationParams
+
+
+@dataclass
+class Row:
+    """One video being denoised."""
+
+    key: str  # the job id
+    params: GenerationParams
+    latents: torch.Tensor  # (1, C, F, H, W), float32
+    scheduler: Any  # this row's own copy: multistep schedulers keep past outputs per sample
+    timesteps: torch.Tensor
+    prompt_embeds: torch.Tensor  # (1, L, D)
+    negative_embeds: torch.Tensor | None  # None: guidance off (scale <= 1)
+    step: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.step >= len(self.timesteps)
+
+    @property
+    def timestep(self) -> torch.Tensor:
+        return self.timesteps[self.step]
+
+
+class ModelFamily(Protocol):
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> list[Row]:
+        """Initial latents from each row's own seed, its scheduler, and its text conditioning."""
+        ...
+
+    def denoise_step(self, rows: list[Row]) -> torch.Tensor:
+        """The guided noise prediction for ``rows``, which are at the same step (one transformer
+        evaluation, or two with guidance). Rows in one call share a shape (the batch key)."""
+        ...
+
+    def scheduler_step(self, rows: list[Row], prediction: torch.Tensor) -> None:
+        """Advance every row's latents and step by its own scheduler."""
+        ...
+
+    def decode(self, rows: list[Row]) -> list[np.ndarray]:
+        """Finished rows to frames, float in [0, 1], (F, H, W, 3) each."""
+        ...

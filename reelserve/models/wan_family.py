@@ -1,0 +1,106 @@
+"""The Wan family: every layout reelserve serves (tiny and Wan2.1-style, micro and the
+Wan2.2-TI2V-5B layout with ``expand_timesteps``, the A14B two-expert layout with its boundary)
+through the ``ModelFamily`` seam, step for step what ``WanPipeline.__call__`` does (text to video).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from reelserve.models.family import Row
+from reelserve.schemas import GenerationParams
+
+Encode = Callable[[list[str]], torch.Tensor]
+
+
+class WanFamily:
+    """:param pipeline: a loaded ``WanPipeline`` (its modules; its ``__call__`` is never used).
+    :param encode: prompts to embeddings, one row each (the runner passes its cached encoder)."""
+
+    def __init__(self, pipeline: Any, max_sequence_length: int, encode: Encode | None = None) -> None:
+        self.pipeline = pipeline
+        self.max_sequence_length = max_sequence_length
+        self.encode = encode or self._encode
+        config = pipeline.config
+        ratio = getattr(config, "boundary_ratio", None)
+        # The A14B layout: the high-noise expert down to this timestep, the low-noise one after it.
+        self.boundary = None if ratio is None else ratio * pipeline.scheduler.config.num_train_timesteps
+        self.expand_timesteps = bool(getattr(config, "expand_timesteps", False))
+
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> list[Row]:
+        pipe, device = self.pipeline, self.pipeline._execution_device
+        prompts = self.encode([p.prompt for _, p in rows])
+        guided = [i for i, (_, p) in enumerate(rows) if p.guidance_scale > 1.0]
+        negatives = self.encode([rows[i][1].negative_prompt for i in guided]) if guided else None
+        prepared = []
+        for i, (key, params) in enumerate(rows):
+            transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+            latents = pipe.prepare_latents(
+                1, transformer.config.in_channels, params.height, params.width, params.num_frames,
+                torch.float32, device, torch.Generator(device=device).manual_seed(params.seed),
+            )
+            scheduler = copy.deepcopy(pipe.scheduler)
+            scheduler.set_timesteps(params.num_inference_steps, device=device)
+            scheduler.set_begin_index(0)
+            negative = None if negatives is None or i not in guided else negatives[guided.index(i) : guided.index(i) + 1]
+            prepared.append(Row(key, params, latents, scheduler, scheduler.timesteps, prompts[i : i + 1], negative))
+        return prepared
+
+    def denoise_step(self, rows: list[Row]) -> torch.Tensor:
+        t = rows[0].timestep
+        high_noise = self.boundary is None or t >= self.boundary
+        model = self.pipeline.transformer if high_noise else self.pipeline.transformer_2
+        latents = torch.cat([row.latents for row in rows]).to(model.dtype)
+        if self.expand_timesteps:  # every latent token carries its own timestep (all equal in text to video)
+            tokens = latents.shape[2] * (latents.shape[3] // 2) * (latents.shape[4] // 2)
+            timestep = torch.full((len(rows), tokens), float(t), device=latents.device)
+        else:
+            timestep = t.expand(len(rows))
+        first = rows[0]
+        # diffusers' step caches keep the two branches apart by this context, as in the pipeline.
+        context = {"step_index": first.step, "sigma": float(first.scheduler.sigmas[first.step]),
+                   "num_inference_steps": len(first.timesteps)}
+        with model.cache_context("cond", **context):
+            cond = model(hidden_states=latents, timestep=timestep,
+                         encoder_hidden_states=torch.cat([row.prompt_embeds for row in rows]), return_dict=False)[0]
+        if first.negative_embeds is None:
+            return cond
+        with model.cache_context("uncond", **context):
+            uncond = model(hidden_states=latents, timestep=timestep,
+                           encoder_hidden_states=torch.cat([row.negative_embeds for row in rows]),  # type: ignore[misc]
+                           return_dict=False)[0]
+        scales = [self._guidance(row, high_noise) for row in rows]
+        scale = torch.tensor(scales, device=cond.device, dtype=cond.dtype).view(-1, 1, 1, 1, 1)
+        return uncond + scale * (cond - uncond)
+
+    @staticmethod
+    def _guidance(row: Row, high_noise: bool) -> float:
+        second = row.params.guidance_scale_2
+        return row.params.guidance_scale if high_noise or second is None else second
+
+    def scheduler_step(self, rows: list[Row], prediction: torch.Tensor) -> None:
+        for i, row in enumerate(rows):
+            row.latents = row.scheduler.step(prediction[i : i + 1], row.timestep, row.latents, return_dict=False)[0]
+            row.step += 1
+
+    def decode(self, rows: list[Row]) -> list[np.ndarray]:
+        vae = self.pipeline.vae
+        latents = torch.cat([row.latents for row in rows]).to(vae.device, vae.dtype)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+        inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+        video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
+        frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
+        return [np.asarray(clip) for clip in frames]
+
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        embeds, _ = self.pipeline.encode_prompt(
+            prompts, do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+            device=self.pipeline._execution_device,
+        )
+        return embeds

@@ -1,0 +1,112 @@
+"""The owned denoising loop (``WanFamily`` through ``engine.denoise_loop``) against diffusers' own
+``WanPipeline.__call__``, for every Wan layout served, on the same seeds: equal within 1e-5."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from reelserve.engine.denoise_loop import denoise
+from reelserve.models import LoadOptions, load_model
+from reelserve.models.specs import TINY_MAX_SEQUENCE_LENGTH
+from reelserve.models.tiny import build_a14b_layout, build_ti2v_5b_layout, build_tiny_pipeline
+from reelserve.models.wan_family import WanFamily
+from reelserve.schemas import GenerationParams
+
+LAYOUTS = {
+    "tiny": (lambda: build_tiny_pipeline(0), TINY_MAX_SEQUENCE_LENGTH, 32),
+    "ti2v-5b": (lambda: build_ti2v_5b_layout(0), TINY_MAX_SEQUENCE_LENGTH, 32),
+    "a14b": (lambda: build_a14b_layout(0), TINY_MAX_SEQUENCE_LENGTH, 32),
+    "micro": (lambda: load_model("micro", LoadOptions(device="cpu")).pipeline, 32, 64),
+}
+PROMPTS = ["a red circle moving right", "a blue square moving up"]
+
+
+def params(size: int, guidance: float, seed: int, prompt: str, steps: int = 6) -> GenerationParams:
+    return GenerationParams(model="tiny", fps=8, prompt=prompt, negative_prompt="", width=size, height=size, num_frames=5,
+                            num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+                            guidance_scale_2=guidance if guidance > 1 else None)
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> tuple[str, Any, int, int]:
+    build, max_len, size = LAYOUTS[request.param]
+    pipe = build()
+    pipe.set_progress_bar_config(disable=True)
+    return request.param, pipe, max_len, size
+
+
+def pipeline_call(pipe: Any, family: WanFamily, rows: list[GenerationParams]) -> np.ndarray:
+    first = rows[0]
+    extra: dict[str, Any] = {}
+    if first.guidance_scale > 1:
+        extra["negative_prompt_embeds"] = family.encode([p.negative_prompt for p in rows])
+    if pipe.config.boundary_ratio is not None:
+        extra["guidance_scale_2"] = first.guidance_scale_2 or first.guidance_scale
+    with torch.inference_mode():
+        return pipe(
+            prompt_embeds=family.encode([p.prompt for p in rows]), height=first.height, width=first.width,
+            num_frames=first.num_frames, num_inference_steps=first.num_inference_steps,
+            guidance_scale=first.guidance_scale, output_type="np", max_sequence_length=family.max_sequence_length,
+            generator=[torch.Generator().manual_seed(p.seed) for p in rows], **extra,
+        ).frames
+
+
+@pytest.mark.parametrize("guidance", [1.0, 5.0])
+def test_the_owned_loop_equals_the_pipeline_call(layout: tuple[str, Any, int, int], guidance: float) -> None:
+    name, pipe, max_len, size = layout
+    family = WanFamily(pipe, max_len)
+    rows = [params(size, guidance, seed, prompt) for seed, prompt in zip((3, 11), PROMPTS, strict=True)]
+    reference = pipeline_call(pipe, family, rows)
+    with torch.inference_mode():
+        frames, stopped = denoise(family, family.prepare_rows([(f"job{i}", p) for i, p in enumerate(rows)]))
+    assert stopped == {}
+    for i in range(len(rows)):
+        assert np.abs(frames[f"job{i}"] - reference[i]).max() <= 1e-5, (name, i)
+
+
+def test_a_row_leaves_at_any_step_and_the_others_are_unchanged(layout: tuple[str, Any, int, int]) -> None:
+    _, pipe, max_len, size = layout
+    family = WanFamily(pipe, max_len)
+    rows = [params(size, 5.0, seed, prompt) for seed, prompt in zip((3, 11), PROMPTS, strict=True)]
+    steps_seen: list[tuple[list[str], int]] = []
+
+    def stop_job0_after_two(key: str) -> bool:
+        return key == "job0" and len(steps_seen) >= 2
+
+    with torch.inference_mode():
+        alone, _ = denoise(family, family.prepare_rows([("job1", rows[1])]))
+        frames, stopped = denoise(family, family.prepare_rows([("job0", rows[0]), ("job1", rows[1])]),
+                                  should_stop=stop_job0_after_two,
+                                  on_step=lambda keys, step, total: steps_seen.append((keys, step)))
+    assert stopped == {"job0": 2} and set(frames) == {"job1"}
+    assert steps_seen[1] == (["job0", "job1"], 2) and steps_seen[2] == (["job1"], 3)
+    # Against a run alone, not the same batch: a batch's size changes the GEMMs' summation order
+    # (2e-5 seen on micro), as the runner's batched-row tests allow.
+    assert np.abs(frames["job1"] - alone["job1"]).max() <= 1e-4
+
+
+# Step caches are refused on the two-expert A14B layout, so it has no case here.
+@pytest.mark.parametrize("layout", ["tiny", "ti2v-5b", "micro"], indirect=True)
+def test_a_step_cache_skips_the_same_work_in_the_owned_loop(layout: tuple[str, Any, int, int]) -> None:
+    """diffusers' First-Block Cache hooks see the same cond/uncond contexts as in the pipeline."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    name, pipe, max_len, size = layout
+    family = WanFamily(pipe, max_len)
+    rows = [params(size, 5.0, seed, prompt, steps=10) for seed, prompt in zip((3, 11), PROMPTS, strict=True)]
+    uncached = pipeline_call(pipe, family, rows)
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.2))
+    try:
+        reference = pipeline_call(pipe, family, rows)
+        pipe.transformer._reset_stateful_cache()
+        with torch.inference_mode():
+            frames, _ = denoise(family, family.prepare_rows([(f"job{i}", p) for i, p in enumerate(rows)]))
+    finally:
+        pipe.transformer.disable_cache()
+    for i in range(len(rows)):
+        assert np.abs(frames[f"job{i}"] - reference[i]).max() <= 1e-5, (name, i)
+    assert np.abs(reference - uncached).max() > 1e-3, "the cache skipped nothing: this test would prove nothing"
