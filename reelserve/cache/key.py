@@ -13,10 +13,12 @@ import json
 import unicodedata
 from collections.abc import Mapping
 
-from reelserve.schemas import GenerationParams
+from reelserve.schemas import GenerationParams, Role
 
 # Bump when the key's recipe changes, so old entries stop matching rather than matching wrongly.
 KEY_VERSION = 1
+# Free text whose spelling variants make the same video.
+_NORMALISED_TEXT = ("negative_prompt",)
 
 
 def normalise_prompt(text: str) -> str:
@@ -47,21 +49,17 @@ def output_signature(
     Requests can only share a video (exactly or semantically) when their signatures are equal.
     ``output_settings`` are server-side options that alter pixels (dtype, step caching, ...).
     """
-    return {
+    signature: dict[str, object] = {
         "v": KEY_VERSION,
-        "model": params.model,
         "model_version": model_version,
-        "negative_prompt": normalise_prompt(params.negative_prompt),
-        "width": params.width,
-        "height": params.height,
-        "num_frames": params.num_frames,
-        "fps": params.fps,
-        "num_inference_steps": params.num_inference_steps,
-        "guidance_scale": params.guidance_scale,
-        "guidance_scale_2": params.guidance_scale_2,
-        "seed": params.seed,
         "settings": dict(sorted((output_settings or {}).items())),
     }
+    for name in GenerationParams.fields_with(Role.PIXELS):
+        if name == "prompt":  # keyed apart, normalised, and what the semantic cache matches on
+            continue
+        value = getattr(params, name)
+        signature[name] = normalise_prompt(value) if name in _NORMALISED_TEXT else value
+    return signature
 
 
 def signature_hash(signature: Mapping[str, object], scope: str = "global") -> str:

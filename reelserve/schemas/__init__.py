@@ -16,6 +16,7 @@ from reelserve.schemas.requests import (
     CacheOptions,
     GenerationParams,
     ModelLimits,
+    Role,
     VideoCreateRequest,
     resolve_request,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "JobEvent",
     "JobStatus",
     "ModelLimits",
+    "Role",
     "ReelserveError",
     "Timings",
     "VideoCreateRequest",

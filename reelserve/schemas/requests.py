@@ -6,6 +6,7 @@ and fills defaults. It never rounds: a value the model cannot take is rejected, 
 
 from __future__ import annotations
 
+import enum
 import re
 import secrets
 from fractions import Fraction
@@ -121,22 +122,41 @@ class ModelLimits(BaseModel):
     two_experts: bool = False
 
 
+class Role(enum.Flag):
+    """What a generation parameter is for; every field of ``GenerationParams`` declares its roles,
+    and the batch key and the cache signature are derived from them (``fields_with``)."""
+
+    BATCH = enum.auto()  # shapes the pipeline call: rows of one call share it (the batch key)
+    ROW = enum.auto()  # may differ between the rows of one call
+    PIXELS = enum.auto()  # changes the output: part of the cache signature
+
+
 class GenerationParams(BaseModel):
     """A fully resolved request: everything the pipeline needs, nothing left to default."""
 
     model_config = ConfigDict(frozen=True)
 
-    model: str
-    prompt: str
-    negative_prompt: str = ""
-    width: int
-    height: int
-    num_frames: int
-    fps: int
-    num_inference_steps: int
-    guidance_scale: float
-    guidance_scale_2: float | None = None
-    seed: int
+    model: Annotated[str, Role.BATCH | Role.PIXELS]
+    prompt: Annotated[str, Role.ROW | Role.PIXELS]
+    negative_prompt: Annotated[str, Role.ROW | Role.PIXELS] = ""
+    width: Annotated[int, Role.BATCH | Role.PIXELS]
+    height: Annotated[int, Role.BATCH | Role.PIXELS]
+    num_frames: Annotated[int, Role.BATCH | Role.PIXELS]
+    fps: Annotated[int, Role.ROW | Role.PIXELS]  # only the encoder reads it
+    num_inference_steps: Annotated[int, Role.BATCH | Role.PIXELS]
+    guidance_scale: Annotated[float, Role.BATCH | Role.PIXELS]
+    guidance_scale_2: Annotated[float | None, Role.BATCH | Role.PIXELS] = None
+    seed: Annotated[int, Role.ROW | Role.PIXELS]
+
+    @classmethod
+    def roles(cls, name: str) -> Role:
+        """The roles field ``name`` declares (an empty ``Role`` if it declares none)."""
+        return next((m for m in cls.model_fields[name].metadata if isinstance(m, Role)), Role(0))
+
+    @classmethod
+    def fields_with(cls, role: Role) -> tuple[str, ...]:
+        """The fields declaring ``role``, in declaration order."""
+        return tuple(name for name in cls.model_fields if role in cls.roles(name))
 
     @property
     def size(self) -> str:
@@ -149,12 +169,8 @@ class GenerationParams(BaseModel):
         return str(value.numerator) if value.denominator == 1 else f"{float(value):.3f}".rstrip("0")
 
     def batch_key(self) -> str:
-        """Requests with equal keys can share one pipeline call (prompts and seeds may differ)."""
-        g2 = "-" if self.guidance_scale_2 is None else repr(self.guidance_scale_2)
-        return (
-            f"{self.model}|{self.width}x{self.height}|f{self.num_frames}|s{self.num_inference_steps}"
-            f"|g{self.guidance_scale!r}|g2{g2}"
-        )
+        """Requests with equal keys can share one pipeline call: every ``Role.BATCH`` field."""
+        return "|".join(f"{name}={getattr(self, name)!r}" for name in self.fields_with(Role.BATCH))
 
 
 def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) -> GenerationParams:
