@@ -18,6 +18,7 @@ from reelserve.models.options import LoadOptions, apply_cpu_threads, apply_optio
 from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs
 from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan import load_wan_pipeline, spatial_multiple
+from reelserve.models.wan_family import encode_texts
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
 from reelserve.schemas.requests import ModelLimits
 
@@ -75,8 +76,8 @@ class LoadedModel:
         guidance = self.limits.default_guidance if guidance is None else guidance
         extra = {"guidance_scale_2": guidance} if self.limits.two_experts else {}
         seeds = seeds if seeds is not None else list(range(len(prompts)))
-        embeds = _encode(self.pipeline, prompts, self.max_sequence_length)
-        negative = _encode(self.pipeline, [""] * len(prompts), self.max_sequence_length) if guidance > 1 else None
+        embeds = encode_texts(self.pipeline, prompts, self.max_sequence_length)
+        negative = encode_texts(self.pipeline, [""] * len(prompts), self.max_sequence_length) if guidance > 1 else None
         if self.accelerated is not None:
             self.accelerated.before_call(steps, negative)
         with torch.inference_mode():
@@ -94,13 +95,6 @@ class LoadedModel:
                 **extra,
             ).frames
 
-
-def _encode(pipeline: Any, prompts: list[str], max_sequence_length: int) -> torch.Tensor:
-    embeds, _ = pipeline.encode_prompt(
-        prompts, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
-        device=pipeline._execution_device,
-    )
-    return embeds
 
 
 def _load_tiny(options: LoadOptions) -> WanPipeline:

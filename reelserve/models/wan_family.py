@@ -25,7 +25,7 @@ class WanFamily:
     def __init__(self, pipeline: Any, max_sequence_length: int, encode: Encode | None = None) -> None:
         self.pipeline = pipeline
         self.max_sequence_length = max_sequence_length
-        self.encode = encode or self._encode
+        self.encode = encode or (lambda prompts: encode_texts(pipeline, prompts, max_sequence_length))
         config = pipeline.config
         ratio = getattr(config, "boundary_ratio", None)
         # The A14B layout: the high-noise expert down to this timestep, the low-noise one after it.
@@ -36,7 +36,8 @@ class WanFamily:
         pipe, device = self.pipeline, self.pipeline._execution_device
         prompts = self.encode([p.prompt for _, p in rows])
         guided = [i for i, (_, p) in enumerate(rows) if p.guidance_scale > 1.0]
-        negatives = self.encode([rows[i][1].negative_prompt for i in guided]) if guided else None
+        negatives = self.encode([rows[i][1].negative_prompt for i in guided]).split(1) if guided else ()
+        negative_of = dict(zip(guided, negatives, strict=True))
         prepared = []
         for i, (key, params) in enumerate(rows):
             transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
@@ -47,8 +48,9 @@ class WanFamily:
             scheduler = copy.deepcopy(pipe.scheduler)
             scheduler.set_timesteps(params.num_inference_steps, device=device)
             scheduler.set_begin_index(0)
-            negative = None if negatives is None or i not in guided else negatives[guided.index(i) : guided.index(i) + 1]
-            prepared.append(Row(key, params, latents, scheduler, scheduler.timesteps, prompts[i : i + 1], negative))
+            prepared.append(
+                Row(key, params, latents, scheduler, scheduler.timesteps, prompts[i : i + 1], negative_of.get(i))
+            )
         return prepared
 
     def denoise_step(self, rows: list[Row]) -> torch.Tensor:
@@ -98,9 +100,11 @@ class WanFamily:
         frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
         return [np.asarray(clip) for clip in frames]
 
-    def _encode(self, prompts: list[str]) -> torch.Tensor:
-        embeds, _ = self.pipeline.encode_prompt(
-            prompts, do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
-            device=self.pipeline._execution_device,
-        )
-        return embeds
+
+def encode_texts(pipeline: Any, prompts: list[str], max_sequence_length: int) -> torch.Tensor:
+    """One batch of prompts through the pipeline's own ``encode_prompt``, without guidance."""
+    embeds, _ = pipeline.encode_prompt(
+        prompts, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
+        device=pipeline._execution_device,
+    )
+    return embeds
