@@ -153,6 +153,8 @@ def train_there(args: argparse.Namespace) -> None:
     config = replace(TrainConfig(), steps=args.steps, batch=args.batch, width=args.width, layers=args.layers,
                      lr=args.lr, decoder_steps=0, threads=4, checkpoint_minutes=args.checkpoint_minutes,
                      latent_clips=args.latent_clips)
+    if args.first_frame_caption_swap is not None:
+        config = replace(config, first_frame_caption_swap=args.first_frame_caption_swap)
     if args.seconds:
         config = replace(config, steps=steps_within(config, args.seconds, args.device))
     prerender(config.latent_clips, config.seed)
@@ -186,6 +188,7 @@ def main() -> None:
     training.add_argument("--lr", type=float, default=8e-4)
     training.add_argument("--checkpoint-minutes", type=float, default=1.0)
     training.add_argument("--latent-clips", type=int, default=4800)
+    training.add_argument("--first-frame-caption-swap", type=float, help="default: the committed recipe's")
     training.add_argument("--device", default="cuda")
     args = parser.parse_args()
     pack(args.out) if args.command == "pack" else train_there(args)

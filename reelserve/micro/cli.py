@@ -50,6 +50,9 @@ def train(
     layers: Annotated[int | None, typer.Option(help="Transformer blocks.")] = None,
     lr: Annotated[float | None, typer.Option(help="Transformer learning rate.")] = None,
     first_frame_share: Annotated[float | None, typer.Option(help="Share of rows trained as image-to-video.")] = None,
+    first_frame_caption_swap: Annotated[
+        float | None, typer.Option(help="Share of image-to-video rows captioned with another shape and colour.")
+    ] = None,
     temporal_weight: Annotated[float | None, typer.Option(help="Weight of the frame-difference loss.")] = None,
     latent_clips: Annotated[int | None, typer.Option(help="Clips encoded for the denoiser.")] = None,
     captions_per_scene: Annotated[int | None, typer.Option(help="Captions encoded per training scene.")] = None,
@@ -68,7 +71,7 @@ def train(
     overrides = {
         "vae_image_steps": vae_image_steps, "vae_steps": vae_steps, "decoder_steps": decoder_steps, "steps": steps,
         "batch": batch, "width": width, "layers": layers, "lr": lr, "first_frame_share": first_frame_share,
-        "temporal_weight": temporal_weight, "latent_clips": latent_clips, "captions_per_scene": captions_per_scene,
+        "first_frame_caption_swap": first_frame_caption_swap, "temporal_weight": temporal_weight, "latent_clips": latent_clips, "captions_per_scene": captions_per_scene,
         "threads": threads, "checkpoint_minutes": checkpoint_minutes,
     }
     if resume is not None:

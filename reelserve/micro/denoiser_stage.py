@@ -3,7 +3,10 @@
 In a share of the rows (``first_frame_share``) the first latent frame is the clean encoded first
 frame at timestep 0 and the loss covers the other frames only: exactly what
 ``WanImageToVideoPipeline`` does with ``expand_timesteps``, so one set of weights serves text-to-video
-and image-to-video. The text encoder is frozen, so captions are encoded once, up front.
+and image-to-video. In a share of those (``first_frame_caption_swap``) the caption names another
+shape and colour than the frame shows (the same motion and background): the model learns that
+given a first frame, the frame decides what the object looks like and the words how it moves, so a
+shape and colour never seen together in training survive image-to-video. The text encoder is frozen, so captions are encoded once, up front.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class CaptionBank:
         texts = [caption(rng, *key, TRAIN_TEMPLATES) for key in keys for _ in range(per_scene)]
         self.per_scene = per_scene
         self.first = {key: i * per_scene for i, key in enumerate(keys)}
+        self.keys = keys
         self.empty = len(texts)
         texts.append("")
         with torch.no_grad():
@@ -51,13 +55,18 @@ class CaptionBank:
             ]
         self.embeddings = torch.cat(chunks).half()
 
-    def pick(self, rng: np.random.Generator, scene: Scene, dropout: float) -> int:
-        """A random caption of ``scene``, or the empty one with probability ``dropout`` (so guidance
-        has an unconditional branch to work with)."""
+    def pick(self, rng: np.random.Generator, key: SceneKey, dropout: float) -> int:
+        """A random caption of the scene ``key``, or the empty one with probability ``dropout`` (so
+        guidance has an unconditional branch to work with)."""
         if rng.random() < dropout:
             return self.empty
-        key = (scene.shape, scene.color, scene.motion, scene.background)
         return self.first[key] + int(rng.integers(self.per_scene))
+
+    def swapped(self, rng: np.random.Generator, key: SceneKey) -> SceneKey:
+        """A training scene with ``key``'s motion and background and any shape and colour."""
+        shape, color, motion, background = key
+        alike = [k for k in self.keys if k[2:] == (motion, background)]
+        return alike[int(rng.integers(len(alike)))]
 
 
 class DenoiserStage:
@@ -81,9 +90,11 @@ class DenoiserStage:
         config, latents = self.config, self.data.latents
         rows = self.rng.integers(len(latents), size=config.batch)
         x0 = latents[torch.from_numpy(rows).to(self.device)].float()
-        picks = [self.bank.pick(self.rng, self.scenes[r], config.caption_dropout) for r in rows]
+        given = self.rng.random(config.batch) < config.first_frame_share  # image-to-video rows
+        keys = [self._caption_key(self.scenes[r], first_frame) for r, first_frame in zip(rows, given, strict=True)]
+        picks = [self.bank.pick(self.rng, key, config.caption_dropout) for key in keys]
         context = self.bank.embeddings[torch.tensor(picks, device=self.device)].float()
-        loss = self._loss(x0, context)
+        loss = self._loss(x0, context, torch.from_numpy(given).to(self.device))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.transformer.parameters(), 1.0)
@@ -93,7 +104,13 @@ class DenoiserStage:
         self.losses.append(loss.item())
         return self.losses[-1]
 
-    def _loss(self, x0: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _caption_key(self, scene: Scene, first_frame: bool) -> SceneKey:
+        key = (scene.shape, scene.color, scene.motion, scene.background)
+        if first_frame and self.rng.random() < self.config.first_frame_caption_swap:
+            return self.bank.swapped(self.rng, key)
+        return key
+
+    def _loss(self, x0: torch.Tensor, context: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
         config, g = self.config, self.generator
         batch, _, frames, height, width = x0.shape
         uniform = torch.rand(batch, generator=g).to(x0.device)
@@ -103,7 +120,6 @@ class DenoiserStage:
         noise = torch.randn(x0.shape, generator=g).to(x0.device)
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = (1 - s) * x0 + s * noise
-        given = (torch.rand(batch, generator=g) < config.first_frame_share).to(x0.device)  # image-to-video rows
         frame0 = torch.zeros(1, 1, frames, 1, 1, dtype=torch.bool, device=x0.device)
         frame0[:, :, 0] = True
         clean = given.view(-1, 1, 1, 1, 1) & frame0

@@ -60,6 +60,7 @@ class TrainConfig:
     warmup_steps: int = 100
     noise_shift: float = FLOW_SHIFT
     first_frame_share: float = 0.5  # rows trained as image-to-video, the TI2V-5B way
+    first_frame_caption_swap: float = 0.5  # of those, rows captioned with another shape and colour
     temporal_weight: float = 1.0  # weight of the frame-difference loss (motion, measured)
     captions_per_scene: int = 24
     caption_dropout: float = 0.1  # an empty caption, as the pipeline's default negative prompt

@@ -19,7 +19,7 @@ from reelserve.models import LoadOptions, load_model
 
 SMOKE = TrainConfig(
     vae_image_steps=2, vae_image_batch=2, vae_steps=2, vae_batch=1, vae_frames=5, latent_clips=2, steps=3, batch=2,
-    decoder_steps=2, captions_per_scene=1, width=64, layers=2,
+    decoder_steps=2, captions_per_scene=1, width=64, layers=2, first_frame_caption_swap=0.5,
 )
 SMOKE_FLAGS = ["--vae-image-steps", "1", "--vae-steps", "1", "--decoder-steps", "1", "--steps", "2", "--batch", "2",
                "--latent-clips", "2", "--captions-per-scene", "1", "--width", "64", "--layers", "2"]
@@ -144,3 +144,21 @@ def test_eval_command_reports_accuracy_and_writes_a_contact_sheet(smoke_run: tup
     for path in (sheet, tmp_path / "sheet-i2v.png"):
         with Image.open(path) as picture:
             assert picture.format == "PNG" and picture.height > picture.width / 10
+
+
+@pytest.mark.parametrize("swap", [0.0, 1.0])
+def test_image_to_video_rows_may_be_captioned_with_another_look_but_never_another_motion(swap: float) -> None:
+    from reelserve.micro.architecture import build_untrained_pipeline
+    from reelserve.micro.denoiser_stage import DenoiserStage
+    from reelserve.micro.train import RunData
+
+    config = TrainConfig(**{**SMOKE.__dict__, "first_frame_caption_swap": swap, "latent_clips": 64})
+    stage = DenoiserStage(build_untrained_pipeline(0, 64, 2), config, RunData(latents=torch.zeros(64, 16, 5, 8, 8)))
+    scenes = stage.scenes
+    text_rows = [stage._caption_key(scene, first_frame=False) for scene in scenes]
+    image_rows = [stage._caption_key(scene, first_frame=True) for scene in scenes]
+    truth = [(s.shape, s.color, s.motion, s.background) for s in scenes]
+    assert text_rows == truth
+    assert all(key[2:] == real[2:] for key, real in zip(image_rows, truth, strict=True))
+    looks_changed = sum(key[:2] != real[:2] for key, real in zip(image_rows, truth, strict=True))
+    assert (looks_changed > len(scenes) // 2) if swap else looks_changed == 0
