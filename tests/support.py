@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -147,35 +147,38 @@ def serve_in_mode(mode: str, tmp_path: Path, **settings: object) -> Iterator[Run
         redis_server.stop()
 
 
-class GatedPipeline:
-    """The real pipeline, but each call waits at its start until the test opens ``gate``.
+class GatedFamily:
+    """The real model family, but each batch waits at its start until the test opens ``gate``.
 
-    Lets a test hold the engine busy so later jobs are provably queued, without sleeping."""
+    Lets a test hold the engine busy so later jobs are provably queued, without sleeping. A batch
+    holding a prompt with "boom" in it fails, as a model that fell over would."""
 
-    def __init__(self, real: object) -> None:
+    def __init__(self, real: Any) -> None:
         self.real = real
-        self.scheduler = real.scheduler  # type: ignore[attr-defined]
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
 
-    def __call__(self, **kwargs: object) -> object:
+    def __getattr__(self, name: str) -> Any:  # denoise_step, scheduler_step, decode, pipeline
+        return getattr(self.real, name)
+
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> Any:
         self.entered.set()
         assert self.gate.wait(60), "test never opened the gate"
-        if any("boom" in p for p in kwargs["prompt"]):  # type: ignore[attr-defined]
+        if any("boom" in params.prompt for _, params in rows):
             raise RuntimeError("boom: the pipeline fell over")
-        return self.real(**kwargs)  # type: ignore[operator]
+        return self.real.prepare_rows(rows)
 
     def hold(self) -> None:
         self.entered.clear()
         self.gate.clear()
 
 
-def gate_pipeline(running: RunningServer) -> GatedPipeline:
+def gate_pipeline(running: RunningServer) -> GatedFamily:
     runner = running.worker.engine.runner
     assert runner is not None
-    gated = GatedPipeline(runner.pipeline)
-    runner.pipeline = gated
+    gated = GatedFamily(runner.family)
+    runner.family = gated
     return gated
 
 

@@ -28,8 +28,8 @@ ATTENTION_BACKENDS = tuple(backend.value for backend in AttentionBackendName)
 
 @dataclass
 class Accelerated:
-    """What ``accelerate`` installed. The runner calls ``before_call`` ahead of each pipeline call
-    and ``rows_dropped`` when cancelled rows leave a batch mid-call."""
+    """What ``accelerate`` installed. The runner calls ``before_call`` ahead of each batch's first
+    step and ``rows_dropped`` when cancelled rows leave the batch mid-run."""
 
     options: AccelerationOptions
     cfg: list[CfgBatching] = field(default_factory=list)

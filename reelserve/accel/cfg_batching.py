@@ -1,11 +1,13 @@
 """Classifier-free guidance in one forward pass instead of two.
 
-``WanPipeline`` calls its transformer twice per step: with the prompt ("cond"), then with the
-negative prompt ("uncond"), on the same latents and timestep. Batched, the two passes share every
-weight read and launch, which is most of a small batch's cost.
+The denoising step (``WanFamily.denoise_step``, as ``WanPipeline``'s loop) calls its transformer
+twice: with the prompt ("cond"), then with the negative prompt ("uncond"), on the same latents and
+timestep. Batched, the two passes share every weight read and launch, which is most of a small
+batch's cost.
 
-The pipeline's loop is left alone; the transformer's ``forward`` is wrapped. The caller ``prime``s
-it with the negative embeddings before a pipeline call. On the cond call the wrapper runs
+The loop is left alone; the transformer's ``forward`` is wrapped. The caller ``prime``s it with
+the negative embeddings of the rows about to be evaluated (the runner: the batch, then the rows
+left after any leave). On the cond call the wrapper runs
 ``[cond; uncond]`` as one batch, returns the cond half and keeps the uncond half. The uncond call
 gets the kept half only if it is for the very same latents and timestep objects and its embeddings
 equal the primed ones; anything else runs as the pipeline asked. So a wrong prime costs time,

@@ -86,9 +86,10 @@ def _config(kind: StepCacheKind, threshold: float, pipeline: Any, steps: int, ma
 
 @dataclass
 class StepCache:
-    """One cache kind on a pipeline's transformers. Call ``prepare(steps)`` before every pipeline
-    call: the hooks' per-run state is cleared (a batch that shrank after a cancellation must not
-    compare residuals of different shapes), and MagCache is re-fitted to the call's step count."""
+    """One cache kind on a pipeline's transformers. Call ``prepare(steps)`` before every batch
+    (``reset()`` when rows leave it): the hooks' per-run state is cleared (a batch that shrank after
+    a cancellation must not compare residuals of different shapes), and MagCache is re-fitted to
+    the batch's step count."""
 
     kind: StepCacheKind
     threshold: float

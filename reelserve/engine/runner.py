@@ -1,16 +1,16 @@
-"""Runs one batch through a diffusers video pipeline. Blocking: call it off the event loop.
+"""Runs one batch of a video model through the engine's own denoising loop. Blocking: call it off
+the event loop.
 
-Every row gets its own seeded generator, so a video is the same whether it ran alone or in a
-batch. A row whose job is cancelled is cut out of the batch at the next step boundary: its
-latents, text embeddings and any per-sample scheduler state are sliced away, and its batch-mates
-carry on untouched.
+The loop (``reelserve.engine.denoise_loop``) steps the rows through the model's family
+(``reelserve.models.wan_family``), so every row carries its own seeded latents and scheduler and a
+video is the same whether it ran alone or in a batch. A row whose job is cancelled leaves the
+batch at the next step boundary; its batch-mates carry on untouched.
 
 A batch that runs out of device memory is split in halves, each run on its own, down to single
 rows; a row that does not fit even alone fails with ``out_of_memory`` and the others complete.
 
-Pipelines with ``encode_prompt`` (every Wan pipeline) get ``prompt_embeds`` made one prompt at a
-time by ``encode_prompts``, through the text-embedding cache when there is one; others get the
-prompt strings.
+Prompts are encoded one at a time by ``encode_prompts``, through the text-embedding cache when
+there is one.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ import torch
 
 from reelserve.accel.accelerate import Accelerated
 from reelserve.engine.cost_model import CallTiming
+from reelserve.engine.denoise_loop import denoise
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
+from reelserve.models.family import ModelFamily
+from reelserve.models.family import Row as FamilyRow
+from reelserve.models.wan_family import WanFamily
 from reelserve.schemas import ErrorCode, GenerationParams, JobError
 
 StepListener = Callable[[list[str], int, int], None]  # (live job ids, step done, total steps)
 StopCheck = Callable[[str], bool]  # should this job stop now?
 Row = tuple[str, GenerationParams]
-
-_ROW_TENSORS = ("latents", "prompt_embeds", "negative_prompt_embeds")
 
 # What allocators say when they give up: CUDA/MPS ("... out of memory"), the CPU allocator
 # ("DefaultCPUAllocator: can't allocate memory") and the OS error text it quotes.
@@ -63,10 +65,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return any(text in message for text in _OUT_OF_MEMORY_MESSAGES)
 
 
-class _AllRowsStopped(Exception):
-    pass
-
-
 @dataclass
 class _Run:
     """One ``run()``: its outcome so far and the caller's hooks, shared by the calls it splits into."""
@@ -78,7 +76,8 @@ class _Run:
 
 
 class PipelineRunner:
-    """Calls ``pipeline`` for a batch of ``(job_id, params)`` sharing one batch key."""
+    """Runs a batch of ``(job_id, params)`` sharing one batch key through a model family: by default
+    the Wan family over ``pipeline``'s modules."""
 
     def __init__(
         self,
@@ -87,13 +86,17 @@ class PipelineRunner:
         max_sequence_length: int,
         text_embeddings: TextEmbeddingCache | None = None,
         accelerated: Accelerated | None = None,
+        family: ModelFamily | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.device = device
         self.max_sequence_length = max_sequence_length
         self.text_embeddings = text_embeddings
         self.accelerated = accelerated
-        self.calls = 0  # pipeline invocations, for tests and benchmarks
+        # The Wan family for every model reelserve loads; another family is passed in. Tests wrap
+        # it (a gate, injected out-of-memory errors) to hold or break a batch.
+        self.family: ModelFamily = family or WanFamily(pipeline, max_sequence_length, encode=self._encode)
+        self.calls = 0  # runs of the loop (one per batch, more after a split), for tests and benchmarks
 
     def run(
         self,
@@ -157,82 +160,46 @@ class PipelineRunner:
             torch.cuda.empty_cache()
 
     def _call(self, rows: list[Row], state: _Run) -> None:
-        """One pipeline call for ``rows``; records its videos, stops and timing in ``state``."""
-        first = rows[0][1]
-        live = [job_id for job_id, _ in rows]
+        """One run of the loop for ``rows``; records its videos, stops and timing in ``state``."""
         step_times: list[float] = []
         outcome = state.outcome
 
-        def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def on_step(keys: list[str], step: int, total: int) -> None:
             step_times.append(time.perf_counter())
-            step = i + 1
             if state.on_step is not None:
-                state.on_step(list(live), step, first.num_inference_steps)
-            if state.should_stop is None:
-                return {}
-            keep = [r for r, job_id in enumerate(live) if not state.should_stop(job_id)]
-            if len(keep) == len(live):
-                return {}
-            for r, job_id in enumerate(live):
-                if r not in keep:
-                    outcome.stopped_at[job_id] = step
-            if not keep:
-                raise _AllRowsStopped
-            sliced = _drop_rows(pipe, tensors, keep)
-            live[:] = [live[r] for r in keep]
-            if self.accelerated is not None:
-                self.accelerated.rows_dropped(sliced.get("negative_prompt_embeds"))
-            return sliced
+                state.on_step(keys, step, total)
 
         started = time.perf_counter()
         self.calls += 1
-        try:
-            with torch.inference_mode():
-                kwargs = self._call_kwargs(rows, step_end)
-                if self.accelerated is not None:
-                    self.accelerated.before_call(first.num_inference_steps, kwargs.get("negative_prompt_embeds"))
-                frames = self.pipeline(**kwargs).frames
-        except _AllRowsStopped:
-            return  # no videos and no decode: neither a timing nor proof that this batch size fits
-        total_s = time.perf_counter() - started
-        for job_id, video in zip(live, frames, strict=False):
-            outcome.frames[job_id] = np.asarray(video)
-        outcome.calls.append(_call_timing(len(rows), step_times, total_s))
+        with torch.inference_mode():
+            prepared = self.family.prepare_rows(rows)
+            frames, _ = denoise(self.family, prepared, state.should_stop, on_step,
+                                self._primer(rows[0][1].num_inference_steps), outcome.stopped_at)
+        if not frames:
+            return  # every row stopped: no videos and no decode, so neither a timing nor proof that this size fits
+        outcome.frames.update(frames)
+        outcome.calls.append(_call_timing(len(rows), step_times, time.perf_counter() - started))
         if state.ran_out_of_memory:
             outcome.fit_batch_size = max(outcome.fit_batch_size or 0, len(rows))
 
-    def _call_kwargs(self, rows: list[Row], step_end: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-        first = rows[0][1]
-        kwargs: dict[str, Any] = {
-            "height": first.height,
-            "width": first.width,
-            "num_frames": first.num_frames,
-            "num_inference_steps": first.num_inference_steps,
-            "guidance_scale": first.guidance_scale,
-            # Fresh per call: a retried row starts from its seed again, as if it had run alone.
-            "generator": [torch.Generator(device=self.device).manual_seed(p.seed) for _, p in rows],
-            "output_type": "np",
-            "max_sequence_length": self.max_sequence_length,
-            "callback_on_step_end": step_end,
-            "callback_on_step_end_tensor_inputs": list(_ROW_TENSORS),
-        }
-        if first.guidance_scale_2 is not None:
-            kwargs["guidance_scale_2"] = first.guidance_scale_2
-        kwargs.update(self._text_inputs([p for _, p in rows]))
-        return kwargs
+    def _primer(self, steps: int) -> Callable[[list[FamilyRow]], None]:
+        """Primes the accelerations for the rows about to be evaluated: the whole batch first, and
+        again whenever rows have left (a step cache's residuals and the CFG wrapper's negatives are
+        for the rows they were made with)."""
+        first_group = [True]
 
-    def _text_inputs(self, params: list[GenerationParams]) -> dict[str, Any]:
-        prompts = [p.prompt for p in params]
-        negatives = [p.negative_prompt for p in params]
-        # Looked up per call, not in __init__: tests swap runner.pipeline for a wrapper.
-        if not hasattr(self.pipeline, "encode_prompt"):
-            return {"prompt": prompts, "negative_prompt": negatives}
-        inputs = {"prompt_embeds": self._encode(prompts)}
-        # WanPipeline runs the unconditional branch only when guidance_scale > 1 (guidance_scale_2
-        # does not enter into it); without it the negative embeddings would be encoded for nothing.
-        if params[0].guidance_scale > 1.0:
-            inputs["negative_prompt_embeds"] = self._encode(negatives)
-        return inputs
+        def prime(group: list[FamilyRow]) -> None:
+            if self.accelerated is None:
+                return
+            negatives = [row.negative_embeds for row in group]
+            negative = None if any(n is None for n in negatives) else torch.cat(negatives)  # type: ignore[arg-type]
+            if first_group[0]:
+                self.accelerated.before_call(steps, negative)
+                first_group[0] = False
+            else:
+                self.accelerated.rows_dropped(negative)
+
+        return prime
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
         return encode_prompts(self.pipeline, prompts, self.max_sequence_length, self.text_embeddings)
@@ -250,25 +217,3 @@ def _call_timing(batch_size: int, step_times: list[float], total_s: float) -> Ca
     step_s = (step_times[-1] - step_times[0]) / (steps - 1)
     overhead_s = max(0.0, total_s - steps * step_s)
     return CallTiming(batch_size=batch_size, steps=steps, step_s=step_s, overhead_s=overhead_s, total_s=total_s)
-
-
-def _drop_rows(pipe: Any, tensors: dict[str, Any], keep: list[int]) -> dict[str, Any]:
-    """Slice the batch down to rows ``keep``: the pipeline's loop tensors and the scheduler's
-    per-sample history (multistep schedulers such as UniPC keep past model outputs)."""
-    latents = tensors["latents"]
-    index = torch.tensor(keep, device=latents.device)
-    sliced = {name: t.index_select(0, index) for name, t in tensors.items() if t is not None}
-    scheduler = pipe.scheduler
-    for name, value in vars(scheduler).items():
-        if torch.is_tensor(value) and value.shape == latents.shape:
-            setattr(scheduler, name, value.index_select(0, index.to(value.device)))
-        elif isinstance(value, list) and any(torch.is_tensor(v) and v.shape == latents.shape for v in value):
-            setattr(
-                scheduler,
-                name,
-                [
-                    v.index_select(0, index.to(v.device)) if torch.is_tensor(v) and v.shape == latents.shape else v
-                    for v in value
-                ],
-            )
-    return sliced

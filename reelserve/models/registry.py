@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import WanPipeline
 
@@ -18,9 +19,8 @@ from reelserve.models.options import LoadOptions, apply_cpu_threads, apply_optio
 from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs
 from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan import load_wan_pipeline, spatial_multiple
-from reelserve.models.wan_family import encode_texts
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
-from reelserve.schemas.requests import ModelLimits
+from reelserve.schemas.requests import GenerationParams, ModelLimits
 
 __all__ = ["LoadedModel", "ModelSpec", "get_spec", "list_specs", "load_model", "weights_source"]
 
@@ -31,7 +31,7 @@ WARM_UP_STEPS = 2
 
 @dataclass
 class LoadedModel:
-    """A model ready to run. Pass ``max_sequence_length`` to every pipeline call."""
+    """A model ready to run: ``PipelineRunner(pipeline, device, max_sequence_length, ...)`` serves it."""
 
     name: str
     limits: ModelLimits
@@ -70,31 +70,28 @@ class LoadedModel:
         return time.perf_counter() - start
 
     def generate(self, prompts: list[str], width: int, height: int, frames: int, steps: int,
-                 seeds: list[int] | None = None, guidance: float | None = None) -> Any:
-        """One pipeline call the way the runner makes it (prompt embeddings, accelerations primed),
-        for warm-up, calibration and benchmarks. Returns the pipeline's frames, float in [0, 1]."""
-        guidance = self.limits.default_guidance if guidance is None else guidance
-        extra = {"guidance_scale_2": guidance} if self.limits.two_experts else {}
-        seeds = seeds if seeds is not None else list(range(len(prompts)))
-        embeds = encode_texts(self.pipeline, prompts, self.max_sequence_length)
-        negative = encode_texts(self.pipeline, [""] * len(prompts), self.max_sequence_length) if guidance > 1 else None
-        if self.accelerated is not None:
-            self.accelerated.before_call(steps, negative)
-        with torch.inference_mode():
-            return self.pipeline(
-                prompt_embeds=embeds,
-                negative_prompt_embeds=negative,
-                height=height,
-                width=width,
-                num_frames=frames,
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=[torch.Generator(device=self.device).manual_seed(seed) for seed in seeds],
-                output_type="np",
-                max_sequence_length=self.max_sequence_length,
-                **extra,
-            ).frames
+                 seeds: list[int] | None = None, guidance: float | None = None) -> np.ndarray:
+        """One batch through the runner serving uses (its loop, accelerations primed), for warm-up,
+        calibration and benchmarks. Returns the videos, float in [0, 1], (B, F, H, W, 3)."""
+        # Imported here: the engine builds on the models, not the other way round; only this
+        # convenience reaches up, so that warm-up runs exactly the serving path.
+        from reelserve.engine.runner import PipelineRunner
 
+        guidance = self.limits.default_guidance if guidance is None else guidance
+        seeds = seeds if seeds is not None else list(range(len(prompts)))
+        rows = [
+            (str(i), GenerationParams(
+                model=self.name, prompt=prompt, width=width, height=height, num_frames=frames,
+                fps=self.limits.default_fps, num_inference_steps=steps, guidance_scale=guidance,
+                guidance_scale_2=guidance if self.limits.two_experts else None, seed=seed,
+            ))
+            for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True))
+        ]
+        runner = PipelineRunner(self.pipeline, self.device, self.max_sequence_length, accelerated=self.accelerated)
+        outcome = runner.run(rows)
+        if outcome.errors:  # a row that did not fit in memory even alone
+            raise MemoryError(next(iter(outcome.errors.values())).message)
+        return np.stack([outcome.frames[key] for key, _ in rows])
 
 
 def _load_tiny(options: LoadOptions) -> WanPipeline:

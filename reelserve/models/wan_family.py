@@ -64,17 +64,19 @@ class WanFamily:
         else:
             timestep = t.expand(len(rows))
         first = rows[0]
-        # diffusers' step caches keep the two branches apart by this context, as in the pipeline.
+        # diffusers' step caches keep the two branches apart by this context, as in the pipeline;
+        # Pyramid Attention Broadcast reads the step's timestep off the pipeline.
         context = {"step_index": first.step, "sigma": float(first.scheduler.sigmas[first.step]),
                    "num_inference_steps": len(first.timesteps)}
+        self.pipeline._current_timestep = t
+        prompts = torch.cat([row.prompt_embeds for row in rows]).to(model.dtype)
         with model.cache_context("cond", **context):
-            cond = model(hidden_states=latents, timestep=timestep,
-                         encoder_hidden_states=torch.cat([row.prompt_embeds for row in rows]), return_dict=False)[0]
+            cond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=prompts, return_dict=False)[0]
         if first.negative_embeds is None:
             return cond
+        negatives = torch.cat([row.negative_embeds for row in rows]).to(model.dtype)  # type: ignore[misc]
         with model.cache_context("uncond", **context):
-            uncond = model(hidden_states=latents, timestep=timestep,
-                           encoder_hidden_states=torch.cat([row.negative_embeds for row in rows]),  # type: ignore[misc]
+            uncond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=negatives,
                            return_dict=False)[0]
         scales = [self._guidance(row, high_noise) for row in rows]
         scale = torch.tensor(scales, device=cond.device, dtype=cond.dtype).view(-1, 1, 1, 1, 1)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from reelserve.schemas.requests import GenerationParams
+from reelserve.schemas.requests import GenerationParams, Role
 from reelserve.schemas.webhooks import WebhookDelivery
 
 
@@ -116,15 +116,8 @@ class Job(BaseModel):
             "completed_at": int(self.completed_at) if self.completed_at is not None else None,
             "size": p.size,
             "seconds": p.seconds,
-            "prompt": p.prompt,
-            "negative_prompt": p.negative_prompt,
-            "seed": p.seed,
+            **{name: getattr(p, name) for name in GenerationParams.fields_with(Role.PUBLIC)},
             "error": self.error.model_dump() if self.error else None,
-            "num_frames": p.num_frames,
-            "fps": p.fps,
-            "num_inference_steps": p.num_inference_steps,
-            "guidance_scale": p.guidance_scale,
-            "guidance_scale_2": p.guidance_scale_2,
             "batch_size": self.batch_size,
             "attempts": self.attempts,
             "timings": self.timings.model_dump(),

@@ -129,6 +129,7 @@ class Role(enum.Flag):
     BATCH = enum.auto()  # shapes the pipeline call: rows of one call share it (the batch key)
     ROW = enum.auto()  # may differ between the rows of one call
     PIXELS = enum.auto()  # changes the output: part of the cache signature
+    PUBLIC = enum.auto()  # shown on the video object and described in the model's parameters
 
 
 class GenerationParams(BaseModel):
@@ -136,17 +137,17 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    model: Annotated[str, Role.BATCH | Role.PIXELS]
-    prompt: Annotated[str, Role.ROW | Role.PIXELS]
-    negative_prompt: Annotated[str, Role.ROW | Role.PIXELS] = ""
-    width: Annotated[int, Role.BATCH | Role.PIXELS]
-    height: Annotated[int, Role.BATCH | Role.PIXELS]
-    num_frames: Annotated[int, Role.BATCH | Role.PIXELS]
-    fps: Annotated[int, Role.ROW | Role.PIXELS]  # only the encoder reads it
-    num_inference_steps: Annotated[int, Role.BATCH | Role.PIXELS]
-    guidance_scale: Annotated[float, Role.BATCH | Role.PIXELS]
-    guidance_scale_2: Annotated[float | None, Role.BATCH | Role.PIXELS] = None
-    seed: Annotated[int, Role.ROW | Role.PIXELS]
+    model: Annotated[str, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    prompt: Annotated[str, Role.ROW | Role.PIXELS | Role.PUBLIC]
+    negative_prompt: Annotated[str, Role.ROW | Role.PIXELS | Role.PUBLIC] = ""
+    width: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    height: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    num_frames: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    fps: Annotated[int, Role.ROW | Role.PIXELS | Role.PUBLIC]  # only the encoder reads it
+    num_inference_steps: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    guidance_scale: Annotated[float, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    guidance_scale_2: Annotated[float | None, Role.BATCH | Role.PIXELS | Role.PUBLIC] = None
+    seed: Annotated[int, Role.ROW | Role.PIXELS | Role.PUBLIC]
 
     @classmethod
     def roles(cls, name: str) -> Role:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import GatedPipeline, RunningServer, gate_pipeline, serve, sse_events, wait_until
+from support import GatedFamily, RunningServer, gate_pipeline, serve, sse_events, wait_until
 
-from reelserve.schemas import JobStatus
+from reelserve.schemas import GenerationParams, JobStatus
 
 
 @pytest.fixture
@@ -115,27 +115,26 @@ def test_degradation_happens_only_when_allowed_and_is_reported(tmp_path: Path) -
         assert 'reelserve_degradations_total{param="num_inference_steps",tier="standard"} 1.0' in metrics
 
 
-class OomOnMarkedRow(GatedPipeline):
-    """The gated real pipeline, but a call holding a prompt marked ``__oom__`` runs out of memory, as
-    a row too large for the device would (without ``encode_prompt``, the runner passes prompt strings)."""
+class OomOnMarkedRow(GatedFamily):
+    """The gated real family, but a batch holding a prompt marked ``__oom__`` runs out of memory, as
+    a row too large for the device would."""
 
     def __init__(self, real: object) -> None:
         super().__init__(real)
         self.batch_sizes: list[int] = []
 
-    def __call__(self, **kwargs: object) -> object:
-        prompts: list[str] = kwargs["prompt"]  # type: ignore[assignment]
-        self.batch_sizes.append(len(prompts))
-        if any("__oom__" in p for p in prompts) and self.gate.is_set():
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> object:
+        self.batch_sizes.append(len(rows))
+        if any("__oom__" in params.prompt for _, params in rows) and self.gate.is_set():
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
-        return super().__call__(**kwargs)
+        return super().prepare_rows(rows)
 
 
 def test_an_oom_in_a_batch_of_four_fails_only_the_row_that_cannot_fit(server: RunningServer) -> None:
     runner = server.server.engine.runner
     assert runner is not None
-    pipeline = OomOnMarkedRow(runner.pipeline)
-    runner.pipeline = pipeline
+    pipeline = OomOnMarkedRow(runner.family)
+    runner.family = pipeline
     pipeline.hold()
     blocker = submit(server, prompt="blocker", size="48x48").json()
     assert pipeline.entered.wait(30)

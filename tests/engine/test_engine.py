@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import GatedPipeline
+from support import GatedFamily
 
 from reelserve.engine import engine as engine_module
 from reelserve.engine.engine import Engine, video_key
@@ -36,12 +36,13 @@ class RecordingRunner(PipelineRunner):
 
 @pytest.fixture
 def parts(tmp_path: Path, tiny_model: Any) -> dict[str, Any]:
-    pipeline = GatedPipeline(tiny_model.pipeline)
+    runner = RecordingRunner(tiny_model.pipeline, tiny_model.device, tiny_model.max_sequence_length)
+    runner.family = gate = GatedFamily(runner.family)
     return {
         "store": SqliteJobStore(tmp_path / "jobs.sqlite3"),
         "storage": LocalStorage(tmp_path / "files"),
-        "pipeline": pipeline,
-        "runner": RecordingRunner(pipeline, tiny_model.device, tiny_model.max_sequence_length),
+        "pipeline": gate,
+        "runner": runner,
     }
 
 
@@ -129,7 +130,7 @@ async def test_cancelled_running_job_stops_at_next_step(engine: Engine, parts: d
     assert victim.id not in outcome.frames
     assert not parts["storage"].exists(video_key(victim.id))
     # the batch-mate is exactly what it would have been alone
-    alone = PipelineRunner(parts["pipeline"].real, parts["runner"].device, parts["runner"].max_sequence_length)
+    alone = PipelineRunner(parts["runner"].pipeline, parts["runner"].device, parts["runner"].max_sequence_length)
     single = alone.run([("x", mate.params)]).frames["x"]
     assert np.abs(outcome.frames[mate.id] - single).max() <= 1e-4
 

@@ -1,4 +1,4 @@
-"""Out-of-memory splitting in PipelineRunner, against the real tiny pipeline with injected OOMs."""
+"""Out-of-memory splitting in PipelineRunner, against the real tiny model with injected OOMs."""
 
 from __future__ import annotations
 
@@ -38,13 +38,12 @@ def batch_of(n: int) -> list[tuple[str, GenerationParams]]:
     return [(str(i), params(PROMPTS[i], seed=100 + i)) for i in range(n)]
 
 
-class OutOfMemoryPipeline:
-    """The real pipeline, but a call runs out of memory when it has more than ``max_rows`` rows or
-    holds a row seeded with one of ``poisoned_seeds``. Rows are recognised by their generators'
-    seeds, so the runner's prompt-embedding path is the one it uses in production.
+class OutOfMemoryFamily:
+    """The real model family, but a batch runs out of memory when it has more than ``max_rows``
+    rows or holds a row seeded with one of ``poisoned_seeds``.
 
     With ``at_step`` the error is raised inside the denoising loop after that step (as a real OOM
-    mid-loop would be), otherwise before the pipeline starts. ``before_raise`` runs just before.
+    mid-loop would be), otherwise before the loop starts. ``before_raise`` runs just before.
     """
 
     def __init__(
@@ -63,27 +62,24 @@ class OutOfMemoryPipeline:
         self.at_step = at_step
         self.before_raise = before_raise
         self.call_sizes: list[int] = []
+        self.doomed = False
 
-    def __getattr__(self, name: str) -> Any:  # scheduler, encode_prompt, text_encoder, ...
+    def __getattr__(self, name: str) -> Any:  # denoise_step, decode, pipeline
         return getattr(self.real, name)
 
-    def __call__(self, **kwargs: Any) -> Any:
-        seeds = [g.initial_seed() for g in kwargs["generator"]]
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> Any:
+        seeds = [p.seed for _, p in rows]
         self.call_sizes.append(len(seeds))
         too_big = self.max_rows is not None and len(seeds) > self.max_rows
-        if not too_big and not self.poisoned_seeds.intersection(seeds):
-            return self.real(**kwargs)
-        if self.at_step is None:
+        self.doomed = too_big or bool(self.poisoned_seeds.intersection(seeds))
+        if self.doomed and self.at_step is None:
             self._raise()
-        original = kwargs["callback_on_step_end"]
+        return self.real.prepare_rows(rows)
 
-        def failing_callback(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            result = original(pipe, i, t, tensors)
-            if i + 1 == self.at_step:
-                self._raise()
-            return result
-
-        return self.real(**{**kwargs, "callback_on_step_end": failing_callback})
+    def scheduler_step(self, rows: list[Any], prediction: Any) -> None:
+        self.real.scheduler_step(rows, prediction)
+        if self.doomed and rows[0].step == self.at_step:
+            self._raise()
 
     def _raise(self) -> None:
         if self.before_raise is not None:
@@ -97,9 +93,10 @@ def singles(tiny_model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def
     return {job_id: runner.run([(job_id, p)]).frames[job_id] for job_id, p in batch_of(len(PROMPTS))}
 
 
-def runner_over(tiny_model, **options: Any) -> tuple[PipelineRunner, OutOfMemoryPipeline]:  # type: ignore[no-untyped-def]
-    pipeline = OutOfMemoryPipeline(tiny_model.pipeline, **options)
-    return PipelineRunner(pipeline, tiny_model.device, tiny_model.max_sequence_length), pipeline
+def runner_over(tiny_model, **options: Any) -> tuple[PipelineRunner, OutOfMemoryFamily]:  # type: ignore[no-untyped-def]
+    runner = PipelineRunner(tiny_model.pipeline, tiny_model.device, tiny_model.max_sequence_length)
+    runner.family = family = OutOfMemoryFamily(runner.family, **options)
+    return runner, family
 
 
 def assert_same_as_alone(frames: dict[str, np.ndarray], singles: dict[str, np.ndarray]) -> None:

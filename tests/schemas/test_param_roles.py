@@ -33,3 +33,26 @@ def test_every_pixel_field_is_in_the_cache_signature() -> None:
     signature = output_signature(BASE, "v1")
     pixels = set(GenerationParams.fields_with(Role.PIXELS)) - {"prompt"}  # the prompt is keyed apart
     assert pixels and pixels <= set(signature)
+
+
+def test_the_video_object_shows_exactly_the_public_fields() -> None:
+    from reelserve.schemas.jobs import Job
+
+    video = Job(params=BASE).to_video_object()
+    for name in GenerationParams.model_fields:
+        assert (name in video) == (Role.PUBLIC in GenerationParams.roles(name)), name
+        if name in video:
+            assert video[name] == getattr(BASE, name)
+
+
+@pytest.mark.parametrize("two_experts", [False, True])
+def test_the_model_object_describes_every_public_field_a_request_can_set(two_experts: bool) -> None:
+    from reelserve.models.specs import get_spec
+    from reelserve.schemas.model_info import model_object
+
+    limits = get_spec("micro").limits.model_copy(update={"two_experts": two_experts})
+    parameters = model_object("micro", limits, [], ["standard"], "standard")["parameters"]
+    public = set(GenerationParams.fields_with(Role.PUBLIC)) - {"model"}  # the model is the object itself
+    if not two_experts:
+        public.discard("guidance_scale_2")  # offered only where there is a second expert
+    assert public <= set(parameters)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from support import GatedPipeline, RedisServer, RunningServer, gate_pipeline, serve
+from support import GatedFamily, RedisServer, RunningServer, gate_pipeline, serve
 from ui_support import AUTH, JOB_MS, USER_KEY, open_playground, screenshot, wait_until_playing
 
 from reelserve.schemas.slo import DegradeLevel
@@ -274,8 +274,8 @@ def test_degraded_similar_and_failed_jobs_are_explained(page: Page, eventful_ser
 
 
 def test_a_waiting_job_shows_its_place_in_the_queue(page: Page, eventful_server: RunningServer) -> None:
-    gate = eventful_server.worker.engine.runner.pipeline  # the GatedPipeline the fixture installed
-    assert isinstance(gate, GatedPipeline)
+    gate = eventful_server.worker.engine.runner.family  # the GatedFamily the fixture installed
+    assert isinstance(gate, GatedFamily)
     open_playground(page, eventful_server)
     gate.hold()
     try:
