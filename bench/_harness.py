@@ -40,11 +40,12 @@ def server(*flags: str, timeout: float = 180) -> Iterator[str]:
 
 
 @contextmanager
-def server_process(*flags: str, timeout: float = 180) -> Iterator[ServerProcess]:
-    """``server``, also telling its pid (for RSS) and data directory (for the saved cost model)."""
+def server_process(*flags: str, timeout: float = 180, role: str = "serve") -> Iterator[ServerProcess]:
+    """``server``, also telling its pid (for RSS) and data directory (for the saved cost model).
+    ``role``: ``serve``, or the distributed ``api`` or ``worker`` (pass ``--redis-url``)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
-        command = [sys.executable, "-m", "reelserve", "serve", "--port", str(port), "--data-dir", data_dir,
+        command = [sys.executable, "-m", "reelserve", role, "--port", str(port), "--data-dir", data_dir,
                    "--log-level", "warning", *flags]
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"

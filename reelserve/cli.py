@@ -65,17 +65,19 @@ def _run(role: str, **flags: Any) -> None:
     except (ValueError, ReelserveError) as exc:  # ValueError: a setting's own check, or the port
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    _quiet_logs(settings.log_level)
+    _quiet_logs(settings.log_level, model_bars=server.runs_model)
     what = {"serve": f"serving [bold]{settings.model}[/bold]", "api": "API (jobs on Redis)",
             "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
     console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")
     uvicorn.Server(serving_config(server.app, settings)).run()
 
 
-def _quiet_logs(level: str) -> None:
+def _quiet_logs(level: str, model_bars: bool = True) -> None:
     """A server's log: uvicorn's lines plus reelserve's own (one a finished job), and no third-party
-    progress bars."""
-    _no_third_party_bars()
+    progress bars (``model_bars``: for a process that loads a model; the API role imports neither
+    library, and must not for this)."""
+    if model_bars:
+        _no_third_party_bars()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
     ours = logging.getLogger("reelserve")

@@ -7,16 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
 
-from reelserve.accel.accelerate import check_options
 from reelserve.accel.options import PRESETS, AccelerationOptions
 from reelserve.accel.options import resolve as resolve_accelerations
-from reelserve.accel.step_cache import threshold_for
+from reelserve.accel.thresholds import threshold_for
 from reelserve.api.app import create_app
 from reelserve.api.auth import tenant_id
 from reelserve.api.http_server import uvicorn_config
@@ -34,30 +34,22 @@ from reelserve.engine.engine import Engine
 from reelserve.engine.events import Events
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.rate_limit import RateLimiter
-from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.scheduler import SchedulingOptions
-from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.engine.tiers import TierTable
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
-from reelserve.models import (
-    LoadedModel,
-    LoadOptions,
-    ModelSpec,
-    get_spec,
-    load_model,
-    model_version,
-    weights_source,
-)
-from reelserve.models.options import resolve_placement
+from reelserve.models import ModelSpec, get_spec, model_version, weights_source
 from reelserve.schemas.requests import GenerationParams, ModelLimits
 from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
 from reelserve.stats import LocalStats, StatsRecorder
 from reelserve.storage.base import Storage
 from reelserve.storage.local import LocalStorage
+
+if TYPE_CHECKING:  # torch and diffusers: imported where a model is loaded (model_host), never by the API role
+    from reelserve.models import LoadedModel
 from reelserve.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -103,19 +95,6 @@ def served_limits(spec: ModelSpec, settings: Settings) -> ModelLimits:
     return spec.limits.model_copy(update={"default_steps": steps})
 
 
-def load_options(settings: Settings) -> LoadOptions:
-    return LoadOptions(
-        device=settings.device,
-        dtype=settings.dtype,
-        cpu_offload=settings.cpu_offload,
-        vae_tiling=settings.vae_tiling,
-        path=settings.model_path,
-        accelerations=accelerations(settings),
-        onnx_cache_dir=str(settings.data_dir / "onnx"),
-        cpu_threads=settings.cpu_threads,
-    )
-
-
 def job_warnings(spec: ModelSpec, settings: Settings) -> Callable[[GenerationParams], list[str]] | None:
     """What the served weights say of a request: words outside their training vocabulary (for a
     weights directory that lists it), a clip shape outside the model card's trained ones."""
@@ -134,40 +113,6 @@ def job_warnings(spec: ModelSpec, settings: Settings) -> Callable[[GenerationPar
         return [warning for warning in warnings if warning]
 
     return check
-
-
-def check_load_options(settings: Settings, spec: ModelSpec) -> None:
-    """Every placement and acceleration check that needs no weights: a server that cannot load its
-    model refuses to start rather than stay unready."""
-    options = load_options(settings)
-    device, _ = resolve_placement(options)
-    check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
-
-
-def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> TextEmbeddingCache | None:
-    """None when the settings turn the cache off; the runner then encodes every prompt afresh."""
-    if settings.text_embedding_cache_entries == 0 or settings.text_embedding_cache_mb == 0:
-        return None
-
-    def count(hit: bool) -> None:
-        if metrics is not None:
-            metrics.text_embedding_cache_requests.labels(result="hit" if hit else "miss").inc()
-
-    return TextEmbeddingCache(
-        max_entries=settings.text_embedding_cache_entries,
-        max_bytes=settings.text_embedding_cache_mb * 2**20,
-        on_lookup=count,
-    )
-
-
-def runner_for(model: LoadedModel, settings: Settings, metrics: Metrics | None = None) -> PipelineRunner:
-    return PipelineRunner(
-        model.pipeline,
-        model.device,
-        model.max_sequence_length,
-        text_embeddings=text_embedding_cache(settings, metrics),
-        accelerated=model.accelerated,
-    )
 
 
 def output_settings(settings: Settings) -> dict[str, object]:
@@ -286,6 +231,8 @@ class Server:
         self.settings = settings
         self.spec = get_spec(settings.model)  # an unknown model fails here, before anything starts
         if self.runs_model:  # and so do placement and accelerations that cannot run here
+            from reelserve.model_host import check_load_options
+
             check_load_options(settings, self.spec)
         # So does a bad sensitive-prompt hook. The policy exists even with the cache off: it also
         # flags sensitive prompts.
@@ -384,6 +331,9 @@ class Server:
 
     async def _load_and_start(self) -> None:
         try:
+            from reelserve.model_host import load_options, runner_for
+            from reelserve.models import load_model
+
             model = await asyncio.to_thread(load_model, self.spec.name, load_options(self.settings))
             batch_sizes = tuple(range(1, self.settings.max_batch_size + 1))
             seconds = await asyncio.to_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)

@@ -10,9 +10,7 @@ import io
 from dataclasses import dataclass
 from fractions import Fraction
 
-import av
 import numpy as np
-from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 from PIL import Image
 
 MP4_CONTENT_TYPE = "video/mp4"
@@ -64,8 +62,10 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
         raise ValueError(f"width and height must be even for yuv420p; got {width}x{height}")
     if fps < 1:
         raise ValueError(f"fps must be a positive integer; got {fps}")
-    pixels = to_uint8(frames)
+    import av  # here, not at the top: the API process uses this module's names but never encodes
+    from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
 
+    pixels = to_uint8(frames)
     buffer = io.BytesIO()
     with av.open(
         buffer,
@@ -140,6 +140,8 @@ def probe_mp4(data: bytes) -> VideoInfo:
     Raises ``ValueError`` if there is no video stream, and PyAV's ``av.error.FFmpegError`` (a
     ``ValueError`` subclass for invalid data) if the bytes are not a readable container.
     """
+    import av
+
     with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.video:
             raise ValueError("no video stream")

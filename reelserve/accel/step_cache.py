@@ -34,16 +34,9 @@ from diffusers.hooks import (
 )
 
 from reelserve.accel.options import StepCacheKind
+# Re-exported: the knobs live in a module without torch, and are read here and from here.
+from reelserve.accel.thresholds import CALIBRATED_THRESHOLDS, DEFAULT_THRESHOLDS, threshold_for  # noqa: F401
 
-# Calibrated on the micro model at its 25 default steps with `reelserve bench quality --sweep
-# --seeds 0,1` (docs/accelerations.md): the largest knob swept whose held-out mean adherence stayed
-# within 2 points of the uncached run; MagCache, the presets' cache, also on the CI gate's 12-step
-# workload (at 12 steps 0.2 already flips shapes that 25 steps keep).
-CALIBRATED_THRESHOLDS: dict[str, dict[str, float]] = {
-    "micro": {"fbcache": 0.08, "magcache": 0.12, "taylorseer": 2, "pab": 2},
-}
-# For models without a calibration: the values the cache's authors recommend for video.
-DEFAULT_THRESHOLDS: dict[str, float] = {"fbcache": 0.05, "magcache": 0.06, "taylorseer": 3, "pab": 2}
 # The first 10 % of steps are never skipped (they set the layout), and at most 6 steps in a row are.
 # Measured against the paper's 20 % / 3 on micro (docs/accelerations.md): at 20 steps it skips 70 %
 # of passes instead of 60 % for 0.8 points less mean adherence.
@@ -52,12 +45,6 @@ MAG_CACHE_MAX_SKIP = 6
 # diffusers' default TaylorSeer patterns end in "attn" and fullmatch nothing in a Wan transformer
 # (its modules are attn1/attn2): left to its defaults, the cache is a silent no-op on Wan.
 WAN_TAYLORSEER_MODULES = (r"^blocks\.\d+\.attn1$", r"^blocks\.\d+\.attn2$", r"^blocks\.\d+\.ffn$")
-
-
-def threshold_for(kind: StepCacheKind, model: str, threshold: float | None) -> float:
-    if threshold is not None:
-        return threshold
-    return CALIBRATED_THRESHOLDS.get(model, {}).get(kind, DEFAULT_THRESHOLDS[kind])
 
 
 def _config(kind: StepCacheKind, threshold: float, pipeline: Any, steps: int, mag_ratios: list[float] | None) -> Any:

@@ -21,6 +21,7 @@ from reelserve.cache.entry import CacheEntry, CacheLevel, Hit
 from reelserve.cache.key import prompt_hash
 from reelserve.cache.memory import MemoryTier
 from reelserve.cache.redis_tier import RedisTier
+from reelserve.cancellation import reraise_if_cancelled
 from reelserve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -256,6 +257,7 @@ class ResultCache:
             try:
                 await self.redis.listen(self._on_event, on_subscribed=self._resync)
             except REDIS_ERRORS as exc:
+                reraise_if_cancelled()
                 self._bloom_ready = False  # adds announced from now until the next resync are lost
                 self.metrics.cache_errors.labels(op="listen").inc()
                 log.warning("cache: redis subscription lost (%s: %s); retrying in %.1fs",

@@ -3,9 +3,13 @@
 from reelserve.engine.batcher import Batcher
 from reelserve.engine.engine import Engine
 from reelserve.engine.events import EventBus
-from reelserve.engine.runner import BatchOutcome, PipelineRunner
+from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.service import CacheAdmin, Content, VideoService
 from reelserve.engine.video_cache import VideoCache
+from reelserve.lazy_names import lazy_names
+
+# Imported on first use: the runner brings torch and diffusers, which the API process never needs.
+__getattr__ = lazy_names(__name__, {"PipelineRunner": "reelserve.engine.runner"})
 
 __all__ = [
     "BatchOutcome",

@@ -9,16 +9,19 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import RETRY_S, JobFinisher, RunningJobs
 from reelserve.engine.progress import StepProgress
-from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.scheduler import Scheduler
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.metrics import Metrics
 from reelserve.schemas import ErrorCode, EventType, Job, JobError, JobEvent, JobStatus
 from reelserve.stats import StatsRecorder
+
+if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
+    from reelserve.engine.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
@@ -24,7 +24,6 @@ from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.notifier import WebhookNotifier
-from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
 from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
@@ -47,6 +46,9 @@ from reelserve.schemas.model_info import ModelCard, model_object
 from reelserve.stats import LocalStats, StatsRecorder, WorkerStatus
 from reelserve.storage.base import Storage
 from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
+
+if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
+    from reelserve.engine.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.job_log import log_final
 from reelserve.engine.notifier import WebhookNotifier
-from reelserve.engine.runner import BatchOutcome
+from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.scheduler import Scheduler
 from reelserve.engine.storage_keys import thumbnail_key, video_key
 from reelserve.engine.video_cache import VideoCache

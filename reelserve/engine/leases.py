@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from reelserve.cancellation import reraise_if_cancelled
 from reelserve.jobs.base import Broker
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class LeaseKeeper:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Redis away: the next round tries again; nothing is dropped here
+                reraise_if_cancelled()
                 log.warning("keeping leases failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, self.interval_s)
             await asyncio.sleep(self.interval_s)  # a timer, not a wait for anything
 

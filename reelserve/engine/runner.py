@@ -18,15 +18,15 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from reelserve.accel.accelerate import Accelerated
 from reelserve.engine.cost_model import CallTiming
 from reelserve.engine.denoise_loop import denoise
+from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.models.family import ModelFamily
 from reelserve.models.family import Row as FamilyRow
@@ -40,18 +40,6 @@ Row = tuple[str, GenerationParams]
 # What allocators say when they give up: CUDA/MPS ("... out of memory"), the CPU allocator
 # ("DefaultCPUAllocator: can't allocate memory") and the OS error text it quotes.
 _OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
-
-@dataclass
-class BatchOutcome:
-    frames: dict[str, np.ndarray] = field(default_factory=dict)  # job id -> (F, H, W, 3) in [0, 1]
-    stopped_at: dict[str, int] = field(default_factory=dict)  # job id -> steps it ran before stopping
-    errors: dict[str, JobError] = field(default_factory=dict)  # job id -> why it failed (rows that did not fit)
-    # After an out-of-memory: the largest batch that then ran through. None without an OOM, or when
-    # nothing fit. The engine lowers its learned maximum batch size for this batch key to it.
-    fit_batch_size: int | None = None
-    calls: list[CallTiming] = field(default_factory=list)  # one per pipeline call that returned videos
-    inference_s: float = 0.0  # wall time of the whole run, retries included
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -186,18 +174,19 @@ class PipelineRunner:
         """Primes the accelerations for the rows about to be evaluated: the whole batch first, and
         again whenever rows have left (a step cache's residuals and the CFG wrapper's negatives are
         for the rows they were made with)."""
-        first_group = [True]
+        primed = False
 
         def prime(group: list[FamilyRow]) -> None:
+            nonlocal primed
             if self.accelerated is None:
                 return
             negatives = [row.negative_embeds for row in group]
             negative = None if any(n is None for n in negatives) else torch.cat(negatives)  # type: ignore[arg-type]
-            if first_group[0]:
-                self.accelerated.before_call(steps, negative)
-                first_group[0] = False
-            else:
+            if primed:
                 self.accelerated.rows_dropped(negative)
+            else:
+                self.accelerated.before_call(steps, negative)
+                primed = True
 
         return prime
 

@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from reelserve.cancellation import reraise_if_cancelled
 from reelserve.jobs.redis_keys import DEFAULT_NAMESPACE, RedisKeys
 from reelserve.schemas import JobEvent
 
@@ -140,6 +141,7 @@ class RedisEventBus:
             try:
                 await self._client.publish(self.keys.events(event.job_id), event.model_dump_json())
             except REDIS_ERRORS as error:
+                reraise_if_cancelled()
                 log.warning("events: %s event of job %s dropped (%s: %s)",
                             event.type, event.job_id, type(error).__name__, error)
             finally:

@@ -7,7 +7,7 @@ used, so that reading the table (``reelserve models``, settings checks) costs no
 from __future__ import annotations
 
 from reelserve.lazy_names import lazy_names
-from reelserve.models.specs import ModelSpec, get_spec, list_specs
+from reelserve.models.specs import ModelSpec, get_spec, list_specs, weights_source
 
 _LAZY = {
     "LoadOptions": "reelserve.models.options",
@@ -15,7 +15,6 @@ _LAZY = {
     "build_tiny_pipeline": "reelserve.models.tiny",
     "load_model": "reelserve.models.registry",
     "model_version": "reelserve.models.fingerprint",
-    "weights_source": "reelserve.models.registry",
 }
 
 __all__ = [

@@ -16,7 +16,7 @@ from reelserve.accel.accelerate import Accelerated, accelerate, check_options
 from reelserve.models.fingerprint import model_version
 from reelserve.models.micro import MICRO_WEIGHTS
 from reelserve.models.options import LoadOptions, apply_cpu_threads, apply_options, resolve_placement
-from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs
+from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs, weights_source
 from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan import load_wan_pipeline, spatial_multiple
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
@@ -125,16 +125,6 @@ def _load_a14b(options: LoadOptions) -> WanPipeline:
 _LOADERS: dict[str, Callable[[LoadOptions], WanPipeline]] = {
     "tiny": _load_tiny, "micro": _load_micro, "wan2.2-ti2v-5b": _load_ti2v_5b, "wan2.2-t2v-a14b": _load_a14b,
 }
-
-
-def weights_source(name: str, path: str | None) -> str | None:
-    """Where ``name``'s weights come from with this ``path`` option: a directory, a hub id, or
-    None for a model built in code. What cache keys fingerprint, known before the model loads."""
-    if path is not None:
-        return path
-    if name == "micro":
-        return str(MICRO_WEIGHTS)
-    return get_spec(name).default_source
 
 
 def load_model(name: str, options: LoadOptions) -> LoadedModel:

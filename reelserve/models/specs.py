@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reelserve.models.micro import MICRO_CARD, MICRO_MAX_SEQUENCE_LENGTH
+from reelserve.models.micro import MICRO_CARD, MICRO_MAX_SEQUENCE_LENGTH, MICRO_WEIGHTS
 from reelserve.schemas.errors import ErrorCode, ReelserveError
 from reelserve.schemas.model_info import ModelCard
 from reelserve.schemas.requests import ModelLimits
@@ -136,3 +136,11 @@ def get_spec(name: str) -> ModelSpec:
     )
 
 
+def weights_source(name: str, path: str | None) -> str | None:
+    """Where ``name``'s weights come from with this ``path`` option: a directory, a hub id, or
+    None for a model built in code. What cache keys fingerprint, known before the model loads."""
+    if path is not None:
+        return path
+    if name == "micro":
+        return str(MICRO_WEIGHTS)
+    return get_spec(name).default_source

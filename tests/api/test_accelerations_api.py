@@ -17,7 +17,8 @@ from reelserve.models import get_spec
 from reelserve.models.options import resolve_placement
 from reelserve.schemas import GenerationParams
 from reelserve.schemas.errors import ReelserveError
-from reelserve.server import Server, accelerations_in_force, load_options, output_settings, served_limits
+from reelserve.model_host import load_options
+from reelserve.server import Server, accelerations_in_force, output_settings, served_limits
 from reelserve.settings import Settings
 
 SMALL = {"size": "32x32", "num_frames": 5}

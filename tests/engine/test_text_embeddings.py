@@ -16,7 +16,7 @@ from reelserve.metrics import Metrics
 from reelserve.models import LoadOptions, load_model
 from reelserve.models.tiny import TINY_MAX_SEQUENCE_LENGTH, build_a14b_layout
 from reelserve.schemas import GenerationParams
-from reelserve.server import text_embedding_cache
+from reelserve.model_host import text_embedding_cache
 from reelserve.settings import Settings
 
 CPU = torch.device("cpu")

@@ -114,7 +114,7 @@ def test_cpu_threads_default_to_the_cores_this_process_may_use() -> None:
 
 def test_loading_sets_torch_threads_as_asked() -> None:
     """The server (its Settings.cpu_threads) and `reelserve generate` both load through here."""
-    from reelserve.server import load_options
+    from reelserve.model_host import load_options
     from reelserve.settings import Settings
 
     before = torch.get_num_threads()
