@@ -47,6 +47,7 @@ def _option_type(annotation: Any) -> Any:
 def _run(role: str, **flags: Any) -> None:
     import uvicorn
 
+    from reelserve.diagnostics import dump_stacks_on_sigusr1
     from reelserve.distributed import ApiServer, WorkerServer
     from reelserve.server import Server, serving_config
 
@@ -66,6 +67,7 @@ def _run(role: str, **flags: Any) -> None:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     _quiet_logs(settings.log_level, model_bars=server.runs_model)
+    dump_stacks_on_sigusr1()
     what = {"serve": f"serving [bold]{settings.model}[/bold]", "api": "API (jobs on Redis)",
             "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
     console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")

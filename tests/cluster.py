@@ -72,8 +72,22 @@ class Process:
         try:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            stacks = self.stacks()
             self.kill()
-            raise AssertionError(f"{self.name} ignored SIGTERM for {timeout}s") from None
+            raise AssertionError(f"{self.name} ignored SIGTERM for {timeout}s; what it waited for:\n{stacks}") from None
+
+    def stacks(self, timeout: float = 10.0) -> str:
+        """The process's threads and asyncio tasks, from its log, after ``kill -USR1``
+        (``reelserve.diagnostics``); for a failure's message."""
+        before = self.log.stat().st_size
+        os.kill(self.popen.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes()[before:].decode(errors="replace")
+            if "task " in text or "no event loop" in text:
+                return text[-8000:]
+            time.sleep(0.1)
+        return self.log.read_bytes()[before:].decode(errors="replace")[-8000:] or "(nothing written)"
 
 
 class Cluster:

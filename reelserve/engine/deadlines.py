@@ -9,6 +9,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from reelserve.cancellation import reraise_if_cancelled
+
 log = logging.getLogger(__name__)
 
 Expire = Callable[[str], Awaitable[None]]
@@ -54,6 +56,7 @@ class DeadlineWatch:
                     try:
                         await self._expire(job_id)
                     except Exception:  # one bad job must not stop deadlines for every other
+                        reraise_if_cancelled()
                         log.exception("expiring %s failed", job_id)
             timeout = self._heap[0][0] - self._clock() if self._heap else None
             try:

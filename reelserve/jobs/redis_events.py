@@ -169,6 +169,7 @@ class RedisEventBus:
                     await self._connect()
                 message = await self._pubsub.get_message(timeout=None)  # blocks; fine with no channels
             except REDIS_ERRORS as error:
+                reraise_if_cancelled()
                 self._live = False
                 log.warning("events: redis subscription lost (%s: %s); reconnecting in %.1fs",
                             type(error).__name__, error, delay)
