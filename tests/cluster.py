@@ -79,15 +79,22 @@ class Process:
     def stacks(self, timeout: float = 10.0) -> str:
         """The process's threads and asyncio tasks, from its log, after ``kill -USR1``
         (``reelserve.diagnostics``); for a failure's message."""
+        from support import wait_until
+
         before = self.log.stat().st_size
+
+        def written() -> str:
+            return self.log.read_bytes()[before:].decode(errors="replace")
+
+        def dumped() -> str:  # the tasks come last: once one is written, the dump is there
+            text = written()
+            return text if "task " in text or "no event loop" in text else ""
+
         os.kill(self.popen.pid, signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log.read_bytes()[before:].decode(errors="replace")
-            if "task " in text or "no event loop" in text:
-                return text[-8000:]
-            time.sleep(0.1)
-        return self.log.read_bytes()[before:].decode(errors="replace")[-8000:] or "(nothing written)"
+        try:
+            return wait_until(dumped, timeout=timeout)[-8000:]
+        except AssertionError:
+            return written()[-8000:] or "(nothing written)"
 
 
 class Cluster:
