@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -19,11 +20,12 @@ from fastapi.responses import JSONResponse, Response
 
 from reelserve.api.errors import error_response
 from reelserve.engine.events import Events
+from reelserve.engine.front import VideoFront
 from reelserve.engine.scheduler import SchedulingOptions
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.redis_broker import RedisStreamsBroker
 from reelserve.jobs.redis_events import RedisEventBus
-from reelserve.jobs.redis_keys import RedisKeys
+from reelserve.redis_names import RedisKeys
 from reelserve.jobs.redis_store import RedisJobStore
 from reelserve.schemas import ErrorCode, ReelserveError
 from reelserve.server import Server
@@ -70,7 +72,7 @@ class _SharedQueueServer(Server):
         return store, self.broker, self.bus
 
     def _stats_recorder(self) -> StatsRecorder:
-        return RedisStats(self.sync_redis, self.async_redis, RedisKeys(self.settings.redis_namespace).prefix)
+        return RedisStats(self.sync_redis, self.async_redis, RedisKeys(self.settings.redis_namespace).stats)
 
     def _worker_name(self) -> str:
         return self._consumer()
@@ -95,6 +97,9 @@ class ApiServer(_SharedQueueServer):
 
     def _consumer(self) -> str:
         return f"api-{super()._consumer()}"  # never reads the queue; named for Redis's client list only
+
+    def _engine(self, **front: Any) -> VideoFront:
+        return VideoFront(**front)  # no worker: no batch loop, pipeline thread or leases here
 
     def _create_app(self) -> FastAPI:
         app = super()._create_app()
@@ -177,6 +182,6 @@ class WorkerServer(_SharedQueueServer):
         finally:  # uvicorn got SIGTERM (or SIGINT): finish or hand back, then go
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
-            released = await self.engine.drain(self.settings.drain_timeout_s)
+            released = await self.worker_engine.drain(self.settings.drain_timeout_s)
             log.info("worker stopped pulling; handed back %d jobs read ahead", released)
             await self._shut_down()

@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,6 +31,7 @@ from reelserve.engine.circuit import CircuitBreaker, CircuitState
 from reelserve.engine.cost_model import CostModel
 from reelserve.engine.dashboard import Dashboard
 from reelserve.engine.engine import Engine
+from reelserve.engine.front import VideoFront
 from reelserve.engine.events import Events
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.rate_limit import RateLimiter
@@ -40,6 +41,7 @@ from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
+from reelserve.redis_names import RedisKeys
 from reelserve.models import ModelSpec, get_spec, model_version, weights_source
 from reelserve.schemas.requests import GenerationParams, ModelLimits
 from reelserve.schemas.slo import TenantPolicy
@@ -142,7 +144,10 @@ def cache_policy(settings: Settings, version: str) -> CachePolicy:
 def result_cache(settings: Settings, metrics: Metrics) -> tuple[ResultCache, SemanticCache]:
     """The two-tier cache and its semantic matching. Nothing connects or loads here: Redis on
     ``ResultCache.start``, the embedding model on the first semantic request."""
-    redis = redis_tier_from_url(settings.redis_url, ttl_s=settings.cache_ttl_s) if settings.redis_url else None
+    redis = None
+    if settings.redis_url:
+        prefix = RedisKeys(settings.redis_namespace).cache.prefix
+        redis = redis_tier_from_url(settings.redis_url, ttl_s=settings.cache_ttl_s, prefix=prefix)
     memory = MemoryTier(settings.cache_l1_entries, settings.cache_l1_mb * 2**20, ttl_s=settings.cache_ttl_s)
     cache = ResultCache(memory, redis, metrics=metrics, use_bloom=settings.cache_bloom)
     # The semantic records share the cache's client, prefix and TTL, so flushes and outages treat them alike.
@@ -245,7 +250,7 @@ class Server:
         options.shared_queue = self.shared_queue
         self.store, broker, bus = self._queue_parts(options)
         stats = self._stats_recorder()
-        self.engine = Engine(
+        self.engine = self._engine(
             model_name=self.spec.name,
             limits=served_limits(self.spec, settings),
             job_warnings=job_warnings(self.spec, settings),
@@ -269,12 +274,22 @@ class Server:
                 allow=settings.webhook_allow,
             ),
             bus=bus,
-            lease_interval_s=settings.claim_idle_s / 3 if self.shared_queue else None,
             stats=stats,
         )
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
         self.app: FastAPI = self._create_app()
+
+    def _engine(self, **front: Any) -> VideoFront:
+        """A front and a worker (``Engine``): this process accepts jobs and runs them."""
+        lease_interval_s = self.settings.claim_idle_s / 3 if self.shared_queue else None
+        return Engine(**front, lease_interval_s=lease_interval_s)
+
+    @property
+    def worker_engine(self) -> Engine:
+        """The engine, in the roles that run a model."""
+        assert isinstance(self.engine, Engine), "this role runs no model"
+        return self.engine
 
     def _queue_parts(self, options: SchedulingOptions) -> tuple[JobStore, Broker, Events | None]:
         return SqliteJobStore(self.settings.db_path), LocalBroker(), None
@@ -288,7 +303,8 @@ class Server:
     def _report_worker(self) -> None:
         """Show this process on the dashboard (called on the event loop: Redis heartbeats are a task)."""
         name = self._worker_name()
-        self.engine.stats.register_worker(lambda: self.engine.worker_status(name))
+        engine = self.worker_engine
+        engine.stats.register_worker(lambda: engine.worker_status(name))
 
     def _create_app(self) -> FastAPI:
         settings = self.settings
@@ -343,4 +359,4 @@ class Server:
             return
         log.info("model %s loaded and warmed up (%d runs, %.2fs)", self.spec.name, self.settings.warmup_runs, seconds)
         self.model = model
-        await self.engine.start(runner_for(model, self.settings, self.metrics))
+        await self.worker_engine.start(runner_for(model, self.settings, self.metrics))

@@ -168,7 +168,7 @@ class Settings(BaseSettings):
 
     # Distributed mode (`reelserve api` / `reelserve worker`; docs/deploy.md). They share `redis_url`.
     redis_namespace: str = Field(
-        "reelserve", pattern=r"^[^{}]+$", description="Prefix of every Redis key of the job store, queue and events."
+        "reelserve", pattern=r"^[^{}]+$", description="Prefix (and Cluster hash tag) of every Redis key: job store, queue, events, result cache and stats."
     )
     job_retention_s: float = Field(
         7 * 86400, gt=0, description="Seconds a finished job's record is kept in Redis (distributed mode)."

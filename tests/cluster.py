@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from reelserve.jobs.redis_keys import BROKER_GROUP, RedisKeys
+from reelserve.redis_names import BROKER_GROUP, RedisKeys
 
 
 def _free_port() -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from support import RedisServer, free_port, wait_until
 
+NAMESPACE = "shop-1"
 BODY = {"prompt": "two processes, one cache", "size": "32x32", "num_frames": 5, "num_inference_steps": 2, "seed": 5}
 
 
@@ -23,6 +24,7 @@ def server_process(data_dir: Path, redis_url: str, log: Path) -> Iterator[str]:
     command = [
         sys.executable, "-m", "reelserve", "serve", "--model", "tiny", "--device", "cpu", "--warmup-runs", "0",
         "--port", str(port), "--data-dir", str(data_dir), "--redis-url", redis_url, "--log-level", "warning",
+        "--redis-namespace", NAMESPACE,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -86,3 +88,8 @@ def test_a_video_made_by_one_process_is_an_l2_hit_in_another(tmp_path: Path, red
         # A second repeat in B is now in B's own tier.
         assert httpx.post(f"{b}/v1/videos", json=BODY, timeout=30).json()["cached"] is True
         assert metric(b, 'reelserve_cache_requests_total{level="l1",result="hit"}') == 1
+
+        # Everything the cache wrote is under the server's namespace and its hash tag.
+        with redis_server.client() as client:
+            keys = {key.decode() for key in client.keys("*")}
+        assert keys and all(key.startswith("{shop-1}:cache:") for key in keys), keys

@@ -63,7 +63,7 @@ def test_serving_does_not_import_training_code(path: Path) -> None:
                              "normalise_prompt", "output_signature", "prompt_hash", "redis_tier_from_url",
                              "signature_hash"}),
         ("reelserve.engine", {"BatchOutcome", "Batcher", "CacheAdmin", "Content", "Engine", "EventBus",
-                              "PipelineRunner", "VideoCache", "VideoService"}),
+                              "PipelineRunner", "VideoCache", "VideoFront", "VideoService"}),
         ("reelserve.jobs", {"Broker", "JobStore", "LocalBroker", "SqliteJobStore"}),
         ("reelserve.storage", {"LocalStorage", "Storage"}),
         ("reelserve.stats", {"BUCKET_S", "Bucket", "LocalStats", "RedisStats", "StatsRecorder", "WorkerStatus",

@@ -1,7 +1,7 @@
 """L2: cache entries in Redis, shared by every process, with index sets and change events.
 
-Only metadata lives here (where the video is in storage), never video bytes. Every entry key, index
-key, channel and Lua script is defined in this module. Errors from Redis propagate; ``ResultCache``
+Only metadata lives here (where the video is in storage), never video bytes. The names are
+``reelserve.redis_names.CacheKeys``, under the server's ``--redis-namespace``; the scripts are here. Errors from Redis propagate; ``ResultCache``
 decides what an outage means.
 """
 
@@ -10,22 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from reelserve.cache.entry import CacheEntry
+from reelserve.redis_names import CacheKeys, RedisKeys
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREFIX = "reelserve:cache:"
+DEFAULT_PREFIX = RedisKeys().cache.prefix  # "{reelserve}:cache:", the default namespace's
 DEFAULT_TTL_S = 7 * 24 * 3600
 
 # Shared by GET and TOUCH: extend the entry and, so invalidation can still find it, its index sets.
 # Every entry and index gets the full TTL, so an index always outlives the entries it lists.
-# Index names are built inside the scripts from the entry's fields: fine on one Redis, not on a cluster.
+# Index names are built inside the scripts from the entry's fields and the prefix: Cluster allows such
+# undeclared keys because the prefix carries the namespace's hash tag, so they share the entry's slot.
 _REFRESH_LUA = """
 local ttl = tonumber(ARGV[1])
 if redis.call('EXPIRE', KEYS[1], ttl) == 0 then return nil end
@@ -58,48 +59,6 @@ return removed
 """
 
 EventCallback = Callable[[str, str | None], None]  # (kind, key): "add"/"del" with a key, "flush" without
-
-
-@dataclass(frozen=True)
-class CacheKeys:
-    """Redis names under one prefix."""
-
-    prefix: str = DEFAULT_PREFIX
-
-    def entry(self, key: str) -> str:
-        return f"{self.prefix}entry:{key}"
-
-    def by_model(self, model: str) -> str:
-        return f"{self.prefix}by-model:{model}"
-
-    def by_prompt(self, prompt_hash: str) -> str:
-        return f"{self.prefix}by-prompt:{prompt_hash}"
-
-    def by_job(self, job_id: str) -> str:
-        return f"{self.prefix}by-job:{job_id}"
-
-    def semantic(self, key: str) -> str:
-        """The semantic record (signature, prompt, vector) of one cache key."""
-        return f"{self.prefix}semantic:{key}"
-
-    def semantic_by_signature(self, signature: str) -> str:
-        return f"{self.prefix}semantic-by-signature:{signature}"
-
-    @property
-    def semantic_pattern(self) -> str:
-        return f"{_glob_escape(self.prefix)}semantic:*"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}events"
-
-    @property
-    def entry_pattern(self) -> str:
-        return f"{_glob_escape(self.prefix)}entry:*"
-
-    @property
-    def everything_pattern(self) -> str:
-        return f"{_glob_escape(self.prefix)}*"
 
 
 class RedisTier:
@@ -244,10 +203,6 @@ async def _confirmed(pubsub: aioredis.client.PubSub, timeout: float = 5.0) -> No
             message = await pubsub.get_message(timeout=timeout)
             if message is not None and message["type"] == "subscribe":
                 return
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
 def _text(value: bytes | str) -> str:

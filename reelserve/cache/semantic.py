@@ -19,7 +19,8 @@ from typing import NamedTuple
 import numpy as np
 import redis.asyncio as aioredis
 
-from reelserve.cache.redis_tier import DEFAULT_PREFIX, DEFAULT_TTL_S, CacheKeys
+from reelserve.cache.redis_tier import DEFAULT_PREFIX, DEFAULT_TTL_S
+from reelserve.redis_names import CacheKeys
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from reelserve.engine.batcher import Batcher
 from reelserve.engine.engine import Engine
 from reelserve.engine.events import EventBus
+from reelserve.engine.front import VideoFront
 from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.service import CacheAdmin, Content, VideoService
 from reelserve.engine.video_cache import VideoCache
@@ -20,5 +21,6 @@ __all__ = [
     "EventBus",
     "PipelineRunner",
     "VideoCache",
+    "VideoFront",
     "VideoService",
 ]

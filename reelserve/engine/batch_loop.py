@@ -1,7 +1,6 @@
-"""The batch loop: the engine's one consumer of the queue. It takes a batch from the scheduler,
+"""The batch loop: the worker's one consumer of the queue. It takes a batch from the scheduler,
 claims its jobs in the store, runs them on the pipeline thread and hands the outcome to the
-finisher. It also fails a queued job whose deadline passed, and stops the rows another worker took
-over (the lease keeper tells it which)."""
+finisher. It also stops the rows another worker took over (the lease keeper tells it which)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from reelserve.engine.events import Events, status_event
-from reelserve.engine.finisher import RETRY_S, JobFinisher, RunningJobs
+from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
 from reelserve.jobs.base import Broker, JobStore
@@ -25,8 +24,6 @@ if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
 
 log = logging.getLogger(__name__)
 
-_QUEUED = frozenset({JobStatus.queued})
-_UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
 
 class BatchLoop:
@@ -52,9 +49,6 @@ class BatchLoop:
         """After ``run`` ends: wait for an abandoned pipeline call to reach its next step and leave."""
         self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
 
-    async def count_queue(self) -> None:
-        self.metrics.queue_depth.set(await self.broker.depth())
-
     async def run(self, runner: PipelineRunner) -> None:
         """Until ``draining``: take a batch, claim its jobs, run them, hand the outcome on."""
         loop = asyncio.get_running_loop()
@@ -67,7 +61,7 @@ class BatchLoop:
                 continue
             try:
                 batch = await self.claim(job_ids)
-                await self.count_queue()
+                await self.scheduler.count_queue()
             except Exception as exc:  # noqa: BLE001 - the store or queue is unreachable; the batch is kept
                 log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
                 self.reclaimed.update(job_ids)  # some may be in progress already, by this worker
@@ -126,7 +120,7 @@ class BatchLoop:
             if job.status is JobStatus.in_progress and not reclaimed:
                 continue  # a duplicate entry of a job running elsewhere; that run acks it
             if job.status is JobStatus.queued and self.scheduler.expired(job, now):
-                await self.fail_queued(job, "its deadline passed before it could start")
+                await self.finisher.expire(job, "its deadline passed before it could start")
                 continue
             waiting.append(job)
         if not waiting:
@@ -135,7 +129,7 @@ class BatchLoop:
         claimed = []
         write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
         for position, job in enumerate(waiting, start=1):
-            expect = _UNFINISHED if job.status is JobStatus.in_progress else _QUEUED  # reclaimed: was running
+            expect = UNFINISHED if job.status is JobStatus.in_progress else QUEUED  # reclaimed: was running
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
             job.accelerations = list(self.accelerations)  # what this process really runs with
             job.timings.queue_s = now - job.created_at
@@ -146,20 +140,6 @@ class BatchLoop:
                 self.bus.publish(status_event(job))
                 claimed.append(job)
         return claimed
-
-    async def expire(self, job_id: str) -> None:
-        """A queued job's deadline passed: it is failed now and never runs."""
-        job = self.store.get(job_id)
-        if job is not None and job.status is JobStatus.queued and await self.scheduler.dequeue(job):
-            await self.fail_queued(job, "its deadline passed while it was queued")
-
-    async def fail_queued(self, job: Job, why: str) -> None:
-        await self.scheduler.dequeue(job)
-        job.status, job.completed_at = JobStatus.failed, time.time()
-        job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
-        if self.store.save(job, expect=_QUEUED):
-            self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
-            self.finisher.finished(job)
 
     def forget(self, batch: list[Job]) -> None:
         for job in batch:
@@ -176,15 +156,8 @@ class BatchLoop:
     def give_up(self, job_id: str) -> None:
         """Delivered to workers too often (each one died or stalled with it): fail it for good."""
         job = self.store.get(job_id)
-        if job is None or job.status.final:
-            return
-        job.status, job.completed_at = JobStatus.failed, time.time()
-        job.error = JobError(
-            code=ErrorCode.worker_lost,
-            message=f"the workers running this job were lost {job.attempts} times; it was given up on",
-        )
-        if self.store.save(job, expect=_UNFINISHED):
-            self.finisher.finished(job)
+        if job is not None and not job.status.final:
+            self.finisher.give_up(job)
 
     async def publish_positions(self) -> None:
         """Tell listeners of waiting jobs that the queue moved."""

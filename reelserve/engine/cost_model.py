@@ -47,15 +47,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from reelserve.engine.finish_cost import FinishCost
+from reelserve.engine.relative_ridge import Features, RelativeRidge
 from reelserve.schemas import GenerationParams
 
 FILE_FORMAT = "reelserve.cost_model"
 FILE_VERSION = 1
-_MIN_SHARE = 0.02  # a coefficient never falls below this fraction of its (scaled) prior
 _RATIO_BOUNDS = (0.2, 5.0)  # one call moves a correction toward at most this far from 1
 _OUTLIER_BOUNDS = (0.5, 2.0)  # how far one call may sit from the prediction once the fit is trusted
 _LEVEL_MEDIAN_OF = 5  # calls whose median moves the level
@@ -65,7 +64,6 @@ _PREDICTION_CACHE = 4096
 _SETTINGS = ("forgetting", "memory_alpha", "level_alpha", "prior_weight")  # saved with the fit
 
 Shape = tuple[int, int, int, bool, int]  # width, height, frames, cfg, batch size
-Features = tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -110,72 +108,11 @@ def _overhead_features(shape: Shape) -> Features:
     return (1.0, float(batch), float(batch * width * height * frames))
 
 
-class _RelativeRidge:
-    """Forgetting least squares on multipliers of the prior's terms (see the module docstring)."""
-
-    def __init__(self, prior: Features, prior_weight: float) -> None:
-        self.prior = prior
-        self.prior_weight = prior_weight
-        n = len(prior)
-        self.gram = np.zeros((n, n))
-        self.moment = np.zeros(n)
-        self.weight = 0.0
-        self._coefficients: Features | None = None
-
-    def observe(self, features: Features, seconds: float, forgetting: float) -> None:
-        z = np.array([p * x for p, x in zip(self.prior, features, strict=True)]) / seconds
-        self.gram = forgetting * self.gram + np.outer(z, z)
-        self.moment = forgetting * self.moment + z
-        self.weight = forgetting * self.weight + 1.0
-        self._coefficients = None
-
-    def coefficients(self) -> Features:
-        if self._coefficients is None:
-            self._coefficients = self._solve()
-        return self._coefficients
-
-    def predict(self, features: Features) -> float:
-        return sum(c * x for c, x in zip(self.coefficients(), features, strict=True))
-
-    def _solve(self) -> Features:
-        if self.weight == 0.0:
-            return self.prior
-        scale = float(self.moment.sum() / self.gram.sum())  # the one multiplier that fits best alone
-        n = len(self.prior)
-        lhs = scale * scale * self.gram + self.prior_weight * np.eye(n)
-        rhs = scale * self.moment + self.prior_weight * np.ones(n)
-        # Active set, floors only: multipliers below the floor are pinned there and the rest re-solved.
-        pinned = np.zeros(n, dtype=bool)
-        multipliers = np.full(n, _MIN_SHARE)
-        while not pinned.all():
-            free = ~pinned
-            reduced_rhs = rhs[free] - lhs[np.ix_(free, pinned)] @ multipliers[pinned]
-            multipliers[free] = np.linalg.solve(lhs[np.ix_(free, free)], reduced_rhs)
-            low = free & (multipliers < _MIN_SHARE)
-            if not low.any():
-                break
-            pinned |= low
-            multipliers[low] = _MIN_SHARE
-        return tuple(p * scale * float(m) for p, m in zip(self.prior, multipliers, strict=True))
-
-    def state(self) -> dict[str, Any]:
-        return {"gram": self.gram.tolist(), "moment": self.moment.tolist(), "weight": self.weight}
-
-    def restore(self, state: _PartState) -> None:
-        n = len(self.prior)
-        if len(state.moment) != n or len(state.gram) != n or any(len(row) != n for row in state.gram):
-            raise ValueError(f"fit state must have {n} terms")
-        self.gram = np.array(state.gram, dtype=float)
-        self.moment = np.array(state.moment, dtype=float)
-        self.weight = state.weight
-        self._coefficients = None
-
-
 class _CostPart:
     """One part of a call's cost (per step, or overhead) of one model: fit, level and shape memory."""
 
     def __init__(self, prior: Features, prior_weight: float, features: Callable[[Shape], Features]):
-        self.fit = _RelativeRidge(prior, prior_weight)
+        self.fit = RelativeRidge(prior, prior_weight)
         self.features = features
         self.level = 1.0
         self.recent_levels: deque[float] = deque(maxlen=_LEVEL_MEDIAN_OF)  # not saved: refills in a few calls

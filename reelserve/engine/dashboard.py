@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from reelserve.stats import BUCKET_S, summarize
 
 if TYPE_CHECKING:
-    from reelserve.engine.engine import Engine
+    from reelserve.engine.front import VideoFront
 
 
 class Dashboard:
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: VideoFront, clock: Callable[[], float] = time.time) -> None:
         self._engine, self._clock = engine, clock
 
     async def stats(self, window_s: int, step_s: int) -> dict[str, Any]:

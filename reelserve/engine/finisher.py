@@ -1,7 +1,10 @@
-"""Every path by which a claimed job reaches its final state: outputs written (or failed), the final
-record saved by compare-and-set, the queue entry acknowledged, and everyone told, once per job.
+"""Every path by which a job reaches its final state: completed (outputs written, cached), failed,
+cancelled, expired in the queue, given up on, or a cache hit born completed. Each saves the final
+record by compare-and-set, acknowledges the queue entry and tells everyone (metrics, stats, log,
+events, webhook) here, once per job; the front (cancel, expiry, cache hit) and the worker (batch
+outcomes) only decide which transition it is.
 
-The engine's loop hands finished batches here and goes on to the next; the writing runs on its own
+The batch loop hands finished batches here and goes on to the next; the writing runs on its own
 thread and the bookkeeping as tasks, which ``wait`` lets shutdown finish.
 """
 
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # pause before retrying after the job store or queue failed
 RUNNING = frozenset({JobStatus.in_progress})
+QUEUED = frozenset({JobStatus.queued})
+UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
 
 @dataclass
@@ -77,6 +82,36 @@ class JobFinisher:
             job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
             self._spawn(self._record_failure(job))
 
+    def settle(self, job: Job, expect: frozenset[JobStatus]) -> bool:
+        """Save ``job``'s final state if its stored status is one of ``expect`` (compare-and-set), and
+        then finish it. False: another transition got there first, and nothing was changed."""
+        if not self.store.save(job, expect=expect):
+            return False
+        self.finished(job)
+        return True
+
+    def cancel(self, job: Job) -> bool:
+        """A queued or running job the caller cancelled (already out of the queue)."""
+        job.status, job.completed_at = JobStatus.cancelled, time.time()
+        return self.settle(job, UNFINISHED)
+
+    async def expire(self, job: Job, why: str) -> None:
+        """A queued job whose deadline passed: it never runs."""
+        await self.scheduler.dequeue(job)
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
+        if self.settle(job, QUEUED):
+            self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
+
+    def give_up(self, job: Job) -> None:
+        """A job delivered to workers too often (each one died or stalled with it)."""
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(
+            code=ErrorCode.worker_lost,
+            message=f"the workers running this job were lost {job.attempts} times; it was given up on",
+        )
+        self.settle(job, UNFINISHED)
+
     def finished(self, job: Job) -> None:
         """Every path to a final status ends here, once per job."""
         self._spawn(self._ack(job.id))  # a shared queue forgets the job only now
@@ -84,7 +119,8 @@ class JobFinisher:
         self.announce(job)
 
     def announce(self, job: Job) -> None:
-        """Count, log and publish a final job, and owe its webhook."""
+        """Count, log and publish a final job, and owe its webhook. Alone, for a cache hit: it was
+        created completed, so it has no queue entry and no earlier state to compare against."""
         self.metrics.finished.labels(job.status.value).inc()
         self.stats.job_finished(job)
         log_final(job)

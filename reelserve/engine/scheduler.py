@@ -216,6 +216,10 @@ class Scheduler:
         except OSError:
             log.exception("could not save the cost model to %s", self.cost_model_path)
 
+    async def count_queue(self) -> None:
+        """Refresh the queue-depth gauge."""
+        self.metrics.queue_depth.set(await self.broker.depth())
+
     async def stop(self) -> None:
         self.save_cost_model()
         if self._deadline_task is not None:

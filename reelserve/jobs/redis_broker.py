@@ -5,14 +5,13 @@ A job's life: ``put`` (API side: XADD plus the job id -> entry map, one script) 
 into its local buffer (XREADGROUP: the entry is now in that worker's pending list, the PEL) -> ``take``
 -> ``ack`` once the result is stored and the job final (XACK + XDEL). A worker that dies leaves its
 entries pending; another worker's ``reclaim`` takes them over once idle for ``claim_idle_ms``, or
-dead-letters those delivered more than ``max_deliveries`` times. Keys and scripts: ``redis_keys``.
+dead-letters those delivered more than ``max_deliveries`` times. Names: ``reelserve.redis_names``; scripts: ``redis_scripts``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +20,8 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from reelserve.jobs.base import Preempted
-from reelserve.jobs.redis_keys import (
+from reelserve.jobs.redis_scripts import (
     ACK_ENTRY_LUA,
-    BROKER_GROUP,
-    DEFAULT_NAMESPACE,
     DEPTH_LUA,
     DISCARD_ENTRY_LUA,
     POSITION_LUA,
@@ -32,8 +29,9 @@ from reelserve.jobs.redis_keys import (
     RECLAIM_ENTRIES_LUA,
     RELEASE_ENTRIES_LUA,
     TOUCH_ENTRIES_LUA,
-    RedisKeys,
 )
+from reelserve.jobs.waiting import WaitingJobs
+from reelserve.redis_names import BROKER_GROUP, DEFAULT_NAMESPACE, RedisKeys
 
 
 def _text(value: Any) -> str:
@@ -48,6 +46,11 @@ class _Entry:
     batch_key: str
     level: int
     entry_id: str
+
+    @property
+    def key(self) -> str:
+        """Its id in the buffer: entry ids are unique within one stream only, and each level has its own."""
+        return f"{self.level}|{self.entry_id}"
 
 
 class RedisStreamsBroker:
@@ -103,7 +106,7 @@ class RedisStreamsBroker:
         self._level_of_stream = {stream: level for level, stream in self._streams.items()}
         self._stream_prefix = self.keys.stream_prefix(model)
         self._entries = self.keys.broker_entries(model)
-        self._buffer: dict[int, deque[_Entry]] = {level: deque() for level in self.levels}
+        self._buffer: WaitingJobs[_Entry] = WaitingJobs()  # read ahead, by ``_Entry.key``: the batching policy's queue
         self._taken: dict[str, _Entry] = {}
         self._groups_ready = False
         self._put = client.register_script(PUT_ENTRY_LUA)
@@ -169,23 +172,23 @@ class RedisStreamsBroker:
         A job is handed out only after a check that this worker still holds its entry (one script,
         which also resets its idle time); one reclaimed meanwhile by another worker is dropped here.
         ``timeout`` in seconds; None waits forever, 0 takes only what is already queued."""
-        order = self._order(level)
+        level = level if level in self._streams else None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            await self._read_ahead(order, batch_key)
-            entry = self._first(order, batch_key)
-            if entry is not None:
-                self._buffer[entry.level].remove(entry)
+            await self._read_ahead(self._order(level), batch_key)
+            key = self._buffer.first(batch_key, level)
+            if key is not None:
+                entry = self._buffer.pop(key)
                 try:
                     kept = await self._touch([entry])
                 except BaseException:
-                    self._buffer[entry.level].appendleft(entry)
+                    self._buffer.push_front([(entry.key, entry)])
                     raise
                 if kept:
                     self._taken[entry.job_id] = entry
                     return entry.job_id, entry.batch_key
                 continue  # reclaimed by another worker: look again
-            if preempt_below is not None and self._urgent(preempt_below, batch_key):
+            if preempt_below is not None and self._buffer.urgent(preempt_below, batch_key):
                 raise Preempted
             if deadline is not None and time.monotonic() >= deadline:
                 return None
@@ -195,10 +198,8 @@ class RedisStreamsBroker:
         """Put jobs taken here but not started back at the front of this worker's buffer, in order.
         They stay this worker's (in its PEL). Jobs not taken here are ignored; ``batch_key`` and
         ``levels`` are not needed: each entry knows its own."""
-        for job_id in reversed(job_ids):
-            entry = self._taken.pop(job_id, None)
-            if entry is not None:
-                self._buffer[entry.level].appendleft(entry)
+        entries = [self._taken.pop(job_id) for job_id in job_ids if job_id in self._taken]
+        self._buffer.push_front((entry.key, entry) for entry in entries)
 
     async def ack(self, job_id: str) -> bool:
         """The job is done: remove its entry (XACK, XDEL, map). Call only once its result is stored
@@ -206,9 +207,9 @@ class RedisStreamsBroker:
         whose job was reclaimed ends it for the new holder too (its ``take`` then skips it; if it
         already runs it, the job store's status check settles the duplicate). True if it was pending."""
         self._taken.pop(job_id, None)
-        for queue in self._buffer.values():
-            for entry in [e for e in queue if e.job_id == job_id]:
-                queue.remove(entry)
+        for entry in self._buffered():
+            if entry.job_id == job_id:
+                self._buffer.remove(entry.key)
         return bool(await self._ack(keys=[self._entries], args=[self._stream_prefix, job_id]))
 
     async def heartbeat(self, job_ids: Sequence[str]) -> list[str]:
@@ -228,7 +229,7 @@ class RedisStreamsBroker:
         ``max_deliveries`` times is moved to the dead-letter stream (reason ``worker_lost``) instead:
         the caller must fail it. Touches what this worker holds first, so it never reclaims its own."""
         await self._ensure_groups()
-        held = {entry.entry_id for entry in await self._touch([*self._taken.values(), *self._buffered()])}
+        held = {entry.key for entry in await self._touch([*self._taken.values(), *self._buffered()])}
         reclaimed: list[str] = []
         dead: list[str] = []
         for level, stream in self._streams.items():
@@ -236,12 +237,12 @@ class RedisStreamsBroker:
                 keys=[stream, self.keys.dead_letters(self.model), self._entries],
                 args=[self.consumer, self.claim_idle_ms, self.max_deliveries, level],
             )
-            fresh = [
+            entries = [
                 _Entry(_text(claimed[i + 1]), _text(claimed[i + 2]), level, _text(claimed[i]))
                 for i in range(0, len(claimed), 3)
-                if _text(claimed[i]) not in held
             ]
-            self._buffer[level].extendleft(reversed(fresh))
+            fresh = [entry for entry in entries if entry.key not in held]
+            self._buffer.push_front((entry.key, entry) for entry in fresh)
             reclaimed += [entry.job_id for entry in fresh]
             dead += [_text(job_id) for job_id in lost]
         return reclaimed, dead
@@ -251,11 +252,11 @@ class RedisStreamsBroker:
         its level, so another worker can take it at once. Requeue taken-but-unstarted jobs first.
         Returns how many were given back (entries already reclaimed by others are just dropped)."""
         released = 0
-        for level, queue in self._buffer.items():
+        for level in self.levels:
             args: list[Any] = [self.consumer, level]
-            for entry in queue:
+            for key, entry in list(self._buffer.items(level)):
                 args += [entry.entry_id, entry.job_id, entry.batch_key]
-            queue.clear()
+                self._buffer.remove(key)
             if len(args) > 2:
                 released += int(await self._release(keys=[self._streams[level], self._entries], args=args))
         return released
@@ -266,26 +267,16 @@ class RedisStreamsBroker:
             return list(self.levels)
         return [level, *(lvl for lvl in self.levels if lvl != level)]
 
-    def _first(self, order: list[int], batch_key: str | None) -> _Entry | None:
-        for level in order:
-            for entry in self._buffer[level]:
-                if batch_key is None or entry.batch_key == batch_key:
-                    return entry
-        return None
-
-    def _urgent(self, below: int, batch_key: str | None) -> bool:
-        """Is a buffered job of a level more urgent than ``below`` unable to join ``batch_key``?"""
-        return any(e.batch_key != batch_key for lvl in self.levels if lvl < below for e in self._buffer[lvl])
-
     def _buffered(self) -> list[_Entry]:
-        return [entry for queue in self._buffer.values() for entry in queue]
+        return [entry for _, entry in self._buffer.items()]
 
     async def _read_ahead(self, order: list[int], batch_key: str | None) -> None:
         """Read (without blocking) each level in ``order`` whose buffer has no match, until one has."""
         for level in order:
-            if self._first([level], batch_key) is None and len(self._buffer[level]) < self.read_count:
-                await self._read([level], self.read_count - len(self._buffer[level]), block_ms=None)
-            if self._first([level], batch_key) is not None:
+            room = self.read_count - self._buffer.depth(level)
+            if self._buffer.first(batch_key, level, only=True) is None and room > 0:
+                await self._read([level], room, block_ms=None)
+            if self._buffer.first(batch_key, level, only=True) is not None:
                 return
 
     async def _wait(self, deadline: float | None) -> None:
@@ -293,7 +284,7 @@ class RedisStreamsBroker:
         deadline) passes."""
         left_ms = self.block_ms if deadline is None else int((deadline - time.monotonic()) * 1000)
         block_ms = max(1, min(self.block_ms, left_ms))  # BLOCK 0 would mean forever
-        rooms = {lvl: self.read_count - len(self._buffer[lvl]) for lvl in self.levels}
+        rooms = {lvl: self.read_count - self._buffer.depth(lvl) for lvl in self.levels}
         readable = [lvl for lvl, room in rooms.items() if room > 0]
         if readable:
             await self._read(readable, min(rooms[lvl] for lvl in readable), block_ms=block_ms)
@@ -314,7 +305,8 @@ class RedisStreamsBroker:
             level = self._level_of_stream[_text(stream)]
             for entry_id, fields in entries:
                 data = {_text(k): _text(v) for k, v in fields.items()}
-                self._buffer[level].append(_Entry(data["job_id"], data["batch_key"], level, _text(entry_id)))
+                entry = _Entry(data["job_id"], data["batch_key"], level, _text(entry_id))
+                self._buffer.append(entry.key, entry)
 
     async def _touch(self, entries: list[_Entry]) -> list[_Entry]:
         """Reset the idle time of the entries this worker still holds; forget the others. Returns the kept."""
@@ -331,8 +323,7 @@ class RedisStreamsBroker:
                 continue
             if self._taken.get(entry.job_id) == entry:
                 del self._taken[entry.job_id]
-            if entry in self._buffer[entry.level]:
-                self._buffer[entry.level].remove(entry)
+            self._buffer.remove(entry.key)
         return kept
 
     async def _ensure_groups(self) -> None:

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from reelserve.cancellation import reraise_if_cancelled
-from reelserve.jobs.redis_keys import DEFAULT_NAMESPACE, RedisKeys
+from reelserve.redis_names import DEFAULT_NAMESPACE, RedisKeys
 from reelserve.schemas import JobEvent
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,8 @@
 
 Same contract as ``SqliteJobStore``. Each job is a hash holding its JSON plus the fields the scripts
 need; sorted sets scored by an INCR counter give insertion order for paging and "oldest first".
-Every write is one Lua script (``redis_keys``), so the compare-and-set, the transition log and the
-indexes change together or not at all. Key layout: ``RedisKeys``.
+Every write is one Lua script (``redis_scripts``), so the compare-and-set, the transition log and the
+indexes change together or not at all. Key layout: ``reelserve.redis_names.RedisKeys``.
 """
 
 from __future__ import annotations
@@ -15,19 +15,17 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from reelserve.jobs.redis_keys import (
+from reelserve.jobs.redis_scripts import (
     AGAIN,
     COUNT_JOBS_LUA,
     CREATE_JOB_LUA,
-    DEFAULT_NAMESPACE,
     DELETE_JOB_LUA,
     LIST_JOBS_LUA,
     SAVE_JOB_LUA,
-    STATUS_ORDER,
     UNFINISHED_JOBS_LUA,
     UNKNOWN_CURSOR,
-    RedisKeys,
 )
+from reelserve.redis_names import DEFAULT_NAMESPACE, STATUS_ORDER, RedisKeys
 from reelserve.schemas import Job, JobStatus
 
 DEFAULT_RETENTION_S = 7 * 86400

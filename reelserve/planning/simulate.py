@@ -1,8 +1,9 @@
 """A discrete-event simulation of the server's scheduler, with call durations from a ``CostModel``.
 
-Scheduler semantics, as in reelserve/engine (batcher.py, shares.py):
+Scheduler semantics, as in reelserve/engine (batcher.py, shares.py), on the brokers' own queue
+(``reelserve.jobs.waiting.WaitingJobs``: taking by key and level, and preemption, are that code):
 
-- Jobs wait in per-tier FIFO queues. A free worker opens a batch with the oldest job of the tier
+- Jobs wait in per-level FIFO queues. A free worker opens a batch with the oldest job of the tier
   owed its reserved share (``ReservedShares`` credit, counted when batches finish), else of the
   most urgent tier (lowest level) with work.
 - Queued jobs with the same batch key join, most urgent tier first (the owed tier first in a
@@ -25,14 +26,13 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import deque
 from dataclasses import dataclass, field
 
 from reelserve.engine.cost_model import CostModel
 from reelserve.engine.shares import ReservedShares
+from reelserve.jobs.waiting import WaitingJobs
 from reelserve.planning.report import JobRecord, PlanReport, tier_report
 from reelserve.planning.workload import Workload
-from reelserve.schemas.slo import Tier
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,16 @@ class _Worker:
 _FINISH, _STOP_WAITING = 0, 1
 
 
+@dataclass(frozen=True)
+class _Queued:
+    job: JobRecord
+    level: int
+
+    @property
+    def batch_key(self) -> str:
+        return self.job.batch_key
+
+
 class _Simulation:
     def __init__(self, workload: Workload, cost_model: CostModel, workers: int) -> None:
         self.workload = workload
@@ -128,8 +138,8 @@ class _Simulation:
         self.events: list[tuple[float, int, int, int, int]] = []  # time, seq, kind, worker, generation
         self.seq = 0
         self.now = 0.0
-        self.queues: dict[str, dict[str, deque[JobRecord]]] = {tier.name: {} for tier in self.tiers}
-        self.queued = {tier.name: 0 for tier in self.tiers}
+        self.waiting: WaitingJobs[_Queued] = WaitingJobs()  # by job index, as the servers' brokers queue
+        self.queued = {tier.name: 0 for tier in self.tiers}  # per tier, for its max_queue
         self.collecting: dict[str, list[_Worker]] = {}
         self.shares = ReservedShares(
             {tier.level: tier.reserved_share for tier in self.tiers}, clock=lambda: self.now
@@ -190,71 +200,58 @@ class _Simulation:
         if self.queued[job.tier] >= self.server.tier(job.tier).max_queue:
             job.rejected = True
             return
-        self.queues[job.tier].setdefault(job.batch_key, deque()).append(job)
+        self.waiting.append(str(job.index), _Queued(job, self.level[job.tier]))
         self.queued[job.tier] += 1
         self._dispatch()
-        queue = self.queues[job.tier][job.batch_key]
-        if queue and queue[-1] is job:  # no idle worker took it
-            self._preempt_for(self.level[job.tier])
+        if str(job.index) in self.waiting:  # no idle worker took it
+            self._preempt()
 
-    def _preempt_for(self, level: int) -> None:
+    def _preempt(self) -> None:
+        """A waiting batch gives way to more urgent work that could not join it (as ``Preempted``)."""
         for worker in self.workers:
-            if worker.collecting and worker.preempt_below is not None and level < worker.preempt_below:
+            below = worker.preempt_below
+            if worker.collecting and below is not None and self.waiting.urgent(below, worker.batch[0].batch_key):
                 self._stop_collecting(worker)
-                for job in reversed(worker.batch):  # back to the front, first job first
-                    self.queues[job.tier].setdefault(job.batch_key, deque()).appendleft(job)
+                self.waiting.push_front((str(job.index), _Queued(job, self.level[job.tier])) for job in worker.batch)
+                for job in worker.batch:
                     self.queued[job.tier] += 1
                 worker.batch = []
                 self._dispatch()
                 return
 
-    def _pop_oldest(self, tier: str, key: str | None = None) -> JobRecord | None:
-        """Oldest queued job of ``tier`` (and of ``key`` when given)."""
-        queues = self.queues[tier]
-        if key is not None:
-            oldest = queues.get(key)
-        else:  # the fronts of the per-key queues are each key's oldest; one batch key is rarely many
-            oldest = min(
-                (queue for queue in queues.values() if queue), key=lambda q: q[0].index, default=None
-            )
-        if not oldest:
+    def _take(self, batch_key: str | None = None, level: int | None = None) -> JobRecord | None:
+        """The oldest queued job of the most urgent level (``level`` first), of ``batch_key`` if given."""
+        index = self.waiting.first(batch_key, level)
+        if index is None:
             return None
-        self.queued[tier] -= 1
-        return oldest.popleft()
+        job = self.waiting.pop(index).job
+        self.queued[job.tier] -= 1
+        return job
 
     def _dispatch(self) -> None:
         for worker in self.workers:
             if worker.busy or worker.collecting:
                 continue
-            waiting = [tier for tier in self.tiers if self.queued[tier.name] > 0]
-            if not waiting:
+            if not self.waiting:
                 return
-            owed = self._owed_tier(waiting)
-            self._open(worker, owed or waiting[0].name, for_share=owed is not None)
-
-    def _owed_tier(self, waiting: list[Tier]) -> str | None:
-        """The waiting tier owed time for its reserved share, if any."""
-        owed = self.shares.owed_level({self.level[tier.name]: self.queued[tier.name] for tier in waiting})
-        return next((tier.name for tier in waiting if tier.level == owed), None)
+            self._open(worker, self.shares.owed_level(self.waiting.depth_by_level()))
 
     # -- batches ---------------------------------------------------------------------------------
 
-    def _open(self, worker: _Worker, tier: str, for_share: bool) -> None:
-        opener = self._pop_oldest(tier)
-        assert opener is not None  # the tier has queued work
+    def _open(self, worker: _Worker, owed: int | None) -> None:
+        """A batch opened with the oldest job of the level ``owed`` its reserved share, if any, else
+        of the most urgent; it fills with that level's jobs of its key first (as ``Batcher.collect``)."""
+        opener = self._take(level=owed)
+        assert opener is not None  # there is queued work
         worker.batch = [opener]
-        worker.opened_for = self.level[tier] if for_share else None
-        # A batch opened for a reserved share fills with that tier's jobs first.
-        for other in sorted(self.tiers, key=lambda t: not (for_share and t.name == tier)):
-            while len(worker.batch) < self.max_batch and (
-                joiner := self._pop_oldest(other.name, opener.batch_key)
-            ):
-                worker.batch.append(joiner)
+        worker.opened_for = owed
+        while len(worker.batch) < self.max_batch and (joiner := self._take(opener.batch_key, owed)):
+            worker.batch.append(joiner)
         if len(worker.batch) >= self.max_batch or self.server.max_wait_s <= 0:
             self._start(worker)
             return
         # A batch opened for a reserved share is owed its turn: more urgent work may not preempt it.
-        worker.preempt_below = None if for_share else min(self.level[job.tier] for job in worker.batch)
+        worker.preempt_below = None if owed is not None else min(self.level[job.tier] for job in worker.batch)
         worker.collecting = True
         worker.generation += 1
         self.collecting.setdefault(opener.batch_key, []).append(worker)

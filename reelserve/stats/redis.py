@@ -1,7 +1,7 @@
 """The distributed mode's stats: every process adds to the same buckets in Redis, so the API process
 (which runs no batches) reports what the workers did.
 
-Keys (under the job store's ``{namespace}`` hash tag, so one slot on a Cluster):
+Keys (``reelserve.redis_names.StatsKeys``, under the namespace's hash tag, so one slot on a Cluster):
 ``stats:<bucket>`` a hash of counters (``completed``, ``failed``, ``cancelled``, ``cached``,
 ``batch:<size>``), ``stats:<bucket>:latency`` a list of end-to-end seconds (capped), both expiring
 after the retention; ``stats:workers`` a hash of worker name → JSON status with the time it was written.
@@ -21,6 +21,7 @@ from typing import Any
 import redis as redis_sync
 import redis.asyncio as aioredis
 
+from reelserve.redis_names import StatsKeys
 from reelserve.schemas import Job
 from reelserve.stats.base import (
     BUCKET_S,
@@ -44,30 +45,31 @@ class RedisStats:
         self,
         sync_client: redis_sync.Redis,
         async_client: aioredis.Redis,
-        prefix: str,
+        names: StatsKeys,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._sync, self._async, self._prefix, self._clock = sync_client, async_client, prefix, clock
+        self._sync, self._async, self._names, self._clock = sync_client, async_client, names, clock
         self._heartbeats: list[asyncio.Task[None]] = []
         self._closing = False
 
     def _key(self, start: int) -> str:
-        return f"{self._prefix}stats:{start}"
+        return self._names.bucket(start)
 
     @property
     def _workers_key(self) -> str:
-        return f"{self._prefix}stats:workers"
+        return self._names.workers
 
     def job_finished(self, job: Job) -> None:
         counter, latency = job_fields(job)
-        key = self._key(bucket_of(self._clock()))
+        bucket = bucket_of(self._clock())
+        key = self._key(bucket)
         pipe = self._sync.pipeline(transaction=False)
         pipe.hincrby(key, counter, 1)
         pipe.expire(key, RETENTION_S)
         if latency is not None:
-            pipe.rpush(f"{key}:latency", repr(latency))
-            pipe.ltrim(f"{key}:latency", 0, MAX_LATENCY_SAMPLES - 1)
-            pipe.expire(f"{key}:latency", RETENTION_S)
+            pipe.rpush(self._names.latencies(bucket), repr(latency))
+            pipe.ltrim(self._names.latencies(bucket), 0, MAX_LATENCY_SAMPLES - 1)
+            pipe.expire(self._names.latencies(bucket), RETENTION_S)
         self._send(pipe)
 
     def batch_ran(self, size: int) -> None:
@@ -87,7 +89,7 @@ class RedisStats:
         pipe = self._async.pipeline(transaction=False)
         for start in starts:
             pipe.hgetall(self._key(start))
-            pipe.lrange(f"{self._key(start)}:latency", 0, -1)
+            pipe.lrange(self._names.latencies(start), 0, -1)
         replies = await pipe.execute()
         found = []
         for i, start in enumerate(starts):

@@ -13,6 +13,7 @@ import pytest
 from support import RedisServer
 
 from reelserve.cache import CacheEntry, RedisTier, normalise_prompt, prompt_hash, redis_tier_from_url
+from reelserve.cache.redis_tier import DEFAULT_PREFIX
 from reelserve.cache.embedder import MiniLMEmbedder
 from reelserve.cache.semantic import SemanticIndex, SemanticMatch, SemanticStore
 
@@ -196,9 +197,9 @@ async def test_rebuild_from_redis_restores_the_same_best_match(
     await store.save(SIG, "orphan", "a dog running on a beach at sunset", embedder.embed([CACHED])[0])
 
     with redis_server.client() as client:
-        assert 590 < client.ttl("reelserve:cache:semantic:k0") <= 600
-        assert 590 < client.ttl(f"reelserve:cache:semantic-by-signature:{SIG}") <= 600
-        assert client.hget("reelserve:cache:semantic:k0", "prompt") == CACHED.encode()
+        assert 590 < client.ttl(f"{DEFAULT_PREFIX}semantic:k0") <= 600
+        assert 590 < client.ttl(f"{DEFAULT_PREFIX}semantic-by-signature:{SIG}") <= 600
+        assert client.hget(f"{DEFAULT_PREFIX}semantic:k0", "prompt") == CACHED.encode()
     assert await store.keys_for_signature(SIG) == {"k0", "k1", "orphan"}
 
     rebuilt = SemanticIndex()

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reelserve.jobs.redis_keys import BROKER_GROUP, DEFAULT_NAMESPACE, RedisKeys
+from reelserve.redis_names import BROKER_GROUP, DEFAULT_NAMESPACE, RedisKeys
 from reelserve.schemas.slo import DEFAULT_TIERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -552,7 +552,7 @@ def test_scaled_object_watches_every_level_stream() -> None:
 
 
 def test_stream_pattern_matches_the_code() -> None:
-    """The literal names in the manifest follow the key layout of jobs/redis_keys.py."""
+    """The literal names in the manifest follow the key layout of reelserve/redis_names.py."""
     keys = RedisKeys(DEFAULT_NAMESPACE)
     assert keys.stream(MODEL, 0) == f"{{reelserve}}:stream:{MODEL}:0"
     assert keys.dead_letters(MODEL) == f"{{reelserve}}:dead:{MODEL}"

@@ -140,3 +140,15 @@ def test_sigterm_finishes_the_running_batch_and_hands_back_the_rest(running: Run
     assert running.job(busy)["attempts"] == 1  # finished by the worker that was told to stop, not redone
     running.workers[name] = running.cluster.start("worker", name)
     running.workers[name].wait_ready()
+
+
+def test_every_key_the_cluster_wrote_is_under_its_namespace(running: Running) -> None:
+    # Job records, indexes, queue streams and stats alike: one namespace, one hash tag, one Cluster slot.
+    client = running.redis.client()
+    try:
+        keys = {key.decode() for key in client.keys("*")}
+    finally:
+        client.close()
+    assert any(":job:" in key for key in keys) and any(":stream:" in key for key in keys)
+    assert any(":stats:" in key for key in keys), keys
+    assert all(key.startswith("{reelserve}:") for key in keys), keys

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from support import GatedFamily
 
-from reelserve.engine import engine as engine_module
+from reelserve.engine import worker as worker_module
 from reelserve.engine.engine import Engine, video_key
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.jobs.local_broker import LocalBroker
@@ -203,7 +203,7 @@ class UnansweringBroker(LocalBroker):
 async def test_a_hand_back_that_never_answers_does_not_hold_up_the_drain(
     parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_module, "HAND_BACK_S", 0.2)
+    monkeypatch.setattr(worker_module, "HAND_BACK_S", 0.2)
     engine = make_engine(parts, max_batch_size=4, broker=UnansweringBroker())
     await engine.recover()
     await engine.start(parts["runner"])

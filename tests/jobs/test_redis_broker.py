@@ -17,7 +17,7 @@ from support import RedisServer, eventually
 from reelserve.engine.batcher import Batcher
 from reelserve.jobs.base import Preempted
 from reelserve.jobs.redis_broker import RedisStreamsBroker
-from reelserve.jobs.redis_keys import BROKER_GROUP, RedisKeys
+from reelserve.redis_names import BROKER_GROUP, RedisKeys
 
 MODEL = "tiny"
 KEYS = RedisKeys()

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from support import RedisServer, eventually
 
 from reelserve.jobs.redis_events import RedisEventBus
-from reelserve.jobs.redis_keys import RedisKeys
+from reelserve.redis_names import RedisKeys
 from reelserve.schemas import EventType, JobEvent, JobStatus
 
 KEYS = RedisKeys()

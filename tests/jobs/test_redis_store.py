@@ -12,7 +12,8 @@ from redis.crc import key_slot
 from support import RedisServer, wait_until
 from test_store_contract import NONE, finish, make_job
 
-from reelserve.jobs.redis_keys import PRUNE_BATCH, RedisKeys
+from reelserve.jobs.redis_scripts import PRUNE_BATCH
+from reelserve.redis_names import RedisKeys
 from reelserve.jobs.redis_store import RedisJobStore
 from reelserve.schemas import JobStatus
 

@@ -16,6 +16,7 @@ from redis.retry import Retry
 from support import FakeClock, RedisServer, eventually
 
 from reelserve.schemas import GenerationParams, Job, JobStatus, Timings
+from reelserve.redis_names import StatsKeys
 from reelserve.stats import BUCKET_S, LocalStats, RedisStats, StatsRecorder, WorkerStatus, summarize
 from reelserve.stats.base import RETENTION_S, STALE_AFTER_S
 
@@ -52,7 +53,7 @@ async def make(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     def remote(clock: FakeClock) -> StatsRecorder:
         pair = (redis.Redis(port=server.port), aioredis.Redis(port=server.port))
         clients.append(pair)
-        made.append(RedisStats(*pair, PREFIX, clock))
+        made.append(RedisStats(*pair, StatsKeys(PREFIX), clock))
         return made[-1]
 
     try:
@@ -137,8 +138,8 @@ async def test_a_silent_worker_is_shown_stale_then_forgotten(tmp_path: Path) -> 
     sync_client, async_client = redis.Redis(port=server.port), aioredis.Redis(port=server.port)
     try:
         clock = FakeClock(80_000.0)
-        worker, reader = RedisStats(sync_client, async_client, PREFIX, clock), RedisStats(
-            sync_client, async_client, PREFIX, clock
+        worker, reader = RedisStats(sync_client, async_client, StatsKeys(PREFIX), clock), RedisStats(
+            sync_client, async_client, StatsKeys(PREFIX), clock
         )
         worker.register_worker(lambda: WorkerStatus("w1", "tiny", "idle", 0))
         await eventually(lambda: _names(reader))
@@ -173,7 +174,7 @@ async def test_recording_never_raises_when_redis_is_down(tmp_path: Path) -> None
     sync_client = redis.Redis(port=port, **no_retries)  # type: ignore[arg-type]
     async_client = aioredis.Redis(port=port, retry=AsyncRetry(NoBackoff(), 0), socket_connect_timeout=0.2)
     try:
-        recorder = RedisStats(sync_client, async_client, PREFIX)
+        recorder = RedisStats(sync_client, async_client, StatsKeys(PREFIX))
         recorder.job_finished(final(JobStatus.completed, 1.0))  # logged and dropped: the job is saved elsewhere
         recorder.batch_ran(3)
         with pytest.raises(redis.exceptions.ConnectionError):  # reading is the API's, which answers 503

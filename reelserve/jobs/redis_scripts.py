@@ -1,120 +1,22 @@
-"""Every Redis key name and Lua script of the distributed mode. Nothing else builds a key string.
-
-Hash tag: every key of a namespace starts with ``{namespace}``, so all of them hash to one Cluster
-slot. A per-job tag (``{job_id}``) would colocate a job's record and its log, but not the indexes
-(insertion order, per-status, per-tenant) that the same script must update in the same atomic step;
-one slot per namespace is what lets every script below run unchanged on Redis Cluster. The price is
-that one namespace lives on one shard: job records are small, so that is plenty.
+"""Every Lua script of the distributed mode's job store and queue; their key names come from
+``reelserve.redis_names``.
 
 The job store's scripts all receive the same index block as ``KEYS[1..10]`` (``RedisKeys.job_index``),
 then their own keys; ``ARGV[1]`` and ``ARGV[2]`` are the job and tenant-index key prefixes, for the ids
 a script only learns from an index (undeclared keys, which Cluster allows when they are in the slot
-of the declared ones). The broker's scripts do the same with a stream prefix: an entry map value names
-the level, and so the stream, of a job.
+of the declared ones: every name of a namespace shares its hash tag). The broker's scripts do the
+same with a stream prefix: an entry map value names the level, and so the stream, of a job.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from reelserve.redis_names import BROKER_GROUP, STATUS_ORDER
+from reelserve.schemas import FINAL_STATUSES, UNFINISHED_STATUSES
 
-from reelserve.schemas import FINAL_STATUSES, UNFINISHED_STATUSES, JobStatus
-
-DEFAULT_NAMESPACE = "reelserve"
-STATUS_ORDER = tuple(JobStatus)  # the order of the per-status keys in the index block and of COUNT's reply
 PRUNE_BATCH = 500  # expired jobs dropped from the indexes per script call, so no call blocks Redis for long
 
 # Reply codes of the reading scripts (first element of their reply).
 AGAIN, OK, UNKNOWN_CURSOR = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class RedisKeys:
-    """Redis names under one namespace; two namespaces on one Redis share nothing."""
-
-    namespace: str = DEFAULT_NAMESPACE
-
-    def __post_init__(self) -> None:
-        if not self.namespace or "{" in self.namespace or "}" in self.namespace:
-            raise ValueError(f"namespace must be non-empty, without braces; got {self.namespace!r}")
-
-    @property
-    def prefix(self) -> str:
-        return "{" + self.namespace + "}:"
-
-    # -- job store ------------------------------------------------------------------------------
-    def job(self, job_id: str) -> str:
-        """Hash: ``data`` (the job's JSON), ``status``, ``seq`` (insertion order), ``tenant`` ('' if none)."""
-        return self.job_prefix() + job_id
-
-    def job_prefix(self) -> str:
-        return f"{self.prefix}job:"
-
-    def transitions(self, job_id: str) -> str:
-        """List of JSON ``{"from": status|null, "to": status, "at": unix seconds}``, oldest first."""
-        return f"{self.prefix}transitions:{job_id}"
-
-    def job_seq(self) -> str:
-        """Counter: INCR gives each created job its insertion order."""
-        return f"{self.prefix}job-seq"
-
-    def jobs_by_insertion(self) -> str:
-        """Sorted set: every job id, scored by insertion order."""
-        return f"{self.prefix}jobs"
-
-    def tenant_jobs(self, tenant: str) -> str:
-        """Sorted set: one tenant's job ids, scored by insertion order."""
-        return self.tenant_jobs_prefix() + tenant
-
-    def tenant_jobs_prefix(self) -> str:
-        return f"{self.prefix}tenant-jobs:"
-
-    def unfinished(self) -> str:
-        """Sorted set: ids of queued and in-progress jobs, scored by insertion order."""
-        return f"{self.prefix}unfinished"
-
-    def status_jobs(self, status: JobStatus) -> str:
-        """Sorted set: ids of the jobs with ``status``, scored by insertion order."""
-        return f"{self.prefix}status-jobs:{status.value}"
-
-    def expiring(self) -> str:
-        """Sorted set: ids of final jobs with a TTL, scored by the unix ms their records expire at."""
-        return f"{self.prefix}expiring"
-
-    def expiring_tenants(self) -> str:
-        """Hash: id -> tenant of the expiring jobs that have one, to clean the tenant index after expiry."""
-        return f"{self.prefix}expiring-tenants"
-
-    def job_index(self) -> list[str]:
-        """``KEYS[1..10]`` of every job-store script, in the order ``_JOB_LUA_HEADER`` names them."""
-        fixed = [self.job_seq(), self.jobs_by_insertion(), self.unfinished(), self.expiring()]
-        return [*fixed, self.expiring_tenants(), *(self.status_jobs(s) for s in STATUS_ORDER)]
-
-    # -- broker (``RedisStreamsBroker``) --------------------------------------------------------
-    def stream(self, model: str, level: int) -> str:
-        """Stream: one model's queued jobs of one priority level, fields ``job_id``, ``batch_key``,
-        ``level``; read by the consumer group ``BROKER_GROUP``."""
-        return f"{self.stream_prefix(model)}{level}"
-
-    def stream_prefix(self, model: str) -> str:
-        return f"{self.prefix}stream:{model}:"
-
-    def dead_letters(self, model: str) -> str:
-        """Stream: one model's jobs given up on (``job_id``, ``batch_key``, ``level``, ``deliveries``,
-        ``reason``), capped near ``DEAD_LETTER_MAXLEN`` entries."""
-        return f"{self.prefix}dead:{model}"
-
-    def broker_entries(self, model: str) -> str:
-        """Hash: job id -> ``"<level>|<stream entry id>"`` of each of one model's entries in a stream.
-
-        Per model, not per namespace: entry ids are only unique within one stream, so a map shared by
-        two models could point one model's discard at the other model's entry."""
-        return f"{self.prefix}entry:{model}"
-
-    # -- events (``RedisEventBus``) -------------------------------------------------------------
-    def events(self, job_id: str) -> str:
-        """Pub/sub channel: the job's ``JobEvent``s as JSON, published by whichever process changes
-        the job."""
-        return f"{self.prefix}events:{job_id}"
 
 
 def _job_script(body: str) -> str:
@@ -300,7 +202,6 @@ return out
 
 
 # -- broker --------------------------------------------------------------------------------------
-BROKER_GROUP = "workers"  # the one consumer group of every stream: each entry goes to one worker
 DEAD_LETTER_MAXLEN = 10_000  # dead-letter entries kept per model (approximately: MAXLEN ~)
 
 # Invariant every script keeps: an entry leaves its stream (XDEL) whenever it leaves the group's

@@ -1,0 +1,307 @@
+"""The front of the video service: validate, place, look up the result cache, admit, store,
+enqueue, answer queries and stream events. It runs no model: the distributed ``reelserve api`` is a
+front alone; the embedded server and a worker add a ``Worker`` to it (``engine.py``).
+
+Data path: submit → scheduler placement (tier, deadline, rate limit) → result cache (a hit is stored
+as a completed copy) → admission (circuit, queue length, load, deadline) → job store (durable) →
+broker; then, in whichever process runs the model, the worker: batcher → runner (worker thread) →
+encoder (thread) → storage → job store → result cache → events. Every final transition, here or in
+the worker, goes through the one ``JobFinisher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from reelserve.cache.policy import CachePolicy
+from reelserve.cache.result_cache import ResultCache
+from reelserve.cache.semantic_cache import SemanticCache
+from reelserve.engine.events import EventBus, Events, queued_event, status_event
+from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
+from reelserve.engine.notifier import WebhookNotifier
+from reelserve.engine.scheduler import Scheduler, SchedulingOptions
+from reelserve.engine.service import Content, Variant
+from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
+from reelserve.engine.video_cache import VideoCache
+from reelserve.jobs.base import Broker, JobStore
+from reelserve.metrics import Metrics
+from reelserve.schemas import (
+    ErrorCode,
+    GenerationParams,
+    Job,
+    JobEvent,
+    JobStatus,
+    ModelLimits,
+    ReelserveError,
+    VideoCreateRequest,
+    resolve_request,
+)
+from reelserve.schemas.errors import job_not_found
+from reelserve.schemas.model_info import ModelCard, model_object
+from reelserve.stats import LocalStats, StatsRecorder
+from reelserve.storage.base import Storage
+from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+
+_EVENT_POLL_S = 2.0  # a listener re-reads the job this often: events are best-effort across processes
+
+
+
+class VideoFront:
+    """Implements ``VideoService`` for one served model.
+
+    :param model_name: the name requests must use (or omit).
+    :param limits: the model's constraints, used to validate requests.
+    :param cache: finished results to hand out again; None runs every request.
+    :param semantic: semantic matching on top of ``cache``.
+    :param cache_policy: who may use the cache and under which key (needed for ``cache`` to be used).
+    :param bus: where job events go; in process by default, Redis pub/sub when processes share the queue.
+    :param accelerations: the options in force (``AccelerationOptions.describe``), reported on jobs.
+    :param job_warnings: what the served weights say of a request they may not follow (unknown words,
+        an untrained clip shape); carried on the job.
+    :param card: what the model can draw, for the model object.
+    :param stop_requested: shared with a worker in this process, whose pipeline thread drops a
+        cancelled job's row at its next step (a worker elsewhere notices the cancel in the store).
+    """
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        limits: ModelLimits,
+        store: JobStore,
+        broker: Broker,
+        storage: Storage,
+        metrics: Metrics,
+        max_batch_size: int = 4,
+        max_wait_s: float = 0.05,
+        cache: ResultCache | None = None,
+        semantic: SemanticCache | None = None,
+        cache_policy: CachePolicy | None = None,
+        scheduling: SchedulingOptions | None = None,
+        notifier: WebhookNotifier | None = None,
+        bus: Events | None = None,
+        accelerations: list[str] | None = None,
+        stats: StatsRecorder | None = None,
+        job_warnings: Callable[[GenerationParams], list[str]] | None = None,
+        card: ModelCard | None = None,
+        stop_requested: set[str] | None = None,
+    ) -> None:
+        self.model_name, self.limits, self.card = model_name, limits, card
+        self.job_warnings = job_warnings  # what the model says of a request it may not follow
+        self.accelerations = list(accelerations or [])
+        self.store, self.broker, self.storage, self.metrics = store, broker, storage, metrics
+        self.notifier = notifier
+        self.stats: StatsRecorder = stats or LocalStats()
+        self.bus: Events = bus or EventBus()
+        self.video_cache = VideoCache(storage, metrics, cache, semantic, cache_policy)
+        self.scheduler = Scheduler(
+            broker, limits, metrics, scheduling or SchedulingOptions(), max_batch_size, max_wait_s
+        )
+        self.scheduler.final_among = self._final_among
+        self.stop_requested = stop_requested if stop_requested is not None else set()
+        self.running = RunningJobs()  # claimed by a worker in this process; none without one
+        self.finisher = JobFinisher(
+            store=store, broker=broker, storage=storage, metrics=metrics, stats=self.stats,
+            scheduler=self.scheduler, video_cache=self.video_cache, bus=self.bus, notifier=notifier,
+            running=self.running,
+        )
+        self._ready = False
+        self.health: Callable[[], bool] = lambda: True
+        metrics.watch_jobs(lambda: {s.value: n for s, n in store.count_by_status().items()})
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Accepting jobs (and, with a worker, running them), not refusing work because the pipeline
+        keeps failing, and ``health`` says the backing services answer."""
+        return self._ready and self.scheduler.ready and self.health()
+
+    async def open(self) -> None:
+        """Accept jobs for other processes to run (the distributed API)."""
+        self._ready = True
+
+    async def recover(self) -> int:
+        """Re-queue what a previous run left unfinished; call once, before accepting requests.
+
+        Returns how many jobs were re-queued."""
+        self.scheduler.start(self.expire)  # jobs whose deadline passed while we were down fail at once
+        requeued = 0
+        for job in self.store.unfinished():
+            if self.scheduler.shared_queue:
+                # Running jobs belong to live workers, or are reclaimed from dead ones; a queued job
+                # lacks its entry only if the API lost Redis between writing it and queueing it.
+                if job.status is JobStatus.queued:
+                    await self.broker.put(job.id, job.params.batch_key(), self.scheduler.level_of(job))
+                    requeued += 1
+                continue
+            if job.status is JobStatus.in_progress:
+                job.status, job.progress = JobStatus.queued, 0
+                if not self.store.save(job, expect=RUNNING):
+                    continue
+            await self.scheduler.enqueue(job)
+            requeued += 1
+        if self.notifier is not None:
+            self.notifier.resume()
+        return requeued
+
+    async def stop(self) -> None:
+        """Stop failing expired jobs, finish recording what was handed to the finisher, and stop
+        sending webhooks (owed ones are resent by the next start: ``resume``)."""
+        self._ready = False
+        await self.scheduler.stop()
+        await self.finisher.wait()
+        if self.notifier is not None:
+            await self.notifier.stop()
+        self.finisher.shutdown()
+
+    # -- the service ------------------------------------------------------------------------
+
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None) -> Job:
+        model = request.model or self.model_name
+        if model != self.model_name:
+            raise ReelserveError(
+                ErrorCode.unknown_model,
+                f"model: '{model}' is not served here; this server serves '{self.model_name}' (send that, or leave model out)",
+                param="model",
+            )
+        params = resolve_request(request, model, self.limits)
+        if self.notifier is not None:
+            await self.notifier.check(request, tenant)
+        placement = self.scheduler.place(request, tenant)
+        job = await self.video_cache.new_job(request, params, tenant)
+        if not job.cached:  # a cached video is handed out even when the pipeline is refusing work
+            self.scheduler.check_circuit()
+            self.scheduler.check_share(tenant, placement)
+            await self.scheduler.refresh_depth()
+            plan = self.scheduler.plan(params, placement)
+            if plan.params != params:  # degraded: the video actually made may be cached already
+                job = await self.video_cache.new_job(request, plan.params, tenant)
+            job.deadline_at, job.estimated_completion_at = plan.deadline_at, plan.estimated_completion_at
+            job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
+        job.priority, job.tenant = placement.tier.name, tenant
+        job.accelerations = list(self.accelerations)
+        job.warnings = self.job_warnings(params) if self.job_warnings else []
+        if self.notifier is not None:
+            self.notifier.attach(job, request)
+        self.store.create(job)
+        if job.cached:  # completed already: its only transition is None -> completed
+            self.finisher.announce(job)
+            return job
+        self.scheduler.start(self.expire)
+        try:
+            await self.scheduler.enqueue(job)
+        except Exception:  # not queued, so not accepted: take the record back if the store still answers
+            self.store.delete(job.id)
+            raise
+        self.bus.publish(queued_event(job, await self.broker.position(job.id)))
+        await self.scheduler.count_queue()
+        return job
+
+    async def expire(self, job_id: str) -> None:
+        """A queued job's deadline passed: it is failed now and never runs."""
+        job = self.store.get(job_id)
+        if job is not None and job.status is JobStatus.queued and await self.scheduler.dequeue(job):
+            await self.finisher.expire(job, "its deadline passed while it was queued")
+
+    def _final_among(self, job_ids: list[str]) -> set[str]:
+        """The ids whose jobs are final (or gone): what workers finished unseen by this process."""
+        final = set()
+        for job_id in job_ids:
+            job = self.store.get(job_id)
+            if job is None or job.status.final:
+                final.add(job_id)
+        return final
+
+    def get(self, job_id: str) -> Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise job_not_found(job_id)
+        return job
+
+    def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
+        try:
+            return self.store.list(limit, after) if tenant is None else self.store.list_for_tenant(tenant, limit, after)
+        except KeyError:
+            raise ReelserveError(ErrorCode.invalid_parameter, f"no video with id '{after}'", param="after") from None
+
+    async def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.status.final:
+            return job
+        if job.status is JobStatus.in_progress:
+            self.stop_requested.add(job_id)  # its row leaves its batch at the next step boundary
+        await self.scheduler.dequeue(job)
+        await self.scheduler.count_queue()
+        if not self.finisher.cancel(job):
+            return self.get(job_id)  # it finished first; nothing to cancel
+        return job
+
+    async def delete(self, job_id: str) -> None:
+        job = self.get(job_id)
+        if not job.status.final:
+            await self.cancel(job_id)
+        await self.video_cache.drop_job(job_id)
+        self.store.delete(job_id)
+        self.storage.delete_prefix(job_prefix(job_id))
+
+    async def wait(self, job_id: str, timeout: float) -> Job:
+        async with self.bus.subscribe(job_id) as events:
+            job = self.get(job_id)
+            try:
+                async with asyncio.timeout(timeout):
+                    while not job.status.final:
+                        try:
+                            async with asyncio.timeout(_EVENT_POLL_S):
+                                while not (await events.get()).final:
+                                    pass
+                        except TimeoutError:
+                            pass  # no final event: look at the record anyway (an event may be lost)
+                        job = self.get(job_id)
+            except TimeoutError:
+                job = self.get(job_id)
+        return job
+
+    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        async with self.bus.subscribe(job_id) as events:
+            snapshot = await self._snapshot(self.get(job_id))
+            yield snapshot
+            while not snapshot.final:
+                try:
+                    async with asyncio.timeout(_EVENT_POLL_S):
+                        event = await events.get()
+                except TimeoutError:  # quiet: the record (and queue position) may have moved on
+                    event = await self._snapshot(self.get(job_id))
+                    if event.status == snapshot.status and event.queue_position == snapshot.queue_position:
+                        continue
+                snapshot = event
+                yield snapshot
+
+    async def _snapshot(self, job: Job) -> JobEvent:
+        if job.status is JobStatus.queued:
+            return queued_event(job, await self.broker.position(job.id))
+        return status_event(job)
+
+    def content(self, job_id: str, variant: Variant) -> Content:
+        job = self.get(job_id)
+        if job.status is not JobStatus.completed:
+            raise ReelserveError(
+                ErrorCode.conflict, f"video '{job_id}' is {job.status.value}; content exists once completed"
+            )
+        if variant == "thumbnail":
+            return Content(self.storage, job.thumbnail_key or thumbnail_key(job_id), THUMBNAIL_CONTENT_TYPE)
+        return Content(self.storage, job.video_key or video_key(job_id), MP4_CONTENT_TYPE)
+
+    async def queue_depth(self) -> int:
+        return await self.broker.depth()
+
+    def model_info(self) -> dict[str, Any]:
+        tiers = self.scheduler.tiers
+        return model_object(
+            self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier, self.card
+        )

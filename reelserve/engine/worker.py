@@ -1,0 +1,103 @@
+"""The worker side of the service: claim, batch, run, finish. It consumes the queue that a front
+fills (in this process, or an API process elsewhere), runs batches on the pipeline thread through
+the batch loop, keeps the shared queue's leases, and hands every outcome to the finisher."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from reelserve.engine.batch_loop import BatchLoop
+from reelserve.engine.events import Events
+from reelserve.engine.finisher import JobFinisher, RunningJobs
+from reelserve.engine.leases import LeaseKeeper
+from reelserve.engine.progress import StepProgress
+from reelserve.engine.scheduler import Scheduler
+from reelserve.jobs.base import Broker, JobStore
+from reelserve.metrics import Metrics
+from reelserve.stats import StatsRecorder, WorkerStatus
+
+if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
+    from reelserve.engine.runner import PipelineRunner
+
+log = logging.getLogger(__name__)
+
+# Longest a draining worker waits to hand back what it read ahead. The hand-back is a courtesy: jobs
+# it could not give back are still in the queue's pending list, and live workers reclaim them.
+HAND_BACK_S = 10.0
+
+
+class Worker:
+    """Runs one model's batches once ``start`` hands it a runner.
+
+    :param running: the jobs it claimed and has not finished (shared with the finisher).
+    :param stop_requested: ids whose rows leave their batch at the next step (cancels, lost leases).
+    :param lease_interval_s: with a shared queue, seconds between heartbeats of running jobs and
+        reclaims of dead workers' jobs; None for a queue no other process reads.
+    """
+
+    def __init__(
+        self, *, store: JobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher, metrics: Metrics,
+        stats: StatsRecorder, bus: Events, running: RunningJobs, stop_requested: set[str], accelerations: list[str],
+        model_name: str, lease_interval_s: float | None = None,
+    ) -> None:
+        self.broker, self.finisher, self.running, self.model_name = broker, finisher, running, model_name
+        self.runner: PipelineRunner | None = None
+        progress = StepProgress(store, bus, stop_requested, scheduler.shared_queue)
+        self.batches = BatchLoop(
+            store=store, broker=broker, scheduler=scheduler, finisher=finisher, progress=progress,
+            metrics=metrics, stats=stats, bus=bus, running=running, stop_requested=stop_requested,
+            accelerations=accelerations,
+        )
+        self._leases = None
+        if lease_interval_s is not None:
+            self._leases = LeaseKeeper(
+                broker, lease_interval_s, lambda: list(running.claimed), self.batches.drop_lost,
+                self.batches.reclaimed.update, self.batches.give_up,
+            )
+        self._loop_task: asyncio.Task[None] | None = None
+        self._lease_task: asyncio.Task[None] | None = None
+
+    async def start(self, runner: PipelineRunner) -> None:
+        """Start running batches with ``runner`` (a loaded, warmed-up pipeline)."""
+        self.runner = runner
+        self._loop_task = asyncio.create_task(self.batches.run(runner), name="reelserve-engine")
+        if self._leases is not None:
+            self._lease_task = asyncio.create_task(self._leases.run(), name="reelserve-leases")
+
+    async def drain(self, timeout: float) -> int:
+        """Take no more batches, let the running one finish (up to ``timeout`` seconds; past that
+        ``stop`` abandons it and other workers reclaim its jobs), then hand back what was read ahead.
+        Returns how many jobs were handed back."""
+        self.batches.draining = True
+        if self._loop_task is not None:
+            if not self.batches.inferring:  # waiting for work or gathering a batch: the batcher hands it back
+                self._loop_task.cancel()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.gather(self._loop_task, return_exceptions=True)
+            except TimeoutError:
+                log.warning("the running batch did not finish within %.0fs; abandoning it", timeout)
+        await self.finisher.wait()
+        try:
+            async with asyncio.timeout(HAND_BACK_S):
+                return await self.broker.release()
+        except TimeoutError:
+            log.warning("handing back read-ahead jobs took over %.0fs; other workers will reclaim them", HAND_BACK_S)
+            return 0
+
+    async def stop(self) -> None:
+        """Stop taking batches and abandon the running one at its next step; its jobs stay in
+        progress in the store, for the next start (or another worker) to run again."""
+        for task in (self._loop_task, self._lease_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.finisher.wait()
+        self.batches.shutdown()
+
+    def status(self, name: str) -> WorkerStatus:
+        """This process as a worker on the dashboard."""
+        state = "loading" if self.runner is None else "busy" if self.running.claimed else "idle"
+        return WorkerStatus(name=name, model=self.model_name, state=state, running=len(self.running.claimed))
