@@ -164,7 +164,7 @@ class WorkerServer(_SharedQueueServer):
 
         @app.get("/metrics")
         async def metrics() -> Response:
-            return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+            return Response(await asyncio.to_thread(self.metrics.render), media_type="text/plain; version=0.0.4")
 
         return app
 

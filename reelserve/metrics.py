@@ -120,4 +120,6 @@ class Metrics:
         self.registry.register(_JobsByStatus(count))
 
     def render(self) -> bytes:
+        """The exposition text. Call it off the event loop: it reads the job store (``watch_jobs``);
+        every collector here may be read from another thread."""
         return generate_latest(self.registry)

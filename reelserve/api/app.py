@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
@@ -73,6 +75,6 @@ def create_app(
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(await asyncio.to_thread(metrics.render), media_type="text/plain; version=0.0.4")
 
     return app

@@ -100,7 +100,7 @@ class JobAccess:
         if video_id is None:
             return
         caller = caller_of(request)
-        job = self._service.get(video_id)  # raises not_found for an unknown id
+        job = await self._service.get(video_id)  # raises not_found for an unknown id
         if not caller.may_access(job.tenant):
             raise job_not_found(video_id)
 

@@ -8,6 +8,7 @@ page: a malformed header is 400, a range that starts past the end or runs backwa
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, Literal
 
@@ -30,26 +31,31 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def content_response(content: Content, request: Request, delivery: ContentDelivery, presign_ttl_s: int) -> Response:
+async def content_response(
+    content: Content, request: Request, delivery: ContentDelivery, presign_ttl_s: int
+) -> Response:
+    """Storage calls that may touch the disk or the network (S3) run off the event loop."""
     storage = content.storage
     presign = getattr(storage, "presigned_url", None)
     if delivery == "presigned" and presign is not None:
         # 307 keeps the method; clients and browsers follow it to the object store.
         return RedirectResponse(presign(content.key, presign_ttl_s), status_code=307)
-    size = storage.size(content.key)
+    size = await asyncio.to_thread(storage.size, content.key)
     wanted = byte_range(request.headers.get("range"), size)
     headers = {"accept-ranges": "bytes"}
     path = storage.local_path(content.key)
     if wanted is None:
         if path is not None:
             return FileResponse(path, media_type=content.media_type, headers=headers)
-        return Response(storage.get(content.key), media_type=content.media_type, headers=headers)
+        return Response(await asyncio.to_thread(storage.get, content.key), media_type=content.media_type,
+                        headers=headers)
     if path is not None:
         # FileResponse serves the (already checked) range itself, with sendfile.
         return FileResponse(path, media_type=content.media_type, headers=headers)
     start, end = wanted
     headers["content-range"] = f"bytes {start}-{end}/{size}"
-    return Response(storage.read_range(content.key, start, end), status_code=206, media_type=content.media_type,
+    body = await asyncio.to_thread(storage.read_range, content.key, start, end)
+    return Response(body, status_code=206, media_type=content.media_type,
                     headers=headers)
 
 

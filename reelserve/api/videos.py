@@ -136,7 +136,7 @@ def videos_router(
     ) -> dict[str, Any]:
         """Newest first. With API keys on, only the caller's own jobs (an admin key: every job)."""
         caller = caller_of(request)
-        jobs = service.list(limit + 1, after, None if caller.sees_everything else caller.tenant)
+        jobs = await service.list(limit + 1, after, None if caller.sees_everything else caller.tenant)
         page = jobs[:limit]
         return {
             "object": "list",
@@ -148,7 +148,7 @@ def videos_router(
 
     @router.get("/{video_id:video_id}", operation_id="retrieveVideo", responses=_JOB_RESPONSES)
     async def retrieve_video(video_id: VideoId) -> dict[str, Any]:
-        return service.get(video_id).to_video_object()
+        return (await service.get(video_id)).to_video_object()
 
     @router.delete(
         "/{video_id:video_id}", operation_id="deleteVideo",
@@ -171,8 +171,8 @@ def videos_router(
     ) -> Response:
         """The MP4 (HTTP Range supported) or the JPEG thumbnail; 409 until the job completes. With
         presigned content delivery, a 307 to the object store instead."""
-        content = service.content(video_id, variant)
-        return content_response(content, request, content_delivery, presign_ttl_s)
+        content = await service.content(video_id, variant)
+        return await content_response(content, request, content_delivery, presign_ttl_s)
 
     @router.get(
         "/{video_id:video_id}/events",

@@ -14,7 +14,8 @@ from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
-from reelserve.jobs.base import Broker, JobStore
+from reelserve.jobs.async_store import AsyncJobStore
+from reelserve.jobs.base import Broker
 from reelserve.metrics import Metrics
 from reelserve.schemas import ErrorCode, EventType, Job, JobError, JobEvent, JobStatus
 from reelserve.stats import StatsRecorder
@@ -32,7 +33,7 @@ class BatchLoop:
     those rows at its next step boundary."""
 
     def __init__(
-        self, *, store: JobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
+        self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
         progress: StepProgress, metrics: Metrics, stats: StatsRecorder, bus: Events, running: RunningJobs,
         stop_requested: set[str], accelerations: list[str],
     ) -> None:
@@ -77,8 +78,14 @@ class BatchLoop:
             self.stats.batch_ran(len(batch))
             params = [(job.id, job.params) for job in batch]
 
-            def on_step(ids: list[str], step: int, total: int) -> None:
-                loop.call_soon_threadsafe(self.progress.on_step, ids, step, total)
+            def on_step(ids: list[str], step: int, total: int) -> None:  # on the pipeline thread
+                try:
+                    events = self.progress.on_step(ids, step, total)
+                except Exception as exc:  # noqa: BLE001 - progress is best-effort; the run goes on
+                    log.warning("recording progress failed (%s: %s)", type(exc).__name__, exc)
+                    return
+                for event in events:
+                    loop.call_soon_threadsafe(self.bus.publish, event)
 
             self.inferring = True
             try:
@@ -111,7 +118,7 @@ class BatchLoop:
         now = time.time()
         waiting = []
         for job_id in job_ids:
-            job = self.store.get(job_id)
+            job = await self.store.get(job_id)
             reclaimed = job_id in self.reclaimed
             self.reclaimed.discard(job_id)
             if job is None or job.status.final:  # cancelled or deleted while it waited, or done elsewhere
@@ -134,7 +141,7 @@ class BatchLoop:
             job.accelerations = list(self.accelerations)  # what this process really runs with
             job.timings.queue_s = now - job.created_at
             job.estimated_completion_at, job.batch_size = finish_by + position * write_s, len(waiting)
-            if self.store.save(job, expect=expect):
+            if await self.store.save(job, expect=expect):
                 self.scheduler.claim(job, now)
                 self.metrics.queue_wait.observe(job.timings.queue_s)
                 self.bus.publish(status_event(job))
@@ -153,11 +160,11 @@ class BatchLoop:
         self.running.lost.update(running)
         self.stop_requested.update(running)
 
-    def give_up(self, job_id: str) -> None:
+    async def give_up(self, job_id: str) -> None:
         """Delivered to workers too often (each one died or stalled with it): fail it for good."""
-        job = self.store.get(job_id)
+        job = await self.store.get(job_id)
         if job is not None and not job.status.final:
-            self.finisher.give_up(job)
+            await self.finisher.give_up(job)
 
     async def publish_positions(self) -> None:
         """Tell listeners of waiting jobs that the queue moved."""

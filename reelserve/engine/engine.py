@@ -22,7 +22,7 @@ class Engine(VideoFront):
     def __init__(self, *, lease_interval_s: float | None = None, **front: Any) -> None:
         super().__init__(**front)
         self.worker = Worker(
-            store=self.store, broker=self.broker, scheduler=self.scheduler, finisher=self.finisher,
+            store=self.jobs, broker=self.broker, scheduler=self.scheduler, finisher=self.finisher,
             metrics=self.metrics, stats=self.stats, bus=self.bus, running=self.running,
             stop_requested=self.stop_requested, accelerations=self.accelerations, model_name=self.model_name,
             lease_interval_s=lease_interval_s,

@@ -23,7 +23,8 @@ from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.scheduler import Scheduler
 from reelserve.engine.storage_keys import thumbnail_key, video_key
 from reelserve.engine.video_cache import VideoCache
-from reelserve.jobs.base import Broker, JobStore
+from reelserve.jobs.async_store import AsyncJobStore
+from reelserve.jobs.base import Broker
 from reelserve.metrics import Metrics
 from reelserve.schemas import ErrorCode, Job, JobError, JobStatus
 from reelserve.stats import StatsRecorder
@@ -51,7 +52,7 @@ class JobFinisher:
     """Takes a claimed job to its final state, exactly once (the store's compare-and-set decides
     which process and which run of a job gets there)."""
 
-    def __init__(self, *, store: JobStore, broker: Broker, storage: Storage, metrics: Metrics,
+    def __init__(self, *, store: AsyncJobStore, broker: Broker, storage: Storage, metrics: Metrics,
                  stats: StatsRecorder, scheduler: Scheduler, video_cache: VideoCache, bus: Events,
                  notifier: WebhookNotifier | None, running: RunningJobs) -> None:
         self.store, self.broker, self.storage = store, broker, storage
@@ -82,35 +83,35 @@ class JobFinisher:
             job.status, job.error, job.completed_at = JobStatus.failed, error, time.time()
             self._spawn(self._record_failure(job))
 
-    def settle(self, job: Job, expect: frozenset[JobStatus]) -> bool:
+    async def settle(self, job: Job, expect: frozenset[JobStatus]) -> bool:
         """Save ``job``'s final state if its stored status is one of ``expect`` (compare-and-set), and
         then finish it. False: another transition got there first, and nothing was changed."""
-        if not self.store.save(job, expect=expect):
+        if not await self.store.save(job, expect=expect):
             return False
         self.finished(job)
         return True
 
-    def cancel(self, job: Job) -> bool:
+    async def cancel(self, job: Job) -> bool:
         """A queued or running job the caller cancelled (already out of the queue)."""
         job.status, job.completed_at = JobStatus.cancelled, time.time()
-        return self.settle(job, UNFINISHED)
+        return await self.settle(job, UNFINISHED)
 
     async def expire(self, job: Job, why: str) -> None:
         """A queued job whose deadline passed: it never runs."""
         await self.scheduler.dequeue(job)
         job.status, job.completed_at = JobStatus.failed, time.time()
         job.error = JobError(code=ErrorCode.deadline_exceeded, message=f"deadline exceeded: {why}")
-        if self.settle(job, QUEUED):
+        if await self.settle(job, QUEUED):
             self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
 
-    def give_up(self, job: Job) -> None:
+    async def give_up(self, job: Job) -> None:
         """A job delivered to workers too often (each one died or stalled with it)."""
         job.status, job.completed_at = JobStatus.failed, time.time()
         job.error = JobError(
             code=ErrorCode.worker_lost,
             message=f"the workers running this job were lost {job.attempts} times; it was given up on",
         )
-        self.settle(job, UNFINISHED)
+        await self.settle(job, UNFINISHED)
 
     def finished(self, job: Job) -> None:
         """Every path to a final status ends here, once per job."""
@@ -192,7 +193,7 @@ class JobFinisher:
         delay = RETRY_S
         while True:
             try:
-                return self.store.save(job, expect=RUNNING)
+                return await self.store.save(job, expect=RUNNING)
             except Exception as exc:  # noqa: BLE001 - any store failure: the result must not be dropped
                 log.warning("saving %s failed (%s: %s); retrying in %.0fs", job.id, type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)

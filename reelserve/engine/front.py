@@ -26,6 +26,7 @@ from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
 from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
 from reelserve.engine.video_cache import VideoCache
+from reelserve.jobs.async_store import AsyncJobStore
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.metrics import Metrics
 from reelserve.schemas import (
@@ -105,8 +106,9 @@ class VideoFront:
         self.scheduler.final_among = self._final_among
         self.stop_requested = stop_requested if stop_requested is not None else set()
         self.running = RunningJobs()  # claimed by a worker in this process; none without one
+        self.jobs = AsyncJobStore(store)  # every store call on the loop goes through it, off the loop
         self.finisher = JobFinisher(
-            store=store, broker=broker, storage=storage, metrics=metrics, stats=self.stats,
+            store=self.jobs, broker=broker, storage=storage, metrics=metrics, stats=self.stats,
             scheduler=self.scheduler, video_cache=self.video_cache, bus=self.bus, notifier=notifier,
             running=self.running,
         )
@@ -132,7 +134,7 @@ class VideoFront:
         Returns how many jobs were re-queued."""
         self.scheduler.start(self.expire)  # jobs whose deadline passed while we were down fail at once
         requeued = 0
-        for job in self.store.unfinished():
+        for job in await self.jobs.unfinished():
             if self.scheduler.shared_queue:
                 # Running jobs belong to live workers, or are reclaimed from dead ones; a queued job
                 # lacks its entry only if the API lost Redis between writing it and queueing it.
@@ -142,12 +144,12 @@ class VideoFront:
                 continue
             if job.status is JobStatus.in_progress:
                 job.status, job.progress = JobStatus.queued, 0
-                if not self.store.save(job, expect=RUNNING):
+                if not await self.jobs.save(job, expect=RUNNING):
                     continue
             await self.scheduler.enqueue(job)
             requeued += 1
         if self.notifier is not None:
-            self.notifier.resume()
+            await self.notifier.resume()
         return requeued
 
     async def stop(self) -> None:
@@ -159,6 +161,7 @@ class VideoFront:
         if self.notifier is not None:
             await self.notifier.stop()
         self.finisher.shutdown()
+        self.jobs.close()
 
     # -- the service ------------------------------------------------------------------------
 
@@ -173,10 +176,12 @@ class VideoFront:
         params = resolve_request(request, model, self.limits)
         if self.notifier is not None:
             await self.notifier.check(request, tenant)
+        await self.scheduler.reconcile(tenant)
         placement = self.scheduler.place(request, tenant)
         job = await self.video_cache.new_job(request, params, tenant)
         if not job.cached:  # a cached video is handed out even when the pipeline is refusing work
             self.scheduler.check_circuit()
+            await self.scheduler.reconcile(tenant, placement.tier)
             self.scheduler.check_share(tenant, placement)
             await self.scheduler.refresh_depth()
             plan = self.scheduler.plan(params, placement)
@@ -189,7 +194,7 @@ class VideoFront:
         job.warnings = self.job_warnings(params) if self.job_warnings else []
         if self.notifier is not None:
             self.notifier.attach(job, request)
-        self.store.create(job)
+        await self.jobs.create(job)
         if job.cached:  # completed already: its only transition is None -> completed
             self.finisher.announce(job)
             return job
@@ -197,7 +202,7 @@ class VideoFront:
         try:
             await self.scheduler.enqueue(job)
         except Exception:  # not queued, so not accepted: take the record back if the store still answers
-            self.store.delete(job.id)
+            await self.jobs.delete(job.id)
             raise
         self.bus.publish(queued_event(job, await self.broker.position(job.id)))
         await self.scheduler.count_queue()
@@ -205,54 +210,56 @@ class VideoFront:
 
     async def expire(self, job_id: str) -> None:
         """A queued job's deadline passed: it is failed now and never runs."""
-        job = self.store.get(job_id)
+        job = await self.jobs.get(job_id)
         if job is not None and job.status is JobStatus.queued and await self.scheduler.dequeue(job):
             await self.finisher.expire(job, "its deadline passed while it was queued")
 
-    def _final_among(self, job_ids: list[str]) -> set[str]:
+    async def _final_among(self, job_ids: list[str]) -> set[str]:
         """The ids whose jobs are final (or gone): what workers finished unseen by this process."""
         final = set()
         for job_id in job_ids:
-            job = self.store.get(job_id)
+            job = await self.jobs.get(job_id)
             if job is None or job.status.final:
                 final.add(job_id)
         return final
 
-    def get(self, job_id: str) -> Job:
-        job = self.store.get(job_id)
+    async def get(self, job_id: str) -> Job:
+        job = await self.jobs.get(job_id)
         if job is None:
             raise job_not_found(job_id)
         return job
 
-    def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
+    async def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
         try:
-            return self.store.list(limit, after) if tenant is None else self.store.list_for_tenant(tenant, limit, after)
+            if tenant is None:
+                return await self.jobs.list(limit, after)
+            return await self.jobs.list_for_tenant(tenant, limit, after)
         except KeyError:
             raise ReelserveError(ErrorCode.invalid_parameter, f"no video with id '{after}'", param="after") from None
 
     async def cancel(self, job_id: str) -> Job:
-        job = self.get(job_id)
+        job = await self.get(job_id)
         if job.status.final:
             return job
         if job.status is JobStatus.in_progress:
             self.stop_requested.add(job_id)  # its row leaves its batch at the next step boundary
         await self.scheduler.dequeue(job)
         await self.scheduler.count_queue()
-        if not self.finisher.cancel(job):
-            return self.get(job_id)  # it finished first; nothing to cancel
+        if not await self.finisher.cancel(job):
+            return await self.get(job_id)  # it finished first; nothing to cancel
         return job
 
     async def delete(self, job_id: str) -> None:
-        job = self.get(job_id)
+        job = await self.get(job_id)
         if not job.status.final:
             await self.cancel(job_id)
         await self.video_cache.drop_job(job_id)
-        self.store.delete(job_id)
-        self.storage.delete_prefix(job_prefix(job_id))
+        await self.jobs.delete(job_id)
+        await asyncio.to_thread(self.storage.delete_prefix, job_prefix(job_id))
 
     async def wait(self, job_id: str, timeout: float) -> Job:
         async with self.bus.subscribe(job_id) as events:
-            job = self.get(job_id)
+            job = await self.get(job_id)
             try:
                 async with asyncio.timeout(timeout):
                     while not job.status.final:
@@ -262,21 +269,21 @@ class VideoFront:
                                     pass
                         except TimeoutError:
                             pass  # no final event: look at the record anyway (an event may be lost)
-                        job = self.get(job_id)
+                        job = await self.get(job_id)
             except TimeoutError:
-                job = self.get(job_id)
+                job = await self.get(job_id)
         return job
 
     async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         async with self.bus.subscribe(job_id) as events:
-            snapshot = await self._snapshot(self.get(job_id))
+            snapshot = await self._snapshot(await self.get(job_id))
             yield snapshot
             while not snapshot.final:
                 try:
                     async with asyncio.timeout(_EVENT_POLL_S):
                         event = await events.get()
                 except TimeoutError:  # quiet: the record (and queue position) may have moved on
-                    event = await self._snapshot(self.get(job_id))
+                    event = await self._snapshot(await self.get(job_id))
                     if event.status == snapshot.status and event.queue_position == snapshot.queue_position:
                         continue
                 snapshot = event
@@ -287,8 +294,8 @@ class VideoFront:
             return queued_event(job, await self.broker.position(job.id))
         return status_event(job)
 
-    def content(self, job_id: str, variant: Variant) -> Content:
-        job = self.get(job_id)
+    async def content(self, job_id: str, variant: Variant) -> Content:
+        job = await self.get(job_id)
         if job.status is not JobStatus.completed:
             raise ReelserveError(
                 ErrorCode.conflict, f"video '{job_id}' is {job.status.value}; content exists once completed"

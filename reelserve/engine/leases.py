@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from reelserve.cancellation import reraise_if_cancelled
 from reelserve.jobs.base import Broker
@@ -30,7 +30,7 @@ class LeaseKeeper:
         running: Callable[[], list[str]],
         lost: Callable[[list[str]], None],
         reclaimed: Callable[[list[str]], None],
-        given_up: Callable[[str], None],
+        given_up: Callable[[str], Awaitable[None]],
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive; got {interval_s}")
@@ -59,4 +59,4 @@ class LeaseKeeper:
             log.warning("took over %d jobs of a worker presumed dead: %s", len(reclaimed), reclaimed)
             self._reclaimed(reclaimed)
         for job_id in given_up:
-            self._given_up(job_id)
+            await self._given_up(job_id)

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from reelserve.jobs.async_store import AsyncJobStore
 from reelserve.jobs.base import JobStore
 from reelserve.schemas import Job, VideoCreateRequest, WebhookDelivery, WebhookStatus, invalid
 from reelserve.webhooks import WebhookSender, check_webhook_url_async, job_message_id, job_payload
@@ -29,7 +30,7 @@ class WebhookNotifier:
         secret_for: Callable[[str | None], str | None],
         allow: Sequence[str] = (),
     ) -> None:
-        self.store = store
+        self.store = AsyncJobStore(store, name="reelserve-webhook-store")
         self.sender = sender
         self._secret_for = secret_for
         self.allow = list(allow)
@@ -60,11 +61,11 @@ class WebhookNotifier:
         self._sending[job.id] = task
         task.add_done_callback(lambda _: self._sending.pop(job.id, None))
 
-    def resume(self, now: float | None = None) -> int:
+    async def resume(self, now: float | None = None) -> int:
         """Send the webhooks a previous run owed (final jobs whose delivery is still pending)."""
         cutoff, after, resumed = (now or time.time()) - _RESUME_WINDOW_S, None, 0
         while True:
-            page = self.store.list(100, after)
+            page = await self.store.list(100, after)
             for job in page:
                 if job.status.final and job.webhook is not None and job.webhook.status is WebhookStatus.pending:
                     self.finished(job)
@@ -78,15 +79,16 @@ class WebhookNotifier:
             task.cancel()
         await asyncio.gather(*self._sending.values(), return_exceptions=True)
         await self.sender.aclose()
+        self.store.close()
 
     async def _send(self, job_id: str) -> None:
-        job = self.store.get(job_id)
+        job = await self.store.get(job_id)
         if job is None or job.webhook_url is None:
             return
         secret = self._secret_for(job.tenant)
         if secret is None:  # the key's secret was removed since it submitted
-            self._persist(job_id, job.webhook.model_copy(update={"status": WebhookStatus.failed,
-                                                                 "last_error": "no signing secret"}))
+            await self._persist(job_id, job.webhook.model_copy(update={"status": WebhookStatus.failed,
+                                                                       "last_error": "no signing secret"}))
             return
         try:
             await self.sender.deliver(
@@ -97,8 +99,8 @@ class WebhookNotifier:
         except Exception:  # a webhook never takes the server down; the job keeps its last state
             log.exception("webhook of %s failed unexpectedly", job_id)
 
-    def _persist(self, job_id: str, state: WebhookDelivery) -> None:
-        job = self.store.get(job_id)
+    async def _persist(self, job_id: str, state: WebhookDelivery) -> None:
+        job = await self.store.get(job_id)
         if job is not None:
             job.webhook = state
-            self.store.save(job, expect={job.status})
+            await self.store.save(job, expect={job.status})

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from reelserve.jobs.base import Broker
 from reelserve.metrics import Metrics
 from reelserve.schemas import GenerationParams, Job, ModelLimits, ReelserveError, VideoCreateRequest
 from reelserve.schemas.errors import ErrorCode
-from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel
+from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel, Tier
 from reelserve.schemas.tenants import is_anonymous
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Scheduler:
         self.tenant_queue_share = options.tenant_queue_share
         # Shared queue: workers finish jobs unseen here. Before a tenant is refused for what it holds,
         # the ids the store says are final are dropped, at most once a second per tenant.
-        self.final_among: Callable[[list[str]], set[str]] | None = None
+        self.final_among: Callable[[list[str]], Awaitable[set[str]]] | None = None
         self._reconciled: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=_RECONCILE_S, timer=clock)
         self._admission_eta: dict[str, float] = {}
         self._deadlines: DeadlineWatch | None = None
@@ -104,10 +104,24 @@ class Scheduler:
 
     # -- admission ----------------------------------------------------------------------------
 
+    async def reconcile(self, tenant: str | None, tier: Tier | None = None) -> None:
+        """Shared queue: before ``tenant`` is refused for what it holds (its concurrent jobs; with
+        ``tier``, its share of that tier's queue), drop the jobs the store says are final, which
+        workers finished unseen here. At most once a second per tenant."""
+        held = self._active.get(tenant or "")
+        if not self.shared_queue or self.final_among is None or not held or (tenant or "") in self._reconciled:
+            return
+        if tier is None:
+            limit = self.tiers.policy(tenant).max_concurrent_jobs
+            if not limit or len(held) < limit:
+                return
+        elif (cap := self._share_cap(tenant, tier)) is None or self._held(tenant or "", tier.name) < cap:
+            return
+        self._reconciled[tenant or ""] = True
+        for job_id in await self.final_among(list(held)):
+            held.pop(job_id, None)
+
     def place(self, request: VideoCreateRequest, tenant: str | None) -> Placement:
-        limit = self.tiers.policy(tenant).max_concurrent_jobs
-        if limit and len(self._active.get(tenant or "", ())) >= limit:
-            self._forget_finished(tenant or "")
         try:
             return self.admission.place(request, tenant, len(self._active.get(tenant or "", ())))
         except ReelserveError as error:
@@ -124,18 +138,17 @@ class Scheduler:
             self._count_rejection(error)
             raise
 
-    def _check_share(self, tenant: str | None, placement: Placement) -> None:
+    def _share_cap(self, tenant: str | None, tier: Tier) -> int | None:
+        """Most jobs of ``tier`` ``tenant`` may hold; None: no cap."""
         if is_anonymous(tenant):
-            return
-        assert tenant is not None
-        tier = placement.tier
+            return None
         share = self.tiers.policy(tenant).queue_share or self.tenant_queue_share
-        if share >= 1.0:
-            return
-        cap = max(1, math.floor(share * tier.max_queue))
-        if self._held(tenant, tier.name) >= cap:
-            self._forget_finished(tenant)
-        if self._held(tenant, tier.name) >= cap:
+        return None if share >= 1.0 else max(1, math.floor(share * tier.max_queue))
+
+    def _check_share(self, tenant: str | None, placement: Placement) -> None:
+        tier = placement.tier
+        cap = self._share_cap(tenant, tier)
+        if cap is not None and self._held(tenant or "", tier.name) >= cap:
             raise ReelserveError(
                 ErrorCode.queue_full,
                 f"this API key holds its share of the {tier.name} queue ({cap} of {tier.max_queue} jobs); "
@@ -150,14 +163,6 @@ class Scheduler:
 
     def _held(self, tenant: str, tier: str) -> int:
         return sum(1 for name in self._active.get(tenant, {}).values() if name == tier)
-
-    def _forget_finished(self, tenant: str) -> None:
-        held = self._active.get(tenant)
-        if not self.shared_queue or self.final_among is None or not held or tenant in self._reconciled:
-            return
-        self._reconciled[tenant] = True
-        for job_id in self.final_among(list(held)):
-            held.pop(job_id, None)
 
     def check_circuit(self) -> None:
         if self.circuit is None:

@@ -1,4 +1,5 @@
-"""The whole of what the HTTP layer knows about the engine."""
+"""The whole of what the HTTP layer knows about the engine. Every call that reads or writes the job
+store is a coroutine: the store works off the event loop (``AsyncJobStore``)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,10 @@ class VideoService(Protocol):
         """Validate, persist and enqueue; the job is durable when this returns. A cache hit comes back
         already completed. ``tenant`` (a hash of the caller's API key) keeps per-tenant caches apart."""
 
-    def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str) -> Job:
         """Raises ``ReelserveError(not_found)``."""
 
-    def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
+    async def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
         """Newest first; with ``tenant``, only that tenant's jobs."""
 
     async def cancel(self, job_id: str) -> Job: ...
@@ -43,10 +44,10 @@ class VideoService(Protocol):
     def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         """A snapshot event, then live events until the job is final."""
 
-    def content(self, job_id: str, variant: Variant) -> Content:
+    async def content(self, job_id: str, variant: Variant) -> Content:
         """Raises not_found, or conflict while the job is unfinished."""
 
-    def queue_depth(self) -> int: ...
+    async def queue_depth(self) -> int: ...
 
     def model_info(self) -> dict[str, Any]:
         """The served model as an OpenAI ``model`` object, with each parameter's default and range."""

@@ -80,7 +80,7 @@ class VideoCache:
         if self.cache is None or job.cache_key is None or job.video_key is None:
             return
         try:
-            size = self.storage.size(job.video_key)
+            size = await asyncio.to_thread(self.storage.size, job.video_key)
         except FileNotFoundError:
             return
         batch = job.batch_size or 1

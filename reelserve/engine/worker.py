@@ -14,7 +14,8 @@ from reelserve.engine.finisher import JobFinisher, RunningJobs
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
-from reelserve.jobs.base import Broker, JobStore
+from reelserve.jobs.async_store import AsyncJobStore
+from reelserve.jobs.base import Broker
 from reelserve.metrics import Metrics
 from reelserve.stats import StatsRecorder, WorkerStatus
 
@@ -38,13 +39,13 @@ class Worker:
     """
 
     def __init__(
-        self, *, store: JobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher, metrics: Metrics,
+        self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher, metrics: Metrics,
         stats: StatsRecorder, bus: Events, running: RunningJobs, stop_requested: set[str], accelerations: list[str],
         model_name: str, lease_interval_s: float | None = None,
     ) -> None:
         self.broker, self.finisher, self.running, self.model_name = broker, finisher, running, model_name
         self.runner: PipelineRunner | None = None
-        progress = StepProgress(store, bus, stop_requested, scheduler.shared_queue)
+        progress = StepProgress(store.sync, stop_requested, scheduler.shared_queue)  # on the pipeline thread
         self.batches = BatchLoop(
             store=store, broker=broker, scheduler=scheduler, finisher=finisher, progress=progress,
             metrics=metrics, stats=stats, bus=bus, running=running, stop_requested=stop_requested,

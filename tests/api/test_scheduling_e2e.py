@@ -149,7 +149,7 @@ def test_an_oom_in_a_batch_of_four_fails_only_the_row_that_cannot_fit(server: Ru
     assert failed["error"]["code"] == "out_of_memory"
     assert pipeline.batch_sizes[1:] == [4, 2, 2, 1, 1]  # halves, then the marked half's halves
     assert all(results[job["id"]]["batch_size"] == 4 for job in jobs)
-    key = server.server.engine.get(jobs[0]["id"]).params.batch_key()
+    key = server.server.engine.store.get(jobs[0]["id"]).params.batch_key()
     assert server.server.engine.scheduler.batcher.limit_for(key) == 2  # learned: 4 rows of this shape do not fit
 
 

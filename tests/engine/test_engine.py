@@ -124,7 +124,7 @@ async def test_cancelled_running_job_stops_at_next_step(engine: Engine, parts: d
     await engine.cancel(victim.id)
     mate_done = await wait_final(engine, mate.id)
     assert mate_done.status is JobStatus.completed and mate_done.batch_size == 2
-    assert engine.get(victim.id).status is JobStatus.cancelled
+    assert (await engine.get(victim.id)).status is JobStatus.cancelled
     outcome = parts["runner"].outcomes[-1]
     assert 1 <= outcome.stopped_at[victim.id] < steps
     assert victim.id not in outcome.frames
@@ -212,3 +212,43 @@ async def test_a_hand_back_that_never_answers_does_not_hold_up_the_drain(
             assert await engine.drain(timeout=5) == 0  # nothing given back: the pending list keeps it
     finally:
         await engine.stop()
+
+
+class LoopWatching:
+    """A real store (or storage) that notes every call made on a thread running an event loop."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner, self.on_loop = inner, []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                self.on_loop.append(name)
+            except RuntimeError:  # no loop on this thread: the store's thread, or the pipeline's
+                pass
+            return method(*args, **kwargs)
+
+        return call
+
+
+async def test_no_job_store_or_storage_call_runs_on_the_event_loop(parts: dict[str, Any]) -> None:
+    store = parts["store"] = LoopWatching(parts["store"])
+    storage = parts["storage"] = LoopWatching(parts["storage"])
+    engine = make_engine(parts, max_batch_size=4)
+    await engine.recover()
+    await engine.start(parts["runner"])
+    try:
+        done = await wait_final(engine, (await engine.submit(request("a lantern"))).id)
+        assert done.status is JobStatus.completed
+        cancelled = await engine.cancel((await engine.submit(request("cancel me", num_inference_steps=50))).id)
+        assert cancelled.status is JobStatus.cancelled
+        assert [job.id for job in await engine.list(10, None)] == [cancelled.id, done.id]
+        assert (await engine.content(done.id, "video")).key == done.video_key
+        await engine.delete(done.id)
+        assert not await asyncio.to_thread(storage.exists, done.video_key)
+    finally:
+        await engine.stop()
+    assert store.on_loop == [] and storage.on_loop == []
