@@ -45,3 +45,19 @@ def test_the_check_sees_a_process_that_loaded_torch() -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_the_api_role_builds_a_front_and_no_worker(redis_server: RedisServer, tmp_path: Path) -> None:
+    from reelserve.distributed import ApiServer, WorkerServer
+    from reelserve.engine.engine import Engine
+    from reelserve.engine.front import VideoFront
+    from reelserve.settings import Settings
+
+    settings = Settings(model="tiny", device="cpu", redis_url=redis_server.url, data_dir=tmp_path)
+    api, worker = ApiServer(settings), WorkerServer(settings)
+    try:
+        assert type(api.engine) is VideoFront  # no batch loop, pipeline thread or leases
+        assert isinstance(worker.engine, Engine) and worker.engine.worker.runner is None
+    finally:
+        for server in (api, worker):
+            server.sync_redis.close()
