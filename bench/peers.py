@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,7 +105,9 @@ def run_round(url: str, ask: Ask, clients: int, requests: list[tuple[str, int]],
 def peer(kind: str, shape: list[str], *extra: str, timeout: float = 300) -> Iterator[str]:
     port = free_port()
     command = [sys.executable, str(HERE / "peer_servers.py"), kind, "--port", str(port), *shape, *extra]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A session of its own, so its whole group goes at the end: LitServe's inference workers are
+    # processes of their own, which a terminate of the server alone would leave running.
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -120,12 +124,25 @@ def peer(kind: str, shape: list[str], *extra: str, timeout: float = 300) -> Iter
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process and everything it started, SIGKILL to what is left after 30 s."""
+    for sig, wait in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
         try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)  # anyone of the group left?
+            except ProcessLookupError:
+                process.wait(10)
+                return
+            process.poll()  # reap the leader, so only live members keep the group
+            time.sleep(0.1)
 
 
 def systems(args: argparse.Namespace) -> dict[str, tuple[Callable[[], object], Ask]]:
@@ -140,6 +157,7 @@ def systems(args: argparse.Namespace) -> dict[str, tuple[Callable[[], object], A
         "naive": (lambda: peer("naive", shape), ask_peer),
         "reelserve": (lambda: server(*serve), one_trip),
         "reelserve-quality": (lambda: server(*serve, "--preset", "quality"), one_trip),
+        "reelserve-8": (lambda: server(*serve, "--max-batch-size", "8"), one_trip),
     }
     for batch in (4, 8):
         table[f"litserve-{batch}"] = (

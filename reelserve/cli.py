@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 import socket
+import sys
 import time
 import types
 import typing
@@ -243,13 +244,21 @@ def generate(
     )
 
 
+# Commands that serve: a machine given to serving, whose thread count warm-up measures.
+SERVING_COMMANDS = frozenset({"serve", "worker"})
+
+
 def main() -> None:
-    # Passive waiting: libgomp's worker threads otherwise spin between parallel regions, and on a
-    # machine whose cores are busy elsewhere a spinning thread steals the core its partner needs:
-    # `reelserve generate` took 2.5-3x as long beside one busy core (docs/benchmarks.md, "A busy
-    # machine"). Read once when torch loads libgomp, so it is set before any import of torch;
-    # a value the user exported wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Passive waiting for the one-shot commands: libgomp's worker threads otherwise spin between
+    # parallel regions, and on a machine whose cores are busy elsewhere a spinning thread steals
+    # the core its partner needs: `reelserve generate` took 2.5-3x as long beside one busy core
+    # (docs/benchmarks.md, "A busy machine"). Not for the servers: passive waiting wakes every
+    # thread at every parallel region, and a batch of four micro clips took 3.05 s with it against
+    # 1.60 s with libgomp's default short spin (bench/cpu_threads.py, "The hot path"); a server's
+    # warm-up measures its thread count instead, so a busy machine gets fewer threads. Read once when
+    # torch loads libgomp, so it is set before any import of torch; a value the user exported wins.
+    if sys.argv[1:2] == [] or sys.argv[1] not in SERVING_COMMANDS:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 

@@ -9,7 +9,8 @@ from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
 from reelserve.models import LoadedModel, LoadOptions, ModelSpec
-from reelserve.models.options import resolve_placement
+from reelserve.models.options import cpu_threads, resolve_placement
+from reelserve.models.thread_tuning import tune_cpu_threads
 from reelserve.server import accelerations
 from reelserve.settings import Settings
 
@@ -51,11 +52,28 @@ def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> 
     )
 
 
-def runner_for(model: LoadedModel, settings: Settings, metrics: Metrics | None = None) -> PipelineRunner:
+def cpu_threads_for(model: LoadedModel, settings: Settings) -> tuple[int | None, str]:
+    """Torch's thread count for the pipeline thread, and why: as ``--cpu-threads`` says; unset on
+    CPU, measured as part of warm-up (``thread_tuning``); on a GPU, or with no warm-up, left alone
+    (None: every core the process may use, as loading set it)."""
+    if model.device.type != "cpu":
+        return None, "not tuned: the model runs on a GPU"
+    if settings.cpu_threads is not None:
+        return settings.cpu_threads, f"{settings.cpu_threads}, as --cpu-threads says"
+    if settings.warmup_runs == 0:  # a start that skips its measurements skips this one too
+        return None, "not tuned: --warmup-runs 0"
+    choice = tune_cpu_threads(model, settings.max_batch_size, cpu_threads(load_options(settings)))
+    return choice.threads, f"{choice.describe()}"
+
+
+def runner_for(
+    model: LoadedModel, settings: Settings, metrics: Metrics | None = None, cpu_threads: int | None = None
+) -> PipelineRunner:
     return PipelineRunner(
         model.pipeline,
         model.device,
         model.max_sequence_length,
         text_embeddings=text_embedding_cache(settings, metrics),
         accelerated=model.accelerated,
+        cpu_threads=cpu_threads,
     )

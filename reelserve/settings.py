@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     cpu_offload: bool = Field(False, description="Offload idle sub-models to CPU (CUDA only).")
     vae_tiling: bool = Field(False, description="Decode the VAE in tiles to cap memory.")
     cpu_threads: int | None = Field(
-        None, ge=1, description="Torch's CPU threads; unset: every core this process may use (its affinity)."
+        None,
+        ge=1,
+        description="Torch's CPU threads for the pipeline; unset: measured at warm-up (1, 2, 4, ... up to "
+        "the cores this process may use; the fastest call wins).",
     )
     # Accelerations (docs/accelerations.md). Unset ones come from --preset, else are off.
     preset: Literal["quality", "balanced", "fast"] | None = Field(

@@ -155,3 +155,19 @@ def test_serve_refuses_a_port_in_use_before_saying_serving(tmp_path: Path) -> No
     assert result.exit_code == 2
     assert f"127.0.0.1:{port}" in result.output and "--port" in result.output
     assert "serving" not in result.output
+
+
+def test_the_servers_keep_libgomps_own_wait_policy() -> None:
+    """A server spins briefly between parallel regions (libgomp's default): passive waiting made a
+    batch of four micro clips take twice as long (docs/benchmarks.md, "The hot path")."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from reelserve import cli; "
+            "cli.app = lambda: print(os.environ.get('OMP_WAIT_POLICY', 'unset')); sys.argv[1:] = [{!r}]; cli.main()")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for command, policy in (("serve", "unset"), ("worker", "unset"), ("generate", "PASSIVE"), ("models", "PASSIVE")):
+        ran = subprocess.run([sys.executable, "-c", code.format(command)], env=env, capture_output=True, text=True,
+                             timeout=60)
+        assert ran.stdout.split() == [policy], (command, ran.stderr)

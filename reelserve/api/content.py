@@ -93,3 +93,35 @@ def _unsatisfiable(header: str, size: int) -> ReelserveError:
         param="Range",
         headers={"content-range": f"bytes */{size}"},
     )
+
+
+def prefers_mp4(accept: str | None) -> bool:
+    """Does an ``Accept`` header ask for the MP4 itself rather than the JSON video object? Only when
+    it names ``video/mp4`` (or ``video/*``) with a weight at least JSON's; ``*/*``, or no header,
+    keeps the OpenAI shape (JSON)."""
+    weights: dict[str, float] = {}
+    for part in (accept or "").split(","):
+        kind, *params = (piece.strip().lower() for piece in part.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights[kind] = max(weight, weights.get(kind, 0.0))
+    video = max(weights.get("video/mp4", 0.0), weights.get("video/*", 0.0))
+    json = max(weights.get("application/json", 0.0), weights.get("application/*", 0.0), weights.get("*/*", 0.0))
+    return video > 0 and video >= json
+
+
+async def mp4_reply(content: Content, job_id: str, headers: dict[str, str]) -> Response:
+    """A finished job's MP4 as the answer to the request that made it (one round trip), whatever the
+    content delivery: a POST is never redirected to the object store."""
+    headers = {"content-location": f"/v1/videos/{job_id}/content", **headers}
+    path = content.storage.local_path(content.key)
+    if path is not None:
+        return FileResponse(path, media_type=content.media_type, headers=headers)
+    body = await asyncio.to_thread(content.storage.get, content.key)
+    return Response(body, media_type=content.media_type, headers=headers)

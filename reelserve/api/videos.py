@@ -10,11 +10,11 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.convertors import Convertor, register_url_convertor
 
 from reelserve.api.auth import JobAccess, caller_of
-from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response
+from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response, mp4_reply, prefers_mp4
 from reelserve.api.errors import error_responses
 from reelserve.api.request_body import FORM_TYPES, looks_like_json, media_type, parse_form_body, parse_json_body
 from reelserve.engine.service import VideoService
-from reelserve.schemas import ErrorCode, ReelserveError, VideoCreateRequest
+from reelserve.schemas import ErrorCode, JobStatus, ReelserveError, VideoCreateRequest
 from reelserve.schemas.jobs import JOB_ID_PATTERN
 
 
@@ -79,7 +79,10 @@ _JOB_LINKS = {
 # Every status a route can answer, so a client generated from /openapi.json knows them. 503: the
 # distributed mode's Redis is unreachable, or the circuit breaker is open (create).
 _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {**_VIDEO_OBJECT, "links": _JOB_LINKS},
+    200: {"description": "the video object; with ?wait (or /sync) and Accept: video/mp4, a completed job's MP4 "
+                         "itself (its id in X-Reelserve-Video-Id)",
+          "content": {**_VIDEO_OBJECT["content"], "video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+          "links": _JOB_LINKS},
     202: {**_VIDEO_OBJECT, "links": _JOB_LINKS,
           "description": "with ?wait: the job, not final yet when the wait ended"},
     **error_responses(400, 401, 403, 413, 422, 429, 503),
@@ -105,6 +108,10 @@ def videos_router(
         if wait is None:
             return JSONResponse(job.to_video_object())
         job = await service.wait(job.id, wait)
+        if job.status is JobStatus.completed and prefers_mp4(request.headers.get("accept")):
+            headers = {"x-reelserve-video-id": job.id, "x-reelserve-batch-size": str(job.batch_size or 1),
+                       "x-reelserve-cached": str(job.cached).lower()}
+            return await mp4_reply(await service.content(job.id, "video"), job.id, headers)
         return JSONResponse(job.to_video_object(), status_code=200 if job.status.final else 202)
 
     @router.post(
@@ -115,7 +122,8 @@ def videos_router(
         request: Request, wait: Annotated[float | None, Query(description="seconds to wait")] = None
     ) -> Response:
         """Accepts JSON or form bodies. With ``wait``, answers 200 once the job is final, or 202
-        with the job to poll if ``wait`` seconds pass first."""
+        with the job to poll if ``wait`` seconds pass first; a completed job comes back as its MP4
+        itself when ``Accept`` prefers ``video/mp4`` (one round trip; the id in X-Reelserve-Video-Id)."""
         return await create(request, wait)
 
     @router.post(

@@ -8,7 +8,8 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
     from reelserve.engine.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 
@@ -45,6 +47,10 @@ class BatchLoop:
         # Shared queue: jobs taken over from a dead worker (they may be in progress in the store).
         self.reclaimed: set[str] = set()
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
+
+    async def on_pipeline_thread(self, call: Callable[..., T], *args: object) -> T:
+        """Run ``call`` on the thread that runs the batches (see ``Worker.on_model_thread``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, call, *args)
 
     def shutdown(self) -> None:
         """After ``run`` ends: wait for an abandoned pipeline call to reach its next step and leave."""

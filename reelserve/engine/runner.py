@@ -75,8 +75,11 @@ class PipelineRunner:
         text_embeddings: TextEmbeddingCache | None = None,
         accelerated: Accelerated | None = None,
         family: ModelFamily | None = None,
+        cpu_threads: int | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Torch keeps its thread count per OS thread: set on the thread that runs, at every call.
+        self.cpu_threads = cpu_threads
         self.device = device
         self.max_sequence_length = max_sequence_length
         self.text_embeddings = text_embeddings
@@ -97,6 +100,8 @@ class PipelineRunner:
         Progress restarts at step 1 for each call after a split. Exceptions other than running out
         of memory propagate unchanged: the whole batch failed.
         """
+        if self.cpu_threads is not None and torch.get_num_threads() != self.cpu_threads:
+            torch.set_num_threads(self.cpu_threads)
         first = batch[0][1]
         assert all(p.batch_key() == first.batch_key() for _, p in batch), "mixed batch keys"
         started = time.perf_counter()

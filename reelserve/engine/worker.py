@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from reelserve.engine.batch_loop import BatchLoop
 from reelserve.engine.events import Events
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
     from reelserve.engine.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Longest a draining worker waits to hand back what it read ahead. The hand-back is a courtesy: jobs
 # it could not give back are still in the queue's pending list, and live workers reclaim them.
@@ -59,6 +61,16 @@ class Worker:
             )
         self._loop_task: asyncio.Task[None] | None = None
         self._lease_task: asyncio.Task[None] | None = None
+
+    async def on_model_thread(self, call: Callable[..., T], *args: object) -> T:
+        """Run ``call`` (loading, warm-up, thread tuning) on the thread that will run the batches.
+
+        Every torch call of the process on one thread: each thread that runs torch ops on CPU is an
+        OpenMP master with a team of its own, and once libgomp manages more threads than there are
+        cores it throttles their spinning, so every parallel region waits as if passive. Loaded and
+        warmed up on a second thread, the micro model ran a batch of four in 3.2 s instead of
+        1.6-1.8 s (docs/benchmarks.md, "The hot path")."""
+        return await self.batches.on_pipeline_thread(call, *args)
 
     async def start(self, runner: PipelineRunner) -> None:
         """Start running batches with ``runner`` (a loaded, warmed-up pipeline)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan import load_wan_pipeline, spatial_multiple
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
 from reelserve.schemas.requests import GenerationParams, ModelLimits
+
+if TYPE_CHECKING:  # the engine builds on the models; only ``generate`` reaches up, at run time
+    from reelserve.engine.cost_model import CallTiming
 
 __all__ = ["LoadedModel", "ModelSpec", "get_spec", "list_specs", "load_model", "weights_source"]
 
@@ -40,6 +43,7 @@ class LoadedModel:
     dtype: torch.dtype
     max_sequence_length: int
     accelerated: Accelerated | None = None
+    last_calls: list[CallTiming] = field(default_factory=list)  # of the last ``generate``
 
     def warm_up(self, runs: int = 1, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """Run the pipeline ``runs`` times per batch size; return the seconds spent.
@@ -91,6 +95,7 @@ class LoadedModel:
         outcome = runner.run(rows)
         if outcome.errors:  # a row that did not fit in memory even alone
             raise MemoryError(next(iter(outcome.errors.values())).message)
+        self.last_calls = outcome.calls  # what the runner measured (thread tuning reads it)
         return np.stack([outcome.frames[key] for key, _ in rows])
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from support import RunningServer, gate_pipeline, serve, wait_until
 
+from reelserve.api.content import prefers_mp4
 from reelserve.schemas import MAX_PROMPT_CHARS
 
 
@@ -231,3 +232,13 @@ def test_not_ready_until_warm(tmp_path: Path) -> None:
     client = TestClient(app)  # no lifespan: the model is never loaded
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").status_code == 503
+
+
+@pytest.mark.parametrize(
+    ("accept", "mp4"),
+    [("video/mp4", True), ("video/*", True), ("application/json, video/mp4", True), ("video/mp4;q=0.9, */*;q=0.1", True),
+     (None, False), ("*/*", False), ("application/json", False), ("application/json, video/mp4;q=0.5", False),
+     ("video/mp4;q=0", False), ("video/mp4;q=oops", False), ("text/html, application/xhtml+xml", False)],
+)
+def test_only_an_accept_header_that_prefers_mp4_gets_the_mp4(accept: str | None, mp4: bool) -> None:
+    assert prefers_mp4(accept) is mp4

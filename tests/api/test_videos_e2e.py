@@ -109,3 +109,22 @@ def _metric(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} missing from /metrics")
+
+
+def test_a_sync_request_that_accepts_mp4_gets_the_video_in_one_round_trip(server: RunningServer) -> None:
+    body = {"prompt": "a kite over a hill", "size": "32x32", "num_frames": 5, "num_inference_steps": 2, "seed": 4}
+    reply = server.client.post("/v1/videos/sync", json=body, headers={"Accept": "video/mp4"})
+    assert reply.status_code == 200 and reply.headers["content-type"] == "video/mp4"
+    video_id = reply.headers["x-reelserve-video-id"]
+    assert reply.headers["content-location"] == f"/v1/videos/{video_id}/content"
+    assert probe_mp4(reply.content).frames == 5
+    assert server.client.get(f"/v1/videos/{video_id}").json()["status"] == "completed"
+    assert server.client.get(f"/v1/videos/{video_id}/content").content == reply.content  # the same file
+
+    # JSON stays the default: no Accept, */*, or JSON preferred; and a job that is not waited for.
+    for accept in (None, "*/*", "application/json, video/mp4;q=0.5"):
+        headers = {"Accept": accept} if accept else {}
+        job = server.client.post("/v1/videos/sync", json={**body, "seed": 5}, headers=headers)
+        assert job.headers["content-type"] == "application/json" and job.json()["status"] == "completed"
+    queued = server.client.post("/v1/videos", json={**body, "seed": 6}, headers={"Accept": "video/mp4"})
+    assert queued.headers["content-type"] == "application/json" and queued.json()["object"] == "video"
