@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-
 class BatchLoop:
     """``run`` serves batches until ``draining`` is set; ``inferring`` says a pipeline call is under
     way (a drain lets it finish). ``stop_requested`` is shared with the pipeline thread, which drops

@@ -68,10 +68,23 @@ class SqliteJobStore:
             self._conn.close()
             raise
 
+    def _switch_to_wal(self) -> str:
+        """``PRAGMA journal_mode = WAL``, retried while another process holds the new database: two
+        servers starting on one data directory at once both switch it, and SQLite answers the loser
+        "database is locked" at once, without consulting the busy timeout (seen in CI)."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                return str(self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)  # a back-off between attempts, bounded by the busy timeout
+
     def _init_db(self) -> None:
         conn = self._conn
         conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._switch_to_wal()
         if str(mode).lower() != "wal":
             raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = FULL")  # a job is on disk before the API answers 2xx
