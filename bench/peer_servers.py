@@ -122,10 +122,8 @@ def serve_litserve(shape: Shape, port: int, max_batch: int, window_ms: float) ->
                api_server_worker_type="thread")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("kind", choices=["naive", "litserve"])
-    parser.add_argument("--port", type=int, required=True)
+def add_shape_options(parser: argparse.ArgumentParser) -> None:
+    """What every server of a peer comparison serves alike: model, clip shape, steps, guidance, device."""
     parser.add_argument("--model", default="micro")
     parser.add_argument("--size", default="64x64")
     parser.add_argument("--frames", type=int, default=17)
@@ -133,6 +131,13 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--fps", type=int, default=8)
     parser.add_argument("--device", default="cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["naive", "litserve"])
+    parser.add_argument("--port", type=int, required=True)
+    add_shape_options(parser)
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--window-ms", type=float, default=50.0)
     args = parser.parse_args()

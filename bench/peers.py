@@ -33,6 +33,7 @@ from pathlib import Path
 import av
 import httpx
 from _harness import free_port, machine, percentile, print_table, server
+from peer_servers import add_shape_options
 
 HERE = Path(__file__).resolve().parent
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -169,13 +170,7 @@ def systems(args: argparse.Namespace) -> dict[str, tuple[Callable[[], object], A
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="micro")
-    parser.add_argument("--size", default="64x64")
-    parser.add_argument("--frames", type=int, default=17)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--fps", type=int, default=8)
-    parser.add_argument("--device", default="cpu")
+    add_shape_options(parser)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=2)
