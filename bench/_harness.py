@@ -47,13 +47,17 @@ def server_process(*flags: str, timeout: float = 180, role: str = "serve") -> It
     with tempfile.TemporaryDirectory() as data_dir:
         command = [sys.executable, "-m", "reelserve", role, "--port", str(port), "--data-dir", data_dir,
                    "--log-level", "warning", *flags]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The log goes to a file, not a pipe: a pipe nobody reads during the run fills up and
+        # then blocks the server at its next log line, which would time the pipe, not the server.
+        log_path = Path(data_dir) / "server.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(process.stderr.read().decode() if process.stderr else "server died")
+                    raise RuntimeError(log_path.read_text(errors="replace")[-3000:] or "server died")
                 try:
                     if httpx.get(url + "/readyz", timeout=2).status_code == 200:
                         break

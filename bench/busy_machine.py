@@ -1,8 +1,8 @@
 """`reelserve generate` against a server request on an idle machine and beside one busy core.
 
 The same request (micro model defaults, one seed) runs three ways: `reelserve generate` as shipped
-(OMP_WAIT_POLICY=PASSIVE unless the user set it), `reelserve generate` with libgomp's own wait policy
-(the CLI's app called without `main()`, as before the fix), and a running server's /v1/videos/sync.
+(libgomp's own wait policy, the cores idle at its start), `reelserve generate` as it was before
+(OMP_WAIT_POLICY=PASSIVE, every core), and a running server's /v1/videos/sync.
 The busy core is a plain Python spin loop, bounded in time. Each cell is the median inference time of
 ``--repeats`` runs, as each path reports it (`inference_s` on the CLI line, `timings.inference_s` on
 the video object).
@@ -27,9 +27,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import machine, median, print_table, server  # noqa: E402
 
 PROMPT = "a red circle moving right"
-CLI_AS_SHIPPED = [sys.executable, "-m", "reelserve"]
-# The CLI without main(): libgomp then keeps its default policy (spin, then sleep).
-CLI_GOMP_DEFAULT = [sys.executable, "-c", "from reelserve.cli import app; app()"]
+CLI = [sys.executable, "-m", "reelserve"]
+CORES = len(os.sched_getaffinity(0))
+# (label, environment, extra flags): as shipped, and as before (passive waiting on every core).
+GENERATES = (
+    ("generate", {}, []),
+    ("generate, passive wait, every core (before)", {"OMP_WAIT_POLICY": "PASSIVE"}, ["--cpu-threads", str(CORES)]),
+)
 
 
 @contextmanager
@@ -44,9 +48,9 @@ def busy_core(seconds: float) -> Iterator[None]:
         process.wait(10)
 
 
-def generate_s(command: list[str], seed: int, out: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    result = subprocess.run([*command, "generate", PROMPT, "--seed", str(seed), "-o", str(out)],
+def generate_s(extra_env: dict[str, str], flags: list[str], seed: int, out: Path) -> float:
+    env = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, **extra_env}
+    result = subprocess.run([*CLI, "generate", PROMPT, "--seed", str(seed), "-o", str(out), *flags],
                             capture_output=True, text=True, env=env, timeout=300, check=True)
     return float(re.search(r"inference_s=([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
 
@@ -65,15 +69,12 @@ def main(repeats: int = typer.Option(3, min=1, max=10, help="Runs per cell (medi
         for row, (label, busy) in enumerate((("idle", nullcontext), ("one core busy", lambda: busy_core(600)))):
             seeds = range(100 * (row + 1), 100 * (row + 1) + repeats)  # new seeds: no result-cache hits
             with busy():
-                cells = [
-                    median([generate_s(CLI_AS_SHIPPED, seed, out) for seed in seeds]),
-                    median([generate_s(CLI_GOMP_DEFAULT, seed, out) for seed in seeds]),
-                    median([server_s(url, seed) for seed in seeds]),
-                ]
-            rows.append([label, *(f"{c:.2f}" for c in cells)])
+                cells = [median([generate_s(env, flags, seed, out) for seed in seeds]) for _, env, flags in GENERATES]
+                cells.append(median([server_s(url, seed) for seed in seeds]))
+            rows.append([label, *(f"{c:.2f}" for c in cells), f"{cells[0] / cells[-1]:.2f}"])
     print(f"machine: {machine()}")
     print_table("Inference seconds, micro defaults (64x64, 17 frames, 25 steps), median of "
-                f"{repeats}", ["machine", "generate (passive wait)", "generate (libgomp default)", "server"], rows)
+                f"{repeats}", ["machine", *(label for label, _, _ in GENERATES), "server", "generate / server"], rows)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -108,13 +109,17 @@ def peer(kind: str, shape: list[str], *extra: str, timeout: float = 300) -> Iter
     command = [sys.executable, str(HERE / "peer_servers.py"), kind, "--port", str(port), *shape, *extra]
     # A session of its own, so its whole group goes at the end: LitServe's inference workers are
     # processes of their own, which a terminate of the server alone would leave running.
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # Its log goes to a file, as reelserve's does (bench/_harness.py): a pipe unread during the run
+    # would fill up and block the peer.
+    log_file = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log_file, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(process.stderr.read().decode()[-3000:] if process.stderr else f"{kind} died")
+                log_file.seek(0)
+                raise RuntimeError(log_file.read().decode(errors="replace")[-3000:] or f"{kind} died")
             try:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
                     break
@@ -126,6 +131,7 @@ def peer(kind: str, shape: list[str], *extra: str, timeout: float = 300) -> Iter
         yield url
     finally:
         stop_group(process)
+        log_file.close()
 
 
 def stop_group(process: subprocess.Popen[bytes]) -> None:

@@ -1,7 +1,8 @@
-"""Serving overhead: one request through HTTP (sync endpoint, real server process) vs the same
-batch run directly in-process by the runner (the engine's own denoising loop), and vs diffusers'
-own ``WanPipeline.__call__`` on the same request, same model and settings, interleaved so drift
-hits all of them.
+"""Serving overhead: one request through HTTP (sync endpoint, real server process at its defaults)
+vs the same batch run directly in-process by the runner (the engine's own denoising loop, with the
+server's default accelerations), and vs diffusers' own ``WanPipeline.__call__`` on the same
+request, same model and settings, interleaved so drift hits all of them. A second table itemises
+the server's time from the video object's own timings.
 
     .venv/bin/python bench/serving_overhead.py [--runs 10] [--size 128x128 --frames 17 --steps 8]
 """
@@ -15,6 +16,7 @@ import httpx
 import torch
 from _harness import machine, median, print_table, server
 
+from reelserve.accel.options import SERVING_DEFAULTS
 from reelserve.engine.runner import PipelineRunner
 from reelserve.models import LoadOptions, load_model
 from reelserve.schemas import VideoCreateRequest, resolve_request
@@ -31,16 +33,16 @@ def main() -> None:
     body = {"prompt": "a lighthouse in a storm", "size": args.size, "num_frames": args.frames,
             "num_inference_steps": args.steps, "seed": 1}
 
-    model = load_model("tiny", LoadOptions(device="cpu"))
+    model = load_model("tiny", LoadOptions(device="cpu", accelerations=SERVING_DEFAULTS))
     model.warm_up(2)
-    runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length)
+    runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length, accelerated=model.accelerated)
     params = resolve_request(VideoCreateRequest(**body), "tiny", model.limits)
 
     direct, direct_encoded, http, diffusers_call = [], [], [], []
-    # max-wait 0: a lone request should not sit in the batching window in this comparison; no result
-    # cache: every run repeats the same seeded request, which would otherwise be a cache hit
+    timings: dict[str, list[float]] = {"queue_s": [], "inference_s": [], "encode_s": [], "total_s": []}
+    # No result cache: every run repeats the same seeded request, which would otherwise be a cache hit.
     with (
-        server("--model", "tiny", "--device", "cpu", "--max-wait-ms", "0", "--warmup-runs", "2", "--no-cache-enabled") as url,
+        server("--model", "tiny", "--device", "cpu", "--warmup-runs", "2", "--no-cache-enabled") as url,
         httpx.Client(base_url=url, timeout=300) as client,
     ):
         client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up
@@ -65,6 +67,8 @@ def main() -> None:
             job = client.post("/v1/videos/sync", json=body).json()
             assert job["status"] == "completed", job
             http.append(time.perf_counter() - started)
+            for name, values in timings.items():
+                values.append(job["timings"][name])
 
     base = median(direct)
     rows = [
@@ -80,6 +84,29 @@ def main() -> None:
         f"median of {args.runs} interleaved runs\n{machine()}",
         ["path", "median ms", "ratio to the runner"], rows,
     )
+    print_table("Where the server's time goes (medians; from the video object's timings)",
+                ["part", "median ms"], itemised(http, timings, median(direct), median(direct_encoded)))
+
+
+def itemised(http: list[float], timings: dict[str, list[float]], runner_s: float, runner_encoded_s: float) -> list[list[str]]:
+    """The HTTP request in parts: outside the job (request, validation, creation, response), the fill
+    window and claim (queue), the pipeline call, writing the outputs, and the rest of the job (its
+    final save and events). Beside each, what the in-process runner spent on the same part."""
+    outside = [wall - total for wall, total in zip(http, timings["total_s"], strict=True)]
+    rest = [total - queue - inference - encode for total, queue, inference, encode in zip(
+        timings["total_s"], timings["queue_s"], timings["inference_s"], timings["encode_s"], strict=True)]
+
+    def ms(values: list[float]) -> str:
+        return f"{median(values) * 1000:.1f}"
+
+    return [
+        ["HTTP outside the job: request, validation, creation, response", ms(outside)],
+        ["queue: the fill window and the claim", ms(timings["queue_s"])],
+        [f"pipeline call (in-process runner: {runner_s * 1000:.1f})", ms(timings["inference_s"])],
+        [f"MP4 + thumbnail + storage (in-process MP4: {(runner_encoded_s - runner_s) * 1000:.1f})", ms(timings["encode_s"])],
+        ["rest of the job: final save, events", ms(rest)],
+        ["total over HTTP", ms(http)],
+    ]
 
 
 if __name__ == "__main__":

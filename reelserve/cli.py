@@ -203,14 +203,17 @@ def generate(
     device: str = "auto",
     dtype: str = "auto",
     cpu_threads: Annotated[
-        int | None, typer.Option(min=1, help="Torch's CPU threads; unset: every core this process may use.")
+        int | None, typer.Option(min=1, help="Torch's CPU threads; unset: the cores this process may use that "
+                                 "are idle now (sampled for 0.1 s).")
     ] = None,
 ) -> None:
     """Generate one video in-process, with a progress bar; prints the path and the timings."""
     import torch
 
+    from reelserve.accel.options import SERVING_DEFAULTS
     from reelserve.engine.runner import PipelineRunner
     from reelserve.models import LoadOptions, get_spec, load_model
+    from reelserve.models.options import idle_cores
     from reelserve.video import encode_mp4
 
     try:
@@ -221,7 +224,9 @@ def generate(
             guidance_scale_2=guidance_scale_2, seed=seed,
         )
         params = resolve_request(request, spec.name, spec.limits)
-        options = LoadOptions(device=device, dtype=dtype, path=model_path, cpu_threads=cpu_threads)  # type: ignore[arg-type]
+        # What a server runs a lone request with: its default accelerations, and every core that is free.
+        options = LoadOptions(device=device, dtype=dtype, path=model_path,  # type: ignore[arg-type]
+                              cpu_threads=cpu_threads or idle_cores(), accelerations=SERVING_DEFAULTS)
         started = time.perf_counter()
         _no_third_party_bars()
         loaded = load_model(spec.name, options)
@@ -229,7 +234,7 @@ def generate(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     load_s = time.perf_counter() - started
-    runner = PipelineRunner(loaded.pipeline, loaded.device, loaded.max_sequence_length)
+    runner = PipelineRunner(loaded.pipeline, loaded.device, loaded.max_sequence_length, accelerated=loaded.accelerated)
     columns = (TextColumn("denoising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("steps", total=params.num_inference_steps)
@@ -244,20 +249,21 @@ def generate(
     )
 
 
-# Commands that serve: a machine given to serving, whose thread count warm-up measures.
-SERVING_COMMANDS = frozenset({"serve", "worker"})
+# Commands that choose their threads for the machine as it is: the servers measure at warm-up,
+# `generate` counts the idle cores. They keep libgomp's short spin.
+MEASURING_COMMANDS = frozenset({"serve", "worker", "generate"})
 
 
 def main() -> None:
-    # Passive waiting for the one-shot commands: libgomp's worker threads otherwise spin between
-    # parallel regions, and on a machine whose cores are busy elsewhere a spinning thread steals
-    # the core its partner needs: `reelserve generate` took 2.5-3x as long beside one busy core
-    # (docs/benchmarks.md, "A busy machine"). Not for the servers: passive waiting wakes every
-    # thread at every parallel region, and a batch of four micro clips took 3.05 s with it against
-    # 1.60 s with libgomp's default short spin (bench/cpu_threads.py, "The hot path"); a server's
-    # warm-up measures its thread count instead, so a busy machine gets fewer threads. Read once when
-    # torch loads libgomp, so it is set before any import of torch; a value the user exported wins.
-    if sys.argv[1:2] == [] or sys.argv[1] not in SERVING_COMMANDS:
+    # Passive waiting for the other one-shot commands: libgomp's worker threads otherwise spin
+    # between parallel regions, and on a machine whose cores are busy elsewhere a spinning thread
+    # steals the core its partner needs: `reelserve generate` took 2.5-3x as long beside one busy
+    # core (docs/benchmarks.md, "A busy machine"). Not for the measuring commands: passive waiting
+    # wakes every thread at every parallel region, and a batch of four micro clips took 3.05 s with
+    # it against 1.60 s with libgomp's default short spin (bench/cpu_threads.py, "The hot path");
+    # they give a busy machine fewer threads instead. Read once when torch loads libgomp, so it is
+    # set before any import of torch; a value the user exported wins.
+    if sys.argv[1:2] == [] or sys.argv[1] not in MEASURING_COMMANDS:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 

@@ -4,13 +4,16 @@ module where they load the model; the API role never does, and so never imports 
 
 from __future__ import annotations
 
+import os
+
 from reelserve.accel.accelerate import check_options
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
 from reelserve.models import LoadedModel, LoadOptions, ModelSpec
-from reelserve.models.options import cpu_threads, resolve_placement
-from reelserve.models.thread_tuning import tune_cpu_threads
+from reelserve.engine.lane_tuning import short_full_batch, tune_lanes
+from reelserve.engine.lanes import PipelineLanes
+from reelserve.models.options import resolve_placement
 from reelserve.server import accelerations
 from reelserve.settings import Settings
 
@@ -52,23 +55,61 @@ def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> 
     )
 
 
-def cpu_threads_for(model: LoadedModel, settings: Settings) -> tuple[int | None, str]:
-    """Torch's thread count for the pipeline thread, and why: as ``--cpu-threads`` says; unset on
-    CPU, measured as part of warm-up (``thread_tuning``); on a GPU, or with no warm-up, left alone
-    (None: every core the process may use, as loading set it)."""
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def measures_lanes(settings: Settings) -> bool:
+    """Lanes and threads are measured at warm-up: on a CPU, with neither set, with a warm-up to
+    measure in, and with accelerations that a lane copy gets cheaply (compiling, exporting to ONNX
+    or quantizing once per lane would multiply the load time, or the weights)."""
+    options = load_options(settings)
+    device, _ = resolve_placement(options)
+    copied_cheaply = not options.accelerations.compile and options.accelerations.backend == "torch" \
+        and options.accelerations.quantization == "none"
+    return (device.type == "cpu" and settings.pipeline_lanes is None and settings.cpu_threads is None
+            and settings.warmup_runs > 0 and copied_cheaply)
+
+
+def lanes_to_load(settings: Settings) -> int:
+    """Pipeline copies to load: as --pipeline-lanes says; one per core when the split is measured
+    (they share their weights, so a copy costs its modules, not its parameters); else one."""
+    if settings.pipeline_lanes is not None:
+        return settings.pipeline_lanes
+    return available_cores() if measures_lanes(settings) else 1
+
+
+def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics | None = None) -> tuple[PipelineLanes, str]:
+    """The runner the worker runs batches with (lanes over ``model.lanes``, in use as the settings
+    say or as measured here), and why. Call it on the thread that loaded the model: lane 0 runs there."""
+    cache = text_embedding_cache(settings, metrics)
+    lanes = PipelineLanes([
+        PipelineRunner(lane.pipeline, lane.device, lane.max_sequence_length, text_embeddings=cache,
+                       accelerated=lane.accelerated)
+        for lane in model.lanes or [model]
+    ])
+    cores = available_cores()
     if model.device.type != "cpu":
-        return None, "not tuned: the model runs on a GPU"
-    if settings.cpu_threads is not None:
-        return settings.cpu_threads, f"{settings.cpu_threads}, as --cpu-threads says"
-    if settings.warmup_runs == 0:  # a start that skips its measurements skips this one too
-        return None, "not tuned: --warmup-runs 0"
-    choice = tune_cpu_threads(model, settings.max_batch_size, cpu_threads(load_options(settings)))
-    return choice.threads, f"{choice.describe()}"
+        lanes.use(1, None)
+        return lanes, "1 lane, threads not tuned: the model runs on a GPU"
+    if settings.pipeline_lanes is not None or settings.cpu_threads is not None:
+        count = settings.pipeline_lanes or 1
+        lanes.use(count, settings.cpu_threads or max(1, cores // count))
+        if count > 1 and settings.warmup_runs > 0:  # lane 0 is warm; the others' first calls are not
+            short_full_batch(model, lanes, settings.max_batch_size)
+        return lanes, f"{count} lane(s) x {lanes.threads} thread(s), as set"
+    if not measures_lanes(settings):
+        lanes.use(1, None)
+        return lanes, "1 lane, not tuned (--warmup-runs 0, or an acceleration copied at a cost per lane)"
+    choice = tune_lanes(model, lanes, settings.max_batch_size, cores)
+    return lanes, choice.describe()
 
 
 def runner_for(
     model: LoadedModel, settings: Settings, metrics: Metrics | None = None, cpu_threads: int | None = None
 ) -> PipelineRunner:
+    """One runner over ``model`` alone (no lanes), for one-shot use."""
     return PipelineRunner(
         model.pipeline,
         model.device,

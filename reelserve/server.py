@@ -261,7 +261,7 @@ class Server:
             storage=storage_for(settings),
             metrics=self.metrics,
             max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_wait_ms / 1000,
+            max_wait_s=None if settings.max_wait_ms is None else settings.max_wait_ms / 1000,
             cache=self.cache,
             semantic=semantic,
             cache_policy=policy,
@@ -347,19 +347,21 @@ class Server:
 
     async def _load_and_start(self) -> None:
         try:
-            from reelserve.model_host import cpu_threads_for, load_options, runner_for
+            from reelserve.model_host import lanes_to_load, load_options, pipeline_lanes_for
             from reelserve.models import load_model
 
             on_model_thread = self.worker_engine.worker.on_model_thread  # all torch work on one thread
-            model = await on_model_thread(load_model, self.spec.name, load_options(self.settings))
+            model = await on_model_thread(
+                load_model, self.spec.name, load_options(self.settings), lanes_to_load(self.settings)
+            )
             batch_sizes = tuple(range(1, self.settings.max_batch_size + 1))
             seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)
-            threads, why = await on_model_thread(cpu_threads_for, model, self.settings)
+            lanes, why = await on_model_thread(pipeline_lanes_for, model, self.settings, self.metrics)
         except Exception as exc:
             self.load_error = exc
             log.exception("loading model %s failed; the server stays not ready", self.spec.name)
             return
         log.info("model %s loaded and warmed up (%d runs, %.2fs)", self.spec.name, self.settings.warmup_runs, seconds)
-        log.info("cpu threads for the pipeline: %s", why)
+        log.info("pipeline lanes and cpu threads: %s", why)
         self.model = model
-        await self.worker_engine.start(runner_for(model, self.settings, self.metrics, cpu_threads=threads))
+        await self.worker_engine.start(lanes)

@@ -34,8 +34,15 @@ class Settings(BaseSettings):
     cpu_threads: int | None = Field(
         None,
         ge=1,
-        description="Torch's CPU threads for the pipeline; unset: measured at warm-up (1, 2, 4, ... up to "
-        "the cores this process may use; the fastest call wins).",
+        description="Torch's CPU threads for each pipeline lane; unset: measured at warm-up together with "
+        "--pipeline-lanes (1, 2, 4, ... up to the cores this process may use; the most videos per second wins).",
+    )
+    pipeline_lanes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Copies of the pipeline (sharing weights) that run batches at once, each on its own thread "
+        "with --cpu-threads threads. Unset: measured at warm-up on CPU (with --cpu-threads also unset), else 1.",
     )
     # Accelerations (docs/accelerations.md). Unset ones come from --preset, else are off.
     preset: Literal["quality", "balanced", "fast"] | None = Field(
@@ -56,9 +63,12 @@ class Settings(BaseSettings):
     channels_last: bool | None = Field(None, description="VAE 3-D convolutions in channels-last memory format.")
     group_offload: bool = Field(False, description="Stream transformer block groups from CPU (CUDA only).")
     warmup_runs: int = Field(1, ge=0, le=10, description="Pipeline runs before /readyz turns ready.")
-    max_batch_size: int = Field(4, ge=1, le=64, description="Most requests in one pipeline call.")
-    max_wait_ms: int = Field(
-        50, ge=0, le=60_000, description="How long a batch waits for compatible requests to join."
+    max_batch_size: int = Field(
+        4, ge=1, le=64, description="Most requests in one pipeline call (one batch, on one lane)."
+    )
+    max_wait_ms: int | None = Field(
+        None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
+        "join; unset: 5 % of what the last batch of its shape took, from 10 ms to 2 s (50 ms before the first)."
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

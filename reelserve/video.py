@@ -80,6 +80,7 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(_CRF), "preset": _PRESET}
+        stream.codec_context.thread_count = 1
         # Tag the stream BT.709 limited range and convert with that same matrix, so players
         # do not guess (untagged streams are decoded as BT.601 by some, BT.709 by others).
         codec_context = stream.codec_context

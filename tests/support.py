@@ -77,7 +77,8 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
 
     Serves ``tiny`` unless told otherwise: these tests are about the server, and tiny is the fastest model.
     """
-    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny"}
+    # One lane: these tests hold "the" pipeline to keep later jobs queued; the lane tests ask for more.
+    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "pipeline_lanes": 1}
     settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{**defaults, **overrides})
     server = Server(settings)
     uv = uvicorn.Server(serving_config(server.app, settings.model_copy(update={"log_level": "warning"})))
@@ -116,7 +117,8 @@ def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> It
     from reelserve.distributed import ApiServer, WorkerServer
 
     # A short drain: a test that ends with a batch held at its gate must not wait out the default.
-    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "claim_idle_s": 2.0, "drain_timeout_s": 5.0}
+    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "claim_idle_s": 2.0, "drain_timeout_s": 5.0,
+                                   "pipeline_lanes": 1}
     common = {"data_dir": data_dir, "device": "cpu", "redis_url": redis_url, **defaults, **overrides}
     api = ApiServer(Settings(port=free_port(), **common))  # type: ignore[arg-type]
     worker = WorkerServer(Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]
@@ -153,8 +155,11 @@ class GatedFamily:
     Lets a test hold the engine busy so later jobs are provably queued, without sleeping. A batch
     holding a prompt with "boom" in it fails, as a model that fell over would."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, shares: GatedFamily | None = None) -> None:
         self.real = real
+        if shares is not None:  # another lane's: one gate holds every lane
+            self.gate, self.entered = shares.gate, shares.entered
+            return
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
@@ -175,11 +180,15 @@ class GatedFamily:
 
 
 def gate_pipeline(running: RunningServer) -> GatedFamily:
-    runner = running.worker.engine.runner
-    assert runner is not None
-    gated = GatedFamily(runner.family)
-    runner.family = gated
-    return gated
+    """Gate every lane of the server's worker with one gate; returns lane 0's ``GatedFamily``."""
+    lanes = running.worker.engine.runner
+    assert lanes is not None
+    first: GatedFamily | None = None
+    for runner in lanes.runners:
+        runner.family = gated = GatedFamily(runner.family, shares=first)
+        first = first or gated
+    assert first is not None
+    return first
 
 
 class RedisServer:

@@ -20,6 +20,7 @@ from reelserve.accel.compile import compile_blocks
 from reelserve.accel.options import AccelerationOptions
 from reelserve.accel.quantize import check_quantization, quantize_int8
 from reelserve.accel.step_cache import SkipCounter, StepCache, calibrate_mag_ratios, threshold_for
+from reelserve.accel.text_projections import TextProjectionMemo
 from reelserve.schemas.errors import invalid
 
 ONNX_EXCLUSIVE = ("step_cache", "compile", "quantization", "group_offload")
@@ -36,8 +37,11 @@ class Accelerated:
     step_cache: StepCache | None = None
     skips: SkipCounter | None = None
     onnx: Any = None
+    text_memo: TextProjectionMemo | None = None
 
     def before_call(self, steps: int, negative: torch.Tensor | None) -> None:
+        if self.text_memo is not None:
+            self.text_memo.forget()  # the last batch's prompts
         if self.step_cache is not None:
             self.step_cache.prepare(steps)
         for wrapper in self.cfg:
@@ -136,6 +140,8 @@ def accelerate(
         # Not with compile: the counter's Python hooks inside compiled blocks would recompile them on
         # every call (and compile excludes step caches, so there would be nothing to count).
         done.skips = SkipCounter(pipeline.transformer)
+        if device.type == "cpu":  # exact; on a GPU its comparison would wait for the stream each step
+            done.text_memo = TextProjectionMemo(transformers)
     return done
 
 

@@ -114,10 +114,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# What a server runs with when neither a preset nor a flag says otherwise: the exact options only.
+# CFG batching computes the same as two passes, up to float rounding (the quality harness's 60 dB
+# floor), and on the CPU a batch of four micro clips took 1.6 s instead of 2.3 s with it
+# (docs/benchmarks.md, "The hot path"). On a GPU it doubles the rows of a forward, which a large
+# model at a large shape may not have the memory for: a batch that runs out is split (the runner),
+# and --no-cfg-batching turns it off.
+SERVING_DEFAULTS = AccelerationOptions(cfg_batching=True)
+
+
 def resolve(preset: str | None, overrides: dict[str, object]) -> tuple[AccelerationOptions, float]:
     """The options in force and the share of default steps: explicit ``overrides`` (None = unset)
-    win over the preset's values, which win over the defaults (all off)."""
-    base = PRESETS[preset].accelerations if preset else AccelerationOptions()
+    win over the preset's values, which win over ``SERVING_DEFAULTS``."""
+    base = PRESETS[preset].accelerations if preset else SERVING_DEFAULTS
     chosen = {name: value for name, value in overrides.items() if value is not None}
     fraction = PRESETS[preset].steps_fraction if preset else 1.0
     return base.model_copy(update=chosen) if chosen else base, fraction

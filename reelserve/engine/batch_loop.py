@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
@@ -22,16 +23,17 @@ from reelserve.schemas import ErrorCode, EventType, Job, JobError, JobEvent, Job
 from reelserve.stats import StatsRecorder
 
 if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
-    from reelserve.engine.runner import PipelineRunner
+    from reelserve.engine.lanes import LaneBoost, PipelineLanes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 class BatchLoop:
-    """``run`` serves batches until ``draining`` is set; ``inferring`` says a pipeline call is under
-    way (a drain lets it finish). ``stop_requested`` is shared with the pipeline thread, which drops
-    those rows at its next step boundary."""
+    """``run`` serves batches until ``draining`` is set: it takes a batch whenever a pipeline lane is
+    free (lane 0, the pipeline thread, first) and runs it there, so the lanes run batches at once.
+    ``inferring`` says a pipeline call is under way (a drain lets it finish). ``stop_requested`` is
+    shared with the lanes' threads, which drop those rows at their next step boundary."""
 
     def __init__(
         self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
@@ -42,83 +44,150 @@ class BatchLoop:
         self.progress, self.metrics, self.stats, self.bus = progress, metrics, stats, bus
         self.running, self.stop_requested, self.accelerations = running, stop_requested, accelerations
         self.draining = False
-        self.inferring = False
         # Shared queue: jobs taken over from a dead worker (they may be in progress in the store).
         self.reclaimed: set[str] = set()
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
+        self._batches: dict[int, asyncio.Task[None]] = {}  # lane -> the batch it runs
+        self._taking: asyncio.Future[list[str]] | None = None
+        self._progress_lock = threading.Lock()  # the lanes' step listeners, one step at a time
+        self.boost: LaneBoost | None = None  # while running
+
+    @property
+    def inferring(self) -> bool:
+        return bool(self._batches)
 
     async def on_pipeline_thread(self, call: Callable[..., T], *args: object) -> T:
-        """Run ``call`` on the thread that runs the batches (see ``Worker.on_model_thread``)."""
+        """Run ``call`` on the thread that runs lane 0's batches (see ``Worker.on_model_thread``)."""
         return await asyncio.get_running_loop().run_in_executor(self._pipeline_thread, call, *args)
+
+    def stop_taking(self) -> None:
+        """A drain: stop waiting for the next batch (the batcher hands back what it gathered)."""
+        if self._taking is not None:
+            self._taking.cancel()
 
     def shutdown(self) -> None:
         """After ``run`` ends: wait for an abandoned pipeline call to reach its next step and leave."""
         self._pipeline_thread.shutdown(wait=True, cancel_futures=True)
 
-    async def run(self, runner: PipelineRunner) -> None:
-        """Until ``draining``: take a batch, claim its jobs, run them, hand the outcome on."""
+    async def run(self, lanes: PipelineLanes) -> None:
+        """Until ``draining``: for each free lane, take a batch, claim its jobs and run them there;
+        then wait for the running batches. Cancelled: the running batches are abandoned too."""
+        from reelserve.engine.lanes import LaneBoost  # here: the API process never runs a model
+
+        self.boost = boost = LaneBoost(lanes)
+        try:
+            while not self.draining:
+                if len(self._batches) == lanes.lanes:
+                    await asyncio.wait(set(self._batches.values()), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                job_ids = await self._take()
+                await boost.release(self._batches.get(0))  # a lone batch's extra threads go back to its lane
+                lane = min(set(range(lanes.lanes)) - set(self._batches))
+                batch = await self._claim(job_ids, lane) if job_ids else []
+                if not batch:
+                    continue
+                # Every lane's threads for a batch that finds the worker idle and nothing behind it
+                # (it gives them back at its next step if another batch comes; see LaneBoost).
+                alone = lanes.boost is not None and not self._batches and await self._queue_empty()
+                threads = boost.begin() if alone else None
+                task = asyncio.create_task(self._run_batch(batch, lanes, lane, threads, boost))
+                self._batches[lane] = task
+                task.add_done_callback(lambda _, lane=lane: self._batches.pop(lane, None))
+        except asyncio.CancelledError:
+            for task in self._batches.values():
+                task.cancel()
+            await asyncio.gather(*self._batches.values(), return_exceptions=True)
+            raise
+        await asyncio.gather(*self._batches.values(), return_exceptions=True)
+
+    async def _queue_empty(self) -> bool:
+        try:
+            return await self.broker.depth() == 0
+        except Exception:  # noqa: BLE001 - unreachable: no boost; taking work will wait for the queue
+            return False
+
+    async def _take(self) -> list[str]:
+        """The next batch's job ids; empty when a drain began or the queue failed (after a pause)."""
+        self._taking = asyncio.ensure_future(self.scheduler.next_batch())
+        try:
+            await asyncio.wait({self._taking})
+        except asyncio.CancelledError:
+            self._taking.cancel()
+            raise
+        taking, self._taking = self._taking, None
+        if taking.cancelled():
+            return []
+        try:
+            return taking.result()
+        except Exception as exc:  # noqa: BLE001 - the shared queue is unreachable: wait for it, lose nothing
+            log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, RETRY_S)
+            await asyncio.sleep(RETRY_S)
+            return []
+
+    async def _claim(self, job_ids: list[str], lane: int) -> list[Job]:
+        """``claim``, keeping the batch when the store or queue is unreachable (after a pause)."""
+        try:
+            batch = await self.claim(job_ids, lane)
+            await self.scheduler.count_queue()
+        except Exception as exc:  # noqa: BLE001 - the store or queue is unreachable; the batch is kept
+            log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
+            self.reclaimed.update(job_ids)  # some may be in progress already, by this worker
+            await self.scheduler.hand_back(job_ids)
+            await asyncio.sleep(RETRY_S)
+            return []
+        return batch
+
+    async def _run_batch(self, batch: list[Job], lanes: PipelineLanes, lane: int, threads: int | None,
+                         boost: LaneBoost) -> None:
+        """Run claimed ``batch`` on ``lane`` (with ``threads``: boosted) and hand the outcome on."""
         loop = asyncio.get_running_loop()
-        while not self.draining:
-            try:
-                job_ids = await self.scheduler.next_batch()
-            except Exception as exc:  # noqa: BLE001 - the shared queue is unreachable: wait for it, lose nothing
-                log.warning("taking work failed (%s: %s); retrying in %.0fs", type(exc).__name__, exc, RETRY_S)
-                await asyncio.sleep(RETRY_S)
-                continue
-            try:
-                batch = await self.claim(job_ids)
-                await self.scheduler.count_queue()
-            except Exception as exc:  # noqa: BLE001 - the store or queue is unreachable; the batch is kept
-                log.warning("claiming %s failed (%s: %s); retrying", job_ids, type(exc).__name__, exc)
-                self.reclaimed.update(job_ids)  # some may be in progress already, by this worker
-                await self.scheduler.hand_back(job_ids)
-                await asyncio.sleep(RETRY_S)
-                continue
-            if not batch:
-                continue
-            self.running.claimed.update(job.id for job in batch)
-            await self.publish_positions()
-            started = time.perf_counter()
-            self.metrics.batch_size.observe(len(batch))
-            self.stats.batch_ran(len(batch))
-            params = [(job.id, job.params) for job in batch]
+        self.running.claimed.update(job.id for job in batch)
+        await self.publish_positions()
+        started = time.perf_counter()
+        self.metrics.batch_size.observe(len(batch))
+        self.stats.batch_ran(len(batch))
+        params = [(job.id, job.params) for job in batch]
 
-            def on_step(ids: list[str], step: int, total: int) -> None:  # on the pipeline thread
-                try:
+        def on_step(ids: list[str], step: int, total: int) -> None:  # on the lane's thread
+            if threads is not None:
+                boost.at_step()
+            try:
+                with self._progress_lock:
                     events = self.progress.on_step(ids, step, total)
-                except Exception as exc:  # noqa: BLE001 - progress is best-effort; the run goes on
-                    log.warning("recording progress failed (%s: %s)", type(exc).__name__, exc)
-                    return
-                for event in events:
-                    loop.call_soon_threadsafe(self.bus.publish, event)
+            except Exception as exc:  # noqa: BLE001 - progress is best-effort; the run goes on
+                log.warning("recording progress failed (%s: %s)", type(exc).__name__, exc)
+                return
+            for event in events:
+                loop.call_soon_threadsafe(self.bus.publish, event)
 
-            self.inferring = True
-            try:
-                outcome = await loop.run_in_executor(
-                    self._pipeline_thread, runner.run, params, on_step, self.stop_requested.__contains__
-                )
-            except asyncio.CancelledError:
-                # The thread runs on: have it drop every row at its next step boundary.
-                self.stop_requested.update(job.id for job in batch)
-                raise
-            except Exception as exc:  # a broken batch fails its own jobs, never the engine
-                self.inferring = False
-                log.exception("pipeline call failed for %s", [job.id for job in batch])
-                self.forget(batch)
-                self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None)
-                self.finisher.fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
-                continue
-            self.inferring = False
-            self.forget(batch)
-            self.metrics.inference.observe(outcome.inference_s)
-            self.scheduler.batch_done(
-                batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size
+        thread = self._pipeline_thread if lane == 0 else lanes.thread(lane)
+        try:
+            outcome = await loop.run_in_executor(
+                thread, lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads
             )
-            for job_id, error in outcome.errors.items():  # rows that do not fit even alone
-                self.finisher.fail([job for job in batch if job.id == job_id], error)
-            self.finisher.complete_batch(batch, outcome)
+        except asyncio.CancelledError:
+            # The thread runs on: have it drop every row at its next step boundary.
+            self.stop_requested.update(job.id for job in batch)
+            raise
+        except Exception as exc:  # a broken batch fails its own jobs, never the engine
+            log.exception("pipeline call failed for %s", [job.id for job in batch])
+            self.forget(batch)
+            self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None, lane=lane)
+            self.finisher.fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
+            return
+        finally:
+            if threads is not None:
+                boost.end()
+        self.forget(batch)
+        self.metrics.inference.observe(outcome.inference_s)
+        self.scheduler.batch_done(
+            batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size, lane=lane
+        )
+        for job_id, error in outcome.errors.items():  # rows that do not fit even alone
+            self.finisher.fail([job for job in batch if job.id == job_id], error)
+        self.finisher.complete_batch(batch, outcome)
 
-    async def claim(self, job_ids: list[str]) -> list[Job]:
+    async def claim(self, job_ids: list[str], lane: int = 0) -> list[Job]:
         """Mark the taken jobs in progress in the store (compare-and-set); return those this process won."""
         now = time.time()
         waiting = []
@@ -137,7 +206,7 @@ class BatchLoop:
             waiting.append(job)
         if not waiting:
             return []
-        finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting))
+        finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting), lane)
         claimed = []
         write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
         for position, job in enumerate(waiting, start=1):

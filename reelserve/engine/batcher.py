@@ -1,6 +1,7 @@
 """Dynamic batching with priorities: the oldest job of the most urgent level opens a batch (or of a
 level owed its reserved share); jobs with the same batch key join, most urgent first (the owed
-level's first), until the batch is full or ``max_wait_s`` has passed since it opened.
+level's first), until the batch is full or its fill window has passed since it opened: a fixed
+``max_wait_s``, or what ``window`` says for the batch key.
 
 A batch that has not started never holds up more urgent work: if a job of a more urgent level
 with another key arrives while the batch waits for joiners, the batch goes back to the queue,
@@ -30,10 +31,12 @@ class Batcher:
         max_wait_s: float,
         level_of: Callable[[str], int] = lambda _: 0,
         shares: ReservedShares | None = None,
+        window: Callable[[str], float] | None = None,
     ) -> None:
         self._broker = broker
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self._window = window
         self._level_of = level_of
         self._shares = shares
         self._key_limits: dict[str, int] = {}  # batch key -> most rows that fit, learned from OOMs
@@ -59,7 +62,7 @@ class Batcher:
             batch = [first_id]
             # A batch opened for a reserved share is owed its turn: more urgent work may not preempt it.
             most_urgent = None if owed is not None else self._level_of(first_id)
-            deadline = time.monotonic() + self.max_wait_s
+            deadline = time.monotonic() + (self._window(batch_key) if self._window else self.max_wait_s)
             try:
                 while len(batch) < self.limit_for(batch_key):
                     # Compatible jobs already queued join even when the wait is over.

@@ -12,6 +12,7 @@ from reelserve.engine.worker import Worker
 from reelserve.stats import WorkerStatus
 
 if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
+    from reelserve.engine.lanes import PipelineLanes
     from reelserve.engine.runner import PipelineRunner
 
 
@@ -29,11 +30,11 @@ class Engine(VideoFront):
         )
 
     @property
-    def runner(self) -> PipelineRunner | None:
+    def runner(self) -> PipelineRunner | PipelineLanes | None:
         return self.worker.runner
 
-    async def start(self, runner: PipelineRunner) -> None:
-        """Start running batches with ``runner`` (a loaded, warmed-up pipeline).
+    async def start(self, runner: PipelineRunner | PipelineLanes) -> None:
+        """Start running batches with ``runner`` (a loaded, warmed-up pipeline, or lanes of them).
 
         Requests are accepted and queued before this; ready means they are also being run."""
         await self.worker.start(runner)

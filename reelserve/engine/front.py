@@ -79,7 +79,7 @@ class VideoFront:
         storage: Storage,
         metrics: Metrics,
         max_batch_size: int = 4,
-        max_wait_s: float = 0.05,
+        max_wait_s: float | None = 0.05,
         cache: ResultCache | None = None,
         semantic: SemanticCache | None = None,
         cache_policy: CachePolicy | None = None,

@@ -1,6 +1,6 @@
 """What is queued and running, kept in the terms the completion estimate needs: rows per (level,
-batch key), and the running batch's predicted end. Counts, not lists, so an estimate costs
-O(batch keys) however long the queue is."""
+batch key), and each running batch's predicted end (one per pipeline lane). Counts, not lists, so
+an estimate costs O(batch keys) however long the queue is."""
 
 from __future__ import annotations
 
@@ -45,7 +45,8 @@ class QueueLedger:
         self._rows: Counter[tuple[int, str]] = Counter()  # (level, batch key) -> queued rows
         self._sample: dict[str, GenerationParams] = {}  # batch key -> params of one of its jobs
         self._by_tier: Counter[str] = Counter()
-        self._running: tuple[float, float] | None = None  # (started, predicted seconds)
+        self._running: dict[int, tuple[float, float]] = {}  # lane -> (started, predicted seconds)
+        self.lanes = 1  # pipeline lanes running batches at once (engine.lanes)
 
     def add(
         self, job_id: str, level: int, tier: str, params: GenerationParams, deadline_at: float | None = None
@@ -85,21 +86,30 @@ class QueueLedger:
     def depth_by_tier(self) -> dict[str, int]:
         return {tier: n for tier, n in self._by_tier.items() if n > 0}
 
-    def start_batch(self, params: GenerationParams, rows: int) -> float:
-        """Record that a batch started; returns its predicted seconds."""
+    def start_batch(self, params: GenerationParams, rows: int, lane: int = 0) -> float:
+        """Record that a batch started on ``lane``; returns its predicted seconds."""
         seconds = self.predict(params, rows)
-        self._running = (self._clock(), seconds)
+        self._running[lane] = (self._clock(), seconds)
         return seconds
 
-    def end_batch(self) -> None:
-        self._running = None
+    def end_batch(self, lane: int = 0) -> None:
+        self._running.pop(lane, None)
+
+    def _remaining(self) -> list[float]:
+        now = self._clock()
+        # An overrun batch is not over: assume a little more of it, not none.
+        return [max(predicted - (now - started), 0.05 * predicted) for started, predicted in self._running.values()]
 
     def running_remaining(self) -> float:
-        if self._running is None:
-            return 0.0
-        started, predicted = self._running
-        # An overrun batch is not over: assume a little more of it, not none.
-        return max(predicted - (self._clock() - started), 0.05 * predicted)
+        """Seconds until a lane is free for the next batch: none while one is idle."""
+        remaining = self._remaining()
+        return min(remaining) if len(remaining) >= self.lanes else 0.0
+
+    def _spread(self, calls: list[float]) -> float:
+        """Seconds until the running batches and then ``calls`` are done on ``lanes`` lanes at once:
+        their sum shared out, but never less than the longest one (a call runs on one lane)."""
+        remaining = self._remaining()
+        return max(sum(calls, sum(remaining)) / self.lanes, max(calls, default=0.0), max(remaining, default=0.0))
 
     def work_ahead(self, level: float, params: GenerationParams | None = None) -> float:
         """Seconds of pipeline time before a new job at ``level`` (with ``params``, if given) is done:
@@ -120,12 +130,12 @@ class QueueLedger:
         if params is not None:
             rows[params.batch_key()] += 1
             sample[params.batch_key()] = params
-        seconds = self.running_remaining()
+        calls: list[float] = []
         for key, n in rows.items():
             limit = max(1, self.batch_limit(key))
             full, rest = divmod(n, limit)
-            seconds += full * self.predict(sample[key], limit) + (self.predict(sample[key], rest) if rest else 0.0)
-        return seconds
+            calls += [self.predict(sample[key], limit)] * full + ([self.predict(sample[key], rest)] if rest else [])
+        return self._spread(calls)
 
     def deadline_pressure(self, level: int) -> float:
         """The least share of the pipeline ``level`` needs from now for each of its queued jobs to
@@ -140,7 +150,7 @@ class QueueLedger:
             if queued.deadline_at is None:
                 continue
             limit = max(1, self.batch_limit(queued.params.batch_key()))
-            work = math.ceil(rows / limit) * self.predict(queued.params, limit) + self.running_remaining()
+            work = self._spread([self.predict(queued.params, limit)] * math.ceil(rows / limit))
             pressure = max(pressure, work / max(queued.deadline_at - now, 1e-3))
         return pressure
 

@@ -89,6 +89,9 @@ class PipelineRunner:
         self.family: ModelFamily = family or WanFamily(pipeline, max_sequence_length, encode=self._encode)
         self.calls = 0  # runs of the loop (one per batch, more after a split), for tests and benchmarks
 
+    def shutdown(self) -> None:
+        """Nothing to release: it runs on its caller's thread (``PipelineLanes`` has threads of its own)."""
+
     def run(
         self,
         batch: Sequence[Row],

@@ -57,6 +57,19 @@ class SchedulingOptions:
     tenant_queue_share: float = 1.0
 
 
+# The fill window when --max-wait-ms is unset: 5 % of what the last batch of the shape took, from
+# 10 ms to 2 s, and 50 ms before any ran (the fixed default it replaces). Waiting is paid by every
+# row already in the batch, so it is bounded by a share of the batch. On the micro model's two CPU
+# lanes a batch of four takes about 2.6 s, so about 130 ms: enough for the clients of the last batch
+# to come back with their next requests, which arrive spread over about 100 ms as their videos are
+# written one by one (with 50 ms, 8 closed-loop clients left batches of 3, 2 and 1 behind and got
+# 2.5-2.6 videos/s instead of 2.7-2.8; docs/benchmarks.md, "The hot path"). A lone micro request
+# (0.65 s) waits 33 ms.
+FILL_WINDOW_SHARE = 0.05
+FILL_WINDOW_S = (0.01, 2.0)
+FIRST_FILL_WINDOW_S = 0.05
+
+
 class Scheduler:
     def __init__(
         self,
@@ -65,9 +78,10 @@ class Scheduler:
         metrics: Metrics,
         options: SchedulingOptions,
         max_batch_size: int,
-        max_wait_s: float,
+        max_wait_s: float | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``max_wait_s`` None: each batch's fill window is ``fill_window``'s."""
         self.broker = broker
         self.metrics = metrics
         self.tiers = options.tiers
@@ -79,7 +93,11 @@ class Scheduler:
         self.ledger = QueueLedger(
             self.cost_model.predict, lambda key: self.batcher.limit_for(key), clock, self.cost_model.finish.predict
         )
-        self.batcher = Batcher(broker, max_batch_size, max_wait_s, self.ledger.level_of, self.shares)
+        self._last_call_s: dict[str, float] = {}  # batch key -> seconds of its last batch
+        self.batcher = Batcher(
+            broker, max_batch_size, FIRST_FILL_WINDOW_S if max_wait_s is None else max_wait_s, self.ledger.level_of,
+            self.shares, window=self.fill_window if max_wait_s is None else None,
+        )
         self.admission = Admission(
             self.tiers, self.ledger, limits, options.degrade_levels, options.limiter, reserved, clock,
             served_above=self.shares.share_above, current_shares=lambda: self.shares.current,
@@ -280,9 +298,22 @@ class Scheduler:
     def expired(self, job: Job, now: float) -> bool:
         return job.deadline_at is not None and now >= job.deadline_at
 
-    def batch_started(self, params: GenerationParams, rows: int) -> float:
+    def batch_started(self, params: GenerationParams, rows: int, lane: int = 0) -> float:
         """Returns the batch's predicted end (epoch seconds)."""
-        return self._clock() + self.ledger.start_batch(params, rows)
+        return self._clock() + self.ledger.start_batch(params, rows, lane)
+
+    def fill_window(self, batch_key: str) -> float:
+        """How long a batch of ``batch_key`` that is not full waits for more rows: a share of what its
+        last batch took (waiting is paid by every row already in it), within ``FILL_WINDOW_S``."""
+        last = self._last_call_s.get(batch_key)
+        if last is None:
+            return FIRST_FILL_WINDOW_S
+        low, high = FILL_WINDOW_S
+        return min(max(FILL_WINDOW_SHARE * last, low), high)
+
+    def run_lanes(self, lanes: int) -> None:
+        """Batches run on ``lanes`` pipeline lanes at once from now on (the estimates share them out)."""
+        self.ledger.lanes = lanes
 
     def predict_finish(self, params: GenerationParams) -> float:
         """Seconds to write one job's outputs after its pipeline call."""
@@ -292,10 +323,13 @@ class Scheduler:
         self.cost_model.finish.observe(params, seconds)
 
     def batch_done(
-        self, batch: list[Job], timings: Sequence[CallTiming], seconds: float, failed: bool, fit: int | None
+        self, batch: list[Job], timings: Sequence[CallTiming], seconds: float, failed: bool, fit: int | None,
+        lane: int = 0,
     ) -> None:
-        self.ledger.end_batch()
+        self.ledger.end_batch(lane)
         params = batch[0].params
+        if not failed:
+            self._last_call_s[params.batch_key()] = seconds
         for timing in timings:
             self.cost_model.observe(params, timing)
             if self.cost_model.observations() % _SAVE_EVERY == 0:

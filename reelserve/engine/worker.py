@@ -21,6 +21,7 @@ from reelserve.metrics import Metrics
 from reelserve.stats import StatsRecorder, WorkerStatus
 
 if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
+    from reelserve.engine.lanes import PipelineLanes
     from reelserve.engine.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Worker:
         model_name: str, lease_interval_s: float | None = None,
     ) -> None:
         self.broker, self.finisher, self.running, self.model_name = broker, finisher, running, model_name
-        self.runner: PipelineRunner | None = None
+        self.runner: PipelineRunner | PipelineLanes | None = None
         progress = StepProgress(store.sync, stop_requested, scheduler.shared_queue)  # on the pipeline thread
         self.batches = BatchLoop(
             store=store, broker=broker, scheduler=scheduler, finisher=finisher, progress=progress,
@@ -72,10 +73,14 @@ class Worker:
         1.6-1.8 s (docs/benchmarks.md, "The hot path")."""
         return await self.batches.on_pipeline_thread(call, *args)
 
-    async def start(self, runner: PipelineRunner) -> None:
-        """Start running batches with ``runner`` (a loaded, warmed-up pipeline)."""
+    async def start(self, runner: PipelineRunner | PipelineLanes) -> None:
+        """Start running batches with ``runner``: a loaded, warmed-up pipeline, or lanes of them."""
+        from reelserve.engine.lanes import PipelineLanes  # here: the API process never runs a model
+
         self.runner = runner
-        self._loop_task = asyncio.create_task(self.batches.run(runner), name="reelserve-engine")
+        lanes = runner if isinstance(runner, PipelineLanes) else PipelineLanes([runner])
+        self.batches.scheduler.run_lanes(lanes.lanes)
+        self._loop_task = asyncio.create_task(self.batches.run(lanes), name="reelserve-engine")
         if self._leases is not None:
             self._lease_task = asyncio.create_task(self._leases.run(), name="reelserve-leases")
 
@@ -85,8 +90,7 @@ class Worker:
         Returns how many jobs were handed back."""
         self.batches.draining = True
         if self._loop_task is not None:
-            if not self.batches.inferring:  # waiting for work or gathering a batch: the batcher hands it back
-                self._loop_task.cancel()
+            self.batches.stop_taking()  # waiting for work or gathering a batch: the batcher hands it back
             try:
                 async with asyncio.timeout(timeout):
                     await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -109,6 +113,8 @@ class Worker:
                 await asyncio.gather(task, return_exceptions=True)
         await self.finisher.wait()
         self.batches.shutdown()
+        if self.runner is not None:
+            self.runner.shutdown()
 
     def status(self, name: str) -> WorkerStatus:
         """This process as a worker on the dashboard."""

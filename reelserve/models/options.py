@@ -7,6 +7,9 @@ Every rejection is a ``ReelserveError(invalid_parameter)`` whose ``param`` names
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -85,6 +88,30 @@ def cpu_threads(options: LoadOptions) -> int:
     if options.cpu_threads is not None:
         return options.cpu_threads
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def idle_cores(sample_s: float = 0.1, read_stat: Callable[[], str] = lambda: Path("/proc/stat").read_text()) -> int:
+    """The cores this process may use that nothing else is using now: its affinity, less the cores
+    other processes kept busy over ``sample_s`` (from /proc/stat; all of them where it is missing).
+
+    For one-shot commands, which cannot afford the server's warm-up measurement: beside a busy core,
+    two threads took 2.5x as long as one (docs/benchmarks.md, "A busy machine"), since every op
+    waits for a descheduled partner."""
+    cores = cpu_threads(LoadOptions())
+
+    def idle_and_total() -> tuple[int, int]:
+        fields = [int(value) for value in read_stat().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
+
+    try:
+        idle_before, total_before = idle_and_total()
+        time.sleep(sample_s)
+        idle_after, total_after = idle_and_total()
+    except (OSError, ValueError, IndexError):
+        return cores
+    machine = os.cpu_count() or cores
+    busy = machine * (1 - (idle_after - idle_before) / max(total_after - total_before, 1))
+    return max(1, min(cores, round(machine - busy)))
 
 
 def apply_cpu_threads(options: LoadOptions) -> int:

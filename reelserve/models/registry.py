@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ class LoadedModel:
     max_sequence_length: int
     accelerated: Accelerated | None = None
     last_calls: list[CallTiming] = field(default_factory=list)  # of the last ``generate``
+    # This model and its weight-sharing copies, one per pipeline lane (``load_model(lanes=)``).
+    lanes: list[LoadedModel] = field(default_factory=list, repr=False, compare=False)
 
     def warm_up(self, runs: int = 1, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """Run the pipeline ``runs`` times per batch size; return the seconds spent.
@@ -132,15 +135,37 @@ _LOADERS: dict[str, Callable[[LoadOptions], WanPipeline]] = {
 }
 
 
-def load_model(name: str, options: LoadOptions) -> LoadedModel:
+def load_model(name: str, options: LoadOptions, lanes: int = 1) -> LoadedModel:
     """Load model ``name`` placed as ``options`` says. Option errors are raised before any weights
-    are read; see ``load_wan_pipeline`` for the errors a bad ``path`` gives."""
+    are read; see ``load_wan_pipeline`` for the errors a bad ``path`` gives.
+
+    ``lanes`` > 1 also makes ``lanes - 1`` copies of the pipeline that share its weights, each
+    accelerated on its own (the accelerations keep per-pipeline state), in ``model.lanes``."""
     spec = get_spec(name)
     device, dtype = resolve_placement(options)
     apply_cpu_threads(options)
     check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
     pipeline = _LOADERS[spec.name](options)
     _check_limits_match(spec, pipeline)
+    copies = [weight_sharing_copy(pipeline) for _ in range(lanes - 1)]  # before any acceleration
+    model = _accelerated(spec, pipeline, options, device, dtype)
+    model.lanes = [model, *(_accelerated(spec, copy_, options, device, dtype) for copy_ in copies)]
+    return model
+
+
+def weight_sharing_copy(pipeline: Any) -> Any:
+    """A copy of ``pipeline`` with modules of its own around the very same parameter and buffer
+    tensors: no weight is copied, and a forward, hook or cache installed on one is not on the other."""
+    modules = [module for module in vars(pipeline).values() if isinstance(module, torch.nn.Module)]
+    shared: dict[int, Any] = {}
+    for module in modules:
+        for tensor in (*module.parameters(), *module.buffers()):
+            shared[id(tensor)] = tensor
+    return copy.deepcopy(pipeline, shared)
+
+
+def _accelerated(spec: ModelSpec, pipeline: Any, options: LoadOptions, device: torch.device,
+                 dtype: torch.dtype) -> LoadedModel:
     model = LoadedModel(
         name=spec.name,
         limits=spec.limits,

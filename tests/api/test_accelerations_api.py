@@ -46,7 +46,8 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
         assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
         # What the job says is what ran: its steps merged their CFG passes.
         assert model.accelerated.cfg[0].batched == merged_in_warm_up + done["num_inference_steps"]
-    assert accelerations_in_force(Settings(model="tiny")) == []  # plain eager: nothing to report
+    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching"]  # the serving default
+    assert accelerations_in_force(Settings(model="tiny", cfg_batching=False)) == []  # plain eager: nothing to report
 
 
 def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_path: Path) -> None:
@@ -79,7 +80,7 @@ def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
     assert key(step_cache="fbcache", step_cache_threshold=0.1) != key(step_cache="fbcache", step_cache_threshold=0.2)
     # Left unset, the threshold is the model's resolved one (0.05 for uncalibrated tiny): the same floats.
     assert key(step_cache="fbcache") == key(step_cache="fbcache", step_cache_threshold=0.05)
-    assert key(cfg_batching=True) != key()
+    assert key(cfg_batching=False) != key() == key(cfg_batching=True)  # on unless turned off
     # The options count, not the preset's name.
     assert key(preset="quality") == key(cfg_batching=True, channels_last=True) != key(cfg_batching=True)
     assert key(vae_slicing=True) == key()  # memory only

@@ -76,8 +76,9 @@ def test_a_queued_job_whose_deadline_passes_never_runs(server: RunningServer) ->
     gate.hold()
     blocker = submit(server, prompt="blocker").json()
     assert gate.entered.wait(30)
-    runner = server.server.engine.runner
-    assert runner is not None
+    lanes = server.server.engine.runner
+    assert lanes is not None
+    runner = lanes.runners[0]  # the one lane of a test server
     calls = runner.calls
     doomed = submit(server, deadline_seconds=3).json()
     assert doomed["status"] == "queued"
@@ -131,8 +132,9 @@ class OomOnMarkedRow(GatedFamily):
 
 
 def test_an_oom_in_a_batch_of_four_fails_only_the_row_that_cannot_fit(server: RunningServer) -> None:
-    runner = server.server.engine.runner
-    assert runner is not None
+    lanes = server.server.engine.runner
+    assert lanes is not None
+    runner = lanes.runners[0]  # the one lane of a test server
     pipeline = OomOnMarkedRow(runner.family)
     runner.family = pipeline
     pipeline.hold()

@@ -9,7 +9,7 @@ import torch
 
 from reelserve.accel.options import AccelerationOptions
 from reelserve.models import LoadOptions, load_model
-from reelserve.models.options import cpu_threads, resolve_device, resolve_dtype
+from reelserve.models.options import cpu_threads, idle_cores, resolve_device, resolve_dtype
 from reelserve.schemas.errors import ErrorCode, ReelserveError
 
 CPU = torch.device("cpu")
@@ -125,3 +125,22 @@ def test_loading_sets_torch_threads_as_asked() -> None:
         assert torch.get_num_threads() == len(os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)
+
+
+def stat_lines(*counters: tuple[int, int]) -> Any:
+    """/proc/stat's first line at successive reads: (idle, busy) jiffies summed over the machine."""
+    lines = iter(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 ..." for idle, busy in counters)
+    return lambda: next(lines)
+
+
+def test_idle_cores_leaves_out_the_cores_other_processes_keep_busy() -> None:
+    machine, cores = os.cpu_count() or 1, cpu_threads(LoadOptions())
+    one_busy = stat_lines((1000, 500), (1000 + 100 * (machine - 1), 500 + 100))  # a core's worth of busy jiffies
+    assert idle_cores(0.0, one_busy) == max(1, min(cores, machine - 1))
+    all_idle = stat_lines((1000, 500), (1000 + 100 * machine, 500))
+    assert idle_cores(0.0, all_idle) == cores
+
+    def unreadable() -> str:
+        raise OSError("no /proc here")
+
+    assert idle_cores(0.0, unreadable) == cores  # nothing measured: every core it may use

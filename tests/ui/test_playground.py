@@ -274,7 +274,7 @@ def test_degraded_similar_and_failed_jobs_are_explained(page: Page, eventful_ser
 
 
 def test_a_waiting_job_shows_its_place_in_the_queue(page: Page, eventful_server: RunningServer) -> None:
-    gate = eventful_server.worker.engine.runner.family  # the GatedFamily the fixture installed
+    gate = eventful_server.worker.engine.runner.runners[0].family  # the GatedFamily the fixture installed
     assert isinstance(gate, GatedFamily)
     open_playground(page, eventful_server)
     gate.hold()

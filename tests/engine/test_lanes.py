@@ -1,0 +1,80 @@
+"""Pipeline lanes in a real server: batches run on several lanes at once, each lane on its own thread,
+and a batch alone on an idle worker borrows every lane's threads until another batch needs a lane."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from support import GatedFamily, RunningServer, serve, wait_until
+
+SMALL = {"size": "32x32", "num_frames": 5}
+
+
+class StepRecorder:
+    """The real family, noting each step's thread and torch thread count; ``hold_at`` holds the
+    batch before that step until the test opens ``gate``."""
+
+    def __init__(self, real: Any, hold_at: int | None = None) -> None:
+        self.real, self.hold_at = real, hold_at
+        self.steps: list[tuple[str, int]] = []
+        self.gate, self.held = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def denoise_step(self, rows: list[Any]) -> Any:
+        if self.hold_at is not None and rows[0].step + 1 == self.hold_at:
+            self.held.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        self.steps.append((threading.current_thread().name, torch.get_num_threads()))
+        return self.real.denoise_step(rows)
+
+
+def finished(running: RunningServer, job_id: str) -> dict[str, Any]:
+    def poll() -> dict[str, Any] | None:
+        video = running.client.get(f"/v1/videos/{job_id}").json()
+        return video if video["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_until(poll, timeout=60)
+
+
+def test_two_lanes_run_two_batches_at_once(tmp_path: Path) -> None:
+    with serve(tmp_path, pipeline_lanes=2, cpu_threads=2) as running:  # two threads each: no boost
+        lanes = running.worker.engine.runner
+        assert lanes is not None and lanes.lanes == 2 and lanes.boost is None
+        held = GatedFamily(lanes.runners[0].family)
+        lanes.runners[0].family = held
+        lanes.runners[1].family = recorder = StepRecorder(lanes.runners[1].family)
+        held.hold()
+        first = running.client.post("/v1/videos", json={"prompt": "holds lane 0", **SMALL}).json()
+        assert held.entered.wait(30)
+        second = running.client.post("/v1/videos", json={"prompt": "runs beside it", **SMALL}).json()
+        done = finished(running, second["id"])  # while the first is still held on lane 0
+        assert done["status"] == "completed"
+        assert running.client.get(f"/v1/videos/{first['id']}").json()["status"] == "in_progress"
+        assert {name for name, _ in recorder.steps} == {"reelserve-lane-1_0"}
+        held.gate.set()
+        assert finished(running, first["id"])["status"] == "completed"
+
+
+def test_a_lone_batch_borrows_every_lanes_threads_and_gives_them_back_when_another_comes(tmp_path: Path) -> None:
+    with serve(tmp_path, pipeline_lanes=2, cpu_threads=1) as running:
+        lanes = running.worker.engine.runner
+        assert lanes is not None and lanes.boost == 2
+        lanes.runners[0].family = lone = StepRecorder(lanes.runners[0].family, hold_at=3)
+        lanes.runners[1].family = other = StepRecorder(lanes.runners[1].family)
+        first = running.client.post("/v1/videos", json={"prompt": "alone at first", "num_inference_steps": 6, **SMALL})
+        assert lone.held.wait(30)  # two steps done, boosted
+        second = running.client.post("/v1/videos", json={"prompt": "comes later", **SMALL}).json()
+        boost = running.worker.engine.worker.batches.boost
+        wait_until(lambda: boost is not None and boost.dropping or None, timeout=30)  # it waits for the lane
+        assert not other.steps
+        lone.gate.set()
+        assert finished(running, second["id"])["status"] == "completed"
+        assert finished(running, first.json()["id"])["status"] == "completed"
+    assert [count for _, count in lone.steps[:2]] == [2, 2]  # every lane's threads while alone
+    assert {count for _, count in lone.steps[3:]} == {1}  # its own after the step where it gave them back
+    assert {count for _, count in other.steps} == {1}
