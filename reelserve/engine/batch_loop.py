@@ -75,6 +75,7 @@ class BatchLoop:
         from reelserve.engine.lanes import LaneBoost  # here: the API process never runs a model
 
         self.boost = boost = LaneBoost(lanes)
+        watching = asyncio.create_task(boost.watch_load(), name="reelserve-machine-load")
         try:
             while not self.draining:
                 if len(self._batches) == lanes.lanes:
@@ -86,8 +87,9 @@ class BatchLoop:
                 batch = await self._claim(job_ids, lane) if job_ids else []
                 if not batch:
                     continue
-                # Every lane's threads for a batch that finds the worker idle and nothing behind it
-                # (it gives them back at its next step if another batch comes; see LaneBoost).
+                # Every lane's threads for a batch that finds the worker idle and nothing behind it,
+                # unless other processes keep a core busy (it gives them back at its next step if
+                # another batch comes; see LaneBoost).
                 alone = lanes.boost is not None and not self._batches and await self._queue_empty()
                 threads = boost.begin() if alone else None
                 task = asyncio.create_task(self._run_batch(batch, lanes, lane, threads, boost))
@@ -98,6 +100,8 @@ class BatchLoop:
                 task.cancel()
             await asyncio.gather(*self._batches.values(), return_exceptions=True)
             raise
+        finally:
+            watching.cancel()
         await asyncio.gather(*self._batches.values(), return_exceptions=True)
 
     async def _queue_empty(self) -> bool:

@@ -23,9 +23,11 @@ rounding only.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
@@ -104,21 +106,63 @@ class PipelineLanes:
         return listener
 
 
+BUSY_ELSEWHERE = 0.5  # cores busy in other processes from which a lone batch is not boosted
+LOAD_SAMPLE_S = 0.5  # how often the batch loop samples the machine's load while it may boost
+
+
+class MachineLoad:
+    """How many cores other processes kept busy over the last ``sample`` interval: the machine's busy
+    time (/proc/stat) less this process's own (/proc/self/stat). 0 where /proc is missing.
+
+    The boost needs it: two threads on a machine whose other core is busy elsewhere wait for a
+    descheduled partner at every op; a lone micro request then took 2.8 s instead of 0.9 on one
+    thread (docs/benchmarks.md, "A busy machine")."""
+
+    def __init__(self, read: Callable[[str], str] = lambda path: Path(path).read_text()) -> None:
+        self._read = read
+        self._cores = os.cpu_count() or 1
+        self._last = self._now()
+        self.busy_elsewhere = 0.0
+
+    def _now(self) -> tuple[int, int, int] | None:
+        """(all jiffies, busy jiffies, this process's jiffies), summed over the machine's cores."""
+        try:
+            fields = [int(value) for value in self._read("/proc/stat").split("\n", 1)[0].split()[1:]]
+            ours = self._read("/proc/self/stat").rsplit(")", 1)[1].split()
+            total = sum(fields[:8])
+            return total, total - fields[3] - fields[4], int(ours[11]) + int(ours[12])  # utime + stime
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def sample(self) -> float:
+        """Update and return ``busy_elsewhere`` (cores) over the time since the last sample."""
+        now, last = self._now(), self._last
+        self._last = now
+        if now is not None and last is not None and now[0] > last[0]:
+            others = (now[1] - last[1]) - (now[2] - last[2])
+            self.busy_elsewhere = max(0.0, self._cores * others / (now[0] - last[0]))
+        return self.busy_elsewhere
+
+
 class LaneBoost:
     """A batch alone on an idle worker runs on lane 0 with every lane's threads (``PipelineLanes.boost``)
     until another batch wants a lane; then, at its next step boundary, it drops to its lane's own
     threads, on its own thread (torch keeps the count per OS thread), and the others may start. So
     a lone request is as fast as on one lane of all threads, and load still gets every lane."""
 
-    def __init__(self, lanes: PipelineLanes) -> None:
+    def __init__(self, lanes: PipelineLanes, load: MachineLoad | None = None) -> None:
         self.lanes = lanes
+        self.load = load or MachineLoad()
         self.active = False
         self._drop = threading.Event()
         self._dropped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def begin(self) -> int | None:
-        """The boosted batch's thread count; call on the event loop as it starts."""
+        """The boosted batch's thread count, or None (no boost) while other processes keep half a core
+        or more busy; call on the event loop as the batch starts."""
+        if self.lanes.boost is None or self.load.busy_elsewhere >= BUSY_ELSEWHERE:
+            return None
         self.active = True
         self._drop.clear()
         self._dropped, self._loop = asyncio.Event(), asyncio.get_running_loop()
@@ -134,6 +178,12 @@ class LaneBoost:
 
     def end(self) -> None:
         self.active = False
+
+    async def watch_load(self) -> None:
+        """Sample the machine's load every ``LOAD_SAMPLE_S`` while boosting is possible (until cancelled)."""
+        while self.lanes.boost is not None:
+            self.load.sample()
+            await asyncio.sleep(LOAD_SAMPLE_S)
 
     @property
     def dropping(self) -> bool:

@@ -3,6 +3,8 @@ the threads that run."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 from typing import Any
 
@@ -129,3 +131,49 @@ def test_lane_copies_share_the_weights_and_give_the_same_video() -> None:
     finally:
         lanes.shutdown()
     assert (videos[0] == videos[1]).all()  # the same weights, loop and thread count: the same bits
+
+
+def proc_files(*samples: tuple[int, int, int]) -> Any:
+    """/proc/stat and /proc/self/stat at successive samples: (idle, busy, ours) jiffies."""
+    stats = iter(samples)
+    current: dict[str, tuple[int, int, int]] = {}
+
+    def read(path: str) -> str:
+        if path == "/proc/stat":
+            current["now"] = next(stats)
+            idle, busy, _ = current["now"]
+            return f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3"
+        ours = current["now"][2]
+        return f"42 (python -m my) R 1 1 1 0 -1 4194304 10 0 0 0 {ours} 0 0 0 20 0 9 0"
+
+    return read
+
+
+def test_machine_load_counts_other_processes_busy_cores_not_its_own() -> None:
+    from reelserve.engine.lanes import MachineLoad
+
+    cores = os.cpu_count() or 1
+    # Between the samples: 100 jiffies per core pass; 150 of them busy, 50 of those this process's.
+    load = MachineLoad(proc_files((1000, 500, 40), (1000 + 100 * cores - 150, 650, 90)))
+    assert load.sample() == pytest.approx(1.0)  # one core's worth, elsewhere
+    broken = MachineLoad(lambda path: "")
+    assert broken.sample() == 0.0  # no /proc: no load seen, nothing refused for it
+
+
+def test_a_lone_batch_is_not_boosted_while_another_process_keeps_a_core_busy() -> None:
+    from reelserve.engine.lanes import LaneBoost, MachineLoad
+
+    _, lanes = tiny_lanes(2)
+    lanes.use(2, 1)
+    try:
+        boost = LaneBoost(lanes, MachineLoad(lambda path: ""))
+        boost.load.busy_elsewhere = 0.9
+        assert boost.begin() is None and not boost.active
+        boost.load.busy_elsewhere = 0.1
+        assert asyncio.run(begin_on_a_loop(boost)) == 2 and boost.active
+    finally:
+        lanes.shutdown()
+
+
+async def begin_on_a_loop(boost: Any) -> int | None:
+    return boost.begin()

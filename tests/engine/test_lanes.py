@@ -7,8 +7,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from support import GatedFamily, RunningServer, serve, wait_until
+
+from reelserve.engine.lanes import MachineLoad
 
 SMALL = {"size": "32x32", "num_frames": 5}
 
@@ -60,7 +63,10 @@ def test_two_lanes_run_two_batches_at_once(tmp_path: Path) -> None:
         assert finished(running, first["id"])["status"] == "completed"
 
 
-def test_a_lone_batch_borrows_every_lanes_threads_and_gives_them_back_when_another_comes(tmp_path: Path) -> None:
+def test_a_lone_batch_borrows_every_lanes_threads_and_gives_them_back_when_another_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MachineLoad, "sample", lambda self: 0.0)  # an idle machine, whatever else runs here
     with serve(tmp_path, pipeline_lanes=2, cpu_threads=1) as running:
         lanes = running.worker.engine.runner
         assert lanes is not None and lanes.boost == 2
