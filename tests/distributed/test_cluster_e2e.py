@@ -54,7 +54,10 @@ def running(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Ite
     workdir = tmp_path_factory.mktemp("cluster")
     redis = RedisServer(workdir / "redis", appendonly=True)
     redis.start()
-    cluster = Cluster(workdir, redis.url, webhook_secret=SECRET, webhook_allow="127.0.0.0/8", max_batch_size=4)
+    # Two lanes per worker, as their warm-up picks on a 2-core machine: the crash and drain trials
+    # below then lose, and finish, two running batches per worker.
+    cluster = Cluster(workdir, redis.url, webhook_secret=SECRET, webhook_allow="127.0.0.0/8", max_batch_size=4,
+                      pipeline_lanes=2, cpu_threads=1)
     try:
         api = cluster.start("api", "api")
         workers = {name: cluster.start("worker", name) for name in ("worker-1", "worker-2")}
