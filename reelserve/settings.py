@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     attention_backend: str | None = Field(None, description="diffusers attention backend (native, flex, flash, sage, ...).")
     cfg_batching: bool | None = Field(None, description="Run the cond and uncond passes as one batched forward.")
+    shared_time_embedding: bool | None = Field(
+        None, description="Embed a row's timestep once, not per token, when its tokens share it (expand_timesteps)."
+    )
     compile: bool | None = Field(None, description="torch.compile the repeated transformer blocks; warm-up compiles each batch size.")
     step_cache: Literal["none", "fbcache", "taylorseer", "magcache", "pab"] | None = Field(
         None, description="Reuse transformer work across denoising steps."

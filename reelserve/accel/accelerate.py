@@ -21,6 +21,7 @@ from reelserve.accel.options import AccelerationOptions
 from reelserve.accel.quantize import check_quantization, quantize_int8
 from reelserve.accel.step_cache import SkipCounter, StepCache, calibrate_mag_ratios, threshold_for
 from reelserve.accel.text_projections import TextProjectionMemo
+from reelserve.accel.time_embedding import SharedTimeEmbedding
 from reelserve.schemas.errors import invalid
 
 ONNX_EXCLUSIVE = ("step_cache", "compile", "quantization", "group_offload")
@@ -38,6 +39,7 @@ class Accelerated:
     skips: SkipCounter | None = None
     onnx: Any = None
     text_memo: TextProjectionMemo | None = None
+    time_embedding: list[SharedTimeEmbedding] = field(default_factory=list)
 
     def before_call(self, steps: int, negative: torch.Tensor | None) -> None:
         if self.text_memo is not None:
@@ -136,6 +138,8 @@ def accelerate(
         done.onnx = _onnx_backend(pipeline.transformer, onnx_cache_dir, model_key or model)
     if options.cfg_batching:
         done.cfg = [CfgBatching(transformer) for transformer in transformers]
+    if options.shared_time_embedding and options.backend == "torch":
+        done.time_embedding = [SharedTimeEmbedding(transformer) for transformer in transformers]
     if options.backend == "torch" and not options.compile:
         # Not with compile: the counter's Python hooks inside compiled blocks would recompile them on
         # every call (and compile excludes step caches, so there would be nothing to count).

@@ -22,6 +22,9 @@ class AccelerationOptions(BaseModel):
 
     attention_backend: str = Field("native", description="diffusers attention dispatcher backend.")
     cfg_batching: bool = Field(False, description="Run the cond and uncond passes as one batched forward.")
+    shared_time_embedding: bool = Field(
+        False, description="Embed a row's timestep once, not per token, when its tokens share it (expand_timesteps)."
+    )
     compile: bool = Field(False, description="torch.compile the repeated transformer blocks (regional).")
     step_cache: StepCacheKind = Field("none", description="Reuse transformer work across denoising steps.")
     step_cache_threshold: float | None = Field(
@@ -41,6 +44,8 @@ class AccelerationOptions(BaseModel):
             parts.append(f"attention={self.attention_backend}")
         if self.cfg_batching:
             parts.append("cfg_batching")
+        if self.shared_time_embedding:
+            parts.append("shared_time_embedding")
         if self.compile:
             parts.append("compile")
         if self.step_cache != "none":
@@ -93,34 +98,38 @@ PRESETS: dict[str, Preset] = {
     "quality": Preset(
         name="quality",
         dtype="auto",
-        accelerations=AccelerationOptions(cfg_batching=True, channels_last=True),
+        accelerations=AccelerationOptions(cfg_batching=True, shared_time_embedding=True, channels_last=True),
         steps_fraction=1.0,
-        summary="Exact up to float rounding: CFG batching and channels-last VAE, all steps.",
+        summary="Exact up to float rounding: CFG batching, the shared time embedding and channels-last VAE, all steps.",
     ),
     "balanced": Preset(
         name="balanced",
         dtype="auto",
-        accelerations=AccelerationOptions(cfg_batching=True, channels_last=True, step_cache="magcache"),
+        accelerations=AccelerationOptions(
+            cfg_batching=True, shared_time_embedding=True, channels_last=True, step_cache="magcache"
+        ),
         steps_fraction=1.0,
         summary="Quality's options plus MagCache at its calibrated threshold, all steps.",
     ),
     "fast": Preset(
         name="fast",
         dtype="auto",
-        accelerations=AccelerationOptions(cfg_batching=True, channels_last=True, step_cache="magcache"),
+        accelerations=AccelerationOptions(
+            cfg_batching=True, shared_time_embedding=True, channels_last=True, step_cache="magcache"
+        ),
         steps_fraction=0.8,
         summary="Balanced's options at 80 % of the steps.",
     ),
 }
 
 
-# What a server runs with when neither a preset nor a flag says otherwise: the exact options only.
-# CFG batching computes the same as two passes, up to float rounding (the quality harness's 60 dB
-# floor), and on the CPU a batch of four micro clips took 1.6 s instead of 2.3 s with it
-# (docs/benchmarks.md, "The hot path"). On a GPU it doubles the rows of a forward, which a large
-# model at a large shape may not have the memory for: a batch that runs out is split (the runner),
-# and --no-cfg-batching turns it off.
-SERVING_DEFAULTS = AccelerationOptions(cfg_batching=True)
+# What a server runs with when neither a preset nor a flag says otherwise: the options that compute
+# the same up to float rounding. CFG batching (the quality harness's 60 dB floor): on the CPU a batch
+# of four micro clips took 1.6 s instead of 2.3 s with it; on a GPU it doubles the rows of a forward,
+# which a large model at a large shape may not have the memory for: a batch that runs out is split
+# (the runner), and --no-cfg-batching turns it off. The shared time embedding: a tenth of the micro
+# transformer's FLOPs (docs/benchmarks.md, "The hot path").
+SERVING_DEFAULTS = AccelerationOptions(cfg_batching=True, shared_time_embedding=True)
 
 
 def resolve(preset: str | None, overrides: dict[str, object]) -> tuple[AccelerationOptions, float]:

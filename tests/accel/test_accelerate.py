@@ -72,11 +72,13 @@ def test_an_unusable_attention_backend_is_refused_by_name(backend: str) -> None:
 def test_describe_reports_the_options_in_force() -> None:
     assert AccelerationOptions().describe() == []
     everything = AccelerationOptions(
-        attention_backend="flex", cfg_batching=True, step_cache="fbcache", step_cache_threshold=0.1,
+        attention_backend="flex", cfg_batching=True, shared_time_embedding=True, step_cache="fbcache",
+        step_cache_threshold=0.1,
         quantization="int8", vae_slicing=True, group_offload=True,
     )
     assert everything.describe() == [
-        "attention=flex", "cfg_batching", "step_cache=fbcache:0.1", "quantization=int8", "vae_slicing",
+        "attention=flex", "cfg_batching", "shared_time_embedding", "step_cache=fbcache:0.1", "quantization=int8",
+        "vae_slicing",
         "group_offload",
     ]
     assert AccelerationOptions(compile=True, backend="onnx").describe() == ["compile", "backend=onnx"]
@@ -91,12 +93,13 @@ def test_describe_reports_the_options_in_force() -> None:
 def test_pixel_settings_hold_what_changes_the_floats_and_nothing_else() -> None:
     plain = AccelerationOptions().pixel_settings()
     assert set(plain) == {
-        "accel_attention_backend", "accel_cfg_batching", "accel_compile", "accel_step_cache",
+        "accel_attention_backend", "accel_cfg_batching", "accel_shared_time_embedding", "accel_compile", "accel_step_cache",
         "accel_step_cache_threshold", "accel_quantization", "accel_backend", "accel_channels_last",
     }
     # Memory-only options: same floats, same settings.
     assert AccelerationOptions(vae_slicing=True, group_offload=True).pixel_settings() == plain
     assert AccelerationOptions(cfg_batching=True).pixel_settings() != plain
+    assert AccelerationOptions(shared_time_embedding=True).pixel_settings() != plain
     # The calibrated threshold is what ran, so it is what the key holds; without a cache, nothing is filled in.
     calibrated = AccelerationOptions(step_cache="fbcache").pixel_settings(threshold=0.08)
     assert calibrated["accel_step_cache_threshold"] == 0.08
@@ -106,15 +109,16 @@ def test_pixel_settings_hold_what_changes_the_floats_and_nothing_else() -> None:
 
 def test_explicit_settings_beat_the_preset_and_none_means_unset() -> None:
     # Nothing said: the serving defaults, the exact options only.
-    assert resolve(None, {}) == (SERVING_DEFAULTS, 1.0) == (AccelerationOptions(cfg_batching=True), 1.0)
-    assert resolve(None, {"cfg_batching": False}) == (AccelerationOptions(), 1.0)
+    exact = AccelerationOptions(cfg_batching=True, shared_time_embedding=True)
+    assert resolve(None, {}) == (SERVING_DEFAULTS, 1.0) == (exact, 1.0)
+    assert resolve(None, {"cfg_batching": False, "shared_time_embedding": False}) == (AccelerationOptions(), 1.0)
     assert resolve("fast", {"cfg_batching": None, "step_cache": None}) == (PRESETS["fast"].accelerations, 0.8)
     options, fraction = resolve("fast", {"step_cache": "none", "cfg_batching": None, "compile": None})
     assert (options.step_cache, options.cfg_batching, fraction) == ("none", True, 0.8)
     # False is a setting, not an absence: it turns off what the preset turns on.
     assert resolve("quality", {"cfg_batching": False})[0].cfg_batching is False
     assert resolve(None, {"step_cache": "pab", "step_cache_threshold": 4.0})[0] == AccelerationOptions(
-        cfg_batching=True, step_cache="pab", step_cache_threshold=4.0
+        cfg_batching=True, shared_time_embedding=True, step_cache="pab", step_cache_threshold=4.0
     )
 
 

@@ -39,15 +39,16 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
         merged_in_warm_up = model.accelerated.cfg[0].batched
         created = running.client.post("/v1/videos", json={"prompt": "a red fox in the snow", **SMALL})
         assert created.status_code == 200, created.text
-        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching", "channels_last"]
+        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last"]
         done = finished(running, created.json()["id"])
         assert done["status"] == "completed"
-        assert done["accelerations"] == ["preset=quality", "cfg_batching", "channels_last"]
+        assert done["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last"]
         assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
         # What the job says is what ran: its steps merged their CFG passes.
         assert model.accelerated.cfg[0].batched == merged_in_warm_up + done["num_inference_steps"]
-    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching"]  # the serving default
-    assert accelerations_in_force(Settings(model="tiny", cfg_batching=False)) == []  # plain eager: nothing to report
+    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching", "shared_time_embedding"]  # the serving defaults
+    plain = Settings(model="tiny", cfg_batching=False, shared_time_embedding=False)
+    assert accelerations_in_force(plain) == []  # plain eager: nothing to report
 
 
 def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_pa
         for created, steps in ((omitted, fast_steps), (explicit, 6)):
             done = finished(running, created["id"])
             assert (done["status"], done["num_inference_steps"]) == ("completed", steps)
-            assert done["accelerations"] == ["preset=fast", "cfg_batching", "step_cache=magcache:0.06", "channels_last"]
+            assert done["accelerations"] == ["preset=fast", "cfg_batching", "shared_time_embedding", "step_cache=magcache:0.06", "channels_last"]
 
 
 def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
@@ -81,6 +82,7 @@ def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
     # Left unset, the threshold is the model's resolved one (0.05 for uncalibrated tiny): the same floats.
     assert key(step_cache="fbcache") == key(step_cache="fbcache", step_cache_threshold=0.05)
     assert key(cfg_batching=False) != key() == key(cfg_batching=True)  # on unless turned off
+    assert key(shared_time_embedding=False) != key() == key(shared_time_embedding=True)
     # The options count, not the preset's name.
     assert key(preset="quality") == key(cfg_batching=True, channels_last=True) != key(cfg_batching=True)
     assert key(vae_slicing=True) == key()  # memory only

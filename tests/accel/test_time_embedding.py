@@ -1,0 +1,63 @@
+"""The shared time embedding: one timestep embedding per row when its tokens share the timestep, the
+per-token path otherwise, and videos equal to the per-token ones within float rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from reelserve.accel.options import AccelerationOptions
+from reelserve.accel.time_embedding import SharedTimeEmbedding
+from reelserve.engine.runner import PipelineRunner
+from reelserve.models import LoadOptions, load_model
+from reelserve.models.tiny import build_ti2v_5b_layout
+from reelserve.schemas import GenerationParams
+
+
+def micro_rows() -> list[tuple[str, GenerationParams]]:
+    return [(f"j{i}", GenerationParams(model="micro", prompt=prompt, width=64, height=64, num_frames=17, fps=8,
+                                       num_inference_steps=10, guidance_scale=5.0, seed=i))
+            for i, prompt in enumerate(["a red circle moving right", "a blue square moving up"])]
+
+
+def test_micro_videos_equal_the_per_token_path_within_float_rounding() -> None:
+    model = load_model("micro", LoadOptions(device="cpu", accelerations=AccelerationOptions(shared_time_embedding=True)))
+    [shared] = model.accelerated.time_embedding  # type: ignore[union-attr]
+    runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length, accelerated=model.accelerated)
+    with_it = runner.run(micro_rows()).frames
+    assert shared.shared == 10 * 2 and shared.full == 0  # every step, cond and uncond, one embedding per row
+    shared.remove()
+    without = runner.run(micro_rows()).frames
+    for key in with_it:
+        difference = np.abs(with_it[key] - without[key]).max()
+        assert difference <= 1e-4, difference  # float rounding of the time MLP, not a different video
+        assert not np.array_equal(with_it[key], np.zeros_like(with_it[key]))
+
+
+def test_rows_whose_tokens_differ_in_timestep_run_per_token() -> None:
+    pipe = build_ti2v_5b_layout(0)
+    embedder = pipe.transformer.condition_embedder
+    shared = SharedTimeEmbedding(pipe.transformer)
+    tokens, text = 12, torch.randn(2, 8, pipe.transformer.config.text_dim)
+    held_first_frame = torch.full((2, tokens), 700.0)
+    held_first_frame[:, :4] = 0.0  # image to video: the first frame's tokens at timestep 0
+    with torch.inference_mode():
+        wrapped = embedder(held_first_frame.flatten(), text, None, timestep_seq_len=tokens)
+        shared.remove()
+        plain = embedder(held_first_frame.flatten(), text, None, timestep_seq_len=tokens)
+    assert (shared.shared, shared.full) == (0, 1)
+    assert all(torch.equal(a, b) for a, b in zip(wrapped[:3], plain[:3], strict=True))
+
+
+def test_uniform_rows_get_the_same_shapes_and_values_as_per_token() -> None:
+    pipe = build_ti2v_5b_layout(0)
+    embedder = pipe.transformer.condition_embedder
+    tokens, text = 12, torch.randn(3, 8, pipe.transformer.config.text_dim)
+    timestep = torch.tensor([900.0, 500.0, 20.0]).repeat_interleave(tokens)
+    with torch.inference_mode():
+        plain = embedder(timestep, text, None, timestep_seq_len=tokens)
+        shared = SharedTimeEmbedding(pipe.transformer)
+        wrapped = embedder(timestep, text, None, timestep_seq_len=tokens)
+    assert shared.shared == 1
+    for a, b in zip(wrapped[:3], plain[:3], strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
