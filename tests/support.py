@@ -149,6 +149,17 @@ def serve_in_mode(mode: str, tmp_path: Path, **settings: object) -> Iterator[Run
         redis_server.stop()
 
 
+def final_video(running: RunningServer, video_id: str, key: str | None = None, timeout: float = 120) -> dict[str, Any]:
+    """The video object once it is final (completed, failed or cancelled), read as ``key`` if given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def done() -> dict[str, Any] | None:
+        video = running.client.get(f"/v1/videos/{video_id}", headers=headers).json()
+        return video if video["status"] in ("completed", "failed", "cancelled") else None
+
+    return wait_until(done, timeout=timeout)
+
+
 class GatedFamily:
     """The real model family, but each batch waits at its start until the test opens ``gate``.
 

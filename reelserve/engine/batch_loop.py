@@ -31,9 +31,9 @@ T = TypeVar("T")
 
 class BatchLoop:
     """``run`` serves batches until ``draining`` is set: it takes a batch whenever a pipeline lane is
-    free (lane 0, the pipeline thread, first) and runs it there, so the lanes run batches at once.
-    ``inferring`` says a pipeline call is under way (a drain lets it finish). ``stop_requested`` is
-    shared with the lanes' threads, which drop those rows at their next step boundary."""
+    free (lane 0, the pipeline thread, first) and runs it there, so the lanes run batches at once. A
+    drain stops the taking (``stop_taking``) and lets the running batches finish. ``stop_requested``
+    is shared with the lanes' threads, which drop those rows at their next step boundary."""
 
     def __init__(
         self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
@@ -51,10 +51,6 @@ class BatchLoop:
         self._taking: asyncio.Future[list[str]] | None = None
         self._progress_lock = threading.Lock()  # the lanes' step listeners, one step at a time
         self.boost: LaneBoost | None = None  # while running
-
-    @property
-    def inferring(self) -> bool:
-        return bool(self._batches)
 
     async def on_pipeline_thread(self, call: Callable[..., T], *args: object) -> T:
         """Run ``call`` on the thread that runs lane 0's batches (see ``Worker.on_model_thread``)."""

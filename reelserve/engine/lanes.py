@@ -34,6 +34,7 @@ import torch
 from reelserve.engine.cost_model import CallTiming
 from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.runner import PipelineRunner, Row, StepListener, StopCheck
+from reelserve.models.options import machine_jiffies
 
 class PipelineLanes:
     """The lanes of a worker: one runner per weight-sharing pipeline copy, and a thread for each lane
@@ -127,10 +128,9 @@ class MachineLoad:
     def _now(self) -> tuple[int, int, int] | None:
         """(all jiffies, busy jiffies, this process's jiffies), summed over the machine's cores."""
         try:
-            fields = [int(value) for value in self._read("/proc/stat").split("\n", 1)[0].split()[1:]]
+            total, busy = machine_jiffies(lambda: self._read("/proc/stat"))
             ours = self._read("/proc/self/stat").rsplit(")", 1)[1].split()
-            total = sum(fields[:8])
-            return total, total - fields[3] - fields[4], int(ours[11]) + int(ours[12])  # utime + stime
+            return total, busy, int(ours[11]) + int(ours[12])  # utime + stime
         except (OSError, ValueError, IndexError):
             return None
 

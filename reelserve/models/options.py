@@ -90,6 +90,14 @@ def cpu_threads(options: LoadOptions) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def machine_jiffies(read_stat: Callable[[], str] = lambda: Path("/proc/stat").read_text()) -> tuple[int, int]:
+    """(all, busy) jiffies since boot, summed over the machine's cores, from /proc/stat's first line
+    (busy: all but idle and iowait). Raises OSError, ValueError or IndexError where it is missing."""
+    fields = [int(value) for value in read_stat().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # user .. steal
+    return total, total - fields[3] - fields[4]
+
+
 def idle_cores(sample_s: float = 0.1, read_stat: Callable[[], str] = lambda: Path("/proc/stat").read_text()) -> int:
     """The cores this process may use that nothing else is using now: its affinity, less the cores
     other processes kept busy over ``sample_s`` (from /proc/stat; all of them where it is missing).
@@ -98,19 +106,14 @@ def idle_cores(sample_s: float = 0.1, read_stat: Callable[[], str] = lambda: Pat
     two threads took 2.5x as long as one (docs/benchmarks.md, "A busy machine"), since every op
     waits for a descheduled partner."""
     cores = cpu_threads(LoadOptions())
-
-    def idle_and_total() -> tuple[int, int]:
-        fields = [int(value) for value in read_stat().split("\n", 1)[0].split()[1:]]
-        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
-
     try:
-        idle_before, total_before = idle_and_total()
+        total_before, busy_before = machine_jiffies(read_stat)
         time.sleep(sample_s)
-        idle_after, total_after = idle_and_total()
+        total_after, busy_after = machine_jiffies(read_stat)
     except (OSError, ValueError, IndexError):
         return cores
     machine = os.cpu_count() or cores
-    busy = machine * (1 - (idle_after - idle_before) / max(total_after - total_before, 1))
+    busy = machine * (busy_after - busy_before) / max(total_after - total_before, 1)
     return max(1, min(cores, round(machine - busy)))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import RunningServer, serve, wait_until
+from support import final_video, serve
 from typer.testing import CliRunner
 
 from reelserve.cache.key import cache_key
@@ -24,14 +24,6 @@ from reelserve.settings import Settings
 SMALL = {"size": "32x32", "num_frames": 5}
 
 
-def finished(running: RunningServer, video_id: str) -> dict[str, Any]:
-    def poll() -> dict[str, Any] | None:
-        video = running.client.get(f"/v1/videos/{video_id}").json()
-        return video if video["status"] in ("completed", "failed", "cancelled") else None
-
-    return wait_until(poll, timeout=60)
-
-
 def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
     with serve(tmp_path / "data", preset="quality") as running:
         model = running.server.model
@@ -40,7 +32,7 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
         created = running.client.post("/v1/videos", json={"prompt": "a red fox in the snow", **SMALL})
         assert created.status_code == 200, created.text
         assert created.json()["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last"]
-        done = finished(running, created.json()["id"])
+        done = final_video(running, created.json()["id"])
         assert done["status"] == "completed"
         assert done["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last"]
         assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
@@ -63,7 +55,7 @@ def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_pa
             "/v1/videos", json={"prompt": "waves on a beach", "num_inference_steps": 6, **SMALL}
         ).json()
         for created, steps in ((omitted, fast_steps), (explicit, 6)):
-            done = finished(running, created["id"])
+            done = final_video(running, created["id"])
             assert (done["status"], done["num_inference_steps"]) == ("completed", steps)
             assert done["accelerations"] == ["preset=fast", "cfg_batching", "shared_time_embedding", "step_cache=magcache:0.06", "channels_last"]
 

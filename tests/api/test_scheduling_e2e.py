@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support import GatedFamily, RunningServer, gate_pipeline, serve, sse_events, wait_until
+from support import GatedFamily, RunningServer, final_video, gate_pipeline, serve, sse_events, wait_until
 
-from reelserve.schemas import GenerationParams, JobStatus
+from reelserve.schemas import GenerationParams
 
 
 @pytest.fixture
@@ -30,16 +30,6 @@ def submit(running: RunningServer, **body: object):  # type: ignore[no-untyped-d
     return running.client.post("/v1/videos", json={"prompt": "a red circle moving right", **SMALL, **body})
 
 
-def final(running: RunningServer, video_id: str, key: str | None = None) -> dict:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-
-    def done() -> dict | None:
-        video = running.client.get(f"/v1/videos/{video_id}", headers=headers).json()
-        return video if JobStatus(video["status"]).final else None
-
-    return wait_until(done, timeout=120)
-
-
 def test_under_saturation_realtime_waits_a_third_of_standard_or_less(tmp_path: Path) -> None:
     with serve(tmp_path / "data", max_batch_size=1, max_wait_ms=0) as running:
         ids = {"realtime": [], "standard": []}
@@ -49,7 +39,7 @@ def test_under_saturation_realtime_waits_a_third_of_standard_or_less(tmp_path: P
             assert created.status_code == 200, created.text
             ids[tier].append(created.json()["id"])
         waits = {
-            tier: [final(running, video_id)["timings"]["queue_s"] for video_id in video_ids]
+            tier: [final_video(running, video_id)["timings"]["queue_s"] for video_id in video_ids]
             for tier, video_ids in ids.items()
         }
     p95 = {tier: float(np.percentile(values, 95)) for tier, values in waits.items()}
@@ -68,7 +58,7 @@ def test_a_request_that_cannot_meet_its_deadline_is_refused_at_once(server: Runn
     admitted = submit(server, deadline_seconds=120).json()
     assert admitted["deadline_at"] - admitted["created_at"] <= 121
     assert admitted["created_at"] <= admitted["estimated_completion_at"] <= admitted["deadline_at"]
-    assert final(server, admitted["id"])["status"] == "completed"
+    assert final_video(server, admitted["id"])["status"] == "completed"
 
 
 def test_a_queued_job_whose_deadline_passes_never_runs(server: RunningServer) -> None:
@@ -82,10 +72,10 @@ def test_a_queued_job_whose_deadline_passes_never_runs(server: RunningServer) ->
     calls = runner.calls
     doomed = submit(server, deadline_seconds=3).json()
     assert doomed["status"] == "queued"
-    failed = final(server, doomed["id"])  # while the blocker still holds the pipeline
+    failed = final_video(server, doomed["id"])  # while the blocker still holds the pipeline
     assert failed["status"] == "failed" and failed["error"]["code"] == "deadline_exceeded"
     gate.gate.set()
-    assert final(server, blocker["id"])["status"] == "completed"
+    assert final_video(server, blocker["id"])["status"] == "completed"
     assert runner.calls == calls  # the blocker's call was already counted; the doomed job made none
     assert server.server.store.transitions(doomed["id"]) == [(None, "queued"), ("queued", "failed")]
     metrics = server.client.get("/metrics").text
@@ -95,7 +85,7 @@ def test_a_queued_job_whose_deadline_passes_never_runs(server: RunningServer) ->
 def test_degradation_happens_only_when_allowed_and_is_reported(tmp_path: Path) -> None:
     always_high = [{"name": "high", "min_queue_delay_s": 0, "max_steps": 3, "max_frames": 12}]
     with serve(tmp_path / "data", degrade_levels=always_high) as running:
-        kept = final(running, submit(running, num_inference_steps=5, num_frames=17, seed=1).json()["id"])
+        kept = final_video(running, submit(running, num_inference_steps=5, num_frames=17, seed=1).json()["id"])
         assert kept["degraded"] is None and kept["num_inference_steps"] == 5 and kept["num_frames"] == 17
 
         lowered = submit(running, num_inference_steps=5, num_frames=17, seed=2, allow_degrade=True).json()
@@ -103,7 +93,7 @@ def test_degradation_happens_only_when_allowed_and_is_reported(tmp_path: Path) -
             "num_inference_steps": {"requested": 5, "ran": 3}, "num_frames": {"requested": 17, "ran": 9},
         }
         assert lowered["degraded_reason"] == "load: high"
-        done = final(running, lowered["id"])
+        done = final_video(running, lowered["id"])
         assert done["status"] == "completed" and (done["num_inference_steps"], done["num_frames"]) == (3, 9)
 
         # The batch tier degrades by default; its video is cached under what ran, not what was asked.
@@ -143,8 +133,8 @@ def test_an_oom_in_a_batch_of_four_fails_only_the_row_that_cannot_fit(server: Ru
     prompts = ["a red circle", "a blue square", "a huge __oom__ scene", "a green triangle"]
     jobs = [submit(server, prompt=prompt, seed=i).json() for i, prompt in enumerate(prompts)]
     pipeline.gate.set()
-    assert final(server, blocker["id"])["status"] == "completed"
-    results = {job["id"]: final(server, job["id"]) for job in jobs}
+    assert final_video(server, blocker["id"])["status"] == "completed"
+    results = {job["id"]: final_video(server, job["id"]) for job in jobs}
     statuses = [results[job["id"]]["status"] for job in jobs]
     assert statuses == ["completed", "completed", "failed", "completed"]
     failed = results[jobs[2]["id"]]
@@ -159,7 +149,7 @@ def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_probe(tmp_
     with serve(tmp_path / "data", circuit_failures=2, circuit_cooldown_s=0.5) as running:
         gate_pipeline(running)  # its prompts containing "boom" raise
         for i in range(2):
-            failed = final(running, submit(running, prompt=f"boom {i}").json()["id"])
+            failed = final_video(running, submit(running, prompt=f"boom {i}").json()["id"])
             assert failed["status"] == "failed" and failed["error"]["code"] == "generation_failed"
         refused = submit(running)
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
@@ -170,11 +160,11 @@ def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_probe(tmp_
         wait_until(lambda: running.client.get("/readyz").status_code == 200, timeout=30)  # half-open
         probe = submit(running, prompt="the probe")
         assert probe.status_code == 200, probe.text
-        assert final(running, probe.json()["id"])["status"] == "completed"
+        assert final_video(running, probe.json()["id"])["status"] == "completed"
         after = submit(running, prompt="business as usual")
         assert after.status_code == 200
         assert 'reelserve_circuit_state 0.0' in running.client.get("/metrics").text
-        assert final(running, after.json()["id"])["status"] == "completed"
+        assert final_video(running, after.json()["id"])["status"] == "completed"
 
 
 def test_rate_limits_per_key(tmp_path: Path) -> None:
@@ -200,7 +190,7 @@ def test_rate_limits_per_key(tmp_path: Path) -> None:
         second = post("key-one-at-a-time", seed=11)
         assert second.status_code == 429 and "1 concurrent jobs" in second.json()["error"]["message"]
         gate.gate.set()
-        final(running, first.json()["id"], key="key-one-at-a-time")
+        final_video(running, first.json()["id"], key="key-one-at-a-time")
         assert post("key-one-at-a-time", seed=12).status_code == 200  # its job finished: room again
 
 
@@ -226,5 +216,5 @@ def test_every_job_and_its_events_carry_a_completion_estimate(server: RunningSer
     # Re-estimated when it starts: from the cost model's prediction of its own call, not the queue's
     assert released < running["estimated_completion_at"] < released + 60
     assert statuses["completed"]["estimated_completion_at"] is None  # a final job has no estimate
-    done = final(server, video["id"])
+    done = final_video(server, video["id"])
     assert done["estimated_completion_at"] == running["estimated_completion_at"]

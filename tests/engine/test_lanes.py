@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from support import GatedFamily, RunningServer, serve, wait_until
+from support import GatedFamily, final_video, serve, wait_until
 
 from reelserve.engine.lanes import MachineLoad
 
@@ -36,14 +36,6 @@ class StepRecorder:
         return self.real.denoise_step(rows)
 
 
-def finished(running: RunningServer, job_id: str) -> dict[str, Any]:
-    def poll() -> dict[str, Any] | None:
-        video = running.client.get(f"/v1/videos/{job_id}").json()
-        return video if video["status"] in ("completed", "failed", "cancelled") else None
-
-    return wait_until(poll, timeout=60)
-
-
 def test_two_lanes_run_two_batches_at_once(tmp_path: Path) -> None:
     with serve(tmp_path, pipeline_lanes=2, cpu_threads=2) as running:  # two threads each: no boost
         lanes = running.worker.engine.runner
@@ -55,12 +47,12 @@ def test_two_lanes_run_two_batches_at_once(tmp_path: Path) -> None:
         first = running.client.post("/v1/videos", json={"prompt": "holds lane 0", **SMALL}).json()
         assert held.entered.wait(30)
         second = running.client.post("/v1/videos", json={"prompt": "runs beside it", **SMALL}).json()
-        done = finished(running, second["id"])  # while the first is still held on lane 0
+        done = final_video(running, second["id"])  # while the first is still held on lane 0
         assert done["status"] == "completed"
         assert running.client.get(f"/v1/videos/{first['id']}").json()["status"] == "in_progress"
         assert {name for name, _ in recorder.steps} == {"reelserve-lane-1_0"}
         held.gate.set()
-        assert finished(running, first["id"])["status"] == "completed"
+        assert final_video(running, first["id"])["status"] == "completed"
 
 
 def test_a_lone_batch_borrows_every_lanes_threads_and_gives_them_back_when_another_comes(
@@ -79,8 +71,8 @@ def test_a_lone_batch_borrows_every_lanes_threads_and_gives_them_back_when_anoth
         wait_until(lambda: boost is not None and boost.dropping or None, timeout=30)  # it waits for the lane
         assert not other.steps
         lone.gate.set()
-        assert finished(running, second["id"])["status"] == "completed"
-        assert finished(running, first.json()["id"])["status"] == "completed"
+        assert final_video(running, second["id"])["status"] == "completed"
+        assert final_video(running, first.json()["id"])["status"] == "completed"
     assert [count for _, count in lone.steps[:2]] == [2, 2]  # every lane's threads while alone
     assert {count for _, count in lone.steps[3:]} == {1}  # its own after the step where it gave them back
     assert {count for _, count in other.steps} == {1}
