@@ -22,6 +22,7 @@ from reelserve.accel.quantize import check_quantization, quantize_int8
 from reelserve.accel.step_cache import SkipCounter, StepCache, calibrate_mag_ratios, threshold_for
 from reelserve.accel.text_projections import TextProjectionMemo
 from reelserve.accel.time_embedding import SharedTimeEmbedding
+from reelserve.accel.vae_convolutions import channels_last_vae
 from reelserve.schemas.errors import invalid
 
 ONNX_EXCLUSIVE = ("step_cache", "compile", "quantization", "group_offload")
@@ -128,7 +129,7 @@ def accelerate(
     if options.vae_slicing:
         pipeline.vae.enable_slicing()
     if options.channels_last:
-        _channels_last(pipeline.vae)
+        channels_last_vae(pipeline.vae)
     if options.step_cache != "none":
         done.step_cache = _step_cache(pipeline, options, model, calibration_run, default_steps)
     if options.compile:
@@ -147,14 +148,6 @@ def accelerate(
         if device.type == "cpu":  # exact; on a GPU its comparison would wait for the stream each step
             done.text_memo = TextProjectionMemo(transformers)
     return done
-
-
-def _channels_last(vae: torch.nn.Module) -> None:
-    """Channels-last weights let oneDNN (CPU) and cuDNN pick their NDHWC convolution kernels, which
-    skip the layout reorders the default NCDHW ones pay per call: the VAE decoder is all conv3d."""
-    for module in vae.modules():
-        if isinstance(module, torch.nn.Conv3d):
-            module.to(memory_format=torch.channels_last_3d)
 
 
 def _set_attention_backend(transformers: list[torch.nn.Module], backend: str) -> None:

@@ -38,8 +38,8 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
         assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
         # What the job says is what ran: its steps merged their CFG passes.
         assert model.accelerated.cfg[0].batched == merged_in_warm_up + done["num_inference_steps"]
-    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching", "shared_time_embedding"]  # the serving defaults
-    plain = Settings(model="tiny", cfg_batching=False, shared_time_embedding=False)
+    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching", "shared_time_embedding", "channels_last"]  # the serving defaults
+    plain = Settings(model="tiny", cfg_batching=False, shared_time_embedding=False, channels_last=False)
     assert accelerations_in_force(plain) == []  # plain eager: nothing to report
 
 
@@ -76,7 +76,7 @@ def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
     assert key(cfg_batching=False) != key() == key(cfg_batching=True)  # on unless turned off
     assert key(shared_time_embedding=False) != key() == key(shared_time_embedding=True)
     # The options count, not the preset's name.
-    assert key(preset="quality") == key(cfg_batching=True, channels_last=True) != key(cfg_batching=True)
+    assert key(preset="quality") == key(cfg_batching=True, channels_last=True) == key() != key(channels_last=False)
     assert key(vae_slicing=True) == key()  # memory only
 
 
