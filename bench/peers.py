@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -166,6 +167,9 @@ def systems(args: argparse.Namespace) -> dict[str, tuple[Callable[[], object], A
         "reelserve-quality": (lambda: server(*serve, "--preset", "quality"), one_trip),
         "reelserve-8": (lambda: server(*serve, "--max-batch-size", "8"), one_trip),
     }
+    for variant in args.variant:
+        name, _, flags = variant.partition("=")
+        table[name] = (lambda flags=flags: server(*serve, *shlex.split(flags)), one_trip)
     for batch in (4, 8):
         table[f"litserve-{batch}"] = (
             lambda b=batch: peer("litserve", shape, "--max-batch", str(b), "--window-ms", str(args.window_ms)),
@@ -183,6 +187,9 @@ def main() -> None:
     parser.add_argument("--window-ms", type=float, default=50.0)
     parser.add_argument("--one-trip", action="store_true", help="reelserve answers the sync call with the MP4")
     parser.add_argument("--systems", default="naive,litserve-4,litserve-8,reelserve,reelserve-quality")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=FLAGS",
+                        help="one more reelserve system to name in --systems, served with these flags "
+                             "(e.g. 'one-lane=--pipeline-lanes 1 --cpu-threads 2')")
     args = parser.parse_args()
     if args.model != "micro" and args.size == "64x64":
         args.size = "128x128"

@@ -63,7 +63,7 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
     if fps < 1:
         raise ValueError(f"fps must be a positive integer; got {fps}")
     import av  # here, not at the top: the API process uses this module's names but never encodes
-    from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc
+    from av.video.reformatter import ColorPrimaries, ColorRange, Colorspace, ColorTrc, VideoReformatter
 
     pixels = to_uint8(frames)
     buffer = io.BytesIO()
@@ -90,9 +90,13 @@ def encode_mp4(frames: np.ndarray, fps: int) -> bytes:
         codec_context.color_range = ColorRange.MPEG
         codec_context.color_primaries = ColorPrimaries.BT709
         codec_context.color_trc = ColorTrc.BT709
+        # One converter for every frame: ``VideoFrame.reformat`` makes a new swscale context per
+        # frame, which was two thirds of a 64x64x17 clip's encode (8.4 ms of 12; the same pixels).
+        reformatter = VideoReformatter()
         for index, image in enumerate(pixels):
             rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame = rgb.reformat(
+            frame = reformatter.reformat(
+                rgb,
                 format="yuv420p",
                 dst_colorspace=Colorspace.ITU709,
                 dst_color_range=ColorRange.MPEG,

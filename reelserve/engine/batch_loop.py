@@ -185,7 +185,14 @@ class BatchLoop:
         )
         for job_id, error in outcome.errors.items():  # rows that do not fit even alone
             self.finisher.fail([job for job in batch if job.id == job_id], error)
-        self.finisher.complete_batch(batch, outcome)
+        # On the CPU the lane's own thread writes its videos, and the lane takes its next batch once
+        # they are written: its core has nothing else to do until the clients of this batch come
+        # back, and the encodes then never compete with the other lanes' batches for the cores
+        # (docs/benchmarks.md, "The hot path"). On a GPU the finisher's thread writes them beside
+        # the next batch.
+        writes = self.finisher.complete_batch(batch, outcome, thread if lanes.on_cpu else None)
+        if lanes.on_cpu and writes:
+            await asyncio.wait(writes)  # not gather: a stop cancelling this batch must not cancel them
 
     async def claim(self, job_ids: list[str], lane: int = 0) -> list[Job]:
         """Mark the taken jobs in progress in the store (compare-and-set); return those this process won."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reelserve.engine.events import Events, status_event
@@ -69,14 +69,23 @@ class JobFinisher:
     def shutdown(self) -> None:
         self._encode_thread.shutdown(wait=True)
 
-    def complete_batch(self, batch: list[Job], outcome: BatchOutcome) -> None:
+    def complete_batch(
+        self, batch: list[Job], outcome: BatchOutcome, writer: Executor | None = None
+    ) -> list[asyncio.Future[float]]:
+        """Write the batch's videos, one after another on ``writer`` (by default the finisher's own
+        encode thread), and finish its jobs. Returns the writes."""
+        loop = asyncio.get_running_loop()
+        writes = []
         for job in batch:
             frames = outcome.frames.get(job.id)
             if frames is None:
                 self.running.claimed.discard(job.id)
                 continue  # stopped by a cancel (already recorded), or taken over by another worker
             job.timings.inference_s = outcome.inference_s
-            self._spawn(self._complete(job, frames))
+            write = loop.run_in_executor(writer or self._encode_thread, self._write_outputs, job, frames)
+            writes.append(write)
+            self._spawn(self._complete(job, write, time.perf_counter()))
+        return writes
 
     def fail(self, jobs: list[Job], error: JobError) -> None:
         for job in jobs:
@@ -134,17 +143,15 @@ class JobFinisher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _complete(self, job: Job, frames: object) -> None:
+    async def _complete(self, job: Job, write: asyncio.Future[float], started: float) -> None:
         try:
-            await self._store_result(job, frames)
+            await self._store_result(job, write, started)
         finally:
             self.running.claimed.discard(job.id)
 
-    async def _store_result(self, job: Job, frames: object) -> None:
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
+    async def _store_result(self, job: Job, write: asyncio.Future[float], started: float) -> None:
         try:
-            written_s = await loop.run_in_executor(self._encode_thread, self._write_outputs, job, frames)
+            written_s = await write
         except Exception as exc:
             log.exception("writing outputs failed for %s", job.id)
             self.fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))

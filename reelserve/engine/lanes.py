@@ -60,6 +60,10 @@ class PipelineLanes:
         self._progress = threading.Lock()  # step listeners see one step at a time, as from one thread
 
     @property
+    def on_cpu(self) -> bool:
+        return all(runner.device.type == "cpu" for runner in self.runners)
+
+    @property
     def boost(self) -> int | None:
         return self.lanes if self.lanes > 1 and self.threads == 1 else None
 

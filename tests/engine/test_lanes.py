@@ -11,6 +11,7 @@ import pytest
 import torch
 from support import GatedFamily, final_video, serve, wait_until
 
+from reelserve.engine import finisher
 from reelserve.engine.lanes import MachineLoad
 
 SMALL = {"size": "32x32", "num_frames": 5}
@@ -76,3 +77,32 @@ def test_a_lone_batch_borrows_every_lanes_threads_and_gives_them_back_when_anoth
     assert [count for _, count in lone.steps[:2]] == [2, 2]  # every lane's threads while alone
     assert {count for _, count in lone.steps[3:]} == {1}  # its own after the step where it gave them back
     assert {count for _, count in other.steps} == {1}
+
+
+def test_each_lane_writes_its_own_videos_and_takes_no_batch_until_they_are_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the CPU the lane's thread encodes its batch's videos; while it does, the next batch goes to
+    another lane."""
+    writers: dict[str, int] = {}  # thread -> videos it encoded
+    gate, holding = threading.Event(), threading.Event()
+
+    def encode(frames: Any, fps: int) -> bytes:
+        name = threading.current_thread().name
+        writers[name] = writers.get(name, 0) + 1
+        if name.startswith("reelserve-pipeline") and not gate.is_set():
+            holding.set()
+            assert gate.wait(60), "the test never opened the gate"
+        return real_encode(frames, fps)
+
+    real_encode = finisher.encode_mp4
+    monkeypatch.setattr(finisher, "encode_mp4", encode)
+    with serve(tmp_path, pipeline_lanes=2, cpu_threads=2) as running:  # two threads each: no boost
+        first = running.client.post("/v1/videos", json={"prompt": "written on lane 0", **SMALL}).json()
+        assert holding.wait(30)  # lane 0 ran it and is writing its video
+        second = running.client.post("/v1/videos", json={"prompt": "goes to lane 1", **SMALL}).json()
+        assert final_video(running, second["id"])["status"] == "completed"  # while lane 0 still writes
+        assert running.client.get(f"/v1/videos/{first['id']}").json()["status"] == "in_progress"
+        gate.set()
+        assert final_video(running, first["id"])["status"] == "completed"
+    assert writers == {"reelserve-pipeline_0": 1, "reelserve-lane-1_0": 1}
