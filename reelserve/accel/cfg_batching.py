@@ -49,9 +49,7 @@ class CfgBatching:
         if negative is None:
             self._negative = None
             return
-        param = next(self.transformer.parameters(), None)
-        dtype = param.dtype if param is not None and param.is_floating_point() else negative.dtype
-        self._negative = negative.to(dtype=dtype)
+        self._negative = negative
 
     def remove(self) -> None:
         self.transformer.forward = self._inner
@@ -68,7 +66,9 @@ class CfgBatching:
         negative = self._negative
         if negative is None or negative.shape != encoder_hidden_states.shape:
             return self._inner(hidden_states, timestep, encoder_hidden_states, *args, **kwargs)
-        negative = negative.to(encoder_hidden_states.device)
+        # The prompt's device and dtype: the transformer's own (the first parameter's is not always
+        # that: models keep some modules in float32, which Wan's lists first).
+        negative = negative.to(encoder_hidden_states.device, encoder_hidden_states.dtype)
         both = self._inner(
             torch.cat([hidden_states, hidden_states]),
             torch.cat([timestep, timestep]),

@@ -60,10 +60,10 @@ def test_the_most_videos_per_second_at_the_default_steps_win() -> None:
 
 
 def test_more_lanes_then_fewer_threads_win_a_near_tie() -> None:
-    nearly = fake_measure({ONE: 0.1, TWO: 0.05, LANES: 0.103}, {ONE: 0.0, TWO: 0.0, LANES: 0.0}, [])
-    assert choose_plan(nearly, [ONE, TWO, LANES], steps=25).plan == LANES  # one lane of two only 3 % ahead
-    clearly = fake_measure({ONE: 0.1, TWO: 0.05, LANES: 0.11}, {ONE: 0.0, TWO: 0.0, LANES: 0.0}, [])
-    assert choose_plan(clearly, [ONE, TWO, LANES], steps=25).plan == TWO  # 10 % ahead
+    nearly = fake_measure({ONE: 0.1, TWO: 0.05, LANES: 0.108}, {ONE: 0.0, TWO: 0.0, LANES: 0.0}, [])
+    assert choose_plan(nearly, [ONE, TWO, LANES], steps=25).plan == LANES  # one lane of two only 8 % ahead
+    clearly = fake_measure({ONE: 0.1, TWO: 0.05, LANES: 0.112}, {ONE: 0.0, TWO: 0.0, LANES: 0.0}, [])
+    assert choose_plan(clearly, [ONE, TWO, LANES], steps=25).plan == TWO  # 12 % ahead
     threads = fake_measure({ONE: 0.051, TWO: 0.05, LANES: 0.2}, {ONE: 0.0, TWO: 0.0, LANES: 0.0}, [])
     assert choose_plan(threads, [ONE, TWO, LANES], steps=25).plan == ONE  # one lane either way: fewer threads
 
