@@ -134,6 +134,14 @@ def redis_server(timeout: float = 20) -> Iterator[str]:
             process.wait(10)
 
 
+def settle() -> None:
+    """Let the machine's last load sample pass before a timed lone request: a server lends a lone
+    batch every lane's threads only when no other process kept half a core busy over its last
+    sample (``LOAD_SAMPLE_S``, 0.5 s), and a bench that has just run the model in-process, or a
+    ``generate`` process, is such a process."""
+    time.sleep(0.6)
+
+
 def machine() -> str:
     import os
 

@@ -24,7 +24,7 @@ import httpx
 import typer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, median, print_table, server  # noqa: E402
+from _harness import machine, median, print_table, server, settle  # noqa: E402
 
 PROMPT = "a red circle moving right"
 CLI = [sys.executable, "-m", "reelserve"]
@@ -56,6 +56,7 @@ def generate_s(extra_env: dict[str, str], flags: list[str], seed: int, out: Path
 
 
 def server_s(url: str, seed: int) -> float:
+    settle()  # the last `generate` process out of the server's load sample, as it would be between users
     sync = httpx.post(url + "/v1/videos/sync", json={"prompt": PROMPT, "seed": seed}, timeout=300)
     sync.raise_for_status()
     return sync.json()["timings"]["inference_s"]
