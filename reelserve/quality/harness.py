@@ -72,6 +72,7 @@ BASELINE = Configuration("float32 eager", note="the reference every row is compa
 SINGLE_OPTIONS: tuple[Configuration, ...] = (
     Configuration("bfloat16", dtype="bfloat16", note="weights and activations in bfloat16 (VAE float32)"),
     Configuration("cfg_batching", AccelerationOptions(cfg_batching=True), safe=True, psnr_floor=60.0),
+    Configuration("shared_time_embedding", AccelerationOptions(shared_time_embedding=True), safe=True, psnr_floor=60.0),
     Configuration("compile", AccelerationOptions(compile=True), safe=False, note="regional torch.compile"),
     Configuration("fbcache", AccelerationOptions(step_cache="fbcache")),
     Configuration("magcache", AccelerationOptions(step_cache="magcache")),
