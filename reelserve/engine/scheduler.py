@@ -58,7 +58,8 @@ class SchedulingOptions:
 
 
 # The fill window when --max-wait-ms is unset: 5 % of what the last batch of the shape took, from
-# 10 ms to 2 s, and 50 ms before any ran (the fixed default it replaces). Waiting is paid by every
+# 2 ms to 2 s, and 50 ms before any ran (the fixed default it replaces). (The floor was 10 ms: a
+# lone tiny request at 128x128, 0.11 s, waited 10 ms instead of its 5.5; docs/benchmarks.md.) Waiting is paid by every
 # row already in the batch, so it is bounded by a share of the batch. On the micro model's two CPU
 # lanes a batch of four takes about 2.6 s, so about 130 ms: enough for the clients of the last batch
 # to come back with their next requests, which arrive spread over about 100 ms as their videos are
@@ -66,7 +67,7 @@ class SchedulingOptions:
 # 2.5-2.6 videos/s instead of 2.7-2.8; docs/benchmarks.md, "The hot path"). A lone micro request
 # (0.65 s) waits 33 ms.
 FILL_WINDOW_SHARE = 0.05
-FILL_WINDOW_S = (0.01, 2.0)
+FILL_WINDOW_S = (0.002, 2.0)
 FIRST_FILL_WINDOW_S = 0.05
 
 
