@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )
     max_wait_ms: int | None = Field(
         None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
-        "join; unset: 5 % of what the last batch of its shape took, from 10 ms to 2 s (50 ms before the first)."
+        "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first)."
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
