@@ -190,6 +190,23 @@ class GatedFamily:
         self.gate.clear()
 
 
+class HeldAtStep:
+    """The real family, holding the run before step ``step`` until the test opens ``gate``."""
+
+    def __init__(self, real: Any, step: int) -> None:
+        self.real, self.step = real, step
+        self.gate, self.held = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def denoise_step(self, rows: list[Any]) -> Any:
+        if rows[0].step + 1 == self.step and not self.gate.is_set():
+            self.held.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        return self.real.denoise_step(rows)
+
+
 def gate_pipeline(running: RunningServer) -> GatedFamily:
     """Gate every lane of the server's worker with one gate; returns lane 0's ``GatedFamily``."""
     lanes = running.worker.engine.runner

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from support import GatedFamily, RedisServer, RunningServer, gate_pipeline, serve
+from support import GatedFamily, HeldAtStep, RedisServer, RunningServer, gate_pipeline, serve
 from ui_support import AUTH, JOB_MS, USER_KEY, open_playground, screenshot, wait_until_playing
 
 from reelserve.schemas.slo import DegradeLevel
@@ -103,10 +103,22 @@ def test_keyboard_submit_shows_live_progress_then_plays_the_video(
                 .observe(bar, { attributes: true, attributeFilter: ['value'] });
         }"""
     )
-    page.get_by_label("Steps").fill("40")  # ~1 s on tiny: long enough to stream many progress events
-    prompt = page.get_by_label("Prompt", exact=True)
-    prompt.fill("a red ball bouncing")
-    prompt.press("Control+Enter")
+    # The run is held before its 20th of 40 steps until the page shows progress, so the events are
+    # seen live however fast the model is (tiny's 40 steps can finish before the page subscribes).
+    lanes = ui_server.worker.engine.runner
+    assert lanes is not None and lanes.lanes == 1
+    held = HeldAtStep(lanes.runners[0].family, step=20)
+    lanes.runners[0].family = held
+    try:
+        page.get_by_label("Steps").fill("40")
+        prompt = page.get_by_label("Prompt", exact=True)
+        prompt.fill("a red ball bouncing")
+        prompt.press("Control+Enter")
+        assert held.held.wait(JOB_MS / 1000)
+        page.wait_for_function("() => window.progressSeen.some(v => v > 0 && v < 100)", timeout=JOB_MS)
+    finally:
+        held.gate.set()
+        lanes.runners[0].family = held.real
 
     wait_until_playing(page)
     expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
