@@ -134,6 +134,16 @@ def redis_server(timeout: float = 20) -> Iterator[str]:
             process.wait(10)
 
 
+PROMPT_COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+PROMPT_SHAPES = ("circle", "square", "triangle")
+PROMPT_MOTIONS = ("moving right", "moving left", "moving up", "moving down")
+
+
+def micro_prompt(i: int) -> str:
+    """The ``i``-th of 72 distinct prompts in the micro model's vocabulary (then they repeat)."""
+    return f"a {PROMPT_COLOURS[i % 6]} {PROMPT_SHAPES[i // 6 % 3]} {PROMPT_MOTIONS[i // 18 % 4]}"
+
+
 def settle() -> None:
     """Let the machine's last load sample pass before a timed lone request: a server lends a lone
     batch every lane's threads only when no other process kept half a core busy over its last

@@ -24,16 +24,10 @@ import httpx
 import typer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _harness import machine, median, print_table, server, settle  # noqa: E402
+from _harness import machine, median, micro_prompt, print_table, server, settle  # noqa: E402
 
-COLOURS, SHAPES, MOTIONS = ("red", "green", "blue", "yellow", "purple", "orange"), ("circle", "square", "triangle"), (
-    "right", "left", "up", "down")
-
-
-def prompt(seed: int) -> str:
-    """A prompt per seed: a server keeps the text encoder's outputs for prompts it has seen, and a
-    fresh ``generate`` process has seen none, so both get prompts new to them."""
-    return f"a {COLOURS[seed % 6]} {SHAPES[seed // 6 % 3]} moving {MOTIONS[seed // 18 % 4]}"
+# Every run gets a prompt of its own (micro_prompt(seed)): a server keeps the text encoder's outputs for
+# prompts it has seen, and a fresh `generate` process has seen none.
 CLI = [sys.executable, "-m", "reelserve"]
 CORES = len(os.sched_getaffinity(0))
 # (label, environment, extra flags): as shipped, and as before (passive waiting on every core).
@@ -57,14 +51,14 @@ def busy_core(seconds: float) -> Iterator[None]:
 
 def generate_s(extra_env: dict[str, str], flags: list[str], seed: int, out: Path) -> float:
     env = {**{k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}, **extra_env}
-    result = subprocess.run([*CLI, "generate", prompt(seed), "--seed", str(seed), "-o", str(out), *flags],
+    result = subprocess.run([*CLI, "generate", micro_prompt(seed), "--seed", str(seed), "-o", str(out), *flags],
                             capture_output=True, text=True, env=env, timeout=300, check=True)
     return float(re.search(r"inference_s=([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
 
 
 def server_s(url: str, seed: int) -> float:
     settle()  # the last `generate` process out of the server's load sample, as it would be between users
-    sync = httpx.post(url + "/v1/videos/sync", json={"prompt": prompt(seed), "seed": seed}, timeout=300)
+    sync = httpx.post(url + "/v1/videos/sync", json={"prompt": micro_prompt(seed), "seed": seed}, timeout=300)
     sync.raise_for_status()
     return sync.json()["timings"]["inference_s"]
 

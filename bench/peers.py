@@ -34,13 +34,10 @@ from pathlib import Path
 
 import av
 import httpx
-from _harness import free_port, machine, percentile, print_table, server
+from _harness import free_port, machine, micro_prompt, percentile, print_table, server
 from peer_servers import add_shape_options
 
 HERE = Path(__file__).resolve().parent
-COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
-SHAPES = ("circle", "square", "triangle")
-MOTIONS = ("moving right", "moving left", "moving up", "moving down")
 
 
 @dataclass
@@ -206,7 +203,7 @@ def main() -> None:
             start, ask = table[name]
             # Unique per round too: a result cache (reelserve's, on by default) never answers.
             requests = [
-                (f"a {COLOURS[i % 6]} {SHAPES[i // 6 % 3]} {MOTIONS[i // 18 % 4]}", 1000 * round_index + i)
+                (micro_prompt(i), 1000 * round_index + i)
                 for i in range(args.requests)
             ]
             with start() as url, httpx.Client(base_url=url, timeout=900) as warm:  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 import redis
+import torch
 import uvicorn
 
 from reelserve.schemas import GenerationParams, ModelLimits
@@ -190,20 +191,23 @@ class GatedFamily:
         self.gate.clear()
 
 
-class HeldAtStep:
-    """The real family, holding the run before step ``step`` until the test opens ``gate``."""
+class StepRecorder:
+    """The real family, noting each step's thread and torch thread count; ``hold_at`` holds the
+    batch before that step until the test opens ``gate``."""
 
-    def __init__(self, real: Any, step: int) -> None:
-        self.real, self.step = real, step
+    def __init__(self, real: Any, hold_at: int | None = None) -> None:
+        self.real, self.hold_at = real, hold_at
+        self.steps: list[tuple[str, int]] = []
         self.gate, self.held = threading.Event(), threading.Event()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
     def denoise_step(self, rows: list[Any]) -> Any:
-        if rows[0].step + 1 == self.step and not self.gate.is_set():
+        if self.hold_at is not None and rows[0].step + 1 == self.hold_at:
             self.held.set()
             assert self.gate.wait(60), "the test never opened the gate"
+        self.steps.append((threading.current_thread().name, torch.get_num_threads()))
         return self.real.denoise_step(rows)
 
 

@@ -8,33 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from support import GatedFamily, final_video, serve, wait_until
+from support import GatedFamily, StepRecorder, final_video, serve, wait_until
 
 from reelserve.engine import finisher
 from reelserve.engine.lanes import MachineLoad
 
 SMALL = {"size": "32x32", "num_frames": 5}
-
-
-class StepRecorder:
-    """The real family, noting each step's thread and torch thread count; ``hold_at`` holds the
-    batch before that step until the test opens ``gate``."""
-
-    def __init__(self, real: Any, hold_at: int | None = None) -> None:
-        self.real, self.hold_at = real, hold_at
-        self.steps: list[tuple[str, int]] = []
-        self.gate, self.held = threading.Event(), threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.real, name)
-
-    def denoise_step(self, rows: list[Any]) -> Any:
-        if self.hold_at is not None and rows[0].step + 1 == self.hold_at:
-            self.held.set()
-            assert self.gate.wait(60), "the test never opened the gate"
-        self.steps.append((threading.current_thread().name, torch.get_num_threads()))
-        return self.real.denoise_step(rows)
 
 
 def test_two_lanes_run_two_batches_at_once(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from support import GatedFamily, HeldAtStep, RedisServer, RunningServer, gate_pipeline, serve
+from support import GatedFamily, RedisServer, StepRecorder, RunningServer, gate_pipeline, serve
 from ui_support import AUTH, JOB_MS, USER_KEY, open_playground, screenshot, wait_until_playing
 
 from reelserve.schemas.slo import DegradeLevel
@@ -107,7 +107,7 @@ def test_keyboard_submit_shows_live_progress_then_plays_the_video(
     # seen live however fast the model is (tiny's 40 steps can finish before the page subscribes).
     lanes = ui_server.worker.engine.runner
     assert lanes is not None and lanes.lanes == 1
-    held = HeldAtStep(lanes.runners[0].family, step=20)
+    held = StepRecorder(lanes.runners[0].family, hold_at=20)
     lanes.runners[0].family = held
     try:
         page.get_by_label("Steps").fill("40")
