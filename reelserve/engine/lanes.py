@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -113,6 +114,10 @@ class PipelineLanes:
 
 BUSY_ELSEWHERE = 0.5  # cores busy in other processes from which a lone batch is not boosted
 LOAD_SAMPLE_S = 0.5  # how often the batch loop samples the machine's load while it may boost
+# A boost decision samples anew when the last sample is this old: the periodic one may still cover
+# work that ended up to LOAD_SAMPLE_S before the batch came (seen: a lone tiny request unboosted,
+# 0.16 s instead of 0.11, after a client process's own work had ended 0.6 s before).
+FRESH_SAMPLE_S = 0.1
 
 
 class MachineLoad:
@@ -123,10 +128,15 @@ class MachineLoad:
     descheduled partner at every op; a lone micro request then took 2.8 s instead of 0.9 on one
     thread (docs/benchmarks.md, "A busy machine")."""
 
-    def __init__(self, read: Callable[[str], str] = lambda path: Path(path).read_text()) -> None:
+    def __init__(
+        self, read: Callable[[str], str] = lambda path: Path(path).read_text(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._read = read
+        self._clock = clock
         self._cores = os.cpu_count() or 1
         self._last = self._now()
+        self._sampled_at = clock()
         self.busy_elsewhere = 0.0
 
     def _now(self) -> tuple[int, int, int] | None:
@@ -141,10 +151,17 @@ class MachineLoad:
     def sample(self) -> float:
         """Update and return ``busy_elsewhere`` (cores) over the time since the last sample."""
         now, last = self._now(), self._last
-        self._last = now
+        self._last, self._sampled_at = now, self._clock()
         if now is not None and last is not None and now[0] > last[0]:
             others = (now[1] - last[1]) - (now[2] - last[2])
             self.busy_elsewhere = max(0.0, self._cores * others / (now[0] - last[0]))
+        return self.busy_elsewhere
+
+    def recent(self) -> float:
+        """``busy_elsewhere`` as of now: sampled anew, over the time since the last sample, when that
+        is ``FRESH_SAMPLE_S`` or more; else the last sample's (it ended less than that ago)."""
+        if self._clock() - self._sampled_at >= FRESH_SAMPLE_S:
+            return self.sample()
         return self.busy_elsewhere
 
 
@@ -165,7 +182,7 @@ class LaneBoost:
     def begin(self) -> int | None:
         """The boosted batch's thread count, or None (no boost) while other processes keep half a core
         or more busy; call on the event loop as the batch starts."""
-        if self.lanes.boost is None or self.load.busy_elsewhere >= BUSY_ELSEWHERE:
+        if self.lanes.boost is None or self.load.recent() >= BUSY_ELSEWHERE:
             return None
         self.active = True
         self._drop.clear()

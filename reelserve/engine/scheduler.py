@@ -23,6 +23,7 @@ from reelserve.engine.batcher import Batcher
 from reelserve.engine.circuit import CircuitBreaker
 from reelserve.engine.cost_model import CallTiming, CostModel
 from reelserve.engine.deadlines import DeadlineWatch, Expire
+from reelserve.engine.fill_window import FIRST_FILL_WINDOW_S, FillWindow
 from reelserve.engine.queue_ledger import QueueLedger
 from reelserve.engine.rate_limit import RateLimiter
 from reelserve.engine.shares import ReservedShares
@@ -57,20 +58,6 @@ class SchedulingOptions:
     tenant_queue_share: float = 1.0
 
 
-# The fill window when --max-wait-ms is unset: 5 % of what the last batch of the shape took, from
-# 2 ms to 2 s, and 50 ms before any ran (the fixed default it replaces). (The floor was 10 ms: a
-# lone tiny request at 128x128, 0.11 s, waited 10 ms instead of its 5.5; docs/benchmarks.md.) Waiting is paid by every
-# row already in the batch, so it is bounded by a share of the batch. On the micro model's two CPU
-# lanes a batch of four takes about 2.6 s, so about 130 ms: enough for the clients of the last batch
-# to come back with their next requests, which arrive spread over about 100 ms as their videos are
-# written one by one (with 50 ms, 8 closed-loop clients left batches of 3, 2 and 1 behind and got
-# 2.5-2.6 videos/s instead of 2.7-2.8; docs/benchmarks.md, "The hot path"). A lone micro request
-# (0.65 s) waits 33 ms.
-FILL_WINDOW_SHARE = 0.05
-FILL_WINDOW_S = (0.002, 2.0)
-FIRST_FILL_WINDOW_S = 0.05
-
-
 class Scheduler:
     def __init__(
         self,
@@ -82,7 +69,7 @@ class Scheduler:
         max_wait_s: float | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``max_wait_s`` None: each batch's fill window is ``fill_window``'s."""
+        """``max_wait_s`` None: each batch's fill window is ``fill_window``'s (``engine/fill_window.py``)."""
         self.broker = broker
         self.metrics = metrics
         self.tiers = options.tiers
@@ -94,7 +81,7 @@ class Scheduler:
         self.ledger = QueueLedger(
             self.cost_model.predict, lambda key: self.batcher.limit_for(key), clock, self.cost_model.finish.predict
         )
-        self._last_call_s: dict[str, float] = {}  # batch key -> seconds of its last batch
+        self.fill_window = FillWindow(sees_arrivals=not options.shared_queue)
         self.batcher = Batcher(
             broker, max_batch_size, FIRST_FILL_WINDOW_S if max_wait_s is None else max_wait_s, self.ledger.level_of,
             self.shares, window=self.fill_window if max_wait_s is None else None,
@@ -267,6 +254,7 @@ class Scheduler:
             await self.broker.put(job.id, job.params.batch_key(), level)
             return
         self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
+        self.fill_window.arrived(job.params.batch_key())
         if job.estimated_completion_at is not None and len(self._admission_eta) < _ETA_KEPT:
             self._admission_eta[job.id] = job.estimated_completion_at
         await self.broker.put(job.id, job.params.batch_key(), level)
@@ -303,15 +291,6 @@ class Scheduler:
         """Returns the batch's predicted end (epoch seconds)."""
         return self._clock() + self.ledger.start_batch(params, rows, lane)
 
-    def fill_window(self, batch_key: str) -> float:
-        """How long a batch of ``batch_key`` that is not full waits for more rows: a share of what its
-        last batch took (waiting is paid by every row already in it), within ``FILL_WINDOW_S``."""
-        last = self._last_call_s.get(batch_key)
-        if last is None:
-            return FIRST_FILL_WINDOW_S
-        low, high = FILL_WINDOW_S
-        return min(max(FILL_WINDOW_SHARE * last, low), high)
-
     def run_lanes(self, lanes: int) -> None:
         """Batches run on ``lanes`` pipeline lanes at once from now on (the estimates share them out)."""
         self.ledger.lanes = lanes
@@ -330,7 +309,7 @@ class Scheduler:
         self.ledger.end_batch(lane)
         params = batch[0].params
         if not failed:
-            self._last_call_s[params.batch_key()] = seconds
+            self.fill_window.batch_took(params.batch_key(), seconds)
         for timing in timings:
             self.cost_model.observe(params, timing)
             if self.cost_model.observations() % _SAVE_EVERY == 0:

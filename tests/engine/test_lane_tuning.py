@@ -162,13 +162,30 @@ def test_machine_load_counts_other_processes_busy_cores_not_its_own() -> None:
     assert broken.sample() == 0.0  # no /proc: no load seen, nothing refused for it
 
 
+def test_a_boost_decision_samples_the_load_anew_unless_the_last_sample_is_fresh() -> None:
+    from reelserve.engine.lanes import FRESH_SAMPLE_S, MachineLoad
+
+    cores = os.cpu_count() or 1
+    now = [0.0]
+    # Three readings: at start; 0.5 s later (a core busy elsewhere); later still (nothing busy).
+    busy = (1000 + 100 * cores - 150, 650, 90)
+    idle = (busy[0] + 100 * cores, busy[1], busy[2])
+    load = MachineLoad(proc_files((1000, 500, 40), busy, idle), clock=lambda: now[0])
+    now[0] = 0.5
+    assert load.sample() == pytest.approx(1.0)  # the periodic sample: a core busy elsewhere
+    now[0] += FRESH_SAMPLE_S / 2
+    assert load.recent() == pytest.approx(1.0)  # the last sample ended just now: it stands
+    now[0] += FRESH_SAMPLE_S
+    assert load.recent() == 0.0  # sampled anew: the other process's work has ended
+
+
 def test_a_lone_batch_is_not_boosted_while_another_process_keeps_a_core_busy() -> None:
     from reelserve.engine.lanes import LaneBoost, MachineLoad
 
     _, lanes = tiny_lanes(2)
     lanes.use(2, 1)
     try:
-        boost = LaneBoost(lanes, MachineLoad(lambda path: ""))
+        boost = LaneBoost(lanes, MachineLoad(lambda path: "", clock=lambda: 0.0))  # the sample stays fresh
         boost.load.busy_elsewhere = 0.9
         assert boost.begin() is None and not boost.active
         boost.load.busy_elsewhere = 0.1
