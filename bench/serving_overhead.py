@@ -4,7 +4,7 @@ server's default accelerations), and vs diffusers' own ``WanPipeline.__call__`` 
 request, same model and settings, interleaved so drift hits all of them. A second table itemises
 the server's time from the video object's own timings.
 
-    .venv/bin/python bench/serving_overhead.py [--runs 10] [--size 128x128 --frames 17 --steps 8]
+    .venv/bin/python bench/serving_overhead.py [--runs 10] [--model tiny --size 128x128 --frames 17 --steps 8]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from reelserve.video import encode_mp4
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--model", default="tiny")
     parser.add_argument("--size", default="128x128")
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--steps", type=int, default=8)
@@ -34,18 +35,18 @@ def main() -> None:
     body = {"prompt": "a lighthouse in a storm", "size": args.size, "num_frames": args.frames,
             "num_inference_steps": args.steps, "seed": 1}
 
-    model = load_model("tiny", LoadOptions(device="cpu", accelerations=SERVING_DEFAULTS))
+    model = load_model(args.model, LoadOptions(device="cpu", accelerations=SERVING_DEFAULTS))
     model.warm_up(2)
     # With a text-embedding cache, as the server has: the same prompt each run is encoded once by both.
     runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length,
                             text_embeddings=TextEmbeddingCache(), accelerated=model.accelerated)
-    params = resolve_request(VideoCreateRequest(**body), "tiny", model.limits)
+    params = resolve_request(VideoCreateRequest(**body), args.model, model.limits)
 
     direct, direct_encoded, http, diffusers_call = [], [], [], []
     timings: dict[str, list[float]] = {"queue_s": [], "inference_s": [], "encode_s": [], "total_s": []}
     # No result cache: every run repeats the same seeded request, which would otherwise be a cache hit.
     with (
-        server("--model", "tiny", "--device", "cpu", "--warmup-runs", "2", "--no-cache-enabled") as url,
+        server("--model", args.model, "--device", "cpu", "--warmup-runs", "2", "--no-cache-enabled") as url,
         httpx.Client(base_url=url, timeout=300) as client,
     ):
         client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up
@@ -86,7 +87,7 @@ def main() -> None:
         ["HTTP POST /v1/videos/sync (server process)", f"{median(http) * 1000:.0f}", f"{median(http) / base:.2f}"],
     ]
     print_table(
-        f"Serving overhead, tiny {args.size} x{args.frames} frames, {args.steps} steps, "
+        f"Serving overhead, {args.model} {args.size} x{args.frames} frames, {args.steps} steps, "
         f"median of {args.runs} interleaved runs\n{machine()}",
         ["path", "median ms", "ratio to the runner"], rows,
     )

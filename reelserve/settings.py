@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     backend: Literal["torch", "onnx"] | None = Field(None, description="What executes the transformer.")
     vae_slicing: bool = Field(False, description="Decode one video of a batch at a time to cap memory.")
     channels_last: bool | None = Field(None, description="VAE 3-D convolutions in channels-last memory format.")
+    fused_ffn: bool | None = Field(
+        None, description="On the CPU in float32: the transformer's feed-forward on oneDNN, its GELU fused."
+    )
     group_offload: bool = Field(False, description="Stream transformer block groups from CPU (CUDA only).")
     warmup_runs: int = Field(1, ge=0, le=10, description="Pipeline runs before /readyz turns ready.")
     max_batch_size: int = Field(
@@ -71,7 +74,8 @@ class Settings(BaseSettings):
     )
     max_wait_ms: int | None = Field(
         None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
-        "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first)."
+        "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first), "
+        "and none for a request that came more than a batch's time after the one before it of its shape."
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -17,6 +17,7 @@ from diffusers.models.attention_dispatch import AttentionBackendName
 
 from reelserve.accel.cfg_batching import CfgBatching
 from reelserve.accel.compile import compile_blocks
+from reelserve.accel.fused_ffn import fuse_feed_forwards
 from reelserve.accel.options import AccelerationOptions
 from reelserve.accel.quantize import check_quantization, quantize_int8
 from reelserve.accel.step_cache import SkipCounter, StepCache, calibrate_mag_ratios, threshold_for
@@ -41,6 +42,7 @@ class Accelerated:
     onnx: Any = None
     text_memo: TextProjectionMemo | None = None
     time_embedding: list[SharedTimeEmbedding] = field(default_factory=list)
+    fused_ffn: int = 0  # feed-forwards running fused (none off the CPU or in half precision)
 
     def before_call(self, steps: int, negative: torch.Tensor | None) -> None:
         if self.text_memo is not None:
@@ -139,6 +141,9 @@ def accelerate(
         done.onnx = _onnx_backend(pipeline.transformer, onnx_cache_dir, model_key or model)
     if options.cfg_batching:
         done.cfg = [CfgBatching(transformer) for transformer in transformers]
+    if options.fused_ffn and options.backend == "torch" and not options.compile:
+        # Not under compile: inductor fuses the feed-forward its own way.
+        done.fused_ffn = sum(fuse_feed_forwards(transformer) for transformer in transformers)
     if options.shared_time_embedding and options.backend == "torch":
         done.time_embedding = [SharedTimeEmbedding(transformer) for transformer in transformers]
     if options.backend == "torch" and not options.compile:

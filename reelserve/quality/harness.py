@@ -82,6 +82,7 @@ SINGLE_OPTIONS: tuple[Configuration, ...] = (
     Configuration("onnx", AccelerationOptions(backend="onnx"), safe=True, psnr_floor=60.0),
     Configuration("vae_slicing", AccelerationOptions(vae_slicing=True), safe=True, psnr_floor=60.0),
     Configuration("channels_last", AccelerationOptions(channels_last=True), safe=True, psnr_floor=60.0),
+    Configuration("fused_ffn", AccelerationOptions(fused_ffn=True), safe=True, psnr_floor=60.0),
 )
 
 # PSNR floors of the step-cache presets: a moving object one pixel off costs many dB, so at the CI

@@ -95,11 +95,13 @@ def test_pixel_settings_hold_what_changes_the_floats_and_nothing_else() -> None:
     assert set(plain) == {
         "accel_attention_backend", "accel_cfg_batching", "accel_shared_time_embedding", "accel_compile", "accel_step_cache",
         "accel_step_cache_threshold", "accel_quantization", "accel_backend", "accel_channels_last",
+        "accel_fused_ffn",
     }
     # Memory-only options: same floats, same settings.
     assert AccelerationOptions(vae_slicing=True, group_offload=True).pixel_settings() == plain
     assert AccelerationOptions(cfg_batching=True).pixel_settings() != plain
     assert AccelerationOptions(shared_time_embedding=True).pixel_settings() != plain
+    assert AccelerationOptions(fused_ffn=True).pixel_settings() != plain
     # The calibrated threshold is what ran, so it is what the key holds; without a cache, nothing is filled in.
     calibrated = AccelerationOptions(step_cache="fbcache").pixel_settings(threshold=0.08)
     assert calibrated["accel_step_cache_threshold"] == 0.08
@@ -109,16 +111,17 @@ def test_pixel_settings_hold_what_changes_the_floats_and_nothing_else() -> None:
 
 def test_explicit_settings_beat_the_preset_and_none_means_unset() -> None:
     # Nothing said: the serving defaults, the exact options only.
-    exact = AccelerationOptions(cfg_batching=True, shared_time_embedding=True, channels_last=True)
+    exact = AccelerationOptions(cfg_batching=True, shared_time_embedding=True, channels_last=True, fused_ffn=True)
     assert resolve(None, {}) == (SERVING_DEFAULTS, 1.0) == (exact, 1.0)
-    assert resolve(None, {"cfg_batching": False, "shared_time_embedding": False, "channels_last": False}) == (AccelerationOptions(), 1.0)
+    off = {"cfg_batching": False, "shared_time_embedding": False, "channels_last": False, "fused_ffn": False}
+    assert resolve(None, off) == (AccelerationOptions(), 1.0)
     assert resolve("fast", {"cfg_batching": None, "step_cache": None}) == (PRESETS["fast"].accelerations, 0.8)
     options, fraction = resolve("fast", {"step_cache": "none", "cfg_batching": None, "compile": None})
     assert (options.step_cache, options.cfg_batching, fraction) == ("none", True, 0.8)
     # False is a setting, not an absence: it turns off what the preset turns on.
     assert resolve("quality", {"cfg_batching": False})[0].cfg_batching is False
     assert resolve(None, {"step_cache": "pab", "step_cache_threshold": 4.0})[0] == AccelerationOptions(
-        cfg_batching=True, shared_time_embedding=True, channels_last=True, step_cache="pab",
+        cfg_batching=True, shared_time_embedding=True, channels_last=True, fused_ffn=True, step_cache="pab",
         step_cache_threshold=4.0
     )
 

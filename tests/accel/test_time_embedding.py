@@ -49,7 +49,7 @@ def test_rows_whose_tokens_differ_in_timestep_run_per_token() -> None:
     assert all(torch.equal(a, b) for a, b in zip(wrapped[:3], plain[:3], strict=True))
 
 
-def test_uniform_rows_get_the_same_shapes_and_values_as_per_token() -> None:
+def test_uniform_rows_get_one_token_that_broadcasts_to_the_per_token_values() -> None:
     pipe = build_ti2v_5b_layout(0)
     embedder = pipe.transformer.condition_embedder
     tokens, text = 12, torch.randn(3, 8, pipe.transformer.config.text_dim)
@@ -59,5 +59,32 @@ def test_uniform_rows_get_the_same_shapes_and_values_as_per_token() -> None:
         shared = SharedTimeEmbedding(pipe.transformer)
         wrapped = embedder(timestep, text, None, timestep_seq_len=tokens)
     assert shared.shared == 1
-    for a, b in zip(wrapped[:3], plain[:3], strict=True):
-        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+    assert wrapped[0].shape == (3, 1, plain[0].shape[-1]) and wrapped[1].shape == (3, 1, plain[1].shape[-1])
+    for a, b in zip(wrapped[:2], plain[:2], strict=True):
+        assert torch.allclose(a.expand_as(b), b, atol=1e-6)
+    assert torch.equal(wrapped[2], plain[2])  # the text side as it was
+
+
+def test_the_broadcast_embedding_makes_the_same_bits_as_the_expanded_one() -> None:
+    """The blocks' modulation broadcasting one token's embedding over the row computes each element
+    as it did from the embedding expanded to every token (what this class handed on before)."""
+    pipe = build_ti2v_5b_layout(0)
+    transformer = pipe.transformer
+    shared = SharedTimeEmbedding(transformer)
+    broadcast = transformer.condition_embedder.forward
+
+    def expanded(*args: object, timestep_seq_len: int | None = None) -> object:
+        temb, projected, text, image = broadcast(*args, timestep_seq_len=timestep_seq_len)
+        return temb.expand(-1, timestep_seq_len, -1), projected.expand(-1, timestep_seq_len, -1), text, image
+
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, transformer.config.in_channels, 2, 4, 4, generator=generator)
+    tokens = 2 * 2 * 2  # frames x (height / 2) x (width / 2)
+    timestep = torch.tensor([[800.0] * tokens, [300.0] * tokens])
+    text = torch.randn(2, 8, transformer.config.text_dim, generator=generator)
+    with torch.inference_mode():
+        one = transformer(latents, timestep, text, return_dict=False)[0]
+        transformer.condition_embedder.forward = expanded
+        every = transformer(latents, timestep, text, return_dict=False)[0]
+    assert shared.shared == 2
+    assert torch.equal(one, every) and one.abs().sum() > 0

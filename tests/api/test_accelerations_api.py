@@ -31,15 +31,16 @@ def test_jobs_report_the_accelerations_they_run_with(tmp_path: Path) -> None:
         merged_in_warm_up = model.accelerated.cfg[0].batched
         created = running.client.post("/v1/videos", json={"prompt": "a red fox in the snow", **SMALL})
         assert created.status_code == 200, created.text
-        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last"]
+        assert created.json()["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last", "fused_ffn"]
         done = final_video(running, created.json()["id"])
         assert done["status"] == "completed"
-        assert done["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last"]
+        assert done["accelerations"] == ["preset=quality", "cfg_batching", "shared_time_embedding", "channels_last", "fused_ffn"]
         assert done["num_inference_steps"] == get_spec("tiny").limits.default_steps  # quality runs them all
         # What the job says is what ran: its steps merged their CFG passes.
         assert model.accelerated.cfg[0].batched == merged_in_warm_up + done["num_inference_steps"]
-    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching", "shared_time_embedding", "channels_last"]  # the serving defaults
-    plain = Settings(model="tiny", cfg_batching=False, shared_time_embedding=False, channels_last=False)
+        assert model.accelerated.fused_ffn == model.pipeline.transformer.config.num_layers  # a float32 CPU model
+    assert accelerations_in_force(Settings(model="tiny")) == ["cfg_batching", "shared_time_embedding", "channels_last", "fused_ffn"]  # the serving defaults
+    plain = Settings(model="tiny", cfg_batching=False, shared_time_embedding=False, channels_last=False, fused_ffn=False)
     assert accelerations_in_force(plain) == []  # plain eager: nothing to report
 
 
@@ -57,7 +58,7 @@ def test_a_preset_sets_the_default_steps_and_leaves_requested_steps_alone(tmp_pa
         for created, steps in ((omitted, fast_steps), (explicit, 6)):
             done = final_video(running, created["id"])
             assert (done["status"], done["num_inference_steps"]) == ("completed", steps)
-            assert done["accelerations"] == ["preset=fast", "cfg_batching", "shared_time_embedding", "step_cache=magcache:0.06", "channels_last"]
+            assert done["accelerations"] == ["preset=fast", "cfg_batching", "shared_time_embedding", "step_cache=magcache:0.06", "channels_last", "fused_ffn"]
 
 
 def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
@@ -77,6 +78,7 @@ def test_the_cache_key_follows_the_settings_that_change_pixels() -> None:
     assert key(shared_time_embedding=False) != key() == key(shared_time_embedding=True)
     # The options count, not the preset's name.
     assert key(preset="quality") == key(cfg_batching=True, channels_last=True) == key() != key(channels_last=False)
+    assert key(fused_ffn=False) != key() == key(fused_ffn=True)
     assert key(vae_slicing=True) == key()  # memory only
 
 

@@ -48,7 +48,7 @@ def test_stats_count_what_the_workers_did(keyed: RunningServer) -> None:
     assert 0 < totals["p50_s"] <= totals["p95_s"]
     assert sum(b["size"] * b["count"] for b in body["batch_sizes"]) >= 2  # the two that ran
     assert len(body["series"]) == 5 and sum(p["completed"] for p in body["series"]) == totals["completed"]
-    assert body["model"] == {"id": "tiny", "ready": True, "accelerations": ["cfg_batching", "shared_time_embedding", "channels_last"]}
+    assert body["model"] == {"id": "tiny", "ready": True, "accelerations": ["cfg_batching", "shared_time_embedding", "channels_last", "fused_ffn"]}
     expected_worker = "embedded" if keyed.worker is keyed.server else "worker-1"
     assert [(w["name"], w["model"]) for w in body["workers"]] == [(expected_worker, "tiny")]
     assert body["workers"][0]["state"] in ("idle", "busy")

@@ -24,7 +24,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Outcome, list[Ou
 
 def test_safe_configurations_are_the_exact_ones_and_the_presets() -> None:
     names = {c.name for c in SAFE}
-    assert {"cfg_batching", "shared_time_embedding", "onnx", "channels_last", "preset quality", "preset balanced",
+    assert {"cfg_batching", "shared_time_embedding", "onnx", "channels_last", "fused_ffn", "preset quality", "preset balanced",
             "preset fast"} <= names
     assert all(c.psnr_floor is not None for c in SAFE)
 

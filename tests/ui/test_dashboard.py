@@ -138,7 +138,7 @@ def test_charts_show_the_same_numbers_as_the_api(page: Page, ui_server: RunningS
 
     expect(page.locator("#model-ready")).to_have_text("yes")
     expect(page.locator('#workers tr[data-worker="embedded"]')).to_contain_text("embedded")
-    assert stats["model"] == {"id": "tiny", "ready": True, "accelerations": ["cfg_batching", "shared_time_embedding", "channels_last"]}
+    assert stats["model"] == {"id": "tiny", "ready": True, "accelerations": ["cfg_batching", "shared_time_embedding", "channels_last", "fused_ffn"]}
 
     by_t = {point["t"]: point for point in stats["series"]}
     throughput = points(page, "throughput")
