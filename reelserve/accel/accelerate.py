@@ -132,6 +132,9 @@ def accelerate(
         pipeline.vae.enable_slicing()
     if options.channels_last:
         channels_last_vae(pipeline.vae)
+    if options.fused_ffn and options.backend == "torch" and not options.compile:
+        # Before a step cache calibrates on the transformer; not under compile (inductor fuses its own way).
+        done.fused_ffn = sum(fuse_feed_forwards(transformer) for transformer in transformers)
     if options.step_cache != "none":
         done.step_cache = _step_cache(pipeline, options, model, calibration_run, default_steps)
     if options.compile:
@@ -141,9 +144,6 @@ def accelerate(
         done.onnx = _onnx_backend(pipeline.transformer, onnx_cache_dir, model_key or model)
     if options.cfg_batching:
         done.cfg = [CfgBatching(transformer) for transformer in transformers]
-    if options.fused_ffn and options.backend == "torch" and not options.compile:
-        # Not under compile: inductor fuses the feed-forward its own way.
-        done.fused_ffn = sum(fuse_feed_forwards(transformer) for transformer in transformers)
     if options.shared_time_embedding and options.backend == "torch":
         done.time_embedding = [SharedTimeEmbedding(transformer) for transformer in transformers]
     if options.backend == "torch" and not options.compile:

@@ -9,10 +9,10 @@ written one by one (with 50 ms, 8 closed-loop clients left batches of 3, 2 and 1
 2.5-2.6 videos/s instead of 2.7-2.8; docs/benchmarks.md, "The hot path").
 
 And it is waited only when a companion may come. A request that came more than the last batch's
-time after the one before it (of its key) is alone: one client at a time, or traffic sparser than a batch lasts.
-Waiting then buys nothing and costs the request the whole window (a lone tiny request at 128x128,
-0.11 s, paid 5.5 ms, most of the server's cost over the bare call; docs/benchmarks.md), so such a
-batch takes what is queued and starts. A worker on a shared queue does not see arrivals (another
+time after the one before it (of its key) is alone: one client at a time, or traffic sparser than
+a batch lasts. Waiting then buys nothing and costs the request the whole window (a lone tiny
+request at 128x128 paid 5.5-8 ms of its 0.15 s; docs/benchmarks.md), so such a batch takes what
+is queued and starts. A worker on a shared queue does not see arrivals (another
 process takes them) and always waits the share.
 """
 
