@@ -8,7 +8,8 @@ oneDNN's matrix product on weights reordered once into its blocked layout (what 
 freezing uses) is faster at these shapes, and it applies the GELU to each tile of the result while
 the tile is in cache. On the micro model (a batch-8 forward: 640 tokens x 192 -> 576 -> 192), one
 thread: 2.0 ms -> 1.5 ms for the product up with its GELU, 1.56 -> 1.30 ms for the product down; a
-batch of four micro clips 2.04 s -> 1.93 s.
+batch of four micro clips 2.04 s -> 1.93 s (each CPU lane runs one thread; at two threads the
+batch measured the same either way).
 
 It rounds differently from MKL and ATen's GELU: up to 1.4e-5 on micro's [0, 1] pixels (tested), of
 the order of CFG batching's. Only float32 CPU weights in diffusers' own layout are rerouted (one
