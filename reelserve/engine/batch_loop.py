@@ -28,6 +28,12 @@ if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# How long a drain waits for the batcher to stop waiting for work once told to. Seen once in CI: a
+# Redis worker's take did not end on its cancellation and the worker ignored SIGTERM for 120 s. Past
+# this, the take is left behind; what it had gathered stays in the queue's pending list, and live
+# workers reclaim it.
+STOP_TAKING_GRACE_S = 5.0
+
 
 class BatchLoop:
     """``run`` serves batches until ``draining`` is set: it takes a batch whenever a pipeline lane is
@@ -49,6 +55,8 @@ class BatchLoop:
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
         self._batches: dict[int, asyncio.Task[None]] = {}  # lane -> the batch it runs
         self._taking: asyncio.Future[list[str]] | None = None
+        self._stop_taking = asyncio.Event()
+        self._abandoned: set[asyncio.Future[list[str]]] = set()  # takes that ignored a drain
         self._progress_lock = threading.Lock()  # the lanes' step listeners, one step at a time
         self.boost: LaneBoost | None = None  # while running
 
@@ -58,6 +66,7 @@ class BatchLoop:
 
     def stop_taking(self) -> None:
         """A drain: stop waiting for the next batch (the batcher hands back what it gathered)."""
+        self._stop_taking.set()
         if self._taking is not None:
             self._taking.cancel()
 
@@ -108,13 +117,24 @@ class BatchLoop:
 
     async def _take(self) -> list[str]:
         """The next batch's job ids; empty when a drain began or the queue failed (after a pause)."""
-        self._taking = asyncio.ensure_future(self.scheduler.next_batch())
+        self._taking = taking = asyncio.ensure_future(self.scheduler.next_batch())
+        stopping = asyncio.ensure_future(self._stop_taking.wait())
         try:
-            await asyncio.wait({self._taking})
+            await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not taking.done():  # a drain: the batcher hands back what it gathered and ends
+                taking.cancel()
+                await asyncio.wait({taking}, timeout=STOP_TAKING_GRACE_S)
         except asyncio.CancelledError:
-            self._taking.cancel()
+            taking.cancel()
             raise
-        taking, self._taking = self._taking, None
+        finally:
+            stopping.cancel()
+            self._taking = None
+        if not taking.done():
+            log.warning("waiting for work did not end within %.0fs of the drain; left behind", STOP_TAKING_GRACE_S)
+            self._abandoned.add(taking)
+            taking.add_done_callback(self._abandoned.discard)
+            return []
         if taking.cancelled():
             return []
         try:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from support import GatedFamily
 
+from reelserve.engine import batch_loop as batch_loop_module
 from reelserve.engine import worker as worker_module
 from reelserve.engine.engine import Engine, video_key
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
@@ -210,6 +211,41 @@ async def test_a_hand_back_that_never_answers_does_not_hold_up_the_drain(
     try:
         async with asyncio.timeout(30):
             assert await engine.drain(timeout=5) == 0  # nothing given back: the pending list keeps it
+    finally:
+        await engine.stop()
+
+
+class CancelSwallowingBroker(LocalBroker):
+    """A queue whose wait for work does not end when cancelled, as a client library that swallows
+    the cancellation mid-read would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting, self.swallowed = asyncio.Event(), asyncio.Event()
+
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, str] | None:
+        self.waiting.set()
+        try:
+            return await super().take(*args, **kwargs)
+        except asyncio.CancelledError:
+            self.swallowed.set()
+            await asyncio.Event().wait()  # never ends (until cancelled again)
+            raise
+
+
+async def test_a_take_that_ignores_the_drain_does_not_hold_it_up(
+    parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_loop_module, "STOP_TAKING_GRACE_S", 0.2)
+    broker = CancelSwallowingBroker()
+    engine = make_engine(parts, max_batch_size=4, broker=broker)
+    await engine.recover()
+    await engine.start(parts["runner"])
+    try:
+        async with asyncio.timeout(30):  # the drain's own timeout is 600 s: only the grace ends it
+            await broker.waiting.wait()  # the batch loop waits for work
+            assert await engine.drain(timeout=600) == 0
+        assert broker.swallowed.is_set()  # the take was waiting, was told to stop, and did not
     finally:
         await engine.stop()
 
