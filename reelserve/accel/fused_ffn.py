@@ -51,9 +51,10 @@ def fusable(module: torch.nn.Module) -> bool:
     if not isinstance(module, FeedForward) or len(module.net) != 3:
         return False
     act, dropout, down = module.net
-    if not (isinstance(act, GELU) and act.approximate == "tanh" and isinstance(act.proj, torch.nn.Linear)):
+    if not (isinstance(act, GELU) and act.approximate == "tanh" and isinstance(dropout, torch.nn.Dropout)):
         return False
-    if not (isinstance(dropout, torch.nn.Dropout) and type(down) is torch.nn.Linear and type(act.proj) is torch.nn.Linear):
+    # Exactly Linear: a quantized or adapter-wrapped layer computes something else.
+    if type(act.proj) is not torch.nn.Linear or type(down) is not torch.nn.Linear:
         return False
     weights = (act.proj.weight, down.weight)
     return all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)

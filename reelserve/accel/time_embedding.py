@@ -13,9 +13,10 @@ modulation broadcasts over the row's tokens. (It was expanded to every token, a 
 then added its modulation table to a per-token copy, ``[rows, tokens, 6, dim]``, and took its
 shifts, scales and gates as strided slices of it: on the micro model a batch-8 forward took 66 ms,
 about 8 of them there. Broadcasting computes every element the same way: the same bits.)
-Otherwise (a row with a held first frame) it runs as asked. The MLP's matrix products then have fewer rows, which can round differently (equal bits
-for 8 and more rows here, not for 1-3): the videos equal the per-token path within float rounding,
-as CFG batching's do (tested; 3.4e-5 at most on micro's [0, 1] pixels against diffusers' call).
+Otherwise (a row with a held first frame) it runs as asked. The MLP's matrix products then have
+fewer rows, which can round differently (equal bits for 8 and more rows here, not for 1-3): the
+videos equal the per-token path within float rounding, as CFG batching's do (tested; 3.4e-5 at
+most on micro's [0, 1] pixels against diffusers' call).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ And it is waited only when a companion may come. A request that came more than t
 time after the one before it (of its key) is alone: one client at a time, or traffic sparser than
 a batch lasts. Waiting then buys nothing and costs the request the whole window (a lone tiny
 request at 128x128 paid 5.5-8 ms of its 0.15 s; docs/benchmarks.md), so such a batch takes what
-is queued and starts. A worker on a shared queue does not see arrivals (another
-process takes them) and always waits the share.
+is queued and starts. A worker on a shared queue does not see arrivals (another process takes
+them) and always waits the share.
 """
 
 from __future__ import annotations
