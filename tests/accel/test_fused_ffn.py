@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from diffusers.models.attention import FeedForward
@@ -11,7 +14,6 @@ from reelserve.accel.options import AccelerationOptions
 from reelserve.engine.runner import PipelineRunner
 from reelserve.models import LoadOptions, load_model
 from reelserve.models.tiny import build_ti2v_5b_layout
-from reelserve.schemas import GenerationParams
 
 
 def test_a_fused_feed_forward_matches_diffusers_within_rounding_and_unfuses_to_the_same_bits() -> None:
@@ -43,13 +45,11 @@ def test_only_float32_cpu_feed_forwards_with_the_tanh_gelu_are_fused() -> None:
     assert fuse_feed_forwards(half) == 0
 
 
-def test_micro_videos_with_it_equal_the_plain_ones_within_float_rounding() -> None:
+def test_micro_videos_with_it_equal_the_plain_ones_within_float_rounding(micro_rows: Callable[[int], list[Any]]) -> None:
     model = load_model("micro", LoadOptions(device="cpu", accelerations=AccelerationOptions(fused_ffn=True)))
     assert model.accelerated is not None and model.accelerated.fused_ffn == model.pipeline.transformer.config.num_layers
     runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length, accelerated=model.accelerated)
-    rows = [(f"j{i}", GenerationParams(model="micro", prompt=prompt, width=64, height=64, num_frames=17, fps=8,
-                                       num_inference_steps=8, guidance_scale=5.0, seed=i))
-            for i, prompt in enumerate(["a red circle moving right", "a blue square moving up"])]
+    rows = micro_rows(8)
     fused = runner.run(rows).frames
     unfuse_feed_forwards(model.pipeline.transformer)
     plain = runner.run(rows).frames

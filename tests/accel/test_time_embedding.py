@@ -3,6 +3,9 @@ per-token path otherwise, and videos equal to the per-token ones within float ro
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -11,23 +14,16 @@ from reelserve.accel.time_embedding import SharedTimeEmbedding
 from reelserve.engine.runner import PipelineRunner
 from reelserve.models import LoadOptions, load_model
 from reelserve.models.tiny import build_ti2v_5b_layout
-from reelserve.schemas import GenerationParams
 
 
-def micro_rows() -> list[tuple[str, GenerationParams]]:
-    return [(f"j{i}", GenerationParams(model="micro", prompt=prompt, width=64, height=64, num_frames=17, fps=8,
-                                       num_inference_steps=10, guidance_scale=5.0, seed=i))
-            for i, prompt in enumerate(["a red circle moving right", "a blue square moving up"])]
-
-
-def test_micro_videos_equal_the_per_token_path_within_float_rounding() -> None:
+def test_micro_videos_equal_the_per_token_path_within_float_rounding(micro_rows: Callable[[int], list[Any]]) -> None:
     model = load_model("micro", LoadOptions(device="cpu", accelerations=AccelerationOptions(shared_time_embedding=True)))
     [shared] = model.accelerated.time_embedding  # type: ignore[union-attr]
     runner = PipelineRunner(model.pipeline, model.device, model.max_sequence_length, accelerated=model.accelerated)
-    with_it = runner.run(micro_rows()).frames
+    with_it = runner.run(micro_rows(10)).frames
     assert shared.shared == 10 * 2 and shared.full == 0  # every step, cond and uncond, one embedding per row
     shared.remove()
-    without = runner.run(micro_rows()).frames
+    without = runner.run(micro_rows(10)).frames
     for key in with_it:
         difference = np.abs(with_it[key] - without[key]).max()
         assert difference <= 1e-4, difference  # float rounding of the time MLP, not a different video
