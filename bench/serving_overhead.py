@@ -86,11 +86,15 @@ def main() -> None:
          f"{median(direct_encoded) / base:.2f}"],
         ["HTTP POST /v1/videos/sync (server process)", f"{median(http) * 1000:.0f}", f"{median(http) / base:.2f}"],
     ]
+    # Each run's request against the runner + encode just before it: drift between runs (this box
+    # moved 20 % within minutes) cancels in the pair, not in the medians' ratio.
+    paired = median([wall / encoded for wall, encoded in zip(http, direct_encoded, strict=True)])
     print_table(
         f"Serving overhead, {args.model} {args.size} x{args.frames} frames, {args.steps} steps, "
         f"median of {args.runs} interleaved runs\n{machine()}",
         ["path", "median ms", "ratio to the runner"], rows,
     )
+    print(f"HTTP / (runner + MP4 encode), median of the {args.runs} runs' own ratios: {paired:.3f}")
     print_table("Where the server's time goes (medians; from the video object's timings)",
                 ["part", "median ms"], itemised(http, timings, median(direct), median(direct_encoded)))
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
+from reelserve.jobs.step_followers import StepFollowers
 from reelserve.schemas import EventType, Job, JobEvent
 
 
@@ -16,8 +17,13 @@ class Events(Protocol):
 
     def publish(self, event: JobEvent) -> None: ...
 
-    def subscribe(self, job_id: str) -> AbstractAsyncContextManager[asyncio.Queue[JobEvent]]:
-        """Every event of ``job_id`` published from when this is entered until it is left."""
+    def subscribe(self, job_id: str, progress: bool = True) -> AbstractAsyncContextManager[asyncio.Queue[JobEvent]]:
+        """Every event of ``job_id`` published from when this is entered until it is left; without
+        ``progress``, all but the per-step ``progress`` events (a waiter for the final status)."""
+
+    def wants_progress(self, job_id: str) -> bool:
+        """Might anyone take ``job_id``'s step events? Safe to call from any thread: the pipeline
+        thread asks before it builds a step's event, so a step nobody follows wakes no event loop."""
 
     def listening_jobs(self) -> list[str]:
         """Jobs someone in this process listens to."""
@@ -29,21 +35,27 @@ class EventBus:
 
     def __init__(self) -> None:
         self._listeners: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
+        self._steps = StepFollowers()
 
     def publish(self, event: JobEvent) -> None:
         for queue in self._listeners.get(event.job_id, ()):
-            queue.put_nowait(event)
+            if event.type is not EventType.progress or self._steps.follows(queue):
+                queue.put_nowait(event)
 
     @asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[JobEvent]]:
+    async def subscribe(self, job_id: str, progress: bool = True) -> AsyncIterator[asyncio.Queue[JobEvent]]:
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._listeners[job_id].add(queue)
         try:
-            yield queue
+            with self._steps.following(job_id, queue, progress):
+                yield queue
         finally:
             self._listeners[job_id].discard(queue)
             if not self._listeners[job_id]:
                 del self._listeners[job_id]
+
+    def wants_progress(self, job_id: str) -> bool:
+        return self._steps.wanted(job_id)
 
     def listening_jobs(self) -> list[str]:
         return list(self._listeners)

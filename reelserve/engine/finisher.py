@@ -60,6 +60,8 @@ class JobFinisher:
         self.video_cache, self.bus, self.notifier = video_cache, bus, notifier
         self.running = running
         self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
+        # The thumbnail is written beside its MP4's encode: x264 keeps one core, the other is free.
+        self._thumbnail_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-thumbnail")
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def wait(self) -> None:
@@ -68,6 +70,7 @@ class JobFinisher:
 
     def shutdown(self) -> None:
         self._encode_thread.shutdown(wait=True)
+        self._thumbnail_thread.shutdown(wait=True)
 
     def complete_batch(
         self, batch: list[Job], outcome: BatchOutcome, writer: Executor | None = None
@@ -179,8 +182,13 @@ class JobFinisher:
         """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are
         per attempt, so two runs of a job (one reclaimed from a stalled worker) never share a file."""
         started = time.perf_counter()
-        self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
-        self.storage.put(thumbnail_key(job.id, job.attempts), encode_thumbnail(frames[0]))  # type: ignore[index]
+        thumbnail = self._thumbnail_thread.submit(
+            lambda: self.storage.put(thumbnail_key(job.id, job.attempts), encode_thumbnail(frames[0]))  # type: ignore[index]
+        )
+        try:
+            self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
+        finally:
+            thumbnail.result()  # both written (or the first failure raised) before the job may complete
         return time.perf_counter() - started
 
     def _delete_outputs(self, job: Job) -> None:

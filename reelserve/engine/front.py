@@ -258,7 +258,7 @@ class VideoFront:
         await asyncio.to_thread(self.storage.delete_prefix, job_prefix(job_id))
 
     async def wait(self, job_id: str, timeout: float) -> Job:
-        async with self.bus.subscribe(job_id) as events:
+        async with self.bus.subscribe(job_id, progress=False) as events:
             job = await self.get(job_id)
             try:
                 async with asyncio.timeout(timeout):

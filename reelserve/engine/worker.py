@@ -48,7 +48,7 @@ class Worker:
     ) -> None:
         self.broker, self.finisher, self.running, self.model_name = broker, finisher, running, model_name
         self.runner: PipelineRunner | PipelineLanes | None = None
-        progress = StepProgress(store.sync, stop_requested, scheduler.shared_queue)  # on the pipeline thread
+        progress = StepProgress(store.sync, stop_requested, scheduler.shared_queue, bus.wants_progress)  # on the pipeline thread
         self.batches = BatchLoop(
             store=store, broker=broker, scheduler=scheduler, finisher=finisher, progress=progress,
             metrics=metrics, stats=stats, bus=bus, running=running, stop_requested=stop_requested,

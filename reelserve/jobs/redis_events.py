@@ -23,8 +23,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from reelserve.cancellation import reraise_if_cancelled
+from reelserve.jobs.step_followers import StepFollowers
 from reelserve.redis_names import DEFAULT_NAMESPACE, RedisKeys
-from reelserve.schemas import JobEvent
+from reelserve.schemas import EventType, JobEvent
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class RedisEventBus:
         )
         self._pubsub = PubSub(self._pool)
         self._channels: dict[str, _Channel] = {}
+        self._steps = StepFollowers()
         self._outbox: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -82,8 +84,9 @@ class RedisEventBus:
             self._sender = asyncio.create_task(self._send_forever(), name="redis-events-sender")
 
     @asynccontextmanager
-    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[JobEvent]]:
-        """Every event of ``job_id`` published from when this yields until it is left. Yields only once
+    async def subscribe(self, job_id: str, progress: bool = True) -> AsyncIterator[asyncio.Queue[JobEvent]]:
+        """Every event of ``job_id`` published from when this yields until it is left (without
+        ``progress``, all but the step events: ``Events.subscribe``). Yields only once
         Redis confirmed the subscription, so a caller that reads the job from the store afterwards misses
         nothing published after that read. Waits while Redis is unreachable: bound it if that matters.
         Raises ``RuntimeError`` once closed."""
@@ -105,12 +108,17 @@ class RedisEventBus:
                 if self._closed:
                     raise RuntimeError("event bus closed")
                 await channel.replied.wait()
-            yield queue
+            with self._steps.following(job_id, queue, progress):
+                yield queue
         finally:
             channel.listeners.discard(queue)
             if not channel.listeners:
                 self._forget_if_idle(name)
                 await self._send("UNSUBSCRIBE", name)
+
+    def wants_progress(self, job_id: str) -> bool:
+        """Always: a listener may be in another process (this one cannot see it)."""
+        return True
 
     def listening_jobs(self) -> list[str]:
         return [channel.job_id for channel in self._channels.values() if channel.listeners]
@@ -211,7 +219,8 @@ class RedisEventBus:
                 log.warning("events: unreadable message on %s, skipped", name)
                 return
             for queue in channel.listeners:
-                queue.put_nowait(event)
+                if event.type is not EventType.progress or self._steps.follows(queue):
+                    queue.put_nowait(event)
         elif message["type"] == "subscribe":
             channel.confirmed = min(channel.confirmed + 1, channel.sent)
             channel.replied.set()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from support import GatedFamily
 
 from reelserve.engine import batch_loop as batch_loop_module
 from reelserve.engine import worker as worker_module
-from reelserve.engine.engine import Engine, video_key
+from reelserve.engine.engine import Engine, thumbnail_key, video_key
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
@@ -82,9 +84,39 @@ async def test_completes_and_stores_a_decodable_video(engine: Engine, parts: dic
     assert done.status is JobStatus.completed and done.progress == 100 and done.params.seed == 7
     info = probe_mp4(parts["storage"].get(video_key(job.id)))
     assert (info.frames, info.width, info.height, info.fps) == (5, 32, 32, 8.0)
+    with Image.open(io.BytesIO(parts["storage"].get(thumbnail_key(job.id)))) as thumbnail:  # written beside the MP4
+        assert (thumbnail.format, thumbnail.size) == ("JPEG", (32, 32))
     assert parts["store"].transitions(job.id) == [
         (None, "queued"), ("queued", "in_progress"), ("in_progress", "completed"),
     ]
+
+
+class FailingStorage(LocalStorage):
+    """Refuses to store a file whose name ends with ``suffix``."""
+
+    def __init__(self, root: Path, suffix: str) -> None:
+        super().__init__(root)
+        self.suffix = suffix
+
+    def put(self, key: str, data: bytes) -> None:
+        if key.endswith(self.suffix):
+            raise OSError(f"disk refused {key}")
+        super().put(key, data)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".mp4"])
+async def test_a_job_whose_thumbnail_or_video_cannot_be_written_fails(
+        parts: dict[str, Any], tmp_path: Path, suffix: str) -> None:
+    parts["storage"] = FailingStorage(tmp_path / "refusing", suffix)
+    engine = make_engine(parts, max_batch_size=1)
+    await engine.recover()
+    await engine.start(parts["runner"])
+    try:
+        done = await wait_final(engine, (await engine.submit(request("an unwritable lighthouse"))).id)
+    finally:
+        await engine.stop()
+    assert done.status is JobStatus.failed and done.error is not None
+    assert done.error.code == "internal_error" and "disk refused" in done.error.message
 
 
 async def test_failing_batch_fails_only_its_jobs(engine: Engine) -> None:

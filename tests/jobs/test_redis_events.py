@@ -174,3 +174,17 @@ async def test_close_stops_every_task_and_fails_waiting_subscribers(
     worker.publish(event("j1", 2))  # dropped: nothing restarts after close
     await asyncio.wait_for(worker.flush(), WAIT_S)
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+
+
+async def test_a_waiter_without_progress_gets_no_step_events(buses: tuple[RedisEventBus, ...]) -> None:
+    api, worker = buses
+    assert worker.wants_progress("j3")  # a worker cannot see listeners in other processes
+    final = JobEvent(job_id="j3", type=EventType.status, status=JobStatus.completed, at=2000.0)
+    async with AsyncExitStack() as stack:
+        waiter = await asyncio.wait_for(stack.enter_async_context(api.subscribe("j3", progress=False)), WAIT_S)
+        follower = await asyncio.wait_for(stack.enter_async_context(api.subscribe("j3")), WAIT_S)
+        for e in (event("j3", 1), event("j3", 2), final):
+            worker.publish(e)
+        await asyncio.wait_for(worker.flush(), WAIT_S)
+        assert await receive(follower, 3) == [event("j3", 1), event("j3", 2), final]
+        assert await receive(waiter, 1) == [final] and waiter.empty()
