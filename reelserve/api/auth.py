@@ -103,6 +103,7 @@ class JobAccess:
         job = await self._service.get(video_id)  # raises not_found for an unknown id
         if not caller.may_access(job.tenant):
             raise job_not_found(video_id)
+        request.state.job = job  # read just now: a route that only shows it need not read it again
 
 
 def caller_of(request: Request) -> Caller:

@@ -155,8 +155,8 @@ def videos_router(
         }
 
     @router.get("/{video_id:video_id}", operation_id="retrieveVideo", responses=_JOB_RESPONSES)
-    async def retrieve_video(video_id: VideoId) -> dict[str, Any]:
-        return (await service.get(video_id)).to_video_object()
+    async def retrieve_video(request: Request, video_id: VideoId) -> dict[str, Any]:
+        return request.state.job.to_video_object()  # type: ignore[no-any-return]  # JobAccess read it
 
     @router.delete(
         "/{video_id:video_id}", operation_id="deleteVideo",
