@@ -5,6 +5,7 @@ finisher. It also stops the rows another worker took over (the lease keeper tell
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
+from reelserve.engine.lane_writes import HandedOutcome, run_then_write
+from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
 from reelserve.jobs.async_store import AsyncJobStore
@@ -181,13 +184,16 @@ class BatchLoop:
                 loop.call_soon_threadsafe(self.bus.publish, event)
 
         thread = self._pipeline_thread if lane == 0 else lanes.thread(lane)
+        run = functools.partial(lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads)
+        handed: asyncio.Future[HandedOutcome] = loop.create_future()
+        running = loop.run_in_executor(thread, self._lane_call(run, batch, lanes.on_cpu, handed))
         try:
-            outcome = await loop.run_in_executor(
-                thread, lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads
-            )
+            await asyncio.wait({running, handed}, return_when=asyncio.FIRST_COMPLETED)
+            handed_over = handed.result() if handed.done() else HandedOutcome(running.result())
         except asyncio.CancelledError:
             # The thread runs on: have it drop every row at its next step boundary.
             self.stop_requested.update(job.id for job in batch)
+            running.cancel()
             raise
         except Exception as exc:  # a broken batch fails its own jobs, never the engine
             log.exception("pipeline call failed for %s", [job.id for job in batch])
@@ -198,6 +204,13 @@ class BatchLoop:
         finally:
             if threads is not None:
                 boost.end()
+        outcome = handed_over.outcome
+        # On the CPU the lane's own thread writes its videos, right after the run (``lane_writes``),
+        # and the lane takes its next batch once they are written: its core has nothing else to do
+        # until the clients of this batch come back, and the encodes then never compete with the
+        # other lanes' batches for the cores (docs/benchmarks.md, "The hot path"). On a GPU the
+        # finisher's thread writes them beside the next batch.
+        self.finisher.complete_batch(batch, outcome, handed_over.writes if lanes.on_cpu else None)
         self.forget(batch)
         self.metrics.inference.observe(outcome.inference_s)
         self.scheduler.batch_done(
@@ -205,14 +218,21 @@ class BatchLoop:
         )
         for job_id, error in outcome.errors.items():  # rows that do not fit even alone
             self.finisher.fail([job for job in batch if job.id == job_id], error)
-        # On the CPU the lane's own thread writes its videos, and the lane takes its next batch once
-        # they are written: its core has nothing else to do until the clients of this batch come
-        # back, and the encodes then never compete with the other lanes' batches for the cores
-        # (docs/benchmarks.md, "The hot path"). On a GPU the finisher's thread writes them beside
-        # the next batch.
-        writes = self.finisher.complete_batch(batch, outcome, thread if lanes.on_cpu else None)
-        if lanes.on_cpu and writes:
-            await asyncio.wait(writes)  # not gather: a stop cancelling this batch must not cancel them
+        if lanes.on_cpu:
+            await asyncio.wait({running})  # not gather: a stop cancelling this batch must not cancel the writes
+
+    def _lane_call(self, run: Callable[[], BatchOutcome], batch: list[Job], on_cpu: bool,
+                   handed: asyncio.Future[HandedOutcome]) -> Callable[[], BatchOutcome]:
+        """What the lane's thread runs: the batch alone (GPU), or the batch and then its writes (CPU),
+        the outcome handed to the loop in between."""
+        if not on_cpu:
+            return run
+        loop = handed.get_loop()
+
+        def hand_over(outcome: HandedOutcome) -> None:
+            loop.call_soon_threadsafe(lambda: handed.done() or handed.set_result(outcome))
+
+        return functools.partial(run_then_write, run, batch, self.finisher.write_outputs, hand_over)
 
     async def claim(self, job_ids: list[str], lane: int = 0) -> list[Job]:
         """Mark the taken jobs in progress in the store (compare-and-set); return those this process won."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reelserve.engine.events import Events, status_event
@@ -73,10 +74,11 @@ class JobFinisher:
         self._thumbnail_thread.shutdown(wait=True)
 
     def complete_batch(
-        self, batch: list[Job], outcome: BatchOutcome, writer: Executor | None = None
+        self, batch: list[Job], outcome: BatchOutcome, written: Mapping[str, Future[float]] | None = None
     ) -> list[asyncio.Future[float]]:
-        """Write the batch's videos, one after another on ``writer`` (by default the finisher's own
-        encode thread), and finish its jobs. Returns the writes."""
+        """Write the batch's videos, one after another on the finisher's own encode thread, or take
+        the writes already under way (``written``, by job id: a CPU lane writes its own), and finish
+        its jobs. Returns the writes."""
         loop = asyncio.get_running_loop()
         writes = []
         for job in batch:
@@ -85,7 +87,10 @@ class JobFinisher:
                 self.running.claimed.discard(job.id)
                 continue  # stopped by a cancel (already recorded), or taken over by another worker
             job.timings.inference_s = outcome.inference_s
-            write = loop.run_in_executor(writer or self._encode_thread, self._write_outputs, job, frames)
+            if written is not None:
+                write = asyncio.wrap_future(written[job.id], loop=loop)
+            else:
+                write = loop.run_in_executor(self._encode_thread, self.write_outputs, job, frames)
             writes.append(write)
             self._spawn(self._complete(job, write, time.perf_counter()))
         return writes
@@ -178,7 +183,7 @@ class JobFinisher:
         self.metrics.end_to_end.observe(job.timings.total_s)
         self.finished(job)
 
-    def _write_outputs(self, job: Job, frames: object) -> float:
+    def write_outputs(self, job: Job, frames: object) -> float:
         """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are
         per attempt, so two runs of a job (one reclaimed from a stalled worker) never share a file."""
         started = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,26 @@ async def test_completes_and_stores_a_decodable_video(engine: Engine, parts: dic
     assert parts["store"].transitions(job.id) == [
         (None, "queued"), ("queued", "in_progress"), ("in_progress", "completed"),
     ]
+
+
+async def test_on_the_cpu_the_lane_writes_its_videos_without_the_event_loop(
+        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop's thread is held (a blocking wait, on purpose) from before the run ends until the
+    # write begins: the lane goes from its run to its write without a trip through the loop.
+    writing, write = threading.Event(), engine.finisher.write_outputs
+
+    def noting_writer(job: Job, frames: object) -> float:
+        writing.set()
+        assert threading.current_thread().name.startswith("reelserve-pipeline")
+        return write(job, frames)
+
+    monkeypatch.setattr(engine.finisher, "write_outputs", noting_writer)
+    parts["pipeline"].hold()
+    job = await engine.submit(request("a lighthouse written by its lane"))
+    assert await asyncio.to_thread(parts["pipeline"].entered.wait, 30)
+    parts["pipeline"].gate.set()
+    assert writing.wait(60), "the write waited for the event loop"
+    assert (await wait_final(engine, job.id)).status is JobStatus.completed
 
 
 class FailingStorage(LocalStorage):
