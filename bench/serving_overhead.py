@@ -89,12 +89,19 @@ def main() -> None:
     # Each run's request against the runner + encode just before it: drift between runs (this box
     # moved 20 % within minutes) cancels in the pair, not in the medians' ratio.
     paired = median([wall / encoded for wall, encoded in zip(http, direct_encoded, strict=True)])
+    # The server's own cost: each request against its own pipeline call (from its timings) plus the
+    # bare MP4 encode of the same run. A process's speed at the same work differs by up to 15 % from
+    # another's, for the process's life (seen: the server's call 23 ms faster than the bench's, then
+    # 15 ms slower, a restart apart), which no pairing cancels.
+    own = median([wall / (inference + encoded - direct_s) for wall, inference, encoded, direct_s in zip(
+        http, timings["inference_s"], direct_encoded, direct, strict=True)])
     print_table(
         f"Serving overhead, {args.model} {args.size} x{args.frames} frames, {args.steps} steps, "
         f"median of {args.runs} interleaved runs\n{machine()}",
         ["path", "median ms", "ratio to the runner"], rows,
     )
     print(f"HTTP / (runner + MP4 encode), median of the {args.runs} runs' own ratios: {paired:.3f}")
+    print(f"HTTP / (the server's own pipeline call + MP4 encode), median of the runs' ratios: {own:.3f}")
     print_table("Where the server's time goes (medians; from the video object's timings)",
                 ["part", "median ms"], itemised(http, timings, median(direct), median(direct_encoded)))
 

@@ -107,7 +107,7 @@ def videos_router(
         job = await service.submit(await _parse_create(request), tenant=caller_of(request).tenant)
         if wait is None:
             return JSONResponse(job.to_video_object())
-        job = await service.wait(job.id, wait)
+        job = await service.wait(job.id, wait, submitted=job)
         if job.status is JobStatus.completed and prefers_mp4(request.headers.get("accept")):
             headers = {"x-reelserve-video-id": job.id, "x-reelserve-batch-size": str(job.batch_size or 1),
                        "x-reelserve-cached": str(job.cached).lower()}

@@ -72,7 +72,8 @@ def queued_event(job: Job, position: int | None) -> JobEvent:
 
 
 def status_event(job: Job) -> JobEvent:
-    return JobEvent(
+    """A job's status; a final one carries the job (``JobEvent.job``) for waiters in this process."""
+    event = JobEvent(
         job_id=job.id,
         type=EventType.status,
         status=job.status,
@@ -81,3 +82,4 @@ def status_event(job: Job) -> JobEvent:
         error=job.error,
         estimated_completion_at=None if job.status.final else job.estimated_completion_at,
     )
+    return event.with_job(job) if job.status.final else event

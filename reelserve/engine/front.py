@@ -257,22 +257,29 @@ class VideoFront:
         await self.jobs.delete(job_id)
         await asyncio.to_thread(self.storage.delete_prefix, job_prefix(job_id))
 
-    async def wait(self, job_id: str, timeout: float) -> Job:
+    async def wait(self, job_id: str, timeout: float, submitted: Job | None = None) -> Job:
         async with self.bus.subscribe(job_id, progress=False) as events:
-            job = await self.get(job_id)
+            job = submitted if submitted is not None else await self.get(job_id)
             try:
                 async with asyncio.timeout(timeout):
                     while not job.status.final:
-                        try:
-                            async with asyncio.timeout(_EVENT_POLL_S):
-                                while not (await events.get()).final:
-                                    pass
-                        except TimeoutError:
-                            pass  # no final event: look at the record anyway (an event may be lost)
-                        job = await self.get(job_id)
+                        job = await self._final_or_latest(job_id, events)
             except TimeoutError:
                 job = await self.get(job_id)
         return job
+
+    async def _final_or_latest(self, job_id: str, events: asyncio.Queue[JobEvent]) -> Job:
+        """The job from its final event (made in this process: no read), or as stored once the
+        event came from elsewhere or none came within ``_EVENT_POLL_S`` (an event may be lost)."""
+        try:
+            async with asyncio.timeout(_EVENT_POLL_S):
+                while not (event := await events.get()).final:
+                    pass
+            if event.job is not None:
+                return event.job
+        except TimeoutError:
+            pass
+        return await self.get(job_id)
 
     async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         async with self.bus.subscribe(job_id) as events:

@@ -38,8 +38,9 @@ class VideoService(Protocol):
 
     async def delete(self, job_id: str) -> None: ...
 
-    async def wait(self, job_id: str, timeout: float) -> Job:
-        """The job once final, or as it stands when ``timeout`` seconds have passed."""
+    async def wait(self, job_id: str, timeout: float, submitted: Job | None = None) -> Job:
+        """The job once final, or as it stands when ``timeout`` seconds have passed. ``submitted``:
+        the job as ``submit`` just returned it, which then need not be read back first."""
 
     def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         """A snapshot event, then live events until the job is final."""

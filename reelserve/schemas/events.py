@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
-from reelserve.schemas.jobs import JobError, JobStatus
+from reelserve.schemas.jobs import Job, JobError, JobStatus
 
 
 class EventType(StrEnum):
@@ -27,7 +27,19 @@ class JobEvent(BaseModel):
     error: JobError | None = None
     estimated_completion_at: float | None = None  # epoch seconds, while the job is unfinished
     at: float = Field(default_factory=time.time)
+    # The final job itself, on a final event made from it in this process: never serialised, so it
+    # goes neither to SSE nor to other processes, and a waiter here need not read the job back.
+    _job: Job | None = PrivateAttr(default=None)
 
     @property
     def final(self) -> bool:
         return self.status.final
+
+    @property
+    def job(self) -> Job | None:
+        return self._job
+
+    def with_job(self, job: Job) -> JobEvent:
+        """This event carrying ``job`` (a copy: the sender may go on changing its own)."""
+        self._job = job.model_copy(deep=True)
+        return self

@@ -112,6 +112,21 @@ async def test_on_the_cpu_the_lane_writes_its_videos_without_the_event_loop(
     assert (await wait_final(engine, job.id)).status is JobStatus.completed
 
 
+async def test_a_sync_wait_takes_the_final_job_from_its_event_without_reading_it(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    job = await engine.submit(request("a lighthouse waited for"))
+    reads, read = [], engine.get
+
+    async def noting_get(job_id: str) -> Job:
+        reads.append(job_id)
+        return await read(job_id)
+
+    monkeypatch.setattr(engine, "get", noting_get)
+    done = await engine.wait(job.id, timeout=60, submitted=job)
+    assert done.status is JobStatus.completed and reads == []
+    assert done == await read(job.id)  # just as stored
+
+
 class FailingStorage(LocalStorage):
     """Refuses to store a file whose name ends with ``suffix``."""
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from reelserve.engine.events import EventBus
-from reelserve.schemas import EventType, JobEvent, JobStatus
+from reelserve.engine.events import EventBus, status_event
+from reelserve.schemas import EventType, GenerationParams, Job, JobEvent, JobStatus
 
 
 def step(job_id: str, number: int) -> JobEvent:
@@ -40,3 +40,17 @@ async def test_steps_are_wanted_only_while_someone_follows_them() -> None:
             assert bus.wants_progress("j")  # one follower left
         assert not bus.wants_progress("j")
     assert bus.listening_jobs() == []
+
+
+def test_a_final_status_event_carries_a_copy_of_its_job_for_this_process_only() -> None:
+    params = GenerationParams(model="tiny", prompt="a fox", width=32, height=32, num_frames=5, fps=8,
+                              num_inference_steps=2, guidance_scale=5.0, seed=1)
+    job = Job(id="video_j", params=params, created_at=1.0, status=JobStatus.in_progress)
+    assert status_event(job).job is None  # not final: a waiter goes on waiting
+    job.status, job.progress = JobStatus.completed, 100
+    event = status_event(job)
+    assert event.job == job and event.job is not job
+    job.progress = 7  # the sender's later changes are not the event's
+    assert event.job.progress == 100
+    assert "video_j" in event.model_dump_json() and '"params"' not in event.model_dump_json()
+    assert JobEvent.model_validate_json(event.model_dump_json()).job is None  # as another process gets it
