@@ -9,7 +9,6 @@ after, and a write between steps holds up the whole batch (an fsync on the threa
 from __future__ import annotations
 
 import time
-
 from collections.abc import Callable
 
 from reelserve.engine.finisher import RUNNING
