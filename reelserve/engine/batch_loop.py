@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from reelserve.engine.events import Events, status_event
-from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
+from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs, Written
 from reelserve.engine.lane_writes import HandedOutcome, run_then_write
 from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.progress import StepProgress
@@ -185,7 +185,7 @@ class BatchLoop:
 
         thread = self._pipeline_thread if lane == 0 else lanes.thread(lane)
         run = functools.partial(lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads)
-        handed: asyncio.Future[HandedOutcome] = loop.create_future()
+        handed: asyncio.Future[HandedOutcome[Written]] = loop.create_future()
         running = loop.run_in_executor(thread, self._lane_call(run, batch, lanes.on_cpu, handed))
         try:
             await asyncio.wait({running, handed}, return_when=asyncio.FIRST_COMPLETED)
@@ -222,17 +222,17 @@ class BatchLoop:
             await asyncio.wait({running})  # not gather: a stop cancelling this batch must not cancel the writes
 
     def _lane_call(self, run: Callable[[], BatchOutcome], batch: list[Job], on_cpu: bool,
-                   handed: asyncio.Future[HandedOutcome]) -> Callable[[], BatchOutcome]:
+                   handed: asyncio.Future[HandedOutcome[Written]]) -> Callable[[], BatchOutcome]:
         """What the lane's thread runs: the batch alone (GPU), or the batch and then its writes (CPU),
         the outcome handed to the loop in between."""
         if not on_cpu:
             return run
         loop = handed.get_loop()
 
-        def hand_over(outcome: HandedOutcome) -> None:
+        def hand_over(outcome: HandedOutcome[Written]) -> None:
             loop.call_soon_threadsafe(lambda: handed.done() or handed.set_result(outcome))
 
-        return functools.partial(run_then_write, run, batch, self.finisher.write_outputs, hand_over)
+        return functools.partial(run_then_write, run, batch, self.finisher.write_and_record, hand_over)
 
     async def claim(self, job_ids: list[str], lane: int = 0) -> list[Job]:
         """Mark the taken jobs in progress in the store (compare-and-set); return those this process won."""

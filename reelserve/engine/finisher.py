@@ -41,6 +41,17 @@ UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 
 
 @dataclass
+class Written:
+    """A job's outputs written and its completed record saved, both on the thread that wrote them:
+    the save needs no trip through the event loop and the store's thread (about 1 ms of a lone
+    request; docs/benchmarks.md)."""
+
+    job: Job  # the completed job as saved: a copy, so the loop's own object is not changed off the loop
+    seconds: float  # the writes' own time
+    saved: bool | None  # False: another transition got there first; None: the store failed (the loop retries)
+
+
+@dataclass
 class RunningJobs:
     """The jobs claimed by this process and not final yet (outputs being written too), and those
     among them another worker took over after this one stalled (that worker finishes them)."""
@@ -74,8 +85,8 @@ class JobFinisher:
         self._thumbnail_thread.shutdown(wait=True)
 
     def complete_batch(
-        self, batch: list[Job], outcome: BatchOutcome, written: Mapping[str, Future[float]] | None = None
-    ) -> list[asyncio.Future[float]]:
+        self, batch: list[Job], outcome: BatchOutcome, written: Mapping[str, Future[Written]] | None = None
+    ) -> list[asyncio.Future[Written]]:
         """Write the batch's videos, one after another on the finisher's own encode thread, or take
         the writes already under way (``written``, by job id: a CPU lane writes its own), and finish
         its jobs. Returns the writes."""
@@ -90,9 +101,10 @@ class JobFinisher:
             if written is not None:
                 write = asyncio.wrap_future(written[job.id], loop=loop)
             else:
-                write = loop.run_in_executor(self._encode_thread, self.write_outputs, job, frames)
+                write = loop.run_in_executor(
+                    self._encode_thread, self.write_and_record, job, outcome, time.perf_counter())
             writes.append(write)
-            self._spawn(self._complete(job, write, time.perf_counter()))
+            self._spawn(self._complete(job, write))
         return writes
 
     def fail(self, jobs: list[Job], error: JobError) -> None:
@@ -151,25 +163,23 @@ class JobFinisher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _complete(self, job: Job, write: asyncio.Future[float], started: float) -> None:
+    async def _complete(self, job: Job, write: asyncio.Future[Written]) -> None:
         try:
-            await self._store_result(job, write, started)
+            await self._store_result(job, write)
         finally:
             self.running.claimed.discard(job.id)
 
-    async def _store_result(self, job: Job, write: asyncio.Future[float], started: float) -> None:
+    async def _store_result(self, job: Job, write: asyncio.Future[Written]) -> None:
         try:
-            written_s = await write
+            written = await write
         except Exception as exc:
             log.exception("writing outputs failed for %s", job.id)
             self.fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
             return
-        job.status, job.progress, job.completed_at = JobStatus.completed, 100, time.time()
-        job.video_key, job.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
-        job.timings.encode_s = time.perf_counter() - started
-        self.scheduler.outputs_written(job.params, written_s)
-        job.timings.total_s = job.completed_at - job.created_at
-        if not await self._save_final(job):
+        self.scheduler.outputs_written(job.params, written.seconds)
+        job = written.job
+        saved = written.saved if written.saved is not None else await self._save_final(job)
+        if not saved:
             # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
             # files (another attempt's keys) stay; this one's go.
             await asyncio.to_thread(self._delete_outputs, job)
@@ -182,6 +192,24 @@ class JobFinisher:
             log.exception("caching the result of %s failed; the job itself completed", job.id)
         self.metrics.end_to_end.observe(job.timings.total_s)
         self.finished(job)
+
+    def write_and_record(self, job: Job, outcome: BatchOutcome, queued_at: float) -> Written:
+        """Write ``job``'s outputs from ``outcome`` and save its completed record (compare-and-set on
+        ``in_progress``), on the calling thread. ``queued_at``: ``perf_counter`` when the batch's writes
+        were queued (``encode_s`` holds the wait for the writer too). A failed write raises; a failed
+        save is ``saved=None``, for the loop to retry."""
+        seconds = self.write_outputs(job, outcome.frames[job.id])
+        done = job.model_copy(deep=True)
+        done.status, done.progress, done.completed_at = JobStatus.completed, 100, time.time()
+        done.video_key, done.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
+        done.timings.inference_s, done.timings.encode_s = outcome.inference_s, time.perf_counter() - queued_at
+        done.timings.total_s = done.completed_at - done.created_at
+        try:
+            saved: bool | None = self.store.sync.save(done, expect=RUNNING)
+        except Exception as exc:  # noqa: BLE001 - the loop retries until the store answers
+            log.warning("saving %s failed (%s: %s); retrying from the loop", job.id, type(exc).__name__, exc)
+            saved = None
+        return Written(done, seconds, saved)
 
     def write_outputs(self, job: Job, frames: object) -> float:
         """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are

@@ -92,10 +92,11 @@ async def test_completes_and_stores_a_decodable_video(engine: Engine, parts: dic
     ]
 
 
-async def test_on_the_cpu_the_lane_writes_its_videos_without_the_event_loop(
+async def test_on_the_cpu_the_lane_writes_and_records_its_videos_without_the_event_loop(
         engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     # The loop's thread is held (a blocking wait, on purpose) from before the run ends until the
-    # write begins: the lane goes from its run to its write without a trip through the loop.
+    # completed record is saved: the lane goes from its run to its write and the record's save
+    # without a trip through the loop.
     writing, write = threading.Event(), engine.finisher.write_outputs
 
     def noting_writer(job: Job, frames: object) -> float:
@@ -103,13 +104,25 @@ async def test_on_the_cpu_the_lane_writes_its_videos_without_the_event_loop(
         assert threading.current_thread().name.startswith("reelserve-pipeline")
         return write(job, frames)
 
+    recorded, save = threading.Event(), parts["store"].save
+
+    def noting_save(job: Job, expect: Any = None) -> bool:
+        saved = save(job, expect)
+        if job.status is JobStatus.completed and saved:
+            recorded.set()
+        return saved
+
     monkeypatch.setattr(engine.finisher, "write_outputs", noting_writer)
+    monkeypatch.setattr(parts["store"], "save", noting_save)
     parts["pipeline"].hold()
     job = await engine.submit(request("a lighthouse written by its lane"))
     assert await asyncio.to_thread(parts["pipeline"].entered.wait, 30)
     parts["pipeline"].gate.set()
     assert writing.wait(60), "the write waited for the event loop"
-    assert (await wait_final(engine, job.id)).status is JobStatus.completed
+    assert recorded.wait(60), "the completed record waited for the event loop"  # saved by the lane too
+    done = await wait_final(engine, job.id)
+    assert done.status is JobStatus.completed and done.timings.encode_s is not None
+    assert parts["store"].transitions(job.id)[-1] == ("in_progress", "completed")
 
 
 async def test_a_sync_wait_takes_the_final_job_from_its_event_without_reading_it(
@@ -125,6 +138,23 @@ async def test_a_sync_wait_takes_the_final_job_from_its_event_without_reading_it
     done = await engine.wait(job.id, timeout=60, submitted=job)
     assert done.status is JobStatus.completed and reads == []
     assert done == await read(job.id)  # just as stored
+
+
+async def test_a_completed_record_the_store_refused_on_the_lane_is_saved_from_the_loop(
+        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    refused, save = [], parts["store"].save
+
+    def refusing_once(job: Job, expect: Any = None) -> bool:
+        if job.status is JobStatus.completed and not refused:
+            refused.append(threading.current_thread().name)
+            raise OSError("database is locked")
+        return save(job, expect)
+
+    monkeypatch.setattr(parts["store"], "save", refusing_once)
+    done = await wait_final(engine, (await engine.submit(request("a lighthouse saved twice"))).id)
+    assert done.status is JobStatus.completed and refused == ["reelserve-pipeline_0"]
+    stored = parts["store"].get(done.id)
+    assert stored is not None and stored.status is JobStatus.completed and stored.video_key is not None
 
 
 class FailingStorage(LocalStorage):

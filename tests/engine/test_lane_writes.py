@@ -29,11 +29,12 @@ def test_the_outcome_is_handed_over_before_any_write_and_rows_are_written_in_ord
     writes: dict[str, Future[float]] = {}
     outcome = outcome_for("a", "c")  # b was stopped: no frames, no write
 
-    def hand_over(handed: HandedOutcome) -> None:
+    def hand_over(handed: HandedOutcome[float]) -> None:
         seen.append((handed.outcome, sorted(handed.writes), [f.done() for f in handed.writes.values()]))
         writes.update(handed.writes)
 
-    def write(job: Job, frames: object) -> float:
+    def write(job: Job, ran: BatchOutcome, handed_at: float) -> float:
+        assert ran is outcome and job.id in ran.frames
         written.append((job.id, threading.current_thread().name))
         return 0.25
 
@@ -46,9 +47,9 @@ def test_the_outcome_is_handed_over_before_any_write_and_rows_are_written_in_ord
 
 
 def test_a_failed_write_fails_its_own_row_only() -> None:
-    handed: list[HandedOutcome] = []
+    handed: list[HandedOutcome[float]] = []
 
-    def write(job: Job, frames: object) -> float:
+    def write(job: Job, ran: BatchOutcome, handed_at: float) -> float:
         if job.id == "video_a":
             raise OSError("disk full")
         return 0.5
@@ -61,11 +62,11 @@ def test_a_failed_write_fails_its_own_row_only() -> None:
 
 
 def test_a_failed_run_raises_and_hands_nothing_over() -> None:
-    handed: list[HandedOutcome] = []
+    handed: list[HandedOutcome[float]] = []
 
     def run() -> BatchOutcome:
         raise RuntimeError("out of memory")
 
     with pytest.raises(RuntimeError, match="out of memory"):
-        run_then_write(run, jobs("a"), lambda job, frames: 0.0, handed.append)
+        run_then_write(run, jobs("a"), lambda job, ran, handed_at: 0.0, handed.append)
     assert handed == []
