@@ -39,7 +39,7 @@ class EventBus:
 
     def publish(self, event: JobEvent) -> None:
         for queue in self._listeners.get(event.job_id, ()):
-            if event.type is not EventType.progress or self._steps.follows(queue):
+            if self._steps.takes(queue, event):
                 queue.put_nowait(event)
 
     @asynccontextmanager

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from reelserve.cancellation import reraise_if_cancelled
 from reelserve.jobs.step_followers import StepFollowers
 from reelserve.redis_names import DEFAULT_NAMESPACE, RedisKeys
-from reelserve.schemas import EventType, JobEvent
+from reelserve.schemas import JobEvent
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class RedisEventBus:
                 log.warning("events: unreadable message on %s, skipped", name)
                 return
             for queue in channel.listeners:
-                if event.type is not EventType.progress or self._steps.follows(queue):
+                if self._steps.takes(queue, event):
                     queue.put_nowait(event)
         elif message["type"] == "subscribe":
             channel.confirmed = min(channel.confirmed + 1, channel.sent)

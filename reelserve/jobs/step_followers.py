@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from reelserve.schemas import JobEvent
+from reelserve.schemas import EventType, JobEvent
 
 
 class StepFollowers:
@@ -36,8 +36,9 @@ class StepFollowers:
             else:
                 self._per_job[job_id] -= 1
 
-    def follows(self, queue: asyncio.Queue[JobEvent]) -> bool:
-        return queue in self._queues
+    def takes(self, queue: asyncio.Queue[JobEvent], event: JobEvent) -> bool:
+        """Does ``queue`` get ``event``? Every event but a step's, which only its followers get."""
+        return event.type is not EventType.progress or queue in self._queues
 
     def wanted(self, job_id: str) -> bool:
         return job_id in self._per_job
