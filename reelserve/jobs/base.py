@@ -13,7 +13,9 @@ from reelserve.schemas import Job, JobStatus
 
 
 class JobStore(Protocol):
-    """Durable job records. Every write is on disk (or in Redis) before it returns."""
+    """Durable job records. A new job and a final state are on disk (or in Redis) before the call
+    returns; a write that leaves a job unfinished may be lost with the machine (not the process),
+    which a restart cannot tell from never written: it re-runs queued and in-progress jobs alike."""
 
     def create(self, job: Job) -> None:
         """Insert a new job; raises ``ValueError`` if the id exists."""

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from reelserve.jobs import SqliteJobStore
+from reelserve.schemas import JobStatus
+
+from test_store_contract import make_job
 
 
 @pytest.fixture
@@ -32,6 +35,39 @@ def test_database_is_wal_with_full_sync(store: SqliteJobStore, db_path: Path) ->
         conn.close()
     # synchronous is per connection: ask the store's own (2 == FULL).
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def _sync_mode_of_each_commit(store: SqliteJobStore) -> list[str]:
+    """Record, for each COMMIT on the store's connection, the ``synchronous`` level it ran under."""
+    level, commits = "FULL", []
+
+    def trace(statement: str) -> None:
+        nonlocal level
+        if statement.startswith("PRAGMA synchronous = "):
+            level = statement.rsplit(" ", 1)[1]
+        elif statement == "COMMIT":
+            commits.append(level)
+
+    store._conn.set_trace_callback(trace)
+    return commits
+
+
+def test_a_write_that_leaves_the_job_unfinished_does_not_wait_for_the_disk(store: SqliteJobStore) -> None:
+    # Recovery re-runs queued and in-progress jobs alike, so only a new job and a final state are
+    # promises that must be on disk before the call returns.
+    commits = _sync_mode_of_each_commit(store)
+    job = make_job()
+    store.create(job)
+    job.status = JobStatus.in_progress
+    assert store.save(job, expect={JobStatus.queued})  # a claim
+    job.progress = 50
+    assert store.save(job, expect={JobStatus.in_progress})  # progress
+    assert not store.save(job, expect={JobStatus.queued})  # refused: nothing written
+    job.status = JobStatus.completed
+    assert store.save(job, expect={JobStatus.in_progress})
+    assert commits == ["FULL", "NORMAL", "NORMAL", "NORMAL", "FULL"]
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again after each
+    assert store.get(job.id).status is JobStatus.completed
 
 
 def test_stores_opened_at_once_on_a_new_database_all_open(tmp_path: Path) -> None:
