@@ -111,21 +111,27 @@ class SqliteJobStore:
         a power cut may lose it, and only it and the other such commits after the last durable one
         (the WAL is a log: the next durable commit takes them to disk too).
         """
-        with self._lock:
-            if not durable:
-                self._conn.execute("PRAGMA synchronous = NORMAL")
+        with self._lock, self._synchronous("FULL" if durable else "NORMAL"):
+            self._conn.execute(begin)
             try:
-                self._conn.execute(begin)
-                try:
-                    yield self._conn
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    if self._conn.in_transaction:  # a failed COMMIT may have ended it already
-                        self._conn.execute("ROLLBACK")
-                    raise
-            finally:
-                if not durable:
-                    self._conn.execute("PRAGMA synchronous = FULL")
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # a failed COMMIT may have ended it already
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _synchronous(self, level: str) -> Iterator[None]:
+        """The connection's commits under ``level`` inside, ``FULL`` (its own) again after."""
+        if level == "FULL":
+            yield
+            return
+        self._conn.execute(f"PRAGMA synchronous = {level}")
+        try:
+            yield
+        finally:
+            self._conn.execute("PRAGMA synchronous = FULL")
 
     def create(self, job: Job) -> None:
         """Insert ``job`` and its first transition ``(None, job.status)``.
