@@ -121,7 +121,7 @@ def itemised(http: list[float], timings: dict[str, list[float]], runner_s: float
         ["HTTP outside the job: request, validation, creation, response", ms(outside)],
         ["queue: the fill window and the claim", ms(timings["queue_s"])],
         [f"pipeline call (in-process runner: {runner_s * 1000:.1f})", ms(timings["inference_s"])],
-        [f"MP4 + thumbnail + storage (in-process MP4: {(runner_encoded_s - runner_s) * 1000:.1f})", ms(timings["encode_s"])],
+        [f"MP4 + storage (in-process MP4: {(runner_encoded_s - runner_s) * 1000:.1f})", ms(timings["encode_s"])],
         ["rest of the job: final save, events", ms(rest)],
         ["total over HTTP", ms(http)],
     ]

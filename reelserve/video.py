@@ -141,6 +141,22 @@ def encode_thumbnail(frame: np.ndarray, max_side: int = 320) -> bytes:
     return out.getvalue()
 
 
+def first_frame(data: bytes) -> np.ndarray:
+    """The first frame of the MP4 in ``data``, ``(H, W, 3)`` RGB ``uint8``, as a player shows it.
+
+    Raises ``ValueError`` if there is no video stream or no frame, and PyAV's ``av.error.FFmpegError``
+    (a ``ValueError`` subclass for invalid data) if the bytes are not a readable container.
+    """
+    import av
+
+    with av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        for frame in container.decode(container.streams.video[0]):
+            return np.asarray(frame.to_ndarray(format="rgb24"))
+    raise ValueError("the video has no frame")
+
+
 def probe_mp4(data: bytes) -> VideoInfo:
     """Decode ``data`` fully and report what is in its first video stream.
 

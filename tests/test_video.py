@@ -1,4 +1,4 @@
-"""encode_mp4 / encode_thumbnail / probe_mp4: exact frame counts, sizes, rates and content."""
+"""encode_mp4 / encode_thumbnail / first_frame / probe_mp4: exact frame counts, sizes, rates and content."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from reelserve.video import (
     VideoInfo,
     encode_mp4,
     encode_thumbnail,
+    first_frame,
     probe_mp4,
 )
 
@@ -90,6 +91,18 @@ def test_odd_size_is_rejected(height: int, width: int) -> None:
 def test_bad_shapes_are_rejected(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError):
         encode_mp4(np.zeros(shape, dtype=np.uint8), fps=8)
+
+
+def test_first_frame_is_the_first_of_the_video_as_decoded() -> None:
+    frames = np.stack([np.full((48, 64, 3), value, dtype=np.float32) for value in (0.1, 0.5, 0.9)])
+    first = first_frame(encode_mp4(frames, fps=8))
+    assert first.dtype == np.uint8 and first.shape == (48, 64, 3)
+    assert abs(float(first.mean()) - 0.1 * 255) < 3  # the first, not a later one
+
+
+def test_first_frame_rejects_garbage() -> None:
+    with pytest.raises(ValueError):
+        first_frame(b"this is not an mp4")
 
 
 def test_probe_rejects_garbage() -> None:

@@ -104,7 +104,8 @@ def videos_router(
             raise ReelserveError(
                 ErrorCode.invalid_parameter, f"wait must be > 0 and at most {sync_max_wait_s:g} seconds", "wait"
             )
-        job = await service.submit(await _parse_create(request), tenant=caller_of(request).tenant)
+        body, tenant = await _parse_create(request), caller_of(request).tenant
+        job = await service.submit(body, tenant=tenant, awaited=wait is not None)
         if wait is None:
             return JSONResponse(job.to_video_object())
         job = await service.wait(job.id, wait, submitted=job)

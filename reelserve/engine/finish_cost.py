@@ -1,6 +1,6 @@
-"""How long writing one finished job's outputs takes: MP4 and thumbnail encoding and the storage
-puts, the part of a job after its pipeline call. It runs on one encode thread, beside the next
-batch, so a batch's rows finish one after another.
+"""How long writing one finished job's outputs takes: MP4 encoding and the storage put (its
+thumbnail is made when first asked for), the part of a job after its pipeline call. It runs on one
+encode thread, beside the next batch, so a batch's rows finish one after another.
 
 Per model: a prior ``fixed_s + per_unit_s × width·height·frames`` scaled by an EWMA of measured /
 prior. One scale, not a fit: the encoder's cost is close to linear in pixels, and the scale alone

@@ -30,7 +30,7 @@ from reelserve.metrics import Metrics
 from reelserve.schemas import ErrorCode, Job, JobError, JobStatus
 from reelserve.stats import StatsRecorder
 from reelserve.storage.base import Storage
-from reelserve.video import encode_mp4, encode_thumbnail
+from reelserve.video import encode_mp4
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,6 @@ class JobFinisher:
         self.video_cache, self.bus, self.notifier = video_cache, bus, notifier
         self.running = running
         self._encode_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-encode")
-        # The thumbnail is written beside its MP4's encode: x264 keeps one core, the other is free.
-        self._thumbnail_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-thumbnail")
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def wait(self) -> None:
@@ -82,7 +80,6 @@ class JobFinisher:
 
     def shutdown(self) -> None:
         self._encode_thread.shutdown(wait=True)
-        self._thumbnail_thread.shutdown(wait=True)
 
     def complete_batch(
         self, batch: list[Job], outcome: BatchOutcome, written: Mapping[str, Future[Written]] | None = None
@@ -212,16 +209,12 @@ class JobFinisher:
         return Written(done, seconds, saved)
 
     def write_outputs(self, job: Job, frames: object) -> float:
-        """Returns its own seconds (``encode_s`` also holds the wait for the encode thread). Keys are
-        per attempt, so two runs of a job (one reclaimed from a stalled worker) never share a file."""
+        """The MP4, on disk before the job may complete; its thumbnail is made when first asked for
+        (``engine/thumbnails.py``). Returns its own seconds (``encode_s`` also holds the wait for
+        the encode thread). Keys are per attempt, so two runs of a job (one reclaimed from a
+        stalled worker) never share a file."""
         started = time.perf_counter()
-        thumbnail = self._thumbnail_thread.submit(
-            lambda: self.storage.put(thumbnail_key(job.id, job.attempts), encode_thumbnail(frames[0]))  # type: ignore[index]
-        )
-        try:
-            self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
-        finally:
-            thumbnail.result()  # both written (or the first failure raised) before the job may complete
+        self.storage.put(video_key(job.id, job.attempts), encode_mp4(frames, job.params.fps))  # type: ignore[arg-type]
         return time.perf_counter() - started
 
     def _delete_outputs(self, job: Job) -> None:

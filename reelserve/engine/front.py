@@ -25,6 +25,7 @@ from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
 from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
+from reelserve.engine.thumbnails import ensure_thumbnail
 from reelserve.engine.video_cache import VideoCache
 from reelserve.jobs.async_store import AsyncJobStore
 from reelserve.jobs.base import Broker, JobStore
@@ -165,7 +166,7 @@ class VideoFront:
 
     # -- the service ------------------------------------------------------------------------
 
-    async def submit(self, request: VideoCreateRequest, tenant: str | None = None) -> Job:
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False) -> Job:
         model = request.model or self.model_name
         if model != self.model_name:
             raise ReelserveError(
@@ -194,7 +195,9 @@ class VideoFront:
         job.warnings = self.job_warnings(params) if self.job_warnings else []
         if self.notifier is not None:
             self.notifier.attach(job, request)
-        await self.jobs.create(job)
+        # Awaited: the client learns the id from ``wait``, which makes the record durable first if the
+        # job is unfinished then; a final state is durable anyway (docs/architecture.md, "Durability").
+        await self.jobs.create(job, durable=not awaited)
         if job.cached:  # completed already: its only transition is None -> completed
             self.finisher.announce(job)
             return job
@@ -266,6 +269,8 @@ class VideoFront:
                         job = await self._final_or_latest(job_id, events)
             except TimeoutError:
                 job = await self.get(job_id)
+        if not job.status.final:  # handed out unfinished: its record must outlive the machine
+            await self.jobs.make_durable()
         return job
 
     async def _final_or_latest(self, job_id: str, events: asyncio.Queue[JobEvent]) -> Job:
@@ -307,9 +312,22 @@ class VideoFront:
             raise ReelserveError(
                 ErrorCode.conflict, f"video '{job_id}' is {job.status.value}; content exists once completed"
             )
+        video = job.video_key or video_key(job_id)
         if variant == "thumbnail":
-            return Content(self.storage, job.thumbnail_key or thumbnail_key(job_id), THUMBNAIL_CONTENT_TYPE)
-        return Content(self.storage, job.video_key or video_key(job_id), MP4_CONTENT_TYPE)
+            key = job.thumbnail_key or thumbnail_key(job_id)
+            await self._make_thumbnail(job_id, video, key)
+            return Content(self.storage, key, THUMBNAIL_CONTENT_TYPE)
+        return Content(self.storage, video, MP4_CONTENT_TYPE)
+
+    async def _make_thumbnail(self, job_id: str, video: str, key: str) -> None:
+        """The thumbnail, made from the video if this is its first request (``engine/thumbnails.py``)."""
+        try:
+            made = await asyncio.to_thread(ensure_thumbnail, self.storage, video, key)
+        except FileNotFoundError:  # the video went with its job, deleted since it was read
+            raise job_not_found(job_id) from None
+        if made and await self.jobs.get(job_id) is None:  # deleted while it was made: no orphan left
+            await asyncio.to_thread(self.storage.delete_prefix, key)
+            raise job_not_found(job_id)
 
     async def queue_depth(self) -> int:
         return await self.broker.depth()

@@ -24,9 +24,11 @@ class VideoService(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    async def submit(self, request: VideoCreateRequest, tenant: str | None = None) -> Job:
-        """Validate, persist and enqueue; the job is durable when this returns. A cache hit comes back
-        already completed. ``tenant`` (a hash of the caller's API key) keeps per-tenant caches apart."""
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False) -> Job:
+        """Validate, persist and enqueue; the job is durable when this returns, unless ``awaited``:
+        the caller answers only after ``wait``, which makes an unfinished job durable before it
+        returns it (a final one is). A cache hit comes back already completed. ``tenant`` (a hash of
+        the caller's API key) keeps per-tenant caches apart."""
 
     async def get(self, job_id: str) -> Job:
         """Raises ``ReelserveError(not_found)``."""
@@ -39,8 +41,8 @@ class VideoService(Protocol):
     async def delete(self, job_id: str) -> None: ...
 
     async def wait(self, job_id: str, timeout: float, submitted: Job | None = None) -> Job:
-        """The job once final, or as it stands when ``timeout`` seconds have passed. ``submitted``:
-        the job as ``submit`` just returned it, which then need not be read back first."""
+        """The job once final, or as it stands when ``timeout`` seconds have passed, durable either
+        way. ``submitted``: the job as ``submit`` just returned it, which then need not be read back."""
 
     def events(self, job_id: str) -> AsyncIterator[JobEvent]:
         """A snapshot event, then live events until the job is final."""

@@ -204,4 +204,7 @@ class VideoCache:
         assert job.video_key is not None
         self.storage.copy(entry.video_key, job.video_key)
         if entry.thumbnail_key is not None and job.thumbnail_key is not None:
-            self.storage.copy(entry.thumbnail_key, job.thumbnail_key)
+            try:
+                self.storage.copy(entry.thumbnail_key, job.thumbnail_key)
+            except FileNotFoundError:  # never asked for, so never made: this job makes its own when asked
+                pass

@@ -30,8 +30,11 @@ class AsyncJobStore:
     async def _run(self, call: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, call, *args)
 
-    async def create(self, job: Job) -> None:
-        await self._run(self.sync.create, job.model_copy(deep=True))
+    async def create(self, job: Job, durable: bool = True) -> None:
+        await self._run(self.sync.create, job.model_copy(deep=True), durable)
+
+    async def make_durable(self) -> None:
+        await self._run(self.sync.make_durable)
 
     async def get(self, job_id: str) -> Job | None:
         return await self._run(self.sync.get, job_id)

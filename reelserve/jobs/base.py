@@ -17,8 +17,10 @@ class JobStore(Protocol):
     returns; a write that leaves a job unfinished may be lost with the machine (not the process),
     which a restart cannot tell from never written: it re-runs queued and in-progress jobs alike."""
 
-    def create(self, job: Job) -> None:
-        """Insert a new job; raises ``ValueError`` if the id exists."""
+    def create(self, job: Job, durable: bool = True) -> None:
+        """Insert a new job; raises ``ValueError`` if the id exists. Not ``durable``: it may be lost
+        with the machine until the next ``make_durable`` or durable write (for a job nobody has
+        been told of yet: a client waiting for its final state)."""
 
     def get(self, job_id: str) -> Job | None: ...
 
@@ -45,6 +47,9 @@ class JobStore(Protocol):
 
     def transitions(self, job_id: str) -> list[tuple[str | None, str]]:
         """The job's status changes in order, as ``(from, to)``; the first is ``(None, 'queued')``."""
+
+    def make_durable(self) -> None:
+        """Every write made so far is on disk (or in Redis) when this returns."""
 
     def close(self) -> None: ...
 

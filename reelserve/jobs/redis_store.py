@@ -80,8 +80,9 @@ class RedisJobStore:
         """A store on a client of its own for ``url`` (``redis://host:port/db``); ``close()`` closes it."""
         return cls(redis.Redis.from_url(url), namespace, retention_s, owns_client=True)
 
-    def create(self, job: Job) -> None:
-        """Insert ``job`` and its first transition ``(None, job.status)``.
+    def create(self, job: Job, durable: bool = True) -> None:
+        """Insert ``job`` and its first transition ``(None, job.status)``. Every write is as durable as
+        the server's persistence makes it, so ``durable`` changes nothing.
 
         Raises ``ValueError`` if a job with the same id exists.
         """
@@ -138,6 +139,9 @@ class RedisJobStore:
         """
         entries = [json.loads(raw) for raw in self._live().lrange(self.keys.transitions(job_id), 0, -1)]
         return [(entry["from"], entry["to"]) for entry in entries]
+
+    def make_durable(self) -> None:
+        """Nothing to do: each write was as durable as Redis' persistence when it returned."""
 
     def close(self) -> None:
         """Stop using Redis. Idempotent; any other call afterwards raises ``RuntimeError``.

@@ -22,9 +22,9 @@ from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
 from reelserve.models import get_spec
-from reelserve.schemas import Job, JobStatus, VideoCreateRequest, resolve_request
+from reelserve.schemas import ErrorCode, Job, JobStatus, ReelserveError, VideoCreateRequest, resolve_request
 from reelserve.storage.local import LocalStorage
-from reelserve.video import probe_mp4
+from reelserve.video import first_frame, probe_mp4
 
 
 class RecordingRunner(PipelineRunner):
@@ -85,8 +85,7 @@ async def test_completes_and_stores_a_decodable_video(engine: Engine, parts: dic
     assert done.status is JobStatus.completed and done.progress == 100 and done.params.seed == 7
     info = probe_mp4(parts["storage"].get(video_key(job.id)))
     assert (info.frames, info.width, info.height, info.fps) == (5, 32, 32, 8.0)
-    with Image.open(io.BytesIO(parts["storage"].get(thumbnail_key(job.id)))) as thumbnail:  # written beside the MP4
-        assert (thumbnail.format, thumbnail.size) == ("JPEG", (32, 32))
+    assert not parts["storage"].exists(thumbnail_key(job.id))  # made when first asked for, not before
     assert parts["store"].transitions(job.id) == [
         (None, "queued"), ("queued", "in_progress"), ("in_progress", "completed"),
     ]
@@ -140,6 +139,35 @@ async def test_a_sync_wait_takes_the_final_job_from_its_event_without_reading_it
     assert done == await read(job.id)  # just as stored
 
 
+async def test_an_awaited_job_is_made_durable_before_a_wait_hands_it_out_unfinished(
+        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Spies on the real store: what a power cut would lose is not testable, the order of calls is.
+    store, calls = parts["store"], []
+    create, make_durable = store.create, store.make_durable
+
+    def noting_create(job: Job, durable: bool = True) -> None:
+        calls.append(("create", durable))
+        create(job, durable)
+
+    def noting_make_durable() -> None:
+        calls.append(("make_durable", None))
+        make_durable()
+
+    monkeypatch.setattr(store, "create", noting_create)
+    monkeypatch.setattr(store, "make_durable", noting_make_durable)
+    parts["pipeline"].hold()
+    polled = await engine.submit(request("a lighthouse polled for"))
+    job = await engine.submit(request("a lighthouse waited for, past its wait"), awaited=True)
+    assert calls == [("create", True), ("create", False)]
+    assert await asyncio.to_thread(parts["pipeline"].entered.wait, 30)  # the run is held at its gate
+    handed = await engine.wait(job.id, timeout=0.2, submitted=job)  # the wait runs out
+    assert not handed.status.final and calls[-1] == ("make_durable", None)
+    parts["pipeline"].gate.set()
+    for waited in (job, polled):
+        assert (await wait_final(engine, waited.id)).status is JobStatus.completed
+    assert calls.count(("make_durable", None)) == 1  # a final state is durable without it
+
+
 async def test_a_completed_record_the_store_refused_on_the_lane_is_saved_from_the_loop(
         engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     refused, save = [], parts["store"].save
@@ -170,10 +198,38 @@ class FailingStorage(LocalStorage):
         super().put(key, data)
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".mp4"])
-async def test_a_job_whose_thumbnail_or_video_cannot_be_written_fails(
-        parts: dict[str, Any], tmp_path: Path, suffix: str) -> None:
-    parts["storage"] = FailingStorage(tmp_path / "refusing", suffix)
+async def test_a_thumbnail_is_made_from_the_stored_video_when_first_asked_for(
+        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    done = await wait_final(engine, (await engine.submit(request("a lighthouse to look at", seed=3))).id)
+    storage, puts, put = parts["storage"], [], parts["storage"].put
+    monkeypatch.setattr(storage, "put", lambda key, data: (puts.append(key), put(key, data)))
+    content = await engine.content(done.id, "thumbnail")
+    again = await engine.content(done.id, "thumbnail")
+    assert content.key == again.key == thumbnail_key(done.id) and puts == [content.key]  # made once, then kept
+    with Image.open(io.BytesIO(storage.get(content.key))) as thumbnail:
+        assert (thumbnail.format, thumbnail.size) == ("JPEG", (32, 32))
+        shown = np.asarray(thumbnail.convert("RGB"), dtype=np.float64)
+    first = first_frame(storage.get(video_key(done.id))).astype(np.float64)  # what a player shows first
+    assert np.abs(shown - first).mean() < 4.0  # the same picture, through one more JPEG pass
+
+
+async def test_a_thumbnail_asked_for_while_its_job_is_deleted_is_not_left_behind(
+        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    done = await wait_final(engine, (await engine.submit(request("a lighthouse deleted at once"))).id)
+    storage, put = parts["storage"], parts["storage"].put
+
+    def put_then_delete(key: str, data: bytes) -> None:  # the delete lands between the make and the check
+        put(key, data)
+        parts["store"].delete(done.id)
+
+    monkeypatch.setattr(storage, "put", put_then_delete)
+    with pytest.raises(ReelserveError) as refused:
+        await engine.content(done.id, "thumbnail")
+    assert refused.value.code == ErrorCode.not_found and not storage.exists(thumbnail_key(done.id))
+
+
+async def test_a_job_whose_video_cannot_be_written_fails(parts: dict[str, Any], tmp_path: Path) -> None:
+    parts["storage"] = FailingStorage(tmp_path / "refusing", ".mp4")
     engine = make_engine(parts, max_batch_size=1)
     await engine.recover()
     await engine.start(parts["runner"])

@@ -3,7 +3,10 @@ safety included) is in test_store_contract.py."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +71,57 @@ def test_a_write_that_leaves_the_job_unfinished_does_not_wait_for_the_disk(store
     assert commits == ["FULL", "NORMAL", "NORMAL", "NORMAL", "FULL"]
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again after each
     assert store.get(job.id).status is JobStatus.completed
+
+
+def test_a_job_nobody_holds_the_id_of_is_inserted_without_waiting_for_the_disk(store: SqliteJobStore) -> None:
+    # A client waiting for the job's final state learns its id only then (or after make_durable).
+    commits = _sync_mode_of_each_commit(store)
+    store.create(make_job(1), durable=False)
+    store.create(make_job(2))
+    store.create(make_job(3, status=JobStatus.completed, progress=100), durable=False)  # a cache hit: final
+    assert commits == ["NORMAL", "FULL", "FULL"]
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+_TRY_TO_WRITE = """
+import sqlite3, sys
+try:
+    sqlite3.connect(sys.argv[1], timeout=0).execute("BEGIN IMMEDIATE")
+    print("wrote")
+except sqlite3.OperationalError as exc:
+    print("locked" if "locked" in str(exc) else exc)
+"""
+
+
+def test_make_durable_syncs_the_wal_that_holds_the_commits_so_far(
+    store: SqliteJobStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A spy, not a stand-in: the real fsync runs; the test records which file it was given.
+    store._conn.execute("PRAGMA wal_autocheckpoint = 0")  # so the commit is still in the WAL
+    store.create(make_job(1), durable=False)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    # Closing a descriptor drops every POSIX lock this process holds on that file: SQLite must hold
+    # none on the WAL. A writer in this process holds the write lock across the call.
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(os, "fsync", spy)
+    store.make_durable()
+    monkeypatch.undo()
+    # Another process: within one, SQLite settles its connections' locks itself, not with fcntl.
+    other = subprocess.run([sys.executable, "-c", _TRY_TO_WRITE, str(db_path)], capture_output=True, text=True)
+    assert other.stdout.strip() == "locked", other.stderr
+    writer.execute("ROLLBACK")
+    writer.close()
+    wal = Path(f"{db_path}-wal")
+    assert synced == [wal.stat().st_ino]
+    frames = (wal.stat().st_size - 32) // (4096 + 24)  # header, then (frame header + page) each
+    assert frames >= 1  # the insert is in the file that was synced
 
 
 def test_stores_opened_at_once_on_a_new_database_all_open(tmp_path: Path) -> None:

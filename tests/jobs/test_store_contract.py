@@ -284,6 +284,20 @@ def test_a_new_store_on_the_same_data_keeps_everything(backend: Backend) -> None
     assert [j.id for j in second.list(limit=10)] == ["video_0003", "video_0002", "video_0001"]
 
 
+def test_a_job_inserted_without_waiting_for_the_disk_is_a_job_like_any_other(backend: Backend) -> None:
+    # What a power cut may lose is not testable here; what every caller sees is: the same job, made
+    # durable on request, kept across a restart.
+    store = backend.store
+    store.create(make_job(1), durable=False)
+    store.create(finish(make_job(2)), durable=False)  # final: durable regardless
+    store.make_durable()
+    other = backend.open_another()
+    assert other.get("video_0001") == make_job(1)
+    assert other.transitions("video_0002") == [(None, "completed")]
+    store.close()
+    assert [j.id for j in backend.open_another().unfinished()] == ["video_0001"]
+
+
 def test_writes_are_visible_to_another_store_at_once(backend: Backend) -> None:
     # The other store has its own connection / client, and neither is closed in between.
     store, other = backend.store, backend.open_another()
