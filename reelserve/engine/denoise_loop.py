@@ -1,47 +1,77 @@
 """The denoising loop, owned by the engine: it steps rows through a ``ModelFamily`` itself, so each
-row is independent. Rows at the same step are evaluated together; after every step each row may be
-stopped (cancelled, or taken over by another worker) and leaves, and finished rows are decoded as
-they finish."""
+row is independent. After every evaluation each row may be stopped (cancelled, or taken over by
+another worker) and leaves, finished rows are decoded as they finish, and new rows may join
+(``admit``): continuous batching at step boundaries.
+
+Which rows are evaluated together: those the family can evaluate in one call (``group_key``: the
+same expert and guidance on or off, for Wan) and, with ``mixed_steps`` off, at the same step. Rows
+at different steps share a call when ``mixed_steps`` is on: each carries its own timestep. A step
+cache keeps per-step state for the rows it was primed with, so its runs keep ``mixed_steps`` off.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
 from reelserve.models.family import ModelFamily, Row
 
-# (row keys evaluated, the step they completed (1-based), the rows' total steps)
+# (row keys evaluated, the step they completed (1-based), the rows' total steps); called once per
+# set of evaluated rows at the same step and total.
 OnStep = Callable[[list[str], int, int], None]
 # The rows about to be evaluated together, whenever they differ from the last step's: what was
 # primed for a batch (the CFG wrapper's negatives, a step cache's residuals) is for those rows.
 OnGroup = Callable[[list[Row]], None]
+# Called at every step boundary with the rows still running; returns prepared rows that join now.
+Admit = Callable[[list[Row]], list[Row]]
 
 
 def denoise(
     family: ModelFamily, rows: list[Row], should_stop: Callable[[str], bool] | None = None,
     on_step: OnStep | None = None, on_group: OnGroup | None = None, stopped: dict[str, int] | None = None,
+    admit: Admit | None = None, mixed_steps: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Run ``rows`` to the end. Returns the frames of each finished row, and the step after which
-    each stopped row left. ``stopped`` (returned) is filled as rows leave, so a caller holding it
-    knows them even when a later step raises."""
+    """Run ``rows`` (and any ``admit`` adds) to the end. Returns the frames of each finished row, and
+    the step after which each stopped row left. ``stopped`` (returned) is filled as rows leave, so a
+    caller holding it knows them even when a later step raises."""
     frames: dict[str, np.ndarray] = {}
     stopped = {} if stopped is None else stopped
     live, last_group = list(rows), None
     while live:
-        at = min(row.step for row in live)
-        group = [row for row in live if row.step == at]
+        group = next_group(family, live, mixed_steps)
         keys = [row.key for row in group]
         if on_group is not None and keys != last_group:
             on_group(group)
             last_group = keys
         family.scheduler_step(group, family.denoise_step(group))
         if on_step is not None:
-            on_step(keys, group[0].step, len(group[0].timesteps))
+            for (step, total), advanced in _by_progress(group).items():
+                on_step(advanced, step, total)
         if should_stop is not None:
             stopped.update((row.key, row.step) for row in live if row.key not in stopped and should_stop(row.key))
         finished = [row for row in group if row.done and row.key not in stopped]
         if finished:
             frames.update(zip([row.key for row in finished], family.decode(finished), strict=True))
         live = [row for row in live if row.key not in frames and row.key not in stopped]
+        if admit is not None:
+            live.extend(admit(live))
     return frames, stopped
+
+
+def next_group(family: ModelFamily, live: list[Row], mixed_steps: bool) -> list[Row]:
+    """The rows evaluated next: the least advanced row and every row that can share its call."""
+    lead = min(live, key=lambda row: row.step)
+
+    def key(row: Row) -> Hashable:
+        return family.group_key(row), (None if mixed_steps else row.step)
+
+    wanted = key(lead)
+    return [row for row in live if key(row) == wanted]
+
+
+def _by_progress(group: list[Row]) -> dict[tuple[int, int], list[str]]:
+    progress: dict[tuple[int, int], list[str]] = {}
+    for row in group:
+        progress.setdefault((row.step, len(row.timesteps)), []).append(row.key)
+    return progress

@@ -7,6 +7,7 @@ batch at any step.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,9 +44,13 @@ class ModelFamily(Protocol):
         """Initial latents from each row's own seed, its scheduler, and its text conditioning."""
         ...
 
+    def group_key(self, row: Row) -> Hashable:
+        """Rows with equal keys can be evaluated in one ``denoise_step``, whatever their steps."""
+        ...
+
     def denoise_step(self, rows: list[Row]) -> torch.Tensor:
-        """The guided noise prediction for ``rows``, which are at the same step (one transformer
-        evaluation, or two with guidance). Rows in one call share a shape (the batch key)."""
+        """The guided noise prediction for ``rows`` (one transformer evaluation, or two with
+        guidance), each at its own step; they share a ``group_key`` and a shape (the batch key)."""
         ...
 
     def scheduler_step(self, rows: list[Row], prediction: torch.Tensor) -> None:

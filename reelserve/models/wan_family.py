@@ -6,7 +6,7 @@ through the ``ModelFamily`` seam, step for step what ``WanPipeline.__call__`` do
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -54,17 +54,25 @@ class WanFamily:
             )
         return prepared
 
+    def group_key(self, row: Row) -> Hashable:
+        """One call serves one expert (A14B: by the row's timestep) and guidance on or off alike."""
+        return self._high_noise(row.timestep), row.negative_embeds is not None
+
+    def _high_noise(self, t: torch.Tensor) -> bool:
+        return self.boundary is None or bool(t >= self.boundary)
+
     def denoise_step(self, rows: list[Row]) -> torch.Tensor:
         t = rows[0].timestep
-        high_noise = self.boundary is None or t >= self.boundary
+        high_noise = self._high_noise(t)
         model = self.pipeline.transformer if high_noise else self.pipeline.transformer_2
         dtype = self._dtype(model)
         latents = torch.cat([row.latents for row in rows]).to(dtype)
-        if self.expand_timesteps:  # every latent token carries its own timestep (all equal in text to video)
+        timesteps = torch.stack([row.timestep for row in rows])  # each row its own: rows may be at any step
+        if self.expand_timesteps:  # every latent token carries its row's timestep (all equal in text to video)
             tokens = latents.shape[2] * (latents.shape[3] // 2) * (latents.shape[4] // 2)
-            timestep = torch.full((len(rows), tokens), float(t), device=latents.device)
+            timestep = timesteps.to(torch.float32).view(-1, 1).expand(len(rows), tokens).contiguous()
         else:
-            timestep = t.expand(len(rows))
+            timestep = timesteps
         first = rows[0]
         # diffusers' step caches keep the two branches apart by this context, as in the pipeline;
         # Pyramid Attention Broadcast reads the step's timestep off the pipeline.

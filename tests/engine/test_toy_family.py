@@ -30,6 +30,9 @@ class FlatColourFamily:
             prepared.append(Row(key, params, noise, None, timesteps, colour.view(1, 3, 1, 1, 1), None))
         return prepared
 
+    def group_key(self, row: Row) -> None:
+        return None  # any rows, at any steps, in one evaluation
+
     def denoise_step(self, rows: list[Row]) -> torch.Tensor:
         self.evaluated.append(len(rows))
         return torch.cat([row.latents - row.prompt_embeds for row in rows])  # the "noise" left
