@@ -1,7 +1,9 @@
 """The denoising loop, owned by the engine: it steps rows through a ``ModelFamily`` itself, so each
 row is independent. After every evaluation each row may be stopped (cancelled, or taken over by
-another worker) and leaves, finished rows are decoded as they finish, and new rows may join
-(``admit``): continuous batching at step boundaries.
+another worker) and leaves, finished rows are decoded as they finish, and at the step boundary
+(``Boundary``) rows may join (continuous batching) or be parked: taken out with their whole state
+(a ``Row``: latents, scheduler, step, conditioning), to join again later and end as if never parked
+(preemption that loses no work; ``engine/parked_rows.py`` keeps one as bytes).
 
 Which rows are evaluated together: those the family can evaluate in one call (``group_key``: the
 same expert and guidance on or off, for Wan) and, with ``mixed_steps`` off, at the same step. Rows
@@ -12,6 +14,7 @@ cache keeps per-step state for the rows it was primed with, so its runs keep ``m
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,18 +26,39 @@ OnStep = Callable[[list[str], int, int], None]
 # The rows about to be evaluated together, whenever they differ from the last step's: what was
 # primed for a batch (the CFG wrapper's negatives, a step cache's residuals) is for those rows.
 OnGroup = Callable[[list[Row]], None]
-# Called at every step boundary with the rows still running; returns prepared rows that join now.
-Admit = Callable[[list[Row]], list[Row]]
+
+
+@dataclass
+class Boundary:
+    """What may change a running batch between two evaluations; each hook gets the rows still running."""
+
+    admit: Callable[[list[Row]], list[Row]] | None = None
+    """Rows that join now: new (``prepare_rows``), or parked ones resuming at their own step."""
+    park: Callable[[list[Row]], list[str]] | None = None
+    """Keys of running rows to take out now, whole, into ``parked``."""
+    parked: dict[str, Row] = field(default_factory=dict)
+    """Filled as rows are parked (the caller takes them out to resume or keep them)."""
+
+    def cross(self, live: list[Row]) -> list[Row]:
+        """The rows that run on past this boundary."""
+        if self.park is not None and live:
+            leaving = set(self.park(live))
+            self.parked.update((row.key, row) for row in live if row.key in leaving)
+            live = [row for row in live if row.key not in leaving]
+        if self.admit is not None:
+            live = live + self.admit(live)
+        return live
 
 
 def denoise(
     family: ModelFamily, rows: list[Row], should_stop: Callable[[str], bool] | None = None,
     on_step: OnStep | None = None, on_group: OnGroup | None = None, stopped: dict[str, int] | None = None,
-    admit: Admit | None = None, mixed_steps: bool = False,
+    boundary: Boundary | None = None, mixed_steps: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Run ``rows`` (and any ``admit`` adds) to the end. Returns the frames of each finished row, and
-    the step after which each stopped row left. ``stopped`` (returned) is filled as rows leave, so a
-    caller holding it knows them even when a later step raises."""
+    """Run ``rows`` (and those that join at a ``boundary``) to the end or until parked. Returns the
+    frames of each finished row, and the step after which each stopped row left. ``stopped``
+    (returned) is filled as rows leave, so a caller holding it knows them even when a later step
+    raises."""
     frames: dict[str, np.ndarray] = {}
     stopped = {} if stopped is None else stopped
     live, last_group = list(rows), None
@@ -54,8 +78,8 @@ def denoise(
         if finished:
             frames.update(zip([row.key for row in finished], family.decode(finished), strict=True))
         live = [row for row in live if row.key not in frames and row.key not in stopped]
-        if admit is not None:
-            live.extend(admit(live))
+        if boundary is not None:
+            live = boundary.cross(live)
     return frames, stopped
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from reelserve.engine.denoise_loop import denoise
+from reelserve.engine.denoise_loop import Boundary, denoise
+from reelserve.engine.parked_rows import park_bytes, resume_row
 from reelserve.models import LoadOptions, load_model
 from reelserve.models.specs import TINY_MAX_SEQUENCE_LENGTH
 from reelserve.models.tiny import build_a14b_layout, build_ti2v_5b_layout, build_tiny_pipeline
@@ -114,7 +118,8 @@ def test_a_row_that_joins_a_running_batch_ends_as_if_it_ran_alone(
         alone = {key: denoise(family, family.prepare_rows([(key, p)]))[0][key]
                  for key, p in (("job0", first), ("job1", joiner))}
         family.denoise_step = counting  # type: ignore[method-assign]
-        frames, stopped = denoise(family, family.prepare_rows([("job0", first)]), admit=admit, mixed_steps=mixed_steps)
+        frames, stopped = denoise(family, family.prepare_rows([("job0", first)]), boundary=Boundary(admit=admit),
+                                  mixed_steps=mixed_steps)
     assert stopped == {} and set(frames) == {"job0", "job1"}
     # A batch's size changes the GEMMs' summation order, as for any batch: 1.2-2.0e-5 seen on micro
     # (wider layers), under 1.5e-6 on the toy layouts.
@@ -126,6 +131,58 @@ def test_a_row_that_joins_a_running_batch_ends_as_if_it_ran_alone(
         assert evaluated == [[0], [1], [2, 0], [3, 1], [4, 2], [5, 3]]
     else:
         assert evaluated == [[0], [1], [0], [1], [2, 2], [3, 3], [4], [5]]
+
+
+@pytest.mark.parametrize("kept", ["in memory", "as bytes"])
+def test_a_parked_row_resumes_to_the_video_it_would_have_made(layout: tuple[str, Any, int, int], kept: str) -> None:
+    """Preemption that loses no work: a row parked after its third step (its batch-mate runs on),
+    resumed later, alone or from its bytes, ends as the uninterrupted run of that batch would."""
+    name, pipe, max_len, size = layout
+    family = WanFamily(pipe, max_len)
+    rows = [params(size, 5.0, seed, prompt) for seed, prompt in zip((3, 11), PROMPTS, strict=True)]
+    boundary = Boundary(park=lambda live: ["job0"] if live[0].step == 3 and len(live) == 2 else [])
+    with torch.inference_mode():
+        alone, _ = denoise(family, family.prepare_rows([("job0", rows[0])]))
+        frames, _ = denoise(family, family.prepare_rows([("job0", rows[0]), ("job1", rows[1])]), boundary=boundary)
+        assert set(frames) == {"job1"} and list(boundary.parked) == ["job0"]
+        parked = boundary.parked["job0"]
+        if kept == "as bytes":
+            parked = resume_row(park_bytes(parked, "toy:1"), "toy:1")
+        assert parked.step == 3
+        resumed, _ = denoise(family, [parked])
+    # Its first three steps ran in a batch of two, its last three alone: the batch-size effect only.
+    assert np.abs(resumed["job0"] - alone["job0"]).max() <= (5e-5 if name == "micro" else 1e-5), name
+
+
+def test_a_parked_row_resumes_in_another_process(tmp_path: Any) -> None:
+    """A drained worker's row picked up elsewhere: the bytes alone, in a fresh interpreter, give the
+    same video as the run that was never interrupted."""
+    family = WanFamily(build_tiny_pipeline(0), TINY_MAX_SEQUENCE_LENGTH)
+    row = params(32, 5.0, 5, PROMPTS[0])
+    with torch.inference_mode():
+        alone, _ = denoise(family, family.prepare_rows([("job0", row)]))
+        boundary = Boundary(park=lambda live: ["job0"] if live[0].step == 2 else [])
+        denoise(family, family.prepare_rows([("job0", row)]), boundary=boundary)
+    (tmp_path / "parked.bin").write_bytes(park_bytes(boundary.parked["job0"], "tiny:code"))
+    subprocess.run([sys.executable, "-c", _RESUME_ELSEWHERE, str(tmp_path)], check=True, timeout=300)
+    assert np.abs(np.load(tmp_path / "frames.npy") - alone["job0"]).max() <= 1e-6
+
+
+_RESUME_ELSEWHERE = """
+import sys
+from pathlib import Path
+import numpy as np, torch
+from reelserve.engine.denoise_loop import denoise
+from reelserve.engine.parked_rows import resume_row
+from reelserve.models.specs import TINY_MAX_SEQUENCE_LENGTH
+from reelserve.models.tiny import build_tiny_pipeline
+from reelserve.models.wan_family import WanFamily
+out = Path(sys.argv[1])
+family = WanFamily(build_tiny_pipeline(0), TINY_MAX_SEQUENCE_LENGTH)
+with torch.inference_mode():
+    frames, _ = denoise(family, [resume_row((out / "parked.bin").read_bytes(), "tiny:code")])
+np.save(out / "frames.npy", frames["job0"])
+"""
 
 
 # Step caches are refused on the two-expert A14B layout, so it has no case here.
