@@ -195,8 +195,8 @@ class VideoFront:
         job.warnings = self.job_warnings(params) if self.job_warnings else []
         if self.notifier is not None:
             self.notifier.attach(job, request)
-        # Awaited: the client learns the id from ``wait``, which makes the record durable first if the
-        # job is unfinished then; a final state is durable anyway (docs/architecture.md, "Durability").
+        # Awaited: the client learns the id from ``wait``, which makes the record durable first if
+        # the job is unfinished then; a final state is durable anyway (docs/architecture.md).
         await self.jobs.create(job, durable=not awaited)
         if job.cached:  # completed already: its only transition is None -> completed
             self.finisher.announce(job)
