@@ -165,7 +165,6 @@ class BatchLoop:
         """Run claimed ``batch`` on ``lane`` (with ``threads``: boosted) and hand the outcome on."""
         loop = asyncio.get_running_loop()
         self.running.claimed.update(job.id for job in batch)
-        await self.publish_positions()
         started = time.perf_counter()
         self.metrics.batch_size.observe(len(batch))
         self.stats.batch_ran(len(batch))
@@ -187,6 +186,7 @@ class BatchLoop:
         run = functools.partial(lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads)
         handed: asyncio.Future[HandedOutcome[Written]] = loop.create_future()
         running = loop.run_in_executor(thread, self._lane_call(run, batch, lanes.on_cpu, handed))
+        await self.publish_positions()  # once the run is under way: a shared queue answers over the network
         try:
             await asyncio.wait({running, handed}, return_when=asyncio.FIRST_COMPLETED)
             handed_over = handed.result() if handed.done() else HandedOutcome(running.result())
@@ -288,10 +288,13 @@ class BatchLoop:
             await self.finisher.give_up(job)
 
     async def publish_positions(self) -> None:
-        """Tell listeners of waiting jobs that the queue moved."""
-        for job_id in self.bus.listening_jobs():
-            position = await self.broker.position(job_id)
-            if position is not None:
-                self.bus.publish(
-                    JobEvent(job_id=job_id, type=EventType.queued, status=JobStatus.queued, queue_position=position)
-                )
+        """Tell listeners of waiting jobs that the queue moved (best-effort: a queue that cannot be
+        reached now is missed once; listeners re-read on their own)."""
+        try:
+            for job_id in self.bus.listening_jobs():
+                position = await self.broker.position(job_id)
+                if position is not None:
+                    self.bus.publish(JobEvent(job_id=job_id, type=EventType.queued, status=JobStatus.queued,
+                                              queue_position=position))
+        except Exception as exc:  # noqa: BLE001 - the batch is running; positions are only news
+            log.warning("publishing queue positions failed (%s: %s)", type(exc).__name__, exc)

@@ -442,3 +442,22 @@ async def test_no_job_store_or_storage_call_runs_on_the_event_loop(parts: dict[s
     finally:
         await engine.stop()
     assert store.on_loop == [] and storage.on_loop == []
+
+
+async def test_a_queue_that_cannot_say_positions_does_not_hold_up_the_run(
+        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Positions go out once a run is under way, and a failure to get them is news lost, not a batch.
+    pipeline = parts["pipeline"]
+    pipeline.hold()
+    blocker = await engine.submit(request("a lighthouse holding the lane", num_inference_steps=2))
+    assert await asyncio.to_thread(pipeline.entered.wait, 30)
+    job = await engine.submit(request("a lighthouse while the queue is down"))
+
+    async def unreachable(job_id: str) -> int | None:
+        raise ConnectionError("the shared queue is down")
+
+    monkeypatch.setattr(engine.worker.batches.broker, "position", unreachable)
+    async with engine.bus.subscribe(job.id):  # someone listens: its position is asked for
+        pipeline.gate.set()
+        for waited in (blocker, job):
+            assert (await wait_final(engine, waited.id)).status is JobStatus.completed
