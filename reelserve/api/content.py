@@ -1,5 +1,7 @@
 """Handing out a stored video or thumbnail: a presigned URL (a redirect, so the bytes never pass
-through the API), a local file (sendfile), or the storage's bytes (S3 through the API).
+through the API), a local file (sendfile), or the storage's bytes (S3 through the API). A
+thumbnail's first request is the exception: the service makes it from the MP4, which it reads
+(``engine/thumbnails.py``).
 
 The Range header is judged here, once, for every kind of storage: one ``bytes=`` range is served
 (206); anything else that is not a valid range answers in the API's error shape, never a bare text

@@ -186,8 +186,8 @@ class BatchLoop:
         run = functools.partial(lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads)
         handed: asyncio.Future[HandedOutcome[Written]] = loop.create_future()
         running = loop.run_in_executor(thread, self._lane_call(run, batch, lanes.on_cpu, handed))
-        await self.publish_positions()  # once the run is under way: a shared queue answers over the network
         try:
+            await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             await asyncio.wait({running, handed}, return_when=asyncio.FIRST_COMPLETED)
             handed_over = handed.result() if handed.done() else HandedOutcome(running.result())
         except asyncio.CancelledError:

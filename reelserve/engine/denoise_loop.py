@@ -61,9 +61,11 @@ def denoise(
     raises."""
     frames: dict[str, np.ndarray] = {}
     stopped = {} if stopped is None else stopped
-    live, last_group = list(rows), None
+    live, last_group, last_run, evaluations = list(rows), None, {}, 0
     while live:
-        group = next_group(family, live, mixed_steps)
+        group = next_group(family, live, mixed_steps, last_run)
+        evaluations += 1
+        last_run.update((row.key, evaluations) for row in group)
         keys = [row.key for row in group]
         if on_group is not None and keys != last_group:
             on_group(group)
@@ -83,12 +85,15 @@ def denoise(
     return frames, stopped
 
 
-def next_group(family: ModelFamily, live: list[Row], mixed_steps: bool) -> list[Row]:
-    """The rows evaluated next: the least advanced row and every row that can share its call."""
-    lead = min(live, key=lambda row: row.step)
+def next_group(family: ModelFamily, live: list[Row], mixed_steps: bool, last_run: dict[str, int]) -> list[Row]:
+    """The rows evaluated next: those that can share a call with the row that waited longest
+    (``last_run``: the evaluation each row was last in), so no group starves while rows keep joining;
+    then the least advanced. Without ``mixed_steps`` rows share a call only at the same step of the
+    same schedule (a step cache keeps per-step state)."""
+    lead = min(live, key=lambda row: (last_run.get(row.key, -1), row.step))
 
     def key(row: Row) -> Hashable:
-        return family.group_key(row), (None if mixed_steps else row.step)
+        return family.group_key(row), (None if mixed_steps else (row.step, len(row.timesteps)))
 
     wanted = key(lead)
     return [row for row in live if key(row) == wanted]

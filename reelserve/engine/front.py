@@ -235,10 +235,14 @@ class VideoFront:
     async def list(self, limit: int, after: str | None, tenant: str | None = None) -> list[Job]:
         try:
             if tenant is None:
-                return await self.jobs.list(limit, after)
-            return await self.jobs.list_for_tenant(tenant, limit, after)
+                jobs = await self.jobs.list(limit, after)
+            else:
+                jobs = await self.jobs.list_for_tenant(tenant, limit, after)
         except KeyError:
             raise ReelserveError(ErrorCode.invalid_parameter, f"no video with id '{after}'", param="after") from None
+        if any(not job.status.final for job in jobs):  # ids handed out: an awaited insert must be on disk
+            await self.jobs.make_durable()
+        return jobs
 
     async def cancel(self, job_id: str) -> Job:
         job = await self.get(job_id)

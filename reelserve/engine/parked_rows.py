@@ -29,8 +29,10 @@ def park_bytes(row: Row, model_version: str) -> bytes:
     scheduler = row.scheduler
     state = {
         "format": FORMAT, "model_version": model_version, "key": row.key, "params": row.params.model_dump_json(),
-        "latents": row.latents, "timesteps": row.timesteps, "step": row.step,
-        "prompt_embeds": row.prompt_embeds, "negative_embeds": row.negative_embeds,
+        # Copies: a row's embeddings are views of its whole batch's, which torch.save would write whole.
+        "latents": row.latents.clone(), "timesteps": row.timesteps.clone(), "step": row.step,
+        "prompt_embeds": row.prompt_embeds.clone(),
+        "negative_embeds": None if row.negative_embeds is None else row.negative_embeds.clone(),
         "scheduler_class": type(scheduler).__name__, "scheduler_config": dict(scheduler.config),
         "scheduler_state": {k: v for k, v in vars(scheduler).items() if k != "_internal_dict"},
     }

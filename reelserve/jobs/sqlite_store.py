@@ -65,11 +65,14 @@ class SqliteJobStore:
             isolation_level=None,
             timeout=_BUSY_TIMEOUT_MS / 1000,
         )
+        self._undurable = False  # a commit since the last durable one did not wait for the disk
         try:
             self._init_db()
         except BaseException:
             self._conn.close()
             raise
+        # The file SQLite itself opened (an absolute path, as it resolved it), for make_durable.
+        self._wal_path = self._conn.execute("PRAGMA database_list").fetchone()[2] + "-wal"
 
     def _switch_to_wal(self) -> str:
         """``PRAGMA journal_mode = WAL``, retried while another process holds the new database: two
@@ -113,6 +116,7 @@ class SqliteJobStore:
         (the WAL is a log: the next durable commit takes them to disk too).
         """
         with self._lock, self._synchronous("FULL" if durable else "NORMAL"):
+            changes = self._conn.total_changes
             self._conn.execute(begin)
             try:
                 yield self._conn
@@ -121,6 +125,8 @@ class SqliteJobStore:
                 if self._conn.in_transaction:  # a failed COMMIT may have ended it already
                     self._conn.execute("ROLLBACK")
                 raise
+            if self._conn.total_changes != changes:  # it wrote; a durable one synced every commit before it
+                self._undurable = not durable
 
     @contextmanager
     def _synchronous(self, level: str) -> Iterator[None]:
@@ -259,11 +265,14 @@ class SqliteJobStore:
         resets the WAL only then). Closing this descriptor drops no lock of SQLite's: it locks the
         database and the ``-shm`` file, never the WAL."""
         with self._lock:
-            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            if not self._undurable:
+                return
+            fd = os.open(self._wal_path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._undurable = False
 
     def close(self) -> None:
         """Close the database. Idempotent; any other call afterwards raises ``sqlite3.ProgrammingError``."""

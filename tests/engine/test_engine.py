@@ -160,12 +160,15 @@ async def test_an_awaited_job_is_made_durable_before_a_wait_hands_it_out_unfinis
     job = await engine.submit(request("a lighthouse waited for, past its wait"), awaited=True)
     assert calls == [("create", True), ("create", False)]
     assert await asyncio.to_thread(parts["pipeline"].entered.wait, 30)  # the run is held at its gate
+    listed = await engine.list(10, None)  # a listing hands out the ids too
+    assert job.id in {j.id for j in listed} and calls[-1] == ("make_durable", None)
     handed = await engine.wait(job.id, timeout=0.2, submitted=job)  # the wait runs out
     assert not handed.status.final and calls[-1] == ("make_durable", None)
     parts["pipeline"].gate.set()
     for waited in (job, polled):
         assert (await wait_final(engine, waited.id)).status is JobStatus.completed
-    assert calls.count(("make_durable", None)) == 1  # a final state is durable without it
+    await engine.list(10, None)
+    assert calls.count(("make_durable", None)) == 2  # a final state is durable without it
 
 
 async def test_a_completed_record_the_store_refused_on_the_lane_is_saved_from_the_loop(

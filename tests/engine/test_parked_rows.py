@@ -65,3 +65,13 @@ def test_a_scheduler_class_that_is_not_a_diffusers_scheduler_is_refused(row: Row
     torch.save(state, buffer)
     with pytest.raises(ValueError, match="not a diffusers scheduler"):
         resume_row(buffer.getvalue(), "tiny:code:1")
+
+
+def test_a_parked_row_holds_its_own_conditioning_not_its_batch_mates() -> None:
+    # A row's embeddings are views of its batch's tensor: the bytes must not carry the other rows'.
+    family = WanFamily(build_tiny_pipeline(0), TINY_MAX_SEQUENCE_LENGTH)
+    mates = [(f"job{i}", PARAMS.model_copy(update={"prompt": f"prompt number {i}", "seed": i})) for i in range(4)]
+    with torch.inference_mode():
+        alone = park_bytes(family.prepare_rows(mates[:1])[0], "tiny:code:1")
+        in_batch = park_bytes(family.prepare_rows(mates)[0], "tiny:code:1")
+    assert len(in_batch) < 1.05 * len(alone)

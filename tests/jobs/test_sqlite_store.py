@@ -83,6 +83,26 @@ def test_a_job_nobody_holds_the_id_of_is_inserted_without_waiting_for_the_disk(s
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
+def test_make_durable_syncs_only_when_a_commit_since_the_last_durable_one_did_not(
+    store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    store.create(make_job(1))
+    store.make_durable()
+    assert synced == []  # the FULL commit synced it already
+    store.create(make_job(2), durable=False)
+    store.list(limit=10)  # a read commits nothing
+    store.make_durable()
+    store.make_durable()
+    assert len(synced) == 1  # once: the second had nothing new to sync
+    store.create(make_job(3), durable=False)
+    store.create(make_job(4))  # a durable commit takes the earlier one to disk too
+    store.make_durable()
+    assert len(synced) == 1
+
+
 _TRY_TO_WRITE = """
 import sqlite3, sys
 try:
