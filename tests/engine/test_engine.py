@@ -1,82 +1,27 @@
-"""The engine against real parts: SQLite store, local broker and storage, the tiny pipeline."""
+"""The engine against real parts: SQLite store, local broker and storage, the tiny pipeline
+(``engine_parts``). What a wait or a listing hands out is in test_front.py, thumbnails in
+test_thumbnails.py."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
-from support import GatedFamily
+from engine_parts import engine, make_engine, parts, request, wait_final  # noqa: F401 - fixtures, by name
 
 from reelserve.engine import batch_loop as batch_loop_module
 from reelserve.engine import worker as worker_module
 from reelserve.engine.engine import Engine, thumbnail_key, video_key
-from reelserve.engine.runner import BatchOutcome, PipelineRunner
+from reelserve.engine.runner import PipelineRunner
 from reelserve.jobs.local_broker import LocalBroker
-from reelserve.jobs.sqlite_store import SqliteJobStore
-from reelserve.metrics import Metrics
 from reelserve.models import get_spec
-from reelserve.schemas import ErrorCode, Job, JobStatus, ReelserveError, VideoCreateRequest, resolve_request
+from reelserve.schemas import Job, JobStatus, ReelserveError, VideoCreateRequest, resolve_request
 from reelserve.storage.local import LocalStorage
-from reelserve.video import first_frame, probe_mp4
-
-
-class RecordingRunner(PipelineRunner):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.outcomes: list[BatchOutcome] = []
-
-    def run(self, *args: Any, **kwargs: Any) -> BatchOutcome:
-        outcome = super().run(*args, **kwargs)
-        self.outcomes.append(outcome)
-        return outcome
-
-
-@pytest.fixture
-def parts(tmp_path: Path, tiny_model: Any) -> dict[str, Any]:
-    runner = RecordingRunner(tiny_model.pipeline, tiny_model.device, tiny_model.max_sequence_length)
-    runner.family = gate = GatedFamily(runner.family)
-    return {
-        "store": SqliteJobStore(tmp_path / "jobs.sqlite3"),
-        "storage": LocalStorage(tmp_path / "files"),
-        "pipeline": gate,
-        "runner": runner,
-    }
-
-
-@pytest.fixture
-async def engine(parts: dict[str, Any]) -> AsyncIterator[Engine]:
-    engine = make_engine(parts, max_batch_size=4)
-    await engine.recover()
-    await engine.start(parts["runner"])
-    yield engine
-    parts["pipeline"].gate.set()
-    await engine.stop()
-
-
-def make_engine(parts: dict[str, Any], max_batch_size: int, broker: LocalBroker | None = None) -> Engine:
-    spec = get_spec("tiny")
-    return Engine(
-        model_name="tiny", limits=spec.limits, store=parts["store"], broker=broker or LocalBroker(),
-        storage=parts["storage"], metrics=Metrics(), max_batch_size=max_batch_size, max_wait_s=0.05,
-    )
-
-
-def request(prompt: str, **extra: Any) -> VideoCreateRequest:
-    fields: dict[str, Any] = {"size": "32x32", "num_frames": 5, "num_inference_steps": 3, **extra}
-    return VideoCreateRequest(prompt=prompt, **fields)
-
-
-async def wait_final(engine: Engine, job_id: str) -> Job:
-    job = await engine.wait(job_id, timeout=60)
-    assert job.status.final, f"{job_id} still {job.status}"
-    return job
+from reelserve.video import probe_mp4
 
 
 async def test_completes_and_stores_a_decodable_video(engine: Engine, parts: dict[str, Any]) -> None:
@@ -124,53 +69,6 @@ async def test_on_the_cpu_the_lane_writes_and_records_its_videos_without_the_eve
     assert parts["store"].transitions(job.id)[-1] == ("in_progress", "completed")
 
 
-async def test_a_sync_wait_takes_the_final_job_from_its_event_without_reading_it(
-        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    job = await engine.submit(request("a lighthouse waited for"))
-    reads, read = [], engine.get
-
-    async def noting_get(job_id: str) -> Job:
-        reads.append(job_id)
-        return await read(job_id)
-
-    monkeypatch.setattr(engine, "get", noting_get)
-    done = await engine.wait(job.id, timeout=60, submitted=job)
-    assert done.status is JobStatus.completed and reads == []
-    assert done == await read(job.id)  # just as stored
-
-
-async def test_an_awaited_job_is_made_durable_before_a_wait_hands_it_out_unfinished(
-        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    # Spies on the real store: what a power cut would lose is not testable, the order of calls is.
-    store, calls = parts["store"], []
-    create, make_durable = store.create, store.make_durable
-
-    def noting_create(job: Job, durable: bool = True) -> None:
-        calls.append(("create", durable))
-        create(job, durable)
-
-    def noting_make_durable() -> None:
-        calls.append(("make_durable", None))
-        make_durable()
-
-    monkeypatch.setattr(store, "create", noting_create)
-    monkeypatch.setattr(store, "make_durable", noting_make_durable)
-    parts["pipeline"].hold()
-    polled = await engine.submit(request("a lighthouse polled for"))
-    job = await engine.submit(request("a lighthouse waited for, past its wait"), awaited=True)
-    assert calls == [("create", True), ("create", False)]
-    assert await asyncio.to_thread(parts["pipeline"].entered.wait, 30)  # the run is held at its gate
-    listed = await engine.list(10, None)  # a listing hands out the ids too
-    assert job.id in {j.id for j in listed} and calls[-1] == ("make_durable", None)
-    handed = await engine.wait(job.id, timeout=0.2, submitted=job)  # the wait runs out
-    assert not handed.status.final and calls[-1] == ("make_durable", None)
-    parts["pipeline"].gate.set()
-    for waited in (job, polled):
-        assert (await wait_final(engine, waited.id)).status is JobStatus.completed
-    await engine.list(10, None)
-    assert calls.count(("make_durable", None)) == 2  # a final state is durable without it
-
-
 async def test_a_completed_record_the_store_refused_on_the_lane_is_saved_from_the_loop(
         engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     refused, save = [], parts["store"].save
@@ -199,36 +97,6 @@ class FailingStorage(LocalStorage):
         if key.endswith(self.suffix):
             raise OSError(f"disk refused {key}")
         super().put(key, data)
-
-
-async def test_a_thumbnail_is_made_from_the_stored_video_when_first_asked_for(
-        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    done = await wait_final(engine, (await engine.submit(request("a lighthouse to look at", seed=3))).id)
-    storage, puts, put = parts["storage"], [], parts["storage"].put
-    monkeypatch.setattr(storage, "put", lambda key, data: (puts.append(key), put(key, data)))
-    content = await engine.content(done.id, "thumbnail")
-    again = await engine.content(done.id, "thumbnail")
-    assert content.key == again.key == thumbnail_key(done.id) and puts == [content.key]  # made once, then kept
-    with Image.open(io.BytesIO(storage.get(content.key))) as thumbnail:
-        assert (thumbnail.format, thumbnail.size) == ("JPEG", (32, 32))
-        shown = np.asarray(thumbnail.convert("RGB"), dtype=np.float64)
-    first = first_frame(storage.get(video_key(done.id))).astype(np.float64)  # what a player shows first
-    assert np.abs(shown - first).mean() < 4.0  # the same picture, through one more JPEG pass
-
-
-async def test_a_thumbnail_asked_for_while_its_job_is_deleted_is_not_left_behind(
-        engine: Engine, parts: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    done = await wait_final(engine, (await engine.submit(request("a lighthouse deleted at once"))).id)
-    storage, put = parts["storage"], parts["storage"].put
-
-    def put_then_delete(key: str, data: bytes) -> None:  # the delete lands between the make and the check
-        put(key, data)
-        parts["store"].delete(done.id)
-
-    monkeypatch.setattr(storage, "put", put_then_delete)
-    with pytest.raises(ReelserveError) as refused:
-        await engine.content(done.id, "thumbnail")
-    assert refused.value.code == ErrorCode.not_found and not storage.exists(thumbnail_key(done.id))
 
 
 async def test_a_job_whose_video_cannot_be_written_fails(parts: dict[str, Any], tmp_path: Path) -> None:
