@@ -283,7 +283,7 @@ class Server:
     def _engine(self, **front: Any) -> VideoFront:
         """A front and a worker (``Engine``): this process accepts jobs and runs them."""
         lease_interval_s = self.settings.claim_idle_s / 3 if self.shared_queue else None
-        return Engine(**front, lease_interval_s=lease_interval_s)
+        return Engine(**front, lease_interval_s=lease_interval_s, join_running=self.settings.continuous_batching)
 
     @property
     def worker_engine(self) -> Engine:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         4, ge=1, le=64, description="Most requests in one pipeline call (one batch, on one lane)."
     )
+    continuous_batching: bool = Field(
+        True, description="While every lane is busy, waiting requests of a running batch's shape join it at its "
+        "next step (up to max-batch-size rows) and each video is written as soon as its row finishes. Off: a "
+        "batch runs as it started. Not with a step cache (its state is per step).",
+    )
     max_wait_ms: int | None = Field(
         None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
         "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first), "

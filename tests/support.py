@@ -78,8 +78,9 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
 
     Serves ``tiny`` unless told otherwise: these tests are about the server, and tiny is the fastest model.
     """
-    # One lane: these tests hold "the" pipeline to keep later jobs queued; the lane tests ask for more.
-    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "pipeline_lanes": 1}
+    # One lane, and no joining of running batches: these tests hold "the" pipeline to keep later jobs
+    # queued; the lane and continuous-batching tests ask for more.
+    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "pipeline_lanes": 1, "continuous_batching": False}
     settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{**defaults, **overrides})
     server = Server(settings)
     uv = uvicorn.Server(serving_config(server.app, settings.model_copy(update={"log_level": "warning"})))
@@ -117,9 +118,10 @@ def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> It
     event loop) in a thread, sharing a Redis and a storage directory. Ready when this yields."""
     from reelserve.distributed import ApiServer, WorkerServer
 
-    # A short drain: a test that ends with a batch held at its gate must not wait out the default.
+    # A short drain: a test that ends with a batch held at its gate must not wait out the default. No
+    # joining of running batches, as in ``serve``.
     defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "claim_idle_s": 2.0, "drain_timeout_s": 5.0,
-                                   "pipeline_lanes": 1}
+                                   "pipeline_lanes": 1, "continuous_batching": False}
     common = {"data_dir": data_dir, "device": "cpu", "redis_url": redis_url, **defaults, **overrides}
     api = ApiServer(Settings(port=free_port(), **common))  # type: ignore[arg-type]
     worker = WorkerServer(Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]

@@ -9,14 +9,18 @@ import functools
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+
 from reelserve.engine.events import Events, status_event
-from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs, Written
-from reelserve.engine.lane_writes import HandedOutcome, run_then_write
-from reelserve.engine.outcome import BatchOutcome
+from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
+from reelserve.engine.join_feeder import JoinFeeder
+from reelserve.engine.joining import JoinQueue
+from reelserve.engine.lane_writes import write_here
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
 from reelserve.jobs.async_store import AsyncJobStore
@@ -38,6 +42,31 @@ T = TypeVar("T")
 STOP_TAKING_GRACE_S = 5.0
 
 
+class RunningRows:
+    """The jobs of a running batch, by id, and when each started running (``perf_counter``): the
+    batch's own, and those that joined it. Grows on the loop; the lane reads a job only after it
+    joined."""
+
+    def __init__(self, batch: list[Job], started: float) -> None:
+        self.jobs = {job.id: job for job in batch}
+        self.started = dict.fromkeys(self.jobs, started)
+        self.finished: set[str] = set()  # handed out (added on the lane's thread)
+
+    def join(self, job: Job) -> None:
+        self.started[job.id] = time.perf_counter()
+        self.jobs[job.id] = job
+
+    def unfinished(self) -> list[Job]:
+        """The jobs whose rows were not handed out: stopped, failed, or never run."""
+        return [job for job_id, job in self.jobs.items() if job_id not in self.finished]
+
+
+@dataclass
+class _Feeding:
+    task: asyncio.Task[None]
+    wake: asyncio.Event
+
+
 class BatchLoop:
     """``run`` serves batches until ``draining`` is set: it takes a batch whenever a pipeline lane is
     free (lane 0, the pipeline thread, first) and runs it there, so the lanes run batches at once. A
@@ -47,7 +76,7 @@ class BatchLoop:
     def __init__(
         self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
         progress: StepProgress, metrics: Metrics, stats: StatsRecorder, bus: Events, running: RunningJobs,
-        stop_requested: set[str], accelerations: list[str],
+        stop_requested: set[str], accelerations: list[str], join_running: bool = True,
     ) -> None:
         self.store, self.broker, self.scheduler, self.finisher = store, broker, scheduler, finisher
         self.progress, self.metrics, self.stats, self.bus = progress, metrics, stats, bus
@@ -62,6 +91,8 @@ class BatchLoop:
         self._abandoned: set[asyncio.Future[list[str]]] = set()  # takes that ignored a drain
         self._progress_lock = threading.Lock()  # the lanes' step listeners, one step at a time
         self.boost: LaneBoost | None = None  # while running
+        self.join_running = join_running  # continuous batching (``join_feeder``)
+        self._feeders: set[JoinFeeder] = set()
 
     async def on_pipeline_thread(self, call: Callable[..., T], *args: object) -> T:
         """Run ``call`` on the thread that runs lane 0's batches (see ``Worker.on_model_thread``)."""
@@ -102,7 +133,8 @@ class BatchLoop:
                 threads = boost.begin() if alone else None
                 task = asyncio.create_task(self._run_batch(batch, lanes, lane, threads, boost))
                 self._batches[lane] = task
-                task.add_done_callback(lambda _, lane=lane: self._batches.pop(lane, None))
+                task.add_done_callback(lambda _, lane=lane: self._batches.pop(lane, None) and self.wake_feeders())
+                self.wake_feeders()  # every lane may be busy now: running batches may take joiners
         except asyncio.CancelledError:
             for task in self._batches.values():
                 task.cancel()
@@ -162,13 +194,16 @@ class BatchLoop:
 
     async def _run_batch(self, batch: list[Job], lanes: PipelineLanes, lane: int, threads: int | None,
                          boost: LaneBoost) -> None:
-        """Run claimed ``batch`` on ``lane`` (with ``threads``: boosted) and hand the outcome on."""
+        """Run claimed ``batch`` on ``lane`` (with ``threads``: boosted), with the jobs that join it
+        (``join_feeder``), each finished as its row finishes."""
         loop = asyncio.get_running_loop()
         self.running.claimed.update(job.id for job in batch)
         started = time.perf_counter()
         self.metrics.batch_size.observe(len(batch))
         self.stats.batch_ran(len(batch))
         params = [(job.id, job.params) for job in batch]
+        rows = RunningRows(batch, started)
+        joins, feeding = self._start_feeding(rows, lanes, lane)
 
         def on_step(ids: list[str], step: int, total: int) -> None:  # on the lane's thread
             if threads is not None:
@@ -183,59 +218,92 @@ class BatchLoop:
                 loop.call_soon_threadsafe(self.bus.publish, event)
 
         thread = self._pipeline_thread if lane == 0 else lanes.thread(lane)
-        run = functools.partial(lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads)
-        handed: asyncio.Future[HandedOutcome[Written]] = loop.create_future()
-        running = loop.run_in_executor(thread, self._lane_call(run, batch, lanes.on_cpu, handed))
+        finished = functools.partial(self._row_finished, loop, rows, lanes.on_cpu,
+                                     None if feeding is None else feeding.wake)
+        running = loop.run_in_executor(thread, functools.partial(
+            lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
-            await asyncio.wait({running, handed}, return_when=asyncio.FIRST_COMPLETED)
-            handed_over = handed.result() if handed.done() else HandedOutcome(running.result())
+            outcome = await asyncio.shield(running)
         except asyncio.CancelledError:
             # The thread runs on: have it drop every row at its next step boundary.
-            self.stop_requested.update(job.id for job in batch)
+            self.stop_requested.update(rows.jobs)
             running.cancel()
             raise
         except Exception as exc:  # a broken batch fails its own jobs, never the engine
-            log.exception("pipeline call failed for %s", [job.id for job in batch])
-            self.forget(batch)
-            self.scheduler.batch_done(batch, [], time.perf_counter() - started, failed=True, fit=None, lane=lane)
-            self.finisher.fail(batch, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
+            log.exception("pipeline call failed for %s", list(rows.jobs))
+            unfinished = rows.unfinished()  # a row handed out before the failure stands
+            self.forget(list(rows.jobs.values()))
+            self.scheduler.batch_done(unfinished or batch, [], time.perf_counter() - started, failed=True,
+                                      fit=None, lane=lane)
+            self.finisher.fail(unfinished, JobError(code=ErrorCode.generation_failed, message=f"{type(exc).__name__}: {exc}"))
             return
         finally:
             if threads is not None:
                 boost.end()
-        outcome = handed_over.outcome
-        # On the CPU the lane's own thread writes its videos, right after the run (``lane_writes``),
-        # and the lane takes its next batch once they are written: its core has nothing else to do
-        # until the clients of this batch come back, and the encodes then never compete with the
-        # other lanes' batches for the cores (docs/benchmarks.md, "The hot path"). On a GPU the
-        # finisher's thread writes them beside the next batch.
-        self.finisher.complete_batch(batch, outcome, handed_over.writes if lanes.on_cpu else None)
-        self.forget(batch)
+            if feeding is not None:
+                feeding.task.cancel()
+        jobs = list(rows.jobs.values())
+        self.finisher.release_unfinished(rows.unfinished())
+        self.forget(jobs)
         self.metrics.inference.observe(outcome.inference_s)
-        self.scheduler.batch_done(
-            batch, outcome.calls, outcome.inference_s, failed=False, fit=outcome.fit_batch_size, lane=lane
-        )
+        self.scheduler.batch_done(jobs, outcome.calls, outcome.inference_s, failed=False,
+                                  fit=outcome.fit_batch_size, lane=lane)
         for job_id, error in outcome.errors.items():  # rows that do not fit even alone
-            self.finisher.fail([job for job in batch if job.id == job_id], error)
-        if lanes.on_cpu:
-            await asyncio.wait({running})  # not gather: a stop cancelling this batch must not cancel the writes
+            self.finisher.fail([rows.jobs[job_id]], error)
 
-    def _lane_call(self, run: Callable[[], BatchOutcome], batch: list[Job], on_cpu: bool,
-                   handed: asyncio.Future[HandedOutcome[Written]]) -> Callable[[], BatchOutcome]:
-        """What the lane's thread runs: the batch alone (GPU), or the batch and then its writes (CPU),
-        the outcome handed to the loop in between."""
-        if not on_cpu:
-            return run
-        loop = handed.get_loop()
+    def _row_finished(self, loop: asyncio.AbstractEventLoop, rows: RunningRows, on_cpu: bool,
+                      wake: asyncio.Event | None, job_id: str, frames: np.ndarray) -> None:
+        """A row's video, on the lane's thread, as the row finishes: the batch goes on meanwhile.
+        On the CPU the lane writes it at once, itself: its core has nothing else to do, and the encode
+        never competes with another lane's batch for the cores (``lane_writes``). On a GPU the
+        finisher's thread writes it beside the running batch."""
+        job = rows.jobs[job_id]
+        rows.finished.add(job_id)
+        inference_s = time.perf_counter() - rows.started[job_id]
+        if wake is not None:
+            loop.call_soon_threadsafe(wake.set)  # room for a joiner
+        if on_cpu:
+            write = functools.partial(self.finisher.write_and_record, job, frames, inference_s)
+            write_here(write, lambda future: loop.call_soon_threadsafe(self.finisher.take_written, job, future))
+        else:
+            loop.call_soon_threadsafe(self.finisher.write_row, job, frames, inference_s)
 
-        def hand_over(outcome: HandedOutcome[Written]) -> None:
-            loop.call_soon_threadsafe(lambda: handed.done() or handed.set_result(outcome))
+    def _start_feeding(self, rows: RunningRows, lanes: PipelineLanes, lane: int) -> tuple[JoinQueue | None, _Feeding | None]:
+        """A join queue and its feeder for a batch that can take joiners (``join_feeder``)."""
+        if not self.join_running or not lanes.joins_rows(lane):
+            return None, None
+        first = next(iter(rows.jobs.values()))
+        joins = JoinQueue(self.scheduler.batcher.limit_for(first.params.batch_key()), len(rows.jobs))
+        feeder = JoinFeeder(
+            broker=self.broker, joins=joins, shape=first.params.shape_key(), level=min(map(self.scheduler.level_of, rows.jobs.values())),
+            claim=functools.partial(self.claim, lane=lane, joining=True), hand_back=self._hand_back,
+            joined=functools.partial(self._joined, rows), lanes_busy=lambda: not self.draining and len(self._batches) == lanes.lanes,
+            joined_rows=self.metrics.joined_rows,
+        )
+        task = asyncio.create_task(feeder.run(), name="reelserve-join-feeder")
+        self._feeders.add(feeder)
+        task.add_done_callback(lambda _: self._feeders.discard(feeder))
+        return joins, _Feeding(task, feeder.wake)
 
-        return functools.partial(run_then_write, run, batch, self.finisher.write_and_record, hand_over)
+    def _joined(self, rows: RunningRows, job: Job) -> None:
+        rows.join(job)
+        self.running.claimed.add(job.id)  # its lease is kept alive, and a drain waits for it
 
-    async def claim(self, job_ids: list[str], lane: int = 0) -> list[Job]:
-        """Mark the taken jobs in progress in the store (compare-and-set); return those this process won."""
+    async def _hand_back(self, job_ids: list[str], claimed: bool) -> None:
+        if claimed:  # in progress in the store, by this worker: the next claim takes it again
+            self.reclaimed.update(job_ids)
+            for job_id in job_ids:
+                self.running.claimed.discard(job_id)
+        await self.scheduler.hand_back(job_ids)
+
+    def wake_feeders(self) -> None:
+        for feeder in self._feeders:
+            feeder.wake.set()
+
+    async def claim(self, job_ids: list[str], lane: int = 0, joining: bool = False) -> list[Job]:
+        """Mark the taken jobs in progress in the store (compare-and-set); return those this process
+        won. ``joining``: they join the batch running on ``lane``, which has started already."""
         now = time.time()
         waiting = []
         for job_id in job_ids:
@@ -253,7 +321,10 @@ class BatchLoop:
             waiting.append(job)
         if not waiting:
             return []
-        finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting), lane)
+        if joining:
+            finish_by = now + self.scheduler.cost_model.predict(waiting[0].params, len(waiting))
+        else:
+            finish_by = self.scheduler.batch_started(waiting[0].params, len(waiting), lane)
         claimed = []
         write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
         for position, job in enumerate(waiting, start=1):

@@ -23,6 +23,9 @@ from reelserve.models.family import ModelFamily, Row
 # (row keys evaluated, the step they completed (1-based), the rows' total steps); called once per
 # set of evaluated rows at the same step and total.
 OnStep = Callable[[list[str], int, int], None]
+# (row key, its frames) as each row is decoded; given it, ``denoise`` keeps no frames itself (a batch
+# that rows keep joining may never end).
+OnFinished = Callable[[str, np.ndarray], None]
 # The rows about to be evaluated together, whenever they differ from the last step's: what was
 # primed for a batch (the CFG wrapper's negatives, a step cache's residuals) is for those rows.
 OnGroup = Callable[[list[Row]], None]
@@ -53,12 +56,12 @@ class Boundary:
 def denoise(
     family: ModelFamily, rows: list[Row], should_stop: Callable[[str], bool] | None = None,
     on_step: OnStep | None = None, on_group: OnGroup | None = None, stopped: dict[str, int] | None = None,
-    boundary: Boundary | None = None, mixed_steps: bool = False,
+    boundary: Boundary | None = None, mixed_steps: bool = False, on_finished: OnFinished | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Run ``rows`` (and those that join at a ``boundary``) to the end or until parked. Returns the
-    frames of each finished row, and the step after which each stopped row left. ``stopped``
-    (returned) is filled as rows leave, so a caller holding it knows them even when a later step
-    raises."""
+    frames of each finished row (empty with ``on_finished``), and the step after which each stopped
+    row left. ``stopped`` (returned) is filled as rows leave, so a caller holding it knows them even
+    when a later step raises."""
     frames: dict[str, np.ndarray] = {}
     stopped = {} if stopped is None else stopped
     live, last_group, last_run, evaluations = list(rows), None, {}, 0
@@ -77,9 +80,12 @@ def denoise(
         if should_stop is not None:
             stopped.update((row.key, row.step) for row in live if row.key not in stopped and should_stop(row.key))
         finished = [row for row in group if row.done and row.key not in stopped]
-        if finished:
-            frames.update(zip([row.key for row in finished], family.decode(finished), strict=True))
-        live = [row for row in live if row.key not in frames and row.key not in stopped]
+        for row, clip in zip(finished, family.decode(finished) if finished else (), strict=True):
+            if on_finished is None:
+                frames[row.key] = clip
+            else:
+                on_finished(row.key, clip)
+        live = [row for row in live if not row.done and row.key not in stopped]
         if boundary is not None:
             live = boundary.cross(live)
     return frames, stopped

@@ -18,15 +18,16 @@ if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
 
 class Engine(VideoFront):
     """Implements ``VideoService`` and runs what it accepts. Takes ``VideoFront``'s arguments, and
-    ``lease_interval_s`` (``Worker``) for a queue other processes share."""
+    ``lease_interval_s`` (``Worker``) for a queue other processes share, and ``join_running``
+    (``Worker``: continuous batching)."""
 
-    def __init__(self, *, lease_interval_s: float | None = None, **front: Any) -> None:
+    def __init__(self, *, lease_interval_s: float | None = None, join_running: bool = True, **front: Any) -> None:
         super().__init__(**front)
         self.worker = Worker(
             store=self.jobs, broker=self.broker, scheduler=self.scheduler, finisher=self.finisher,
             metrics=self.metrics, stats=self.stats, bus=self.bus, running=self.running,
             stop_requested=self.stop_requested, accelerations=self.accelerations, model_name=self.model_name,
-            lease_interval_s=lease_interval_s,
+            lease_interval_s=lease_interval_s, join_running=join_running,
         )
 
     @property

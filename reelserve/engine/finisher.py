@@ -4,8 +4,9 @@ record by compare-and-set, acknowledges the queue entry and tells everyone (metr
 events, webhook) here, once per job; the front (cancel, expiry, cache hit) and the worker (batch
 outcomes) only decide which transition it is.
 
-The batch loop hands finished batches here and goes on to the next; the writing runs on its own
-thread and the bookkeeping as tasks, which ``wait`` lets shutdown finish.
+The batch loop hands each row here as it finishes and the batch goes on; the writing runs on its own
+thread (or a CPU lane's, which writes its own) and the bookkeeping as tasks, which ``wait`` lets
+shutdown finish.
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.job_log import log_final
 from reelserve.engine.notifier import WebhookNotifier
-from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.scheduler import Scheduler
 from reelserve.engine.storage_keys import thumbnail_key, video_key
 from reelserve.engine.video_cache import VideoCache
@@ -81,28 +80,22 @@ class JobFinisher:
     def shutdown(self) -> None:
         self._encode_thread.shutdown(wait=True)
 
-    def complete_batch(
-        self, batch: list[Job], outcome: BatchOutcome, written: Mapping[str, Future[Written]] | None = None
-    ) -> list[asyncio.Future[Written]]:
-        """Write the batch's videos, one after another on the finisher's own encode thread, or take
-        the writes already under way (``written``, by job id: a CPU lane writes its own), and finish
-        its jobs. Returns the writes."""
+    def write_row(self, job: Job, frames: object, inference_s: float) -> None:
+        """Write a finished row's video on the finisher's own encode thread, and finish its job."""
         loop = asyncio.get_running_loop()
-        writes = []
-        for job in batch:
-            frames = outcome.frames.get(job.id)
-            if frames is None:
-                self.running.claimed.discard(job.id)
-                continue  # stopped by a cancel (already recorded), or taken over by another worker
-            job.timings.inference_s = outcome.inference_s
-            if written is not None:
-                write = asyncio.wrap_future(written[job.id], loop=loop)
-            else:
-                write = loop.run_in_executor(
-                    self._encode_thread, self.write_and_record, job, outcome, time.perf_counter())
-            writes.append(write)
-            self._spawn(self._complete(job, write))
-        return writes
+        write = loop.run_in_executor(self._encode_thread, self.write_and_record, job, frames, inference_s,
+                                     time.perf_counter())
+        self._spawn(self._complete(job, write))
+
+    def take_written(self, job: Job, written: Future[Written]) -> None:
+        """Finish a job whose video is being written elsewhere (a CPU lane writes its own)."""
+        self._spawn(self._complete(job, asyncio.wrap_future(written)))
+
+    def release_unfinished(self, jobs: list[Job]) -> None:
+        """A batch's jobs that ended without a video: stopped by a cancel (already recorded), taken
+        over by another worker, or failed (recorded apart)."""
+        for job in jobs:
+            self.running.claimed.discard(job.id)
 
     def fail(self, jobs: list[Job], error: JobError) -> None:
         for job in jobs:
@@ -190,16 +183,17 @@ class JobFinisher:
         self.metrics.end_to_end.observe(job.timings.total_s)
         self.finished(job)
 
-    def write_and_record(self, job: Job, outcome: BatchOutcome, queued_at: float) -> Written:
-        """Write ``job``'s outputs from ``outcome`` and save its completed record (compare-and-set on
-        ``in_progress``), on the calling thread. ``queued_at``: ``perf_counter`` when the batch's writes
-        were queued (``encode_s`` holds the wait for the writer too). A failed write raises; a failed
-        save is ``saved=None``, for the loop to retry."""
-        seconds = self.write_outputs(job, outcome.frames[job.id])
+    def write_and_record(self, job: Job, frames: object, inference_s: float, queued_at: float | None = None) -> Written:
+        """Write ``job``'s video from ``frames`` and save its completed record (compare-and-set on
+        ``in_progress``), on the calling thread. ``queued_at``: ``perf_counter`` when the write was
+        queued (``encode_s`` holds the wait for the writer too; None: now). A failed write raises; a
+        failed save is ``saved=None``, for the loop to retry."""
+        queued_at = time.perf_counter() if queued_at is None else queued_at
+        seconds = self.write_outputs(job, frames)
         done = job.model_copy(deep=True)
         done.status, done.progress, done.completed_at = JobStatus.completed, 100, time.time()
         done.video_key, done.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
-        done.timings.inference_s, done.timings.encode_s = outcome.inference_s, time.perf_counter() - queued_at
+        done.timings.inference_s, done.timings.encode_s = inference_s, time.perf_counter() - queued_at
         done.timings.total_s = done.completed_at - done.created_at
         try:
             saved: bool | None = self.store.sync.save(done, expect=RUNNING)

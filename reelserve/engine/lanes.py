@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 from reelserve.engine.cost_model import CallTiming
+from reelserve.engine.joining import JoinQueue
 from reelserve.engine.outcome import BatchOutcome
-from reelserve.engine.runner import PipelineRunner, Row, StepListener, StopCheck
+from reelserve.engine.runner import FinishedRow, PipelineRunner, Row, StepListener, StopCheck
 from reelserve.models.options import machine_jiffies
 
 class PipelineLanes:
@@ -83,13 +84,17 @@ class PipelineLanes:
             executor.shutdown(wait=True, cancel_futures=True)
 
     def run_lane(self, lane: int, rows: Sequence[Row], on_step: StepListener | None = None,
-                 should_stop: StopCheck | None = None, threads: int | None = None) -> BatchOutcome:
-        """``rows`` through lane ``lane``'s runner, on the calling thread (which must be the lane's),
-        with ``threads`` torch threads (None: the lanes' count)."""
+                 should_stop: StopCheck | None = None, threads: int | None = None,
+                 joins: JoinQueue | None = None, on_finished: FinishedRow | None = None) -> BatchOutcome:
+        """``rows`` (and joiners, see ``PipelineRunner.run``) through lane ``lane``'s runner, on the
+        calling thread (which must be the lane's), with ``threads`` torch threads (None: the lanes' count)."""
         count = threads or self.threads
         if count is not None and torch.get_num_threads() != count:
             torch.set_num_threads(count)  # per OS thread: this lane's own
-        return self.runners[lane].run(rows, on_step, should_stop)
+        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished)
+
+    def joins_rows(self, lane: int) -> bool:
+        return self.runners[lane].joins_rows
 
     def run(self, batch: Sequence[Row], on_step: StepListener | None = None,
             should_stop: StopCheck | None = None) -> BatchOutcome:

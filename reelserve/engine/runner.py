@@ -9,6 +9,12 @@ batch at the next step boundary; its batch-mates carry on untouched.
 A batch that runs out of device memory is split in halves, each run on its own, down to single
 rows; a row that does not fit even alone fails with ``out_of_memory`` and the others complete.
 
+Continuous batching: with a ``JoinQueue`` (``engine/joining.py``), jobs the loop claimed for a
+running batch join it at the next step boundary, each at its own step 0 and in the same transformer
+calls as the rows already running (``mixed_steps``); with ``on_finished`` each row's video is handed
+out as soon as the row is decoded, not when the batch ends. A step cache keeps per-step state for the
+rows it was primed with, so an accelerated runner with one takes no joiners (``joins_rows``).
+
 Prompts are encoded one at a time by ``encode_prompts``, through the text-embedding cache when
 there is one.
 """
@@ -21,11 +27,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from reelserve.accel.accelerate import Accelerated
 from reelserve.engine.cost_model import CallTiming
-from reelserve.engine.denoise_loop import denoise
+from reelserve.engine.denoise_loop import Boundary, denoise
+from reelserve.engine.joining import JoinQueue
 from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.models.family import ModelFamily
@@ -35,6 +43,7 @@ from reelserve.schemas import ErrorCode, GenerationParams, JobError
 
 StepListener = Callable[[list[str], int, int], None]  # (live job ids, step done, total steps)
 StopCheck = Callable[[str], bool]  # should this job stop now?
+FinishedRow = Callable[[str, np.ndarray], None]  # (job id, its frames), on the running thread
 Row = tuple[str, GenerationParams]
 
 # What allocators say when they give up: CUDA/MPS ("... out of memory"), the CPU allocator
@@ -60,6 +69,8 @@ class _Run:
     outcome: BatchOutcome
     on_step: StepListener | None
     should_stop: StopCheck | None
+    joins: JoinQueue | None = None
+    on_finished: FinishedRow | None = None
     ran_out_of_memory: bool = False
 
 
@@ -92,24 +103,38 @@ class PipelineRunner:
     def shutdown(self) -> None:
         """Nothing to release: it runs on its caller's thread (``PipelineLanes`` has threads of its own)."""
 
+    @property
+    def joins_rows(self) -> bool:
+        """Whether a running batch can take joiners: not with a step cache (its state is per step)."""
+        return self.accelerated is None or self.accelerated.step_cache is None
+
     def run(
         self,
         batch: Sequence[Row],
         on_step: StepListener | None = None,
         should_stop: StopCheck | None = None,
+        joins: JoinQueue | None = None,
+        on_finished: FinishedRow | None = None,
     ) -> BatchOutcome:
-        """Videos for the rows of ``batch`` that neither stopped nor ran out of memory alone.
+        """Videos for the rows of ``batch`` (and of those that join it through ``joins``) that neither
+        stopped nor ran out of memory alone: in the outcome's ``frames``, or given to ``on_finished``
+        as each row finishes (then listed in ``finished``).
 
         Progress restarts at step 1 for each call after a split. Exceptions other than running out
-        of memory propagate unchanged: the whole batch failed.
+        of memory propagate unchanged: the whole batch failed, joiners included. ``joins`` is closed
+        when this returns.
         """
         if self.cpu_threads is not None and torch.get_num_threads() != self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
         first = batch[0][1]
         assert all(p.batch_key() == first.batch_key() for _, p in batch), "mixed batch keys"
         started = time.perf_counter()
-        state = _Run(BatchOutcome(), on_step, should_stop)
-        self._run_splitting(list(batch), state)
+        state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished)
+        try:
+            self._run_splitting(list(batch), state)
+        finally:
+            if joins is not None:
+                joins.close()  # closed by now unless the run failed; its waiting rows fail with it
         state.outcome.inference_s = time.perf_counter() - started
         return state.outcome
 
@@ -126,6 +151,10 @@ class PipelineRunner:
         self._free_memory()
         state.ran_out_of_memory = True
         outcome = state.outcome
+        if state.joins is not None:  # no joiners while the batch is being split; the waiting ones run in it
+            rows += state.joins.close()
+            state.joins = None
+        rows = [row for row in rows if row[0] not in outcome.finished]  # handed out before the failure
         if len(rows) == 1:
             job_id = rows[0][0]
             if job_id not in outcome.stopped_at:
@@ -156,27 +185,57 @@ class PipelineRunner:
             torch.cuda.empty_cache()
 
     def _call(self, rows: list[Row], state: _Run) -> None:
-        """One run of the loop for ``rows``; records its videos, stops and timing in ``state``."""
+        """One run of the loop for ``rows``, which grows by the rows that join; records its videos,
+        stops and timing in ``state``."""
         step_times: list[float] = []
         outcome = state.outcome
+        started_with, finished = len(rows), []
 
         def on_step(keys: list[str], step: int, total: int) -> None:
             step_times.append(time.perf_counter())
             if state.on_step is not None:
                 state.on_step(keys, step, total)
 
+        def on_finished(key: str, frames: np.ndarray) -> None:
+            finished.append(key)
+            if state.on_finished is None:
+                outcome.frames[key] = frames
+            else:
+                outcome.finished.add(key)
+                state.on_finished(key, frames)
+
         started = time.perf_counter()
         self.calls += 1
+        boundary = None if state.joins is None else Boundary(admit=self._admitter(rows, state))
         with torch.inference_mode():
             prepared = self.family.prepare_rows(rows)
-            frames, _ = denoise(self.family, prepared, state.should_stop, on_step,
-                                self._primer(rows[0][1].num_inference_steps), outcome.stopped_at)
-        if not frames:
+            denoise(self.family, prepared, state.should_stop, on_step, self._primer(rows[0][1].num_inference_steps),
+                    outcome.stopped_at, boundary=boundary, mixed_steps=self.joins_rows, on_finished=on_finished)
+        if not finished:
             return  # every row stopped: no videos and no decode, so neither a timing nor proof that this size fits
-        outcome.frames.update(frames)
-        outcome.calls.append(_call_timing(len(rows), step_times, time.perf_counter() - started))
+        if len(rows) == started_with:  # a batch that changed size is no sample of one size's cost
+            outcome.calls.append(_call_timing(len(rows), step_times, time.perf_counter() - started))
         if state.ran_out_of_memory:
             outcome.fit_batch_size = max(outcome.fit_batch_size or 0, len(rows))
+
+    def _admitter(self, rows: list[Row], state: _Run) -> Callable[[list[FamilyRow]], list[FamilyRow]]:
+        """``Boundary.admit`` for ``state.joins``: the waiting rows, prepared, appended to ``rows``; a row
+        cancelled while it waited stops at step 0 without running."""
+        joins = state.joins
+        assert joins is not None
+
+        def admit(live: list[FamilyRow]) -> list[FamilyRow]:
+            while True:
+                offered = joins.take(len(live))
+                cancelled = {key for key, _ in offered if state.should_stop is not None and state.should_stop(key)}
+                state.outcome.stopped_at.update((key, 0) for key in cancelled)
+                kept = [row for row in offered if row[0] not in cancelled]
+                if kept or not offered:
+                    break
+            rows.extend(kept)
+            return self.family.prepare_rows(kept) if kept else []
+
+        return admit
 
     def _primer(self, steps: int) -> Callable[[list[FamilyRow]], None]:
         """Primes the accelerations for the rows about to be evaluated: the whole batch first, and

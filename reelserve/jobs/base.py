@@ -74,6 +74,7 @@ class Broker(Protocol):
     ) -> tuple[str, str] | None:
         """Pop the oldest job of the most urgent level (with ``batch_key``, if given) as ``(job_id, batch_key)``.
 
+        ``batch_key`` may be a ``ShapeKey``: any job of that shape (continuous batching).
         ``level``: take from that level first when it has a matching job (a reserved share being served).
         ``preempt_below``: raise ``Preempted`` instead of waiting while a job of a level below it
         (more urgent) is queued with another key. Waits up to ``timeout`` seconds (forever when

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Generic, Protocol, TypeVar
 
+from reelserve.schemas.requests import ShapeKey
+
 
 class Queued(Protocol):
     """What the buffer needs to know of a waiting job."""
@@ -26,6 +28,11 @@ class Queued(Protocol):
 
 
 Q = TypeVar("Q", bound=Queued)
+
+
+def matches(wanted: str, batch_key: str) -> bool:
+    """Whether a job of ``batch_key`` is what ``wanted`` (a batch key or a ``ShapeKey``) asks for."""
+    return wanted.matches(batch_key) if isinstance(wanted, ShapeKey) else wanted == batch_key
 
 
 class WaitingJobs(Generic[Q]):
@@ -66,11 +73,13 @@ class WaitingJobs(Generic[Q]):
         order = [level] if only else self._order(level)
         for lvl in order:
             keys = self._levels.get(lvl, {})
-            if batch_key is not None:
+            if batch_key is not None and not isinstance(batch_key, ShapeKey):
                 if batch_key in keys:  # a key's queue is never empty: the last pop deletes it
                     return next(iter(keys[batch_key]))
                 continue
-            fronts = [next(iter(queue.items())) for queue in keys.values()]  # each key's oldest
+            fronts = [  # each key's oldest (of the shape asked for)
+                next(iter(queue.items())) for key, queue in keys.items() if batch_key is None or matches(batch_key, key)
+            ]
             if fronts:
                 return min(fronts, key=lambda front: front[1][0])[0]
         return None
@@ -78,7 +87,8 @@ class WaitingJobs(Generic[Q]):
     def urgent(self, below: int, batch_key: str | None) -> bool:
         """Does an item of a level more urgent than ``below`` wait that could not join ``batch_key``?"""
         return any(
-            key != batch_key for lvl, keys in self._levels.items() if lvl < below for key in keys
+            batch_key is None or not matches(batch_key, key)
+            for lvl, keys in self._levels.items() if lvl < below for key in keys
         )
 
     def get(self, item_id: str) -> Q:

@@ -128,9 +128,21 @@ class Role(enum.Flag):
     and the batch key and the cache signature are derived from them (``fields_with``)."""
 
     BATCH = enum.auto()  # shapes the pipeline call: rows of one call share it (the batch key)
+    # The tensors' shape (also BATCH, and declared first, so a batch key starts with its shape key):
+    # a row of another batch key of this shape may join a running batch (continuous batching).
+    SHAPE = enum.auto()
     ROW = enum.auto()  # may differ between the rows of one call
     PIXELS = enum.auto()  # changes the output: part of the cache signature
     PUBLIC = enum.auto()  # shown on the video object and described in the model's parameters
+
+
+class ShapeKey(str):
+    """Where a batch key is asked for: matches every batch key of one shape (``GenerationParams.shape_key``:
+    the same model and tensor shape), whatever its other fields (steps, guidance). Continuous batching
+    takes these: rows of one shape can share the engine's calls at any step."""
+
+    def matches(self, batch_key: str) -> bool:
+        return batch_key.startswith(self + "|") or batch_key == self
 
 
 @functools.cache
@@ -143,12 +155,12 @@ class GenerationParams(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    model: Annotated[str, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    model: Annotated[str, Role.BATCH | Role.SHAPE | Role.PIXELS | Role.PUBLIC]
     prompt: Annotated[str, Role.ROW | Role.PIXELS | Role.PUBLIC]
     negative_prompt: Annotated[str, Role.ROW | Role.PIXELS | Role.PUBLIC] = ""
-    width: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
-    height: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
-    num_frames: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
+    width: Annotated[int, Role.BATCH | Role.SHAPE | Role.PIXELS | Role.PUBLIC]
+    height: Annotated[int, Role.BATCH | Role.SHAPE | Role.PIXELS | Role.PUBLIC]
+    num_frames: Annotated[int, Role.BATCH | Role.SHAPE | Role.PIXELS | Role.PUBLIC]
     fps: Annotated[int, Role.ROW | Role.PIXELS | Role.PUBLIC]  # only the encoder reads it
     num_inference_steps: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
     guidance_scale: Annotated[float, Role.BATCH | Role.PIXELS | Role.PUBLIC]
@@ -179,6 +191,11 @@ class GenerationParams(BaseModel):
     def batch_key(self) -> str:
         """Requests with equal keys can share one pipeline call: every ``Role.BATCH`` field."""
         return "|".join(f"{name}={getattr(self, name)!r}" for name in self.fields_with(Role.BATCH))
+
+    def shape_key(self) -> ShapeKey:
+        """Rows with equal shape keys can share the engine's calls once running, whatever their steps
+        and guidance (``waiting.ShapeKey``: it matches their batch keys)."""
+        return ShapeKey("|".join(f"{name}={getattr(self, name)!r}" for name in self.fields_with(Role.SHAPE)))
 
 
 def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) -> GenerationParams:

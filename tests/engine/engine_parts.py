@@ -3,6 +3,8 @@ gate (``GatedFamily``), and the requests and waits the tests share. Import the f
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,34 @@ from reelserve.storage.local import LocalStorage
 class RecordingRunner(PipelineRunner):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.outcomes: list[BatchOutcome] = []
+        self.outcomes: list[BatchOutcome] = []  # each once its run has returned (``returned`` counts them)
+        self.returned = threading.Semaphore(0)
+        self.handed: dict[str, Any] = {}  # the frames of rows handed out as they finished, by job id
 
-    def run(self, *args: Any, **kwargs: Any) -> BatchOutcome:
-        outcome = super().run(*args, **kwargs)
+    def run(self, batch: Any, on_step: Any = None, should_stop: Any = None, joins: Any = None,
+            on_finished: Any = None) -> BatchOutcome:
+        """Also keeps the frames of rows handed out as they finished, in ``handed`` (before the job
+        completes) and in the outcome's ``frames``."""
+        handed: dict[str, Any] = {}
+
+        def finished(key: str, frames: Any) -> None:
+            handed[key] = self.handed[key] = frames
+            on_finished(key, frames)
+
+        outcome = super().run(batch, on_step, should_stop, joins, None if on_finished is None else finished)
+        outcome.frames.update(handed)
         self.outcomes.append(outcome)
+        self.returned.release()
         return outcome
+
+    async def outcome_of(self, job_id: str) -> BatchOutcome:
+        """The outcome of the run that had ``job_id``, once that run has returned (a job completes as
+        its row finishes, before its run returns)."""
+        while True:
+            for outcome in self.outcomes:
+                if job_id in outcome.frames or job_id in outcome.stopped_at or job_id in outcome.errors:
+                    return outcome
+            assert await asyncio.to_thread(self.returned.acquire, True, 60), "no run returned"
 
 
 @pytest.fixture

@@ -151,7 +151,7 @@ async def test_cancelled_running_job_stops_at_next_step(engine: Engine, parts: d
     mate_done = await wait_final(engine, mate.id)
     assert mate_done.status is JobStatus.completed and mate_done.batch_size == 2
     assert (await engine.get(victim.id)).status is JobStatus.cancelled
-    outcome = parts["runner"].outcomes[-1]
+    outcome = await parts["runner"].outcome_of(mate.id)
     assert 1 <= outcome.stopped_at[victim.id] < steps
     assert victim.id not in outcome.frames
     assert not parts["storage"].exists(video_key(victim.id))

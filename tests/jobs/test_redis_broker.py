@@ -18,6 +18,7 @@ from reelserve.engine.batcher import Batcher
 from reelserve.jobs.base import Preempted
 from reelserve.jobs.redis_broker import RedisStreamsBroker
 from reelserve.redis_names import BROKER_GROUP, RedisKeys
+from reelserve.schemas.requests import ShapeKey
 
 MODEL = "tiny"
 KEYS = RedisKeys()
@@ -87,6 +88,18 @@ async def test_take_by_key_and_by_level(client: aioredis.Redis) -> None:
     assert await worker.take("k", timeout=0) == ("r2", "k")
     assert await worker.take("k", timeout=0) is None  # only s1 ("other") is left
     assert await worker.take(timeout=0) == ("s1", "other")
+
+
+async def test_take_by_shape_takes_any_batch_key_of_that_shape(client: aioredis.Redis) -> None:
+    api, worker = broker(client, "api"), broker(client, "w1", block_ms=20)
+    await api.put("other", "w=48|steps=2", level=1)
+    await api.put("s1", "w=32|steps=9", level=1)
+    await api.put("s2", "w=32|steps=2", level=1)
+    assert await worker.take(ShapeKey("w=32"), timeout=0) == ("s1", "w=32|steps=9")
+    assert await worker.take(ShapeKey("w=32"), timeout=0) == ("s2", "w=32|steps=2")
+    await api.put("urgent", "w=48|steps=2", level=0)
+    with pytest.raises(Preempted):  # another shape, more urgent: a running batch stops growing
+        await asyncio.wait_for(worker.take(ShapeKey("w=32"), timeout=5, preempt_below=1), 5)
 
 
 async def test_read_ahead_stops_at_read_count_per_level(client: aioredis.Redis) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from reelserve.jobs import local_broker, redis_broker
 from reelserve.jobs.waiting import WaitingJobs
+from reelserve.schemas.requests import ShapeKey
 from reelserve.planning import simulate
 
 
@@ -90,3 +91,14 @@ def test_the_brokers_and_the_simulator_queue_in_it(module: object) -> None:
     source = inspect.getsource(module)  # type: ignore[arg-type]
     assert "WaitingJobs()" in source
     assert "def _first(" not in source and "def _urgent(" not in source and "def _pop_oldest(" not in source
+
+
+def test_a_shape_key_matches_every_batch_key_of_its_shape_only() -> None:
+    shape = ShapeKey("model='m'|width=32")
+    buffer = waiting(("a", "model='m'|width=32|steps=4", 1), ("b", "model='m'|width=320|steps=4", 0),
+                     ("c", "model='m'|width=32|steps=9", 0), ("d", "model='m'|width=32", 2))
+    assert buffer.first(shape) == "c"  # the most urgent of the shape; b's width only starts with 32
+    assert buffer.urgent(1, shape)  # b waits at level 0 and cannot join
+    buffer.pop("b")
+    assert not buffer.urgent(1, shape)  # c is of the shape: it would join, not preempt
+    assert take_all(buffer, shape) == ["c", "a", "d"]

@@ -29,6 +29,16 @@ def test_the_batch_key_changes_with_exactly_the_batch_fields(name: str) -> None:
     assert (changed.batch_key() != BASE.batch_key()) == (Role.BATCH in GenerationParams.roles(name))
 
 
+@pytest.mark.parametrize("name", list(OTHER))
+def test_the_shape_key_changes_with_exactly_the_shape_fields_and_matches_its_batch_keys(name: str) -> None:
+    changed = BASE.model_copy(update={name: OTHER[name]})
+    shaped = Role.SHAPE in GenerationParams.roles(name)
+    assert (changed.shape_key() != BASE.shape_key()) == shaped
+    assert not shaped or Role.BATCH in GenerationParams.roles(name)
+    assert BASE.shape_key().matches(changed.batch_key()) == (not shaped)
+    assert changed.shape_key().matches(changed.batch_key())
+
+
 def test_every_pixel_field_is_in_the_cache_signature() -> None:
     signature = output_signature(BASE, "v1")
     pixels = set(GenerationParams.fields_with(Role.PIXELS)) - {"prompt"}  # the prompt is keyed apart

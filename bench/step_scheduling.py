@@ -1,0 +1,96 @@
+"""Continuous batching on vs off: jobs that arrive one after another, while earlier ones run.
+
+Job i is sent at ``i * gap`` seconds (through the sync endpoint, each from its own client thread),
+alternating ``--steps`` and ``--short-steps``, so without joining a job that arrives a moment after
+a batch started waits for the whole batch, and with it the job joins at the next step and leaves
+when its own steps are done. Both servers are the same build with the same flags but
+``--continuous-batching`` / ``--no-continuous-batching``, run one after the other in this process.
+
+    .venv/bin/python bench/step_scheduling.py [--jobs 12 --gap 0.15 --rounds 2 --lanes 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from _harness import machine, median, micro_prompt, percentile, print_table, server, settle
+
+
+def send_staggered(url: str, jobs: int, gap: float, bodies: list[dict]) -> tuple[float, list[float], list[float]]:
+    """Send job i at i * gap; returns (makespan, latency of each job, latency of each short job)."""
+    latencies: dict[int, float] = {}
+    start = threading.Event()
+    began = 0.0
+
+    def client(index: int) -> None:
+        start.wait()
+        delay = began + index * gap - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # the arrival schedule, not synchronisation
+        sent = time.perf_counter()
+        with httpx.Client(base_url=url, timeout=600) as http:
+            job = http.post("/v1/videos/sync", json=bodies[index]).json()
+        assert job["status"] == "completed", job
+        latencies[index] = time.perf_counter() - sent
+
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(client, i) for i in range(jobs)]
+        began = time.perf_counter()
+        start.set()
+        for future in futures:
+            future.result()
+    makespan = time.perf_counter() - began
+    ordered = [latencies[i] for i in range(jobs)]
+    return makespan, ordered, ordered[1::2]
+
+
+def joined_rows(url: str) -> int:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    match = re.search(r"^reelserve_joined_rows_total (\S+)$", text, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="micro")
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--gap", type=float, default=0.15, help="seconds between arrivals")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--short-steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating on/off server pairs")
+    parser.add_argument("--lanes", default="1", help="--pipeline-lanes for both servers ('auto': tuned)")
+    args = parser.parse_args()
+    bodies = [{"prompt": micro_prompt(i), "seed": i, "num_inference_steps": args.short_steps if i % 2 else args.steps}
+              for i in range(args.jobs)]
+    lanes = [] if args.lanes == "auto" else ["--pipeline-lanes", args.lanes]
+    results: dict[str, list[tuple[float, list[float], list[float], int]]] = {"on": [], "off": []}
+    for _ in range(args.rounds):
+        for label in ("off", "on"):
+            flag = "--continuous-batching" if label == "on" else "--no-continuous-batching"
+            with server("--model", args.model, "--device", "cpu", flag, "--no-cache-enabled", *lanes) as url:
+                httpx.post(url + "/v1/videos/sync", json={**bodies[0], "seed": 999}, timeout=600)  # first-request costs
+                settle()
+                makespan, latencies, short = send_staggered(url, args.jobs, args.gap, bodies)
+                results[label].append((makespan, latencies, short, joined_rows(url)))
+
+    rows = []
+    for label, runs in results.items():
+        latencies = [x for _, lat, _, _ in runs for x in lat]
+        short = [x for _, _, s, _ in runs for x in s]
+        rows.append([
+            f"continuous batching {label}", f"{median([m for m, _, _, _ in runs]):.2f}",
+            f"{median(latencies):.2f}", f"{percentile(latencies, 90):.2f}", f"{max(latencies):.2f}",
+            f"{median(short):.2f}", f"{sum(j for *_, j in runs) / len(runs):.1f}",
+        ])
+    title = (f"{machine()}; {args.model}, {args.jobs} jobs {args.gap} s apart, {args.steps}/{args.short_steps} "
+             f"steps alternating, lanes {args.lanes}, {args.rounds} rounds")
+    print_table(title, ["", "makespan s (median)", "latency p50", "p90", "max", "short jobs p50", "joined rows/round"], rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Continuous batching in the engine: a job that arrives while a batch of its shape runs joins that
+batch at its next step, and its video is written as soon as its row finishes, before the batch ends."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from engine_parts import make_engine, parts, request, wait_final  # noqa: F401 - fixtures by name
+from support import StepRecorder
+
+from reelserve.engine.engine import Engine
+from reelserve.engine.runner import PipelineRunner
+from reelserve.schemas import Job, JobStatus
+
+
+async def running(engine: Engine, job_id: str) -> None:
+    """Until ``job_id`` is claimed (the feeder offers a claimed job before anything else can run)."""
+    async for event in engine.events(job_id):
+        if event.status is not JobStatus.queued:
+            return
+
+
+@pytest.fixture
+async def held(parts: dict[str, Any]) -> AsyncIterator[StepRecorder]:  # noqa: F811
+    """The batch holds before its second step until the test opens ``gate``."""
+    runner = parts["runner"]
+    runner.family = recorder = StepRecorder(runner.family.real, hold_at=2)
+    yield recorder
+    recorder.gate.set()
+
+
+async def start(parts: dict[str, Any], join_running: bool = True) -> Engine:  # noqa: F811
+    engine = make_engine(parts, max_batch_size=4)
+    engine.worker.batches.join_running = join_running
+    await engine.recover()
+    await engine.start(parts["runner"])
+    return engine
+
+
+def lone_video(parts: dict[str, Any], job: Job) -> np.ndarray:  # noqa: F811
+    runner = parts["runner"]
+    alone = PipelineRunner(runner.pipeline, runner.device, runner.max_sequence_length)
+    return alone.run([("x", job.params)]).frames["x"]
+
+
+async def test_a_job_joins_the_running_batch_and_completes_before_it(parts: dict[str, Any],  # noqa: F811
+                                                                      held: StepRecorder) -> None:
+    engine = await start(parts)
+    try:
+        first = await engine.submit(request("a red fox", num_inference_steps=8, seed=1))
+        assert await asyncio.to_thread(held.held.wait, 60)  # the batch is running, before its second step
+        joiner = await engine.submit(request("waves on a beach", num_inference_steps=2, seed=2, guidance_scale=3.0))
+        await running(engine, joiner.id)
+        held.gate.set()
+        joined, ended = await wait_final(engine, joiner.id), await wait_final(engine, first.id)
+        assert joined.status is ended.status is JobStatus.completed
+        assert joined.completed_at is not None and ended.completed_at is not None
+        assert joined.completed_at < ended.completed_at  # handed out as its row finished
+        assert parts["runner"].calls == 1  # one batch ran both
+        assert engine.metrics.joined_rows._value.get() == 1
+        for job in (first, joiner):
+            assert np.abs(parts["runner"].handed[job.id] - lone_video(parts, job)).max() <= 1e-5
+    finally:
+        await engine.stop()
+
+
+async def test_with_continuous_batching_off_a_job_waits_for_the_next_batch(parts: dict[str, Any],  # noqa: F811
+                                                                          held: StepRecorder) -> None:
+    engine = await start(parts, join_running=False)
+    try:
+        first = await engine.submit(request("a red fox", num_inference_steps=8, seed=1))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        later = await engine.submit(request("waves on a beach", num_inference_steps=2, seed=2))
+        held.gate.set()
+        waited, ended = await wait_final(engine, later.id), await wait_final(engine, first.id)
+        assert waited.completed_at is not None and ended.completed_at is not None
+        assert waited.completed_at > ended.completed_at
+        assert parts["runner"].calls == 2 and engine.metrics.joined_rows._value.get() == 0
+    finally:
+        await engine.stop()
+
+
+async def test_a_more_urgent_job_of_another_shape_stops_the_joining(parts: dict[str, Any],  # noqa: F811
+                                                                    held: StepRecorder) -> None:
+    """A batch that keeps growing would keep the urgent job from the lane: the same-shape job waits."""
+    engine = await start(parts)
+    try:
+        first = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="standard"))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        urgent = await engine.submit(request("a city", size="48x32", seed=3, priority="realtime"))
+        same_shape = await engine.submit(request("waves", num_inference_steps=2, seed=2, priority="standard"))
+        held.gate.set()
+        done = {job.id: await wait_final(engine, job.id) for job in (first, urgent, same_shape)}
+        assert all(job.status is JobStatus.completed for job in done.values())
+        assert engine.metrics.joined_rows._value.get() == 0
+        assert done[urgent.id].started_at < done[same_shape.id].started_at  # type: ignore[operator]
+    finally:
+        await engine.stop()
+
+
+async def test_a_batch_that_fails_after_a_row_was_handed_out_fails_only_the_rest(parts: dict[str, Any]) -> None:  # noqa: F811
+    runner = parts["runner"]
+    runner.family = held = StepRecorder(runner.family, hold_at=1)  # over the gate, whose "boom" falls over
+    engine = await start(parts)
+    try:
+        first = await engine.submit(request("a red fox", num_inference_steps=1, seed=1))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        broken = await engine.submit(request("boom", num_inference_steps=3, seed=2))
+        await running(engine, broken.id)
+        held.gate.set()  # the first row ends at this step; the joiner falls over as it joins
+        done, failed = await wait_final(engine, first.id), await wait_final(engine, broken.id)
+        assert done.status is JobStatus.completed and parts["storage"].exists(done.video_key)
+        assert failed.status is JobStatus.failed and failed.error is not None
+        assert failed.error.code == "generation_failed" and "boom" in failed.error.message
+    finally:
+        held.gate.set()
+        await engine.stop()
