@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from support import StepRecorder
 
 from reelserve.engine.joining import JoinQueue
@@ -77,3 +78,39 @@ def test_without_on_finished_the_videos_are_in_the_outcome_and_a_fixed_batch_is_
     outcome = runner.run([("first", params("a red fox in snow", 4, steps=3))], joins=joins)
     assert set(outcome.frames) == {"first"} and outcome.finished == set()
     assert [call.batch_size for call in outcome.calls] == [1] and joins.closed
+
+
+class OutOfMemoryWhenTwo:
+    """The real family, but an evaluation of more than one row runs out of device memory."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def denoise_step(self, rows: list[object]) -> object:
+        if len(rows) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return self.real.denoise_step(rows)  # type: ignore[attr-defined]
+
+
+def test_a_batch_that_runs_out_of_memory_once_a_row_joined_runs_both_alone(runner: PipelineRunner) -> None:
+    joins = JoinQueue(limit=4, live=1)
+    finished: dict[str, np.ndarray] = {}
+
+    def on_step(keys: list[str], step: int, total: int) -> None:
+        if keys == ["first"] and step == 2 and not joins.closed:
+            joins.offer([("joiner", JOINER)])
+
+    real = runner.family
+    runner.family = OutOfMemoryWhenTwo(real)  # type: ignore[assignment]
+    try:
+        outcome = runner.run([("first", FIRST)], on_step, joins=joins,
+                             on_finished=lambda key, frames: finished.__setitem__(key, frames))
+    finally:
+        runner.family = real
+    assert set(finished) == {"first", "joiner"} and outcome.errors == {}
+    assert outcome.fit_batch_size == 1 and joins.closed  # no joiners while a batch is split
+    for key, p in (("first", FIRST), ("joiner", JOINER)):
+        assert np.abs(finished[key] - alone(runner, p)).max() <= 1e-5
