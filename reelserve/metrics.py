@@ -44,6 +44,9 @@ class Metrics:
             "reelserve_end_to_end_seconds", "Time from acceptance to completion", buckets=_SECONDS, registry=r
         )
         self.batch_size = Histogram("reelserve_batch_size", "Jobs per pipeline call", buckets=_BATCH, registry=r)
+        self.preempted_rows = Counter(
+            "reelserve_preempted_rows", "Running rows parked to make way for more urgent work (preemption)", registry=r
+        )
         self.joined_rows = Counter(
             "reelserve_joined_rows", "Jobs that joined a batch already running (continuous batching)", registry=r
         )

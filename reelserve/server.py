@@ -32,6 +32,7 @@ from reelserve.engine.cost_model import CostModel
 from reelserve.engine.dashboard import Dashboard
 from reelserve.engine.engine import Engine
 from reelserve.engine.front import VideoFront
+from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.events import Events
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.rate_limit import RateLimiter
@@ -283,7 +284,9 @@ class Server:
     def _engine(self, **front: Any) -> VideoFront:
         """A front and a worker (``Engine``): this process accepts jobs and runs them."""
         lease_interval_s = self.settings.claim_idle_s / 3 if self.shared_queue else None
-        return Engine(**front, lease_interval_s=lease_interval_s, join_running=self.settings.continuous_batching)
+        policy = StepPolicy(join=self.settings.continuous_batching, preempt=self.settings.preemption,
+                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20)
+        return Engine(**front, lease_interval_s=lease_interval_s, step_policy=policy)
 
     @property
     def worker_engine(self) -> Engine:

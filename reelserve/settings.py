@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         "next step (up to max-batch-size rows) and each video is written as soon as its row finishes. Off: a "
         "batch runs as it started. Not with a step cache (its state is per step).",
     )
+    preemption: bool = Field(
+        True, description="While every lane is busy and a job of a more urgent tier waits with another shape, a "
+        "running batch makes way at its next step: its rows are parked whole, their jobs go back to the front of "
+        "the queue, and they resume from the step they reached. Not with a step cache.",
+    )
+    parked_rows_mb: int = Field(
+        512, ge=0, description="Most MiB of parked rows kept in memory; past it the oldest are dropped, and their "
+        "jobs restart from their first step.",
+    )
     max_wait_ms: int | None = Field(
         None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
         "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first), "

@@ -72,15 +72,19 @@ class RunningServer:
         self.client = httpx.Client(base_url=url, timeout=60)
 
 
+NO_STEP_SCHEDULING = {"continuous_batching": False, "preemption": False}
+STEP_SCHEDULING = {"continuous_batching": True, "preemption": True}
+
+
 @contextmanager
 def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
     """A real server (uvicorn, loopback, free port) in a thread; ready when this yields.
 
     Serves ``tiny`` unless told otherwise: these tests are about the server, and tiny is the fastest model.
     """
-    # One lane, and no joining of running batches: these tests hold "the" pipeline to keep later jobs
-    # queued; the lane and continuous-batching tests ask for more.
-    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "pipeline_lanes": 1, "continuous_batching": False}
+    # One lane, and no joining or preemption of running batches: these tests hold "the" pipeline to
+    # keep later jobs queued; the lane and step-scheduling tests ask for more.
+    defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "pipeline_lanes": 1, **NO_STEP_SCHEDULING}
     settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{**defaults, **overrides})
     server = Server(settings)
     uv = uvicorn.Server(serving_config(server.app, settings.model_copy(update={"log_level": "warning"})))
@@ -119,9 +123,9 @@ def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> It
     from reelserve.distributed import ApiServer, WorkerServer
 
     # A short drain: a test that ends with a batch held at its gate must not wait out the default. No
-    # joining of running batches, as in ``serve``.
+    # joining or preemption of running batches, as in ``serve``.
     defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "claim_idle_s": 2.0, "drain_timeout_s": 5.0,
-                                   "pipeline_lanes": 1, "continuous_batching": False}
+                                   "pipeline_lanes": 1, **NO_STEP_SCHEDULING}
     common = {"data_dir": data_dir, "device": "cpu", "redis_url": redis_url, **defaults, **overrides}
     api = ApiServer(Settings(port=free_port(), **common))  # type: ignore[arg-type]
     worker = WorkerServer(Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]

@@ -11,16 +11,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
-from reelserve.engine.join_feeder import JoinFeeder
-from reelserve.engine.joining import JoinQueue
+from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.lane_writes import write_here
+from reelserve.engine.step_scheduling import RunningRows, StepScheduling
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
 from reelserve.jobs.async_store import AsyncJobStore
@@ -42,31 +41,6 @@ T = TypeVar("T")
 STOP_TAKING_GRACE_S = 5.0
 
 
-class RunningRows:
-    """The jobs of a running batch, by id, and when each started running (``perf_counter``): the
-    batch's own, and those that joined it. Grows on the loop; the lane reads a job only after it
-    joined."""
-
-    def __init__(self, batch: list[Job], started: float) -> None:
-        self.jobs = {job.id: job for job in batch}
-        self.started = dict.fromkeys(self.jobs, started)
-        self.finished: set[str] = set()  # handed out (added on the lane's thread)
-
-    def join(self, job: Job) -> None:
-        self.started[job.id] = time.perf_counter()
-        self.jobs[job.id] = job
-
-    def unfinished(self) -> list[Job]:
-        """The jobs whose rows were not handed out: stopped, failed, or never run."""
-        return [job for job_id, job in self.jobs.items() if job_id not in self.finished]
-
-
-@dataclass
-class _Feeding:
-    task: asyncio.Task[None]
-    wake: asyncio.Event
-
-
 class BatchLoop:
     """``run`` serves batches until ``draining`` is set: it takes a batch whenever a pipeline lane is
     free (lane 0, the pipeline thread, first) and runs it there, so the lanes run batches at once. A
@@ -76,7 +50,7 @@ class BatchLoop:
     def __init__(
         self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher,
         progress: StepProgress, metrics: Metrics, stats: StatsRecorder, bus: Events, running: RunningJobs,
-        stop_requested: set[str], accelerations: list[str], join_running: bool = True,
+        stop_requested: set[str], accelerations: list[str], step_policy: StepPolicy | None = None,
     ) -> None:
         self.store, self.broker, self.scheduler, self.finisher = store, broker, scheduler, finisher
         self.progress, self.metrics, self.stats, self.bus = progress, metrics, stats, bus
@@ -91,8 +65,11 @@ class BatchLoop:
         self._abandoned: set[asyncio.Future[list[str]]] = set()  # takes that ignored a drain
         self._progress_lock = threading.Lock()  # the lanes' step listeners, one step at a time
         self.boost: LaneBoost | None = None  # while running
-        self.join_running = join_running  # continuous batching (``join_feeder``)
-        self._feeders: set[JoinFeeder] = set()
+        self.steps = StepScheduling(
+            policy=step_policy or StepPolicy(), broker=broker, scheduler=scheduler, store=store, metrics=metrics,
+            bus=bus, running=running, reclaimed=self.reclaimed,
+            claim=lambda job_ids, lane: self.claim(job_ids, lane, joining=True),
+        )
 
     async def on_pipeline_thread(self, call: Callable[..., T], *args: object) -> T:
         """Run ``call`` on the thread that runs lane 0's batches (see ``Worker.on_model_thread``)."""
@@ -133,8 +110,8 @@ class BatchLoop:
                 threads = boost.begin() if alone else None
                 task = asyncio.create_task(self._run_batch(batch, lanes, lane, threads, boost))
                 self._batches[lane] = task
-                task.add_done_callback(lambda _, lane=lane: self._batches.pop(lane, None) and self.wake_feeders())
-                self.wake_feeders()  # every lane may be busy now: running batches may take joiners
+                task.add_done_callback(lambda _, lane=lane: self._batches.pop(lane, None) and self.steps.wake())
+                self.steps.wake()  # every lane may be busy now: running batches may take joiners
         except asyncio.CancelledError:
             for task in self._batches.values():
                 task.cancel()
@@ -203,7 +180,8 @@ class BatchLoop:
         self.stats.batch_ran(len(batch))
         params = [(job.id, job.params) for job in batch]
         rows = RunningRows(batch, started)
-        joins, feeding = self._start_feeding(rows, lanes, lane)
+        joins, feeding = self.steps.start(rows, lane, lanes.joins_rows(lane),
+                                          lambda: not self.draining and len(self._batches) == lanes.lanes)
 
         def on_step(ids: list[str], step: int, total: int) -> None:  # on the lane's thread
             if threads is not None:
@@ -221,7 +199,8 @@ class BatchLoop:
         finished = functools.partial(self._row_finished, loop, rows, lanes.on_cpu,
                                      None if feeding is None else feeding.wake)
         running = loop.run_in_executor(thread, functools.partial(
-            lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished))
+            lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished,
+            self.steps.parked.take))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             outcome = await asyncio.shield(running)
@@ -244,6 +223,8 @@ class BatchLoop:
             if feeding is not None:
                 feeding.task.cancel()
         jobs = list(rows.jobs.values())
+        for job_id, row in outcome.parked.items():
+            await self.steps.requeue_parked(rows.jobs[job_id], row)
         self.finisher.release_unfinished(rows.unfinished())
         self.forget(jobs)
         self.metrics.inference.observe(outcome.inference_s)
@@ -268,38 +249,6 @@ class BatchLoop:
             write_here(write, lambda future: loop.call_soon_threadsafe(self.finisher.take_written, job, future))
         else:
             loop.call_soon_threadsafe(self.finisher.write_row, job, frames, inference_s)
-
-    def _start_feeding(self, rows: RunningRows, lanes: PipelineLanes, lane: int) -> tuple[JoinQueue | None, _Feeding | None]:
-        """A join queue and its feeder for a batch that can take joiners (``join_feeder``)."""
-        if not self.join_running or not lanes.joins_rows(lane):
-            return None, None
-        first = next(iter(rows.jobs.values()))
-        joins = JoinQueue(self.scheduler.batcher.limit_for(first.params.batch_key()), len(rows.jobs))
-        feeder = JoinFeeder(
-            broker=self.broker, joins=joins, shape=first.params.shape_key(), level=min(map(self.scheduler.level_of, rows.jobs.values())),
-            claim=functools.partial(self.claim, lane=lane, joining=True), hand_back=self._hand_back,
-            joined=functools.partial(self._joined, rows), lanes_busy=lambda: not self.draining and len(self._batches) == lanes.lanes,
-            joined_rows=self.metrics.joined_rows,
-        )
-        task = asyncio.create_task(feeder.run(), name="reelserve-join-feeder")
-        self._feeders.add(feeder)
-        task.add_done_callback(lambda _: self._feeders.discard(feeder))
-        return joins, _Feeding(task, feeder.wake)
-
-    def _joined(self, rows: RunningRows, job: Job) -> None:
-        rows.join(job)
-        self.running.claimed.add(job.id)  # its lease is kept alive, and a drain waits for it
-
-    async def _hand_back(self, job_ids: list[str], claimed: bool) -> None:
-        if claimed:  # in progress in the store, by this worker: the next claim takes it again
-            self.reclaimed.update(job_ids)
-            for job_id in job_ids:
-                self.running.claimed.discard(job_id)
-        await self.scheduler.hand_back(job_ids)
-
-    def wake_feeders(self) -> None:
-        for feeder in self._feeders:
-            feeder.wake.set()
 
     async def claim(self, job_ids: list[str], lane: int = 0, joining: bool = False) -> list[Job]:
         """Mark the taken jobs in progress in the store (compare-and-set); return those this process

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from reelserve.engine.front import VideoFront
+from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.storage_keys import thumbnail_key, video_key
 from reelserve.engine.worker import Worker
 from reelserve.stats import WorkerStatus
@@ -18,16 +19,17 @@ if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
 
 class Engine(VideoFront):
     """Implements ``VideoService`` and runs what it accepts. Takes ``VideoFront``'s arguments, and
-    ``lease_interval_s`` (``Worker``) for a queue other processes share, and ``join_running``
-    (``Worker``: continuous batching)."""
+    ``lease_interval_s`` (``Worker``) for a queue other processes share, and ``step_policy``
+    (``Worker``: continuous batching and preemption)."""
 
-    def __init__(self, *, lease_interval_s: float | None = None, join_running: bool = True, **front: Any) -> None:
+    def __init__(self, *, lease_interval_s: float | None = None, step_policy: StepPolicy | None = None,
+                 **front: Any) -> None:
         super().__init__(**front)
         self.worker = Worker(
             store=self.jobs, broker=self.broker, scheduler=self.scheduler, finisher=self.finisher,
             metrics=self.metrics, stats=self.stats, bus=self.bus, running=self.running,
             stop_requested=self.stop_requested, accelerations=self.accelerations, model_name=self.model_name,
-            lease_interval_s=lease_interval_s, join_running=join_running,
+            lease_interval_s=lease_interval_s, step_policy=step_policy,
         )
 
     @property

@@ -8,6 +8,11 @@ step count, guidance, seed and priority may differ; each row runs at its own ste
 most urgent row waits with another key: a batch that keeps growing would keep that job from the
 lane. Joining never takes a job that a free lane could start on its own: with a lane free, the
 batch loop takes it.
+
+Preemption: when that waiting job's tier is more urgent than every row of the batch, the batch makes
+way (``JoinQueue.park_all``): at its next step its rows are parked whole, their jobs go back to the
+front of their queues, and the lane runs the urgent job. A parked row resumes from its step when its
+job runs again (``parked_store``), to the video an uninterrupted run makes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 
@@ -28,6 +34,18 @@ log = logging.getLogger(__name__)
 # Longest a feeder waits for a waiting job or for room before it looks again: the batch may have
 # ended, or a lane come free, meanwhile (both also wake it at once).
 JOIN_WAIT_S = 0.5
+# Matches no batch key: a take with it waits for a more urgent job (``Preempted``) and takes nothing.
+NO_SHAPE = ShapeKey("\0")
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """What may change a running batch between two steps (the settings ``continuous_batching``,
+    ``preemption`` and ``parked_rows_mb``)."""
+
+    join: bool = True  # waiting jobs of its shape join it
+    preempt: bool = True  # it makes way, parked, for a more urgent job of another shape
+    parked_limit_bytes: int = 512 * 2**20  # parked rows kept in memory, at most
 
 
 class JoinFeeder:
@@ -39,34 +57,62 @@ class JoinFeeder:
     :param joined: called on the loop with each claimed job, before it is offered.
     :param lanes_busy: whether every lane runs a batch now.
     :param joined_rows: counts the jobs offered to the batch.
+    :param level_of: a job's priority level (0 is the most urgent).
     """
 
     def __init__(
         self, *, broker: Broker, joins: JoinQueue, shape: ShapeKey, level: int,
         claim: Callable[[list[str]], Awaitable[list[Job]]], hand_back: Callable[[list[str], bool], Awaitable[None]],
         joined: Callable[[Job], None], lanes_busy: Callable[[], bool], joined_rows: Counter,
+        policy: StepPolicy, level_of: Callable[[Job], int],
     ) -> None:
         self.broker, self.joins, self.shape, self.level = broker, joins, shape, level
         self.claim, self.hand_back, self.joined, self.lanes_busy = claim, hand_back, joined, lanes_busy
         self.joined_rows = joined_rows  # the metric
+        self.policy, self.level_of = policy, level_of
         self.wake = asyncio.Event()  # set when rows leave, and when the lanes' business changes
 
     def can_join(self) -> bool:
-        return not self.joins.closed and self.joins.room() > 0 and self.lanes_busy()
+        return not self.joins.closed and self.lanes_busy() and (not self.policy.join or self.joins.room() > 0)
 
     async def run(self) -> None:
-        """Until the batch ends, or a more urgent job of another key waits (then the batch runs out
-        and the lane goes to it)."""
+        """Until the batch ends, or a job at least as urgent waits with another shape: then the batch
+        stops growing, and makes way at once if that job is more urgent than all of its rows."""
         while not self.joins.closed:
             if not self.can_join():
                 await self._nap()
                 continue
+            if not self.policy.join:  # only waiting for more urgent work
+                try:
+                    await self.broker.take(NO_SHAPE, timeout=JOIN_WAIT_S, preempt_below=self.level)
+                except Preempted:
+                    self.joins.park_all()
+                    return
+                continue
             try:
                 taken = await self.broker.take(self.shape, timeout=JOIN_WAIT_S, preempt_below=self.level + 1)
-            except Preempted:
+            except Preempted:  # at least as urgent, another shape: stop growing; make way if more urgent
+                if self.policy.preempt and await self._outranked():
+                    self.joins.park_all()
                 return
             if taken is not None:
                 await self._join(taken[0])
+
+    async def _outranked(self) -> bool:
+        """Does a job more urgent than every row of the batch wait with another shape? Asked of the
+        queue's ``take`` itself: a worker on a shared queue holds what it read ahead, which the
+        queue's depth does not count. A job of the batch's own shape taken meanwhile joins, or goes
+        back when joining is off."""
+        try:
+            taken = await self.broker.take(self.shape, timeout=0, preempt_below=self.level)
+        except Preempted:
+            return True
+        except Exception as exc:  # noqa: BLE001 - the queue is unreachable: the batch just runs on
+            log.warning("looking for more urgent work failed (%s: %s)", type(exc).__name__, exc)
+            return False
+        if taken is not None:
+            await (self._join(taken[0]) if self.policy.join else self.hand_back([taken[0]], False))
+        return False
 
     async def _nap(self) -> None:
         self.wake.clear()
@@ -83,6 +129,7 @@ class JoinFeeder:
             self.joined(job)
             if self.joins.offer([(job.id, job.params)]):
                 self.joined_rows.inc()
+                self.level = min(self.level, self.level_of(job))  # the batch's most urgent row
             else:  # the batch ended while it was claimed
                 log.info("%s was claimed to join a batch that ended meanwhile; it goes back to the queue", job.id)
                 await self.hand_back([job.id], True)

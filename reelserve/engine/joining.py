@@ -4,7 +4,8 @@ next step boundary, where they join the rows still running (``denoise_loop.Bound
 
 A batch ends when no row is left and nothing waits to join; ``take`` closes the queue in that same
 locked moment, so an offer either joins the batch or is refused (the loop then runs the job in a
-batch of its own): a claimed job is never left between the two.
+batch of its own): a claimed job is never left between the two. ``park_all`` is the other way a
+batch ends early: its rows leave whole at the next boundary (preemption).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class JoinQueue:
         self._live = live  # rows running, as of the last boundary (or the start)
         self._waiting: list[Offered] = []
         self._closed = False
+        self._parking = False
         self.joined = 0  # rows that joined so far
 
     def room(self) -> int:
@@ -53,6 +55,17 @@ class JoinQueue:
             if not rows and live == 0:
                 self._closed = True
             return rows
+
+    def park_all(self) -> None:
+        """Preemption: at the next boundary every running row is parked, whole, and the batch ends
+        (the rows resume later from their steps); no row joins from now on."""
+        with self._lock:
+            self._parking = self._closed = True
+
+    @property
+    def parking(self) -> bool:
+        with self._lock:
+            return self._parking
 
     def close(self) -> list[Offered]:
         """End the batch (it failed or is being split): refuse offers from now on; returns the rows

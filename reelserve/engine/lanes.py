@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -85,13 +86,14 @@ class PipelineLanes:
 
     def run_lane(self, lane: int, rows: Sequence[Row], on_step: StepListener | None = None,
                  should_stop: StopCheck | None = None, threads: int | None = None,
-                 joins: JoinQueue | None = None, on_finished: FinishedRow | None = None) -> BatchOutcome:
+                 joins: JoinQueue | None = None, on_finished: FinishedRow | None = None,
+                 resume: Callable[[str], Any] | None = None) -> BatchOutcome:
         """``rows`` (and joiners, see ``PipelineRunner.run``) through lane ``lane``'s runner, on the
         calling thread (which must be the lane's), with ``threads`` torch threads (None: the lanes' count)."""
         count = threads or self.threads
         if count is not None and torch.get_num_threads() != count:
             torch.set_num_threads(count)  # per OS thread: this lane's own
-        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished)
+        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume)
 
     def joins_rows(self, lane: int) -> bool:
         return self.runners[lane].joins_rows

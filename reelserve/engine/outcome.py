@@ -4,6 +4,7 @@ outcome (the finisher, the front) do not import torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +17,8 @@ class BatchOutcome:
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # job id -> (F, H, W, 3) in [0, 1]
     # Rows handed out as they finished (the runner's ``on_finished``): their frames are not kept here.
     finished: set[str] = field(default_factory=set)
+    # Rows parked whole at a step boundary (preemption): the family's ``Row``s, to resume later.
+    parked: dict[str, Any] = field(default_factory=dict)
     stopped_at: dict[str, int] = field(default_factory=dict)  # job id -> steps it ran before stopping
     errors: dict[str, JobError] = field(default_factory=dict)  # job id -> why it failed (rows that did not fit)
     # After an out-of-memory: the largest batch that then ran through. None without an OOM, or when

@@ -24,7 +24,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,8 @@ class _Run:
     should_stop: StopCheck | None
     joins: JoinQueue | None = None
     on_finished: FinishedRow | None = None
+    resume: Callable[[str], FamilyRow | None] | None = None
+    resumed: dict[str, FamilyRow] = field(default_factory=dict)  # what ``resume`` gave, for a retry after a split
     ran_out_of_memory: bool = False
 
 
@@ -115,6 +117,7 @@ class PipelineRunner:
         should_stop: StopCheck | None = None,
         joins: JoinQueue | None = None,
         on_finished: FinishedRow | None = None,
+        resume: Callable[[str], FamilyRow | None] | None = None,
     ) -> BatchOutcome:
         """Videos for the rows of ``batch`` (and of those that join it through ``joins``) that neither
         stopped nor ran out of memory alone: in the outcome's ``frames``, or given to ``on_finished``
@@ -122,14 +125,18 @@ class PipelineRunner:
 
         Progress restarts at step 1 for each call after a split. Exceptions other than running out
         of memory propagate unchanged: the whole batch failed, joiners included. ``joins`` is closed
-        when this returns.
+        when this returns; rows it parked (``JoinQueue.park_all``) are in the outcome's ``parked``.
+        ``resume``: a parked row by job id (None: the row starts anew), asked once for every row of
+        ``batch`` and every joiner; a parked row goes on from its own step.
         """
         if self.cpu_threads is not None and torch.get_num_threads() != self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
         first = batch[0][1]
-        assert all(p.batch_key() == first.batch_key() for _, p in batch), "mixed batch keys"
+        # Rows at their own steps share calls unless a step cache runs: then a batch is one schedule.
+        key = GenerationParams.shape_key if self.joins_rows else GenerationParams.batch_key
+        assert all(key(p) == key(first) for _, p in batch), "rows of different shapes or schedules"
         started = time.perf_counter()
-        state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished)
+        state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished, resume)
         try:
             self._run_splitting(list(batch), state)
         finally:
@@ -206,17 +213,37 @@ class PipelineRunner:
 
         started = time.perf_counter()
         self.calls += 1
-        boundary = None if state.joins is None else Boundary(admit=self._admitter(rows, state))
+        boundary = None if state.joins is None else Boundary(self._admitter(rows, state), self._parker(state.joins))
         with torch.inference_mode():
-            prepared = self.family.prepare_rows(rows)
-            denoise(self.family, prepared, state.should_stop, on_step, self._primer(rows[0][1].num_inference_steps),
-                    outcome.stopped_at, boundary=boundary, mixed_steps=self.joins_rows, on_finished=on_finished)
+            prepared = self._prepare(rows, state)
+            try:
+                denoise(self.family, prepared, state.should_stop, on_step, self._primer(rows[0][1].num_inference_steps),
+                        outcome.stopped_at, boundary=boundary, mixed_steps=self.joins_rows, on_finished=on_finished)
+            finally:
+                if boundary is not None:
+                    outcome.parked.update(boundary.parked)
         if not finished:
             return  # every row stopped: no videos and no decode, so neither a timing nor proof that this size fits
-        if len(rows) == started_with:  # a batch that changed size is no sample of one size's cost
+        # A batch that changed size, or whose rows ran part of their steps, is no sample of one size's cost.
+        if len(rows) == started_with and not outcome.parked and not state.resumed:
             outcome.calls.append(_call_timing(len(rows), step_times, time.perf_counter() - started))
         if state.ran_out_of_memory:
             outcome.fit_batch_size = max(outcome.fit_batch_size or 0, len(rows))
+
+    def _prepare(self, rows: list[Row], state: _Run) -> list[FamilyRow]:
+        """Rows for the loop: parked ones as they were (each at its own step), the others new."""
+        if state.resume is not None:
+            for key, _ in rows:
+                if key not in state.resumed and (row := state.resume(key)) is not None:
+                    state.resumed[key] = row
+        new = [row for row in rows if row[0] not in state.resumed]
+        fresh = iter(self.family.prepare_rows(new) if new else [])
+        return [state.resumed[key] if key in state.resumed else next(fresh) for key, _ in rows]
+
+    @staticmethod
+    def _parker(joins: JoinQueue) -> Callable[[list[FamilyRow]], list[str]]:
+        """``Boundary.park``: every running row once the loop asked the batch to make way."""
+        return lambda live: [row.key for row in live] if joins.parking else []
 
     def _admitter(self, rows: list[Row], state: _Run) -> Callable[[list[FamilyRow]], list[FamilyRow]]:
         """``Boundary.admit`` for ``state.joins``: the waiting rows, prepared, appended to ``rows``; a row
@@ -233,7 +260,7 @@ class PipelineRunner:
                 if kept or not offered:
                     break
             rows.extend(kept)
-            return self.family.prepare_rows(kept) if kept else []
+            return self._prepare(kept, state) if kept else []
 
         return admit
 

@@ -276,6 +276,14 @@ class Scheduler:
             levels = {job_id: self.ledger.level_of(job_id) for job_id in job_ids}
             await self.broker.requeue(job_ids, self.batcher.batch_key, levels)
 
+    async def requeue_parked(self, job: Job) -> None:
+        """A running job whose row was parked to make way: back at the front of its level, to resume."""
+        level = self.level_of(job)
+        if not self.shared_queue:
+            tier = job.priority if job.priority in self.tiers.tiers else self.tiers.default_tier
+            self.ledger.add(job.id, level, tier, job.params, job.deadline_at)
+        await self.broker.requeue([job.id], job.params.batch_key(), {job.id: level})
+
     def claim(self, job: Job, now: float) -> None:
         """``job`` leaves the queue to run now."""
         self.ledger.remove(job.id)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 from reelserve.engine.batch_loop import BatchLoop
 from reelserve.engine.events import Events
 from reelserve.engine.finisher import JobFinisher, RunningJobs
+from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.leases import LeaseKeeper
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
@@ -39,13 +40,13 @@ class Worker:
     :param stop_requested: ids whose rows leave their batch at the next step (cancels, lost leases).
     :param lease_interval_s: with a shared queue, seconds between heartbeats of running jobs and
         reclaims of dead workers' jobs; None for a queue no other process reads.
-    :param join_running: continuous batching: waiting jobs join running batches (``join_feeder``).
+    :param step_policy: what may change a running batch between two steps (``join_feeder.StepPolicy``).
     """
 
     def __init__(
         self, *, store: AsyncJobStore, broker: Broker, scheduler: Scheduler, finisher: JobFinisher, metrics: Metrics,
         stats: StatsRecorder, bus: Events, running: RunningJobs, stop_requested: set[str], accelerations: list[str],
-        model_name: str, lease_interval_s: float | None = None, join_running: bool = True,
+        model_name: str, lease_interval_s: float | None = None, step_policy: StepPolicy | None = None,
     ) -> None:
         self.broker, self.finisher, self.running, self.model_name = broker, finisher, running, model_name
         self.runner: PipelineRunner | PipelineLanes | None = None
@@ -53,7 +54,7 @@ class Worker:
         self.batches = BatchLoop(
             store=store, broker=broker, scheduler=scheduler, finisher=finisher, progress=progress,
             metrics=metrics, stats=stats, bus=bus, running=running, stop_requested=stop_requested,
-            accelerations=accelerations, join_running=join_running,
+            accelerations=accelerations, step_policy=step_policy or StepPolicy(),
         )
         self._leases = None
         if lease_interval_s is not None:

@@ -66,6 +66,7 @@ class Job(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     batch_size: int | None = None
     attempts: int = 0
+    preempted: int = 0  # times its running row was parked to make way for more urgent work
     video_key: str | None = None
     thumbnail_key: str | None = None
     # A cache hit: a completed copy of job ``cache_source_id``'s video. Similarity and matched prompt
@@ -120,6 +121,7 @@ class Job(BaseModel):
             "error": self.error.model_dump() if self.error else None,
             "batch_size": self.batch_size,
             "attempts": self.attempts,
+            "preempted": self.preempted,
             "timings": self.timings.model_dump(),
             "cached": self.cached,
             "cache_source_id": self.cache_source_id,

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import RunningServer, StepRecorder, serve_in_mode, sse_events, wait_until
+from support import STEP_SCHEDULING, RunningServer, StepRecorder, serve_in_mode, sse_events, wait_until
 
 from reelserve.video import probe_mp4
 
 
 @pytest.fixture(params=["embedded", "distributed"])
 def joining(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
-    with serve_in_mode(request.param, tmp_path, continuous_batching=True) as running:
+    with serve_in_mode(request.param, tmp_path, **STEP_SCHEDULING) as running:
         yield running
 
 
@@ -104,5 +104,28 @@ def test_a_joiner_cancelled_while_it_runs_leaves_without_a_video(joining: Runnin
         wait_until(lambda: status(joining, first["id"]) == "completed")
         assert status(joining, joiner["id"]) == "cancelled"
         assert joining.client.get(f"/v1/videos/{joiner['id']}/content").status_code == 409
+    finally:
+        held.gate.set()
+
+
+def test_a_realtime_job_preempts_a_running_batch_job_which_resumes(joining: RunningServer) -> None:
+    held = hold_before_step(joining, 3)
+    try:
+        slow = joining.client.post("/v1/videos", json={"prompt": "batch work", "size": "32x32", "num_frames": 5,
+                                                       "num_inference_steps": 8, "priority": "batch"}).json()
+        assert held.held.wait(30)
+        urgent = joining.client.post("/v1/videos", json={"prompt": "now", "size": "48x32", "num_frames": 5,
+                                                         "num_inference_steps": 3, "priority": "realtime"}).json()
+        held.gate.set()
+        wait_until(lambda: status(joining, slow["id"]) == "completed")
+        slow_done = joining.client.get(f"/v1/videos/{slow['id']}").json()
+        urgent_done = joining.client.get(f"/v1/videos/{urgent['id']}").json()
+        assert urgent_done["status"] == "completed" and urgent_done["preempted"] == 0
+        assert slow_done["preempted"] == 1 and slow_done["progress"] == 100
+        assert len(held.steps) == 8 + 3  # the parked row went on from its step
+        info = probe_mp4(joining.client.get(f"/v1/videos/{slow['id']}/content").content)
+        assert (info.frames, info.width, info.height) == (5, 32, 32)
+        metrics = joining.client.get(joining.worker_url + "/metrics").text
+        assert "reelserve_preempted_rows_total 1.0" in metrics
     finally:
         held.gate.set()

@@ -13,6 +13,7 @@ import pytest
 from support import GatedFamily
 
 from reelserve.engine.engine import Engine
+from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.runner import BatchOutcome, PipelineRunner
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
@@ -30,7 +31,7 @@ class RecordingRunner(PipelineRunner):
         self.handed: dict[str, Any] = {}  # the frames of rows handed out as they finished, by job id
 
     def run(self, batch: Any, on_step: Any = None, should_stop: Any = None, joins: Any = None,
-            on_finished: Any = None) -> BatchOutcome:
+            on_finished: Any = None, resume: Any = None) -> BatchOutcome:
         """Also keeps the frames of rows handed out as they finished, in ``handed`` (before the job
         completes) and in the outcome's ``frames``."""
         handed: dict[str, Any] = {}
@@ -39,7 +40,7 @@ class RecordingRunner(PipelineRunner):
             handed[key] = self.handed[key] = frames
             on_finished(key, frames)
 
-        outcome = super().run(batch, on_step, should_stop, joins, None if on_finished is None else finished)
+        outcome = super().run(batch, on_step, should_stop, joins, None if on_finished is None else finished, resume)
         outcome.frames.update(handed)
         self.outcomes.append(outcome)
         self.returned.release()
@@ -77,11 +78,13 @@ async def engine(parts: dict[str, Any]) -> AsyncIterator[Engine]:
     await engine.stop()
 
 
-def make_engine(parts: dict[str, Any], max_batch_size: int, broker: LocalBroker | None = None) -> Engine:
+def make_engine(parts: dict[str, Any], max_batch_size: int, broker: LocalBroker | None = None,
+                step_policy: StepPolicy | None = None) -> Engine:
     spec = get_spec("tiny")
     return Engine(
         model_name="tiny", limits=spec.limits, store=parts["store"], broker=broker or LocalBroker(),
         storage=parts["storage"], metrics=Metrics(), max_batch_size=max_batch_size, max_wait_s=0.05,
+        step_policy=step_policy,
     )
 
 

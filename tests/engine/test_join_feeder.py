@@ -13,6 +13,7 @@ from engine_parts import make_engine, parts, request, wait_final  # noqa: F401 -
 from support import StepRecorder
 
 from reelserve.engine.engine import Engine
+from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.runner import PipelineRunner
 from reelserve.schemas import Job, JobStatus
 
@@ -33,9 +34,8 @@ async def held(parts: dict[str, Any]) -> AsyncIterator[StepRecorder]:  # noqa: F
     recorder.gate.set()
 
 
-async def start(parts: dict[str, Any], join_running: bool = True) -> Engine:  # noqa: F811
-    engine = make_engine(parts, max_batch_size=4)
-    engine.worker.batches.join_running = join_running
+async def start(parts: dict[str, Any], policy: StepPolicy | None = None) -> Engine:  # noqa: F811
+    engine = make_engine(parts, max_batch_size=4, step_policy=policy)
     await engine.recover()
     await engine.start(parts["runner"])
     return engine
@@ -70,7 +70,7 @@ async def test_a_job_joins_the_running_batch_and_completes_before_it(parts: dict
 
 async def test_with_continuous_batching_off_a_job_waits_for_the_next_batch(parts: dict[str, Any],  # noqa: F811
                                                                           held: StepRecorder) -> None:
-    engine = await start(parts, join_running=False)
+    engine = await start(parts, StepPolicy(join=False))
     try:
         first = await engine.submit(request("a red fox", num_inference_steps=8, seed=1))
         assert await asyncio.to_thread(held.held.wait, 60)
@@ -86,8 +86,9 @@ async def test_with_continuous_batching_off_a_job_waits_for_the_next_batch(parts
 
 async def test_a_more_urgent_job_of_another_shape_stops_the_joining(parts: dict[str, Any],  # noqa: F811
                                                                     held: StepRecorder) -> None:
-    """A batch that keeps growing would keep the urgent job from the lane: the same-shape job waits."""
-    engine = await start(parts)
+    """A batch that keeps growing would keep the urgent job from the lane: the same-shape job waits.
+    (Without preemption, which would park the batch at once: that is the next test.)"""
+    engine = await start(parts, StepPolicy(preempt=False))
     try:
         first = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="standard"))
         assert await asyncio.to_thread(held.held.wait, 60)
@@ -118,4 +119,46 @@ async def test_a_batch_that_fails_after_a_row_was_handed_out_fails_only_the_rest
         assert failed.error.code == "generation_failed" and "boom" in failed.error.message
     finally:
         held.gate.set()
+        await engine.stop()
+
+
+@pytest.mark.parametrize("policy", [StepPolicy(), StepPolicy(join=False)], ids=["joining", "not-joining"])
+async def test_a_batch_makes_way_for_a_more_urgent_job_and_resumes_where_it_stopped(parts: dict[str, Any],  # noqa: F811
+                                                                                    held: StepRecorder,
+                                                                                    policy: StepPolicy) -> None:
+    """Preemption: the batch-tier row is parked at its next step, the realtime job of another shape
+    runs, and the parked row goes on from its step to the video an uninterrupted run makes."""
+    engine = await start(parts, policy)
+    try:
+        slow = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="batch"))
+        assert await asyncio.to_thread(held.held.wait, 60)  # before its second step
+        urgent = await engine.submit(request("a city", size="48x32", num_inference_steps=3, seed=3,
+                                             priority="realtime"))
+        held.gate.set()
+        done = {job.id: await wait_final(engine, job.id) for job in (slow, urgent)}
+        assert all(job.status is JobStatus.completed for job in done.values())
+        assert done[slow.id].preempted == 1 and done[urgent.id].preempted == 0
+        assert done[urgent.id].completed_at < done[slow.id].completed_at  # type: ignore[operator]
+        assert engine.metrics.preempted_rows._value.get() == 1
+        # 8 + 3 evaluations: the parked row went on from its step, it did not start again.
+        assert len(held.steps) == 8 + 3
+        assert np.abs(parts["runner"].handed[slow.id] - lone_video(parts, slow)).max() <= 1e-5
+        assert len(engine.worker.batches.steps.parked) == 0
+    finally:
+        await engine.stop()
+
+
+async def test_with_preemption_off_the_urgent_job_waits_for_the_batch(parts: dict[str, Any],  # noqa: F811
+                                                                     held: StepRecorder) -> None:
+    engine = await start(parts, StepPolicy(preempt=False))
+    try:
+        slow = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="batch"))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        urgent = await engine.submit(request("a city", size="48x32", num_inference_steps=3, priority="realtime"))
+        held.gate.set()
+        done = {job.id: await wait_final(engine, job.id) for job in (slow, urgent)}
+        assert done[slow.id].preempted == 0 and engine.metrics.preempted_rows._value.get() == 0
+        assert done[urgent.id].completed_at >= done[slow.id].completed_at  # type: ignore[operator]
+        assert len(held.steps) == 8 + 3
+    finally:
         await engine.stop()

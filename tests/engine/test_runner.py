@@ -72,9 +72,16 @@ def test_all_rows_stopped_ends_the_call(runner) -> None:  # type: ignore[no-unty
     assert outcome.calls == []  # no videos, no decode: not a timing the cost model should learn from
 
 
-def test_mixed_batch_keys_refused(runner) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(AssertionError):
-        runner.run([("a", params("x", 1, steps=2)), ("b", params("y", 2, steps=3))])
+def test_rows_of_different_shapes_refused(runner) -> None:  # type: ignore[no-untyped-def]
+    wide = params("y", 2).model_copy(update={"width": 96})
+    with pytest.raises(AssertionError, match="different shapes"):
+        runner.run([("a", params("x", 1)), ("b", wide)])
+
+
+def test_rows_of_one_shape_with_their_own_steps_share_a_batch(runner) -> None:  # type: ignore[no-untyped-def]
+    short = params("y", 2, steps=3)
+    outcome = runner.run([("a", params("x", 1, steps=5)), ("b", short)])
+    assert np.abs(outcome.frames["b"] - runner.run([("b", short)]).frames["b"]).max() <= 1e-5
 
 
 def test_call_timing_without_out_of_memory(runner) -> None:  # type: ignore[no-untyped-def]

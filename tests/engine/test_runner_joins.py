@@ -114,3 +114,24 @@ def test_a_batch_that_runs_out_of_memory_once_a_row_joined_runs_both_alone(runne
     assert outcome.fit_batch_size == 1 and joins.closed  # no joiners while a batch is split
     for key, p in (("first", FIRST), ("joiner", JOINER)):
         assert np.abs(finished[key] - alone(runner, p)).max() <= 1e-5
+
+
+def test_a_batch_asked_to_make_way_parks_its_rows_which_resume_to_the_same_videos(runner: PipelineRunner) -> None:
+    second = params("a city at night", 5, steps=4, guidance=1.0)  # no guidance: its own kind of call
+    joins = JoinQueue(limit=4, live=2)
+
+    def on_step(keys: list[str], step: int, total: int) -> None:
+        if "first" in keys and step == 3:
+            joins.park_all()
+
+    parked = runner.run([("first", FIRST), ("second", second)], on_step, joins=joins,
+                        on_finished=lambda key, frames: pytest.fail(f"{key} finished while it should be parked"))
+    assert sorted(parked.parked) == ["first", "second"] and joins.closed and not joins.offer([("late", JOINER)])
+    assert parked.parked["first"].step == 3 and 2 <= parked.parked["second"].step <= 4
+    assert parked.calls == []  # a batch whose rows left early is no sample of a whole call's cost
+    finished: dict[str, np.ndarray] = {}
+    resumed = runner.run([("first", FIRST), ("second", second), ("fresh", JOINER)], resume=parked.parked.get,
+                         on_finished=lambda key, frames: finished.__setitem__(key, frames))
+    assert set(finished) == {"first", "second", "fresh"} and resumed.calls == []
+    for key, p in (("first", FIRST), ("second", second), ("fresh", JOINER)):
+        assert np.abs(finished[key] - alone(runner, p)).max() <= 1e-5

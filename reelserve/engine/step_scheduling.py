@@ -1,0 +1,127 @@
+"""What changes a running batch between two steps, on the loop's side: the rows of a running batch
+(``RunningRows``), the feeder that lets waiting jobs join it or has it make way (``join_feeder``),
+and the parked rows of the jobs that made way (``parked_store``), back in the queue until they run
+again. The lane's side is ``joining.JoinQueue`` and ``PipelineRunner.run``."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reelserve.engine.events import Events, status_event
+from reelserve.engine.finisher import RUNNING, RunningJobs
+from reelserve.engine.join_feeder import JoinFeeder, StepPolicy
+from reelserve.engine.joining import JoinQueue
+from reelserve.engine.parked_store import ParkedStore
+from reelserve.engine.scheduler import Scheduler
+from reelserve.jobs.async_store import AsyncJobStore
+from reelserve.jobs.base import Broker
+from reelserve.metrics import Metrics
+from reelserve.schemas import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class RunningRows:
+    """The jobs of a running batch, by id, and when each started running (``perf_counter``): the
+    batch's own, and those that joined it. Grows on the loop; the lane reads a job only after it
+    joined."""
+
+    def __init__(self, batch: list[Job], started: float) -> None:
+        self.jobs = {job.id: job for job in batch}
+        self.started = dict.fromkeys(self.jobs, started)
+        self.finished: set[str] = set()  # handed out (added on the lane's thread)
+
+    def join(self, job: Job) -> None:
+        self.started[job.id] = time.perf_counter()
+        self.jobs[job.id] = job
+
+    def unfinished(self) -> list[Job]:
+        """The jobs whose rows were not handed out: stopped, failed, or never run."""
+        return [job for job_id, job in self.jobs.items() if job_id not in self.finished]
+
+
+@dataclass
+class Feeding:
+    """A running batch's feeder: its task, and the event that wakes it when rows leave."""
+
+    task: asyncio.Task[None]
+    wake: asyncio.Event
+
+
+class StepScheduling:
+    """The batch loop's part in continuous batching and preemption.
+
+    :param claim: claims job ids for a lane, as joiners (``BatchLoop.claim``).
+    :param reclaimed: job ids in progress by this worker that the next claim may take again.
+    """
+
+    def __init__(
+        self, *, policy: StepPolicy, broker: Broker, scheduler: Scheduler, store: AsyncJobStore, metrics: Metrics,
+        bus: Events, running: RunningJobs, reclaimed: set[str],
+        claim: Callable[[list[str], int], Awaitable[list[Job]]],
+    ) -> None:
+        self.policy, self.broker, self.scheduler, self.store = policy, broker, scheduler, store
+        self.metrics, self.bus, self.running, self.reclaimed, self.claim = metrics, bus, running, reclaimed, claim
+        self.parked = ParkedStore(policy.parked_limit_bytes)
+        self._feeders: set[JoinFeeder] = set()
+
+    def start(self, rows: RunningRows, lane: int, joins_rows: bool,
+              lanes_busy: Callable[[], bool]) -> tuple[JoinQueue | None, Feeding | None]:
+        """A join queue and its feeder for a batch that can take joiners or make way (``joins_rows``:
+        its lane's runner can; ``lanes_busy``: whether every lane runs a batch now)."""
+        if not (self.policy.join or self.policy.preempt) or not joins_rows:
+            return None, None
+        first = next(iter(rows.jobs.values()))
+        joins = JoinQueue(self.scheduler.batcher.limit_for(first.params.batch_key()), len(rows.jobs))
+        feeder = JoinFeeder(
+            broker=self.broker, joins=joins, shape=first.params.shape_key(),
+            level=min(map(self.scheduler.level_of, rows.jobs.values())),
+            claim=lambda job_ids: self.claim(job_ids, lane), hand_back=self._hand_back,
+            joined=functools.partial(self._joined, rows), lanes_busy=lanes_busy,
+            joined_rows=self.metrics.joined_rows, policy=self.policy, level_of=self.scheduler.level_of,
+        )
+        task = asyncio.create_task(feeder.run(), name="reelserve-join-feeder")
+        self._feeders.add(feeder)
+        task.add_done_callback(lambda _: self._feeders.discard(feeder))
+        return joins, Feeding(task, feeder.wake)
+
+    def wake(self) -> None:
+        """The lanes' business changed: feeders look again."""
+        for feeder in self._feeders:
+            feeder.wake.set()
+
+    async def requeue_parked(self, job: Job, row: Any) -> None:
+        """A row that made way: its state kept (``parked``), its job back at the front of its queue."""
+        self.parked.put(job.id, row)
+        self.metrics.preempted_rows.inc()
+        parked = job.model_copy(update={"status": JobStatus.queued, "preempted": job.preempted + 1})
+        try:
+            saved: bool | None = await self.store.save(parked, expect=RUNNING)
+        except Exception as exc:  # noqa: BLE001 - kept in progress: the next claim takes it again
+            log.warning("saving parked %s failed (%s: %s)", job.id, type(exc).__name__, exc)
+            saved = None
+        if saved is False:  # cancelled or deleted meanwhile
+            self.parked.discard(job.id)
+            return
+        if saved is None:
+            self.reclaimed.add(job.id)
+        else:
+            self.bus.publish(status_event(parked))
+        await self.scheduler.requeue_parked(parked)
+
+    def _joined(self, rows: RunningRows, job: Job) -> None:
+        rows.join(job)
+        self.running.claimed.add(job.id)  # its lease is kept alive, and a drain waits for it
+
+    async def _hand_back(self, job_ids: list[str], claimed: bool) -> None:
+        if claimed:  # in progress in the store, by this worker: the next claim takes it again
+            self.reclaimed.update(job_ids)
+            for job_id in job_ids:
+                self.running.claimed.discard(job_id)
+        await self.scheduler.hand_back(job_ids)
