@@ -1,4 +1,6 @@
-"""Continuous batching on vs off: jobs that arrive one after another, while earlier ones run.
+"""Continuous batching and preemption, each on vs off.
+
+``--scenario join`` (the default): jobs that arrive one after another, while earlier ones run.
 
 Job i is sent at ``i * gap`` seconds (through the sync endpoint, each from its own client thread),
 alternating ``--steps`` and ``--short-steps``, so without joining a job that arrives a moment after
@@ -7,6 +9,13 @@ when its own steps are done. Both servers are the same build with the same flags
 ``--continuous-batching`` / ``--no-continuous-batching``, run one after the other in this process.
 
     .venv/bin/python bench/step_scheduling.py [--jobs 12 --gap 0.15 --rounds 2 --lanes 1]
+
+``--scenario preempt``: ``--jobs`` batch-tier jobs of ``--steps`` are sent at once; once the batch
+runs (its first progress), one realtime job of another shape (``--urgent-size``, ``--short-steps``)
+follows. With ``--preemption`` the batch makes way at its next step; with ``--no-preemption`` the
+realtime job waits for it. Reports the realtime job's latency and when the batch-tier jobs end.
+
+    .venv/bin/python bench/step_scheduling.py --scenario preempt [--jobs 4 --steps 50 --rounds 3]
 """
 
 from __future__ import annotations
@@ -55,8 +64,51 @@ def joined_rows(url: str) -> int:
     return int(float(match.group(1))) if match else 0
 
 
+def preempt_once(url: str, jobs: int, steps: int, urgent: dict) -> tuple[float, float]:
+    """Returns (the realtime job's latency, seconds until the last batch-tier job ended)."""
+    with httpx.Client(base_url=url, timeout=600) as http:
+        began = time.perf_counter()
+        ids = [http.post("/v1/videos", json={"prompt": micro_prompt(i), "seed": i, "num_inference_steps": steps,
+                                             "priority": "batch"}).json()["id"] for i in range(jobs)]
+        with http.stream("GET", f"/v1/videos/{ids[0]}/events") as events:
+            for line in events.iter_lines():
+                if line.startswith("event:") and "progress" in line:
+                    break  # the batch is running
+        sent = time.perf_counter()
+        done = http.post("/v1/videos/sync", json=urgent).json()
+        assert done["status"] == "completed", done
+        urgent_s = time.perf_counter() - sent
+        for job_id in ids:
+            with http.stream("GET", f"/v1/videos/{job_id}/events") as events:
+                for _ in events.iter_lines():
+                    pass  # the server ends a video's stream once it is final
+            assert http.get(f"/v1/videos/{job_id}").json()["status"] == "completed"
+        return urgent_s, time.perf_counter() - began
+
+
+def main_preempt(args: argparse.Namespace, lanes: list[str]) -> None:
+    urgent = {"prompt": micro_prompt(50), "seed": 50, "size": args.urgent_size, "num_inference_steps": args.short_steps,
+              "priority": "realtime"}
+    results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    for _ in range(args.rounds):
+        for label in ("off", "on"):
+            flag = "--preemption" if label == "on" else "--no-preemption"
+            with server("--model", args.model, "--device", "cpu", flag, "--no-cache-enabled", *lanes) as url:
+                httpx.post(url + "/v1/videos/sync", json={**urgent, "seed": 999}, timeout=600)  # first-request costs
+                httpx.post(url + "/v1/videos/sync", json={"prompt": micro_prompt(1), "seed": 998}, timeout=600)
+                settle()
+                results[label].append(preempt_once(url, args.jobs, args.steps, urgent))
+    rows = [[f"preemption {label}", f"{median([u for u, _ in runs]):.2f}", f"{max(u for u, _ in runs):.2f}",
+             f"{median([b for _, b in runs]):.2f}"] for label, runs in results.items()]
+    title = (f"{machine()}; {args.model}, {args.jobs} batch-tier jobs of {args.steps} steps, then one realtime "
+             f"{args.urgent_size} job of {args.short_steps} steps; lanes {args.lanes}, {args.rounds} rounds")
+    print_table(title, ["", "realtime latency s (median)", "max", "batch-tier jobs done s (median)"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", choices=["join", "preempt"], default="join")
+    parser.add_argument("--urgent-size", default="96x96", help="preempt: the realtime job's size")
     parser.add_argument("--model", default="micro")
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--gap", type=float, default=0.15, help="seconds between arrivals")
@@ -65,9 +117,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating on/off server pairs")
     parser.add_argument("--lanes", default="1", help="--pipeline-lanes for both servers ('auto': tuned)")
     args = parser.parse_args()
+    lanes = [] if args.lanes == "auto" else ["--pipeline-lanes", args.lanes]
+    if args.scenario == "preempt":
+        main_preempt(args, lanes)
+        return
     bodies = [{"prompt": micro_prompt(i), "seed": i, "num_inference_steps": args.short_steps if i % 2 else args.steps}
               for i in range(args.jobs)]
-    lanes = [] if args.lanes == "auto" else ["--pipeline-lanes", args.lanes]
     results: dict[str, list[tuple[float, list[float], list[float], int]]] = {"on": [], "off": []}
     for _ in range(args.rounds):
         for label in ("off", "on"):
