@@ -225,6 +225,8 @@ class BatchLoop:
         jobs = list(rows.jobs.values())
         for job_id, row in outcome.parked.items():
             await self.steps.requeue_parked(rows.jobs[job_id], row)
+        if outcome.unstarted:
+            await self.steps.hand_back(outcome.unstarted, claimed=True)
         self.finisher.release_unfinished(rows.unfinished())
         self.forget(jobs)
         self.metrics.inference.observe(outcome.inference_s)

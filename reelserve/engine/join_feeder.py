@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # Longest a feeder waits for a waiting job or for room before it looks again: the batch may have
 # ended, or a lane come free, meanwhile (both also wake it at once).
 JOIN_WAIT_S = 0.5
+# How long a full batch's feeder waits for more urgent work before it looks for room again.
+WATCH_S = 0.1
 # Matches no batch key: a take with it waits for a more urgent job (``Preempted``) and takes nothing.
 NO_SHAPE = ShapeKey("\0")
 
@@ -73,46 +75,35 @@ class JoinFeeder:
         self.wake = asyncio.Event()  # set when rows leave, and when the lanes' business changes
 
     def can_join(self) -> bool:
-        return not self.joins.closed and self.lanes_busy() and (not self.policy.join or self.joins.room() > 0)
+        """Room in the batch now (the feeder's own check before a claim)."""
+        return not self.joins.closed and self.lanes_busy() and self.joins.room() > 0
 
     async def run(self) -> None:
-        """Until the batch ends, or a job at least as urgent waits with another shape: then the batch
-        stops growing, and makes way at once if that job is more urgent than all of its rows."""
+        """Until the batch ends. It takes joiners while it has room, until a job at least as urgent
+        waits with another shape; and (``preempt``) it makes way as soon as a job more urgent than
+        all of its rows waits that it cannot take."""
+        growing = self.policy.join
         while not self.joins.closed:
-            if not self.can_join():
+            if not self.lanes_busy():
                 await self._nap()
-                continue
-            if not self.policy.join:  # only waiting for more urgent work
+            elif growing and self.joins.room() > 0:
                 try:
-                    await self.broker.take(NO_SHAPE, timeout=JOIN_WAIT_S, preempt_below=self.level)
+                    taken = await self.broker.take(self.shape, timeout=JOIN_WAIT_S, preempt_below=self.level + 1)
+                except Preempted:  # another shape, at least as urgent: a growing batch would keep it waiting
+                    growing = False
+                    continue
+                if taken is not None:
+                    await self._join(taken[0])
+            elif self.policy.preempt:  # full, or done growing: watch for more urgent work
+                try:
+                    await self.broker.take(NO_SHAPE, timeout=WATCH_S, preempt_below=self.level)
                 except Preempted:
                     self.joins.park_all()
                     return
-                continue
-            try:
-                taken = await self.broker.take(self.shape, timeout=JOIN_WAIT_S, preempt_below=self.level + 1)
-            except Preempted:  # at least as urgent, another shape: stop growing; make way if more urgent
-                if self.policy.preempt and await self._outranked():
-                    self.joins.park_all()
+            elif growing:
+                await self._nap()  # full: until a row leaves
+            else:
                 return
-            if taken is not None:
-                await self._join(taken[0])
-
-    async def _outranked(self) -> bool:
-        """Does a job more urgent than every row of the batch wait with another shape? Asked of the
-        queue's ``take`` itself: a worker on a shared queue holds what it read ahead, which the
-        queue's depth does not count. A job of the batch's own shape taken meanwhile joins, or goes
-        back when joining is off."""
-        try:
-            taken = await self.broker.take(self.shape, timeout=0, preempt_below=self.level)
-        except Preempted:
-            return True
-        except Exception as exc:  # noqa: BLE001 - the queue is unreachable: the batch just runs on
-            log.warning("looking for more urgent work failed (%s: %s)", type(exc).__name__, exc)
-            return False
-        if taken is not None:
-            await (self._join(taken[0]) if self.policy.join else self.hand_back([taken[0]], False))
-        return False
 
     async def _nap(self) -> None:
         self.wake.clear()

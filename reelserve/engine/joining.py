@@ -47,8 +47,11 @@ class JoinQueue:
 
     def take(self, live: int) -> list[Offered]:
         """At a boundary with ``live`` rows running: the rows that join now. With none running and
-        none waiting the batch is over, and the queue closes."""
+        none waiting the batch is over, and the queue closes. None join a batch making way: rows
+        that were waiting come back from ``close``."""
         with self._lock:
+            if self._parking:
+                return []
             rows, self._waiting = self._waiting, []
             self._live = live + len(rows)
             self.joined += len(rows)

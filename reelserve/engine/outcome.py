@@ -19,6 +19,8 @@ class BatchOutcome:
     finished: set[str] = field(default_factory=set)
     # Rows parked whole at a step boundary (preemption): the family's ``Row``s, to resume later.
     parked: dict[str, Any] = field(default_factory=dict)
+    # Rows offered to join that never started (the batch made way first): to run another time.
+    unstarted: list[str] = field(default_factory=list)
     stopped_at: dict[str, int] = field(default_factory=dict)  # job id -> steps it ran before stopping
     errors: dict[str, JobError] = field(default_factory=dict)  # job id -> why it failed (rows that did not fit)
     # After an out-of-memory: the largest batch that then ran through. None without an OOM, or when

@@ -140,8 +140,8 @@ class PipelineRunner:
         try:
             self._run_splitting(list(batch), state)
         finally:
-            if joins is not None:
-                joins.close()  # closed by now unless the run failed; its waiting rows fail with it
+            if joins is not None:  # rows still waiting: the batch made way (or failed, and they fail with it)
+                state.outcome.unstarted += [key for key, _ in joins.close()]
         state.outcome.inference_s = time.perf_counter() - started
         return state.outcome
 

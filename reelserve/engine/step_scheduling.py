@@ -82,7 +82,7 @@ class StepScheduling:
         feeder = JoinFeeder(
             broker=self.broker, joins=joins, shape=first.params.shape_key(),
             level=min(map(self.scheduler.level_of, rows.jobs.values())),
-            claim=lambda job_ids: self.claim(job_ids, lane), hand_back=self._hand_back,
+            claim=lambda job_ids: self.claim(job_ids, lane), hand_back=self.hand_back,
             joined=functools.partial(self._joined, rows), lanes_busy=lanes_busy,
             joined_rows=self.metrics.joined_rows, policy=self.policy, level_of=self.scheduler.level_of,
         )
@@ -119,7 +119,9 @@ class StepScheduling:
         rows.join(job)
         self.running.claimed.add(job.id)  # its lease is kept alive, and a drain waits for it
 
-    async def _hand_back(self, job_ids: list[str], claimed: bool) -> None:
+    async def hand_back(self, job_ids: list[str], claimed: bool) -> None:
+        """Taken jobs that did not start back at the front of the queue; ``claimed``: in progress by
+        this worker already."""
         if claimed:  # in progress in the store, by this worker: the next claim takes it again
             self.reclaimed.update(job_ids)
             for job_id in job_ids:

@@ -162,3 +162,21 @@ async def test_with_preemption_off_the_urgent_job_waits_for_the_batch(parts: dic
         assert len(held.steps) == 8 + 3
     finally:
         await engine.stop()
+
+
+async def test_a_full_batch_also_makes_way(parts: dict[str, Any], held: StepRecorder) -> None:  # noqa: F811
+    engine = make_engine(parts, max_batch_size=1)  # a batch of one is full: nothing can join it
+    await engine.recover()
+    await engine.start(parts["runner"])
+    try:
+        slow = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="batch"))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        same = await engine.submit(request("a blue fox", num_inference_steps=8, seed=2, priority="batch"))
+        urgent = await engine.submit(request("a city", size="48x32", num_inference_steps=3, priority="realtime"))
+        held.gate.set()
+        done = {job.id: await wait_final(engine, job.id) for job in (slow, same, urgent)}
+        assert done[slow.id].preempted == 1 and engine.metrics.joined_rows._value.get() == 0
+        assert done[urgent.id].completed_at < done[slow.id].completed_at  # type: ignore[operator]
+        assert len(held.steps) == 8 + 8 + 3
+    finally:
+        await engine.stop()

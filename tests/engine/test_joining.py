@@ -40,3 +40,12 @@ def test_rows_waiting_when_a_batch_fails_come_back_from_close() -> None:
     assert joins.offer(rows("a", "b"))
     assert joins.close() == rows("a", "b")
     assert joins.closed and joins.room() == 0 and not joins.offer(rows("c"))
+
+
+def test_a_batch_making_way_takes_no_joiner_and_hands_the_waiting_ones_back() -> None:
+    joins = JoinQueue(limit=4, live=1)
+    assert joins.offer(rows("a"))
+    joins.park_all()
+    assert joins.parking and joins.closed and not joins.offer(rows("b"))
+    assert joins.take(live=0) == []  # the rows were parked: nothing joins
+    assert joins.close() == rows("a")  # never started: to run another time

@@ -135,3 +135,16 @@ def test_a_batch_asked_to_make_way_parks_its_rows_which_resume_to_the_same_video
     assert set(finished) == {"first", "second", "fresh"} and resumed.calls == []
     for key, p in (("first", FIRST), ("second", second), ("fresh", JOINER)):
         assert np.abs(finished[key] - alone(runner, p)).max() <= 1e-5
+
+
+def test_a_row_waiting_to_join_a_batch_that_makes_way_never_starts(runner: PipelineRunner) -> None:
+    joins = JoinQueue(limit=4, live=1)
+
+    def on_step(keys: list[str], step: int, total: int) -> None:
+        if step == 2:
+            assert joins.offer([("joiner", JOINER)])
+            joins.park_all()
+
+    outcome = runner.run([("first", FIRST)], on_step, joins=joins,
+                         on_finished=lambda key, frames: pytest.fail(f"{key} finished"))
+    assert list(outcome.parked) == ["first"] and outcome.unstarted == ["joiner"]
