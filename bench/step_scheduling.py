@@ -93,7 +93,7 @@ def main_preempt(args: argparse.Namespace, lanes: list[str]) -> None:
     for _ in range(args.rounds):
         for label in ("off", "on"):
             flag = "--preemption" if label == "on" else "--no-preemption"
-            with server("--model", args.model, "--device", "cpu", flag, "--no-cache-enabled", *lanes) as url:
+            with server("--model", args.model, "--device", args.device, flag, "--no-cache-enabled", *lanes) as url:
                 httpx.post(url + "/v1/videos/sync", json={**urgent, "seed": 999}, timeout=600)  # first-request costs
                 httpx.post(url + "/v1/videos/sync", json={"prompt": micro_prompt(1), "seed": 998}, timeout=600)
                 settle()
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--scenario", choices=["join", "preempt"], default="join")
     parser.add_argument("--urgent-size", default="96x96", help="preempt: the realtime job's size")
     parser.add_argument("--model", default="micro")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--gap", type=float, default=0.15, help="seconds between arrivals")
     parser.add_argument("--steps", type=int, default=25)
@@ -127,7 +128,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for label in ("off", "on"):
             flag = "--continuous-batching" if label == "on" else "--no-continuous-batching"
-            with server("--model", args.model, "--device", "cpu", flag, "--no-cache-enabled", *lanes) as url:
+            with server("--model", args.model, "--device", args.device, flag, "--no-cache-enabled", *lanes) as url:
                 httpx.post(url + "/v1/videos/sync", json={**bodies[0], "seed": 999}, timeout=600)  # first-request costs
                 settle()
                 makespan, latencies, short = send_staggered(url, args.jobs, args.gap, bodies)

@@ -47,6 +47,10 @@ class Metrics:
         self.preempted_rows = Counter(
             "reelserve_preempted_rows", "Running rows parked to make way for more urgent work (preemption)", registry=r
         )
+        self.resumed_steps = Counter(
+            "reelserve_resumed_steps", "Denoising steps not run again: parked rows that went on from their step",
+            registry=r,
+        )
         self.joined_rows = Counter(
             "reelserve_joined_rows", "Jobs that joined a batch already running (continuous batching)", registry=r
         )

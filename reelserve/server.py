@@ -5,6 +5,7 @@ server answers /healthz (and accepts jobs) while /readyz still says not ready.""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -244,6 +245,8 @@ class Server:
         # flags sensitive prompts.
         version = model_version(self.spec.name, weights_source(self.spec.name, settings.model_path))
         policy = cache_policy(settings, version)
+        # A parked row resumes only on the same weights and the settings that change its floats.
+        self.resume_version = f"{version}|{json.dumps(policy.output_settings, sort_keys=True, default=str)}"
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics()
         self.cache, semantic = result_cache(settings, self.metrics) if caches_results(settings) else (None, None)
@@ -285,7 +288,7 @@ class Server:
         """A front and a worker (``Engine``): this process accepts jobs and runs them."""
         lease_interval_s = self.settings.claim_idle_s / 3 if self.shared_queue else None
         policy = StepPolicy(join=self.settings.continuous_batching, preempt=self.settings.preemption,
-                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20)
+                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20, resume_version=self.resume_version)
         return Engine(**front, lease_interval_s=lease_interval_s, step_policy=policy)
 
     @property

@@ -67,7 +67,7 @@ class BatchLoop:
         self.boost: LaneBoost | None = None  # while running
         self.steps = StepScheduling(
             policy=step_policy or StepPolicy(), broker=broker, scheduler=scheduler, store=store, metrics=metrics,
-            bus=bus, running=running, reclaimed=self.reclaimed,
+            bus=bus, running=running, reclaimed=self.reclaimed, storage=finisher.storage,
             claim=lambda job_ids, lane: self.claim(job_ids, lane, joining=True),
         )
 
@@ -200,7 +200,7 @@ class BatchLoop:
                                      None if feeding is None else feeding.wake)
         running = loop.run_in_executor(thread, functools.partial(
             lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished,
-            self.steps.parked.take))
+            functools.partial(self.steps.resume, rows, lanes.runners[lane].device)))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             outcome = await asyncio.shield(running)
@@ -222,6 +222,7 @@ class BatchLoop:
                 boost.end()
             if feeding is not None:
                 feeding.task.cancel()
+            self.steps.end(joins)
         jobs = list(rows.jobs.values())
         for job_id, row in outcome.parked.items():
             await self.steps.requeue_parked(rows.jobs[job_id], row)

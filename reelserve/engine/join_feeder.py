@@ -48,6 +48,9 @@ class StepPolicy:
     join: bool = True  # waiting jobs of its shape join it
     preempt: bool = True  # it makes way, parked, for a more urgent job of another shape
     parked_limit_bytes: int = 512 * 2**20  # parked rows kept in memory, at most
+    # What a row parked to storage is tied to (the model version and the settings that change its
+    # floats); None: a draining worker does not park its rows, it lets them finish.
+    resume_version: str | None = None
 
 
 class JoinFeeder:

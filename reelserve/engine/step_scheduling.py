@@ -1,7 +1,11 @@
 """What changes a running batch between two steps, on the loop's side: the rows of a running batch
 (``RunningRows``), the feeder that lets waiting jobs join it or has it make way (``join_feeder``),
 and the parked rows of the jobs that made way (``parked_store``), back in the queue until they run
-again. The lane's side is ``joining.JoinQueue`` and ``PipelineRunner.run``."""
+again. The lane's side is ``joining.JoinQueue`` and ``PipelineRunner.run``.
+
+A draining worker (``make_way_all``) parks every running row to storage (``parked_rows``: plain
+tensors, tied to the model version and settings) and hands the jobs back; whichever worker runs a
+job next resumes it from its step (a row parked by other weights or settings starts again)."""
 
 from __future__ import annotations
 
@@ -19,10 +23,12 @@ from reelserve.engine.join_feeder import JoinFeeder, StepPolicy
 from reelserve.engine.joining import JoinQueue
 from reelserve.engine.parked_store import ParkedStore
 from reelserve.engine.scheduler import Scheduler
+from reelserve.engine.storage_keys import parked_key
 from reelserve.jobs.async_store import AsyncJobStore
 from reelserve.jobs.base import Broker
 from reelserve.metrics import Metrics
 from reelserve.schemas import Job, JobStatus
+from reelserve.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +69,30 @@ class StepScheduling:
 
     def __init__(
         self, *, policy: StepPolicy, broker: Broker, scheduler: Scheduler, store: AsyncJobStore, metrics: Metrics,
-        bus: Events, running: RunningJobs, reclaimed: set[str],
+        bus: Events, running: RunningJobs, reclaimed: set[str], storage: Storage,
         claim: Callable[[list[str], int], Awaitable[list[Job]]],
     ) -> None:
         self.policy, self.broker, self.scheduler, self.store = policy, broker, scheduler, store
         self.metrics, self.bus, self.running, self.reclaimed, self.claim = metrics, bus, running, reclaimed, claim
+        self.storage = storage
         self.parked = ParkedStore(policy.parked_limit_bytes)
         self._feeders: set[JoinFeeder] = set()
+        self._open: set[JoinQueue] = set()  # the running batches' queues
+        self.spilling = False  # draining: parked rows go to storage
 
     def start(self, rows: RunningRows, lane: int, joins_rows: bool,
               lanes_busy: Callable[[], bool]) -> tuple[JoinQueue | None, Feeding | None]:
         """A join queue and its feeder for a batch that can take joiners or make way (``joins_rows``:
         its lane's runner can; ``lanes_busy``: whether every lane runs a batch now)."""
-        if not (self.policy.join or self.policy.preempt) or not joins_rows:
+        if not joins_rows:
             return None, None
         first = next(iter(rows.jobs.values()))
         joins = JoinQueue(self.scheduler.batcher.limit_for(first.params.batch_key()), len(rows.jobs))
+        self._open.add(joins)
+        if self.spilling:
+            joins.park_all()
+        if not (self.policy.join or self.policy.preempt):
+            return joins, None
         feeder = JoinFeeder(
             broker=self.broker, joins=joins, shape=first.params.shape_key(),
             level=min(map(self.scheduler.level_of, rows.jobs.values())),
@@ -91,16 +105,67 @@ class StepScheduling:
         task.add_done_callback(lambda _: self._feeders.discard(feeder))
         return joins, Feeding(task, feeder.wake)
 
+    def end(self, joins: JoinQueue | None) -> None:
+        """The batch of ``joins`` ended."""
+        self._open.discard(joins)  # type: ignore[arg-type]
+
+    def make_way_all(self) -> bool:
+        """A drain: every running batch parks its rows at its next step, to storage, and hands their
+        jobs back. False (nothing done) without a ``resume_version`` to tie the parked rows to."""
+        if self.policy.resume_version is None:
+            return False
+        self.spilling = True
+        for joins in self._open:
+            joins.park_all()
+        return True
+
+    def resume(self, rows: RunningRows, device: Any, job_id: str) -> Any | None:
+        """The parked row of ``job_id`` to go on from (on the lane's thread): kept in memory, or left
+        in storage by a draining worker; None when there is none or it is stale."""
+        row = self.parked.take(job_id)
+        job = rows.jobs.get(job_id)
+        if row is None and job is not None and job.parked_key is not None and self.policy.resume_version is not None:
+            row = self._unspill(job_id, job.parked_key, device)
+        if row is not None:
+            self.metrics.resumed_steps.inc(row.step)
+        return row
+
+    def _unspill(self, job_id: str, key: str, device: Any) -> Any | None:
+        from reelserve.engine.parked_rows import StaleParkedRow, resume_row  # torch: a worker's import
+
+        assert self.policy.resume_version is not None
+        row = None
+        try:
+            row = resume_row(self.storage.get(key), self.policy.resume_version, device)
+        except StaleParkedRow as exc:
+            log.info("%s starts again: %s", job_id, exc)
+        except Exception as exc:  # noqa: BLE001 - gone or unreadable: the job starts again, nothing else is lost
+            log.warning("%s starts again: its parked row could not be read (%s: %s)", job_id, type(exc).__name__, exc)
+        self._forget_spilled(key)
+        return row
+
+    def _forget_spilled(self, key: str) -> None:
+        try:
+            self.storage.delete_prefix(key)
+        except Exception as exc:  # noqa: BLE001 - an orphan file under the job's prefix; deleting the job removes it
+            log.warning("removing parked row %s failed (%s: %s)", key, type(exc).__name__, exc)
+
     def wake(self) -> None:
         """The lanes' business changed: feeders look again."""
         for feeder in self._feeders:
             feeder.wake.set()
 
     async def requeue_parked(self, job: Job, row: Any) -> None:
-        """A row that made way: its state kept (``parked``), its job back at the front of its queue."""
-        self.parked.put(job.id, row)
-        self.metrics.preempted_rows.inc()
-        parked = job.model_copy(update={"status": JobStatus.queued, "preempted": job.preempted + 1})
+        """A row that made way: its state kept (``parked``; in storage while draining), its job back at
+        the front of its queue."""
+        update: dict[str, Any] = {"status": JobStatus.queued}
+        if self.spilling:
+            update["parked_key"] = await asyncio.to_thread(self._spill, job, row)
+        else:
+            self.parked.put(job.id, row)
+            self.metrics.preempted_rows.inc()
+            update["preempted"] = job.preempted + 1
+        parked = job.model_copy(update=update)
         try:
             saved: bool | None = await self.store.save(parked, expect=RUNNING)
         except Exception as exc:  # noqa: BLE001 - kept in progress: the next claim takes it again
@@ -114,6 +179,14 @@ class StepScheduling:
         else:
             self.bus.publish(status_event(parked))
         await self.scheduler.requeue_parked(parked)
+
+    def _spill(self, job: Job, row: Any) -> str:
+        from reelserve.engine.parked_rows import park_bytes  # torch: a worker's import
+
+        key = parked_key(job.id, job.attempts)
+        assert self.policy.resume_version is not None
+        self.storage.put(key, park_bytes(row, self.policy.resume_version))
+        return key
 
     def _joined(self, rows: RunningRows, job: Job) -> None:
         rows.join(job)

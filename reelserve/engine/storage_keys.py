@@ -18,5 +18,10 @@ def video_key(job_id: str, attempt: int = 1) -> str:
     return f"{job_prefix(job_id)}video{_attempt(attempt)}.mp4"
 
 
+def parked_key(job_id: str, attempt: int = 1) -> str:
+    """A row parked by a draining worker, for the worker that runs the job next (``step_scheduling``)."""
+    return f"{job_prefix(job_id)}parked{_attempt(attempt)}.pt"
+
+
 def thumbnail_key(job_id: str, attempt: int = 1) -> str:
     return f"{job_prefix(job_id)}thumbnail{_attempt(attempt)}.jpg"

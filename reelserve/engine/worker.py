@@ -87,10 +87,13 @@ class Worker:
             self._lease_task = asyncio.create_task(self._leases.run(), name="reelserve-leases")
 
     async def drain(self, timeout: float) -> int:
-        """Take no more batches, let the running one finish (up to ``timeout`` seconds; past that
-        ``stop`` abandons it and other workers reclaim its jobs), then hand back what was read ahead.
-        Returns how many jobs were handed back."""
+        """Take no more batches, have the running ones park their rows to storage at their next step
+        (``StepScheduling.make_way_all``; where rows cannot be parked, let them finish, up to
+        ``timeout`` seconds; past that ``stop`` abandons them and other workers reclaim their jobs),
+        then hand back what was read ahead. Returns how many jobs were handed back."""
         self.batches.draining = True
+        if self.batches.steps.make_way_all():
+            log.info("draining: the running rows park at their next step, for other workers to resume")
         if self._loop_task is not None:
             self.batches.stop_taking()  # waiting for work or gathering a batch: the batcher hands it back
             try:

@@ -67,6 +67,8 @@ class Job(BaseModel):
     batch_size: int | None = None
     attempts: int = 0
     preempted: int = 0  # times its running row was parked to make way for more urgent work
+    # Internal: where a draining worker left its parked row (storage key), for the next run to resume.
+    parked_key: str | None = None
     video_key: str | None = None
     thumbnail_key: str | None = None
     # A cache hit: a completed copy of job ``cache_source_id``'s video. Similarity and matched prompt

@@ -131,7 +131,7 @@ def test_kill_9_mid_batch_loses_nothing_and_completes_each_job_and_webhook_once(
     running.workers[victim].wait_ready()
 
 
-def test_sigterm_finishes_the_running_batch_and_hands_back_the_rest(running: Running) -> None:
+def test_sigterm_parks_the_running_rows_for_another_worker_to_resume(running: Running) -> None:
     ids = [running.client.post("/v1/videos", json={"prompt": f"drain {i}", **LONG}).json()["id"] for i in range(6)]
     busy = wait_until(lambda: next((i for i in ids if running.job(i)["progress"] > 0), None), timeout=60)
     name = running.cluster.holder(busy)
@@ -140,7 +140,9 @@ def test_sigterm_finishes_the_running_batch_and_hands_back_the_rest(running: Run
     assert running.workers[name].terminate(timeout=120) in (0, -signal.SIGTERM)
     done = [running.final(job_id, timeout=180) for job_id in ids]
     assert [job["status"] for job in done] == ["completed"] * 6
-    assert running.job(busy)["attempts"] == 1  # finished by the worker that was told to stop, not redone
+    assert running.job(busy)["attempts"] == 2  # handed back mid-run, finished by the other worker
+    (other,) = (process for worker, process in running.workers.items() if worker != name)
+    assert other.metric("reelserve_resumed_steps_total") >= 1  # from the steps the drained worker ran
     running.workers[name] = running.cluster.start("worker", name)
     running.workers[name].wait_ready()
 
