@@ -214,7 +214,8 @@ class Settings(BaseSettings):
         3, ge=1, le=100, description="Times a job is handed to a worker before it fails with worker_lost."
     )
     drain_timeout_s: float = Field(
-        600.0, ge=0, description="On SIGTERM a worker finishes its running batch for at most this long."
+        600.0, ge=0, description="On SIGTERM a worker parks its running rows for other workers to resume; rows it "
+        "cannot park (a step cache runs) it finishes, for at most this long."
     )
     worker_name: str | None = Field(None, description="This worker's consumer name; unset: <hostname>-<pid>.")
 
