@@ -288,7 +288,8 @@ class Server:
         """A front and a worker (``Engine``): this process accepts jobs and runs them."""
         lease_interval_s = self.settings.claim_idle_s / 3 if self.shared_queue else None
         policy = StepPolicy(join=self.settings.continuous_batching, preempt=self.settings.preemption,
-                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20, resume_version=self.resume_version)
+                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20, resume_version=self.resume_version,
+                            checkpoint_steps=self.settings.checkpoint_steps)
         return Engine(**front, lease_interval_s=lease_interval_s, step_policy=policy)
 
     @property

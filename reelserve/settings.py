@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         512, ge=0, description="Most MiB of parked rows kept in memory; past it the oldest are dropped, and their "
         "jobs restart from their first step.",
     )
+    checkpoint_steps: int = Field(
+        0, ge=0, description="Every this many steps a running row's state is written to storage, so that after a "
+        "worker is killed the next run of its job resumes from the last checkpoint instead of step 0; 0: off.",
+    )
     max_wait_ms: int | None = Field(
         None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
         "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first), "

@@ -200,7 +200,7 @@ class BatchLoop:
                                      None if feeding is None else feeding.wake)
         running = loop.run_in_executor(thread, functools.partial(
             lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished,
-            functools.partial(self.steps.resume, rows, lanes.runners[lane].device)))
+            functools.partial(self.steps.resume, rows, lanes.runners[lane].device), self.steps.checkpointer(rows)))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             outcome = await asyncio.shield(running)
@@ -244,6 +244,7 @@ class BatchLoop:
         finisher's thread writes it beside the running batch."""
         job = rows.jobs[job_id]
         rows.finished.add(job_id)
+        self.steps.row_done(job_id)
         inference_s = time.perf_counter() - rows.started[job_id]
         if wake is not None:
             loop.call_soon_threadsafe(wake.set)  # room for a joiner
@@ -280,6 +281,7 @@ class BatchLoop:
         claimed = []
         write_s = self.scheduler.predict_finish(waiting[0].params)  # the rows' outputs are written one by one
         for position, job in enumerate(waiting, start=1):
+            await self.steps.find_checkpoint(job)  # a run lost before this one may have left one
             expect = UNFINISHED if job.status is JobStatus.in_progress else QUEUED  # reclaimed: was running
             job.status, job.started_at, job.attempts = JobStatus.in_progress, now, job.attempts + 1
             job.accelerations = list(self.accelerations)  # what this process really runs with

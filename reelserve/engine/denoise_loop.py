@@ -41,6 +41,8 @@ class Boundary:
     """Keys of running rows to take out now, whole, into ``parked``."""
     parked: dict[str, Row] = field(default_factory=dict)
     """Filled as rows are parked (the caller takes them out to resume or keep them)."""
+    checkpoint: Callable[[list[Row]], None] | None = None
+    """Sees the rows that run on, whole, before any joins (to save a copy of their state)."""
 
     def cross(self, live: list[Row]) -> list[Row]:
         """The rows that run on past this boundary."""
@@ -48,6 +50,8 @@ class Boundary:
             leaving = set(self.park(live))
             self.parked.update((row.key, row) for row in live if row.key in leaving)
             live = [row for row in live if row.key not in leaving]
+        if self.checkpoint is not None and live:
+            self.checkpoint(live)
         if self.admit is not None:
             live = live + self.admit(live)
         return live

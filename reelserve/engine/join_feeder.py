@@ -51,6 +51,9 @@ class StepPolicy:
     # What a row parked to storage is tied to (the model version and the settings that change its
     # floats); None: a draining worker does not park its rows, it lets them finish.
     resume_version: str | None = None
+    # Every this many steps a running row's state is written to storage (needs ``resume_version``),
+    # so a worker killed mid-run leaves it for the next run to resume; 0: never.
+    checkpoint_steps: int = 0
 
 
 class JoinFeeder:

@@ -87,13 +87,14 @@ class PipelineLanes:
     def run_lane(self, lane: int, rows: Sequence[Row], on_step: StepListener | None = None,
                  should_stop: StopCheck | None = None, threads: int | None = None,
                  joins: JoinQueue | None = None, on_finished: FinishedRow | None = None,
-                 resume: Callable[[str], Any] | None = None) -> BatchOutcome:
+                 resume: Callable[[str], Any] | None = None,
+                 checkpoint: Callable[[list[Any]], None] | None = None) -> BatchOutcome:
         """``rows`` (and joiners, see ``PipelineRunner.run``) through lane ``lane``'s runner, on the
         calling thread (which must be the lane's), with ``threads`` torch threads (None: the lanes' count)."""
         count = threads or self.threads
         if count is not None and torch.get_num_threads() != count:
             torch.set_num_threads(count)  # per OS thread: this lane's own
-        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume)
+        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume, checkpoint)
 
     def joins_rows(self, lane: int) -> bool:
         return self.runners[lane].joins_rows

@@ -72,6 +72,7 @@ class _Run:
     joins: JoinQueue | None = None
     on_finished: FinishedRow | None = None
     resume: Callable[[str], FamilyRow | None] | None = None
+    checkpoint: Callable[[list[FamilyRow]], None] | None = None
     resumed: dict[str, FamilyRow] = field(default_factory=dict)  # what ``resume`` gave, for a retry after a split
     ran_out_of_memory: bool = False
 
@@ -118,6 +119,7 @@ class PipelineRunner:
         joins: JoinQueue | None = None,
         on_finished: FinishedRow | None = None,
         resume: Callable[[str], FamilyRow | None] | None = None,
+        checkpoint: Callable[[list[FamilyRow]], None] | None = None,
     ) -> BatchOutcome:
         """Videos for the rows of ``batch`` (and of those that join it through ``joins``) that neither
         stopped nor ran out of memory alone: in the outcome's ``frames``, or given to ``on_finished``
@@ -127,7 +129,8 @@ class PipelineRunner:
         of memory propagate unchanged: the whole batch failed, joiners included. ``joins`` is closed
         when this returns; rows it parked (``JoinQueue.park_all``) are in the outcome's ``parked``.
         ``resume``: a parked row by job id (None: the row starts anew), asked once for every row of
-        ``batch`` and every joiner; a parked row goes on from its own step.
+        ``batch`` and every joiner; a parked row goes on from its own step. ``checkpoint`` sees the
+        running rows at every step boundary (``Boundary.checkpoint``).
         """
         if self.cpu_threads is not None and torch.get_num_threads() != self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
@@ -136,7 +139,8 @@ class PipelineRunner:
         key = GenerationParams.shape_key if self.joins_rows else GenerationParams.batch_key
         assert all(key(p) == key(first) for _, p in batch), "rows of different shapes or schedules"
         started = time.perf_counter()
-        state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished, resume)
+        state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished, resume,
+                     checkpoint)
         try:
             self._run_splitting(list(batch), state)
         finally:
@@ -213,7 +217,11 @@ class PipelineRunner:
 
         started = time.perf_counter()
         self.calls += 1
-        boundary = None if state.joins is None else Boundary(self._admitter(rows, state), self._parker(state.joins))
+        boundary = None
+        if state.joins is not None:
+            boundary = Boundary(self._admitter(rows, state), self._parker(state.joins), checkpoint=state.checkpoint)
+        elif state.checkpoint is not None:
+            boundary = Boundary(checkpoint=state.checkpoint)
         with torch.inference_mode():
             prepared = self._prepare(rows, state)
             try:

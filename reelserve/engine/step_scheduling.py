@@ -79,6 +79,7 @@ class StepScheduling:
         self._feeders: set[JoinFeeder] = set()
         self._open: set[JoinQueue] = set()  # the running batches' queues
         self.spilling = False  # draining: parked rows go to storage
+        self._checkpointed: dict[str, tuple[int, str]] = {}  # job id -> (step, key) of its last checkpoint
 
     def start(self, rows: RunningRows, lane: int, joins_rows: bool,
               lanes_busy: Callable[[], bool]) -> tuple[JoinQueue | None, Feeding | None]:
@@ -143,6 +144,40 @@ class StepScheduling:
             log.warning("%s starts again: its parked row could not be read (%s: %s)", job_id, type(exc).__name__, exc)
         self._forget_spilled(key)
         return row
+
+    def checkpointer(self, rows: RunningRows) -> Callable[[list[Any]], None] | None:
+        """``Boundary.checkpoint`` for a batch, when checkpoints are on (on the lane's thread): every
+        ``checkpoint_steps`` steps each running row's state goes to storage, where the next run of a
+        job whose worker was killed finds it (``find_checkpoint``)."""
+        every = self.policy.checkpoint_steps
+        if not every or self.policy.resume_version is None:
+            return None
+
+        def checkpoint(live: list[Any]) -> None:
+            for row in live:
+                last = self._checkpointed.get(row.key)
+                if row.step % every == 0 and row.step > 0 and not row.done and (last is None or last[0] != row.step):
+                    self._checkpointed[row.key] = (row.step, self._spill(rows.jobs[row.key], row))
+
+        return checkpoint
+
+    async def find_checkpoint(self, job: Job) -> None:
+        """Before ``job`` runs again (its last run was lost): the checkpoint that run left, if any,
+        becomes its ``parked_key``."""
+        if job.attempts < 1 or job.parked_key is not None or self.policy.resume_version is None:
+            return
+        key = parked_key(job.id, job.attempts)
+        try:
+            if await asyncio.to_thread(self.storage.exists, key):
+                job.parked_key = key
+        except Exception as exc:  # noqa: BLE001 - unreadable storage: the job starts from its first step
+            log.warning("looking for %s's checkpoint failed (%s: %s)", job.id, type(exc).__name__, exc)
+
+    def row_done(self, job_id: str) -> None:
+        """A row finished: its checkpoint is not needed any more (on the lane's thread)."""
+        last = self._checkpointed.pop(job_id, None)
+        if last is not None:
+            self._forget_spilled(last[1])
 
     def _forget_spilled(self, key: str) -> None:
         try:

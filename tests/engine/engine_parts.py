@@ -31,7 +31,7 @@ class RecordingRunner(PipelineRunner):
         self.handed: dict[str, Any] = {}  # the frames of rows handed out as they finished, by job id
 
     def run(self, batch: Any, on_step: Any = None, should_stop: Any = None, joins: Any = None,
-            on_finished: Any = None, resume: Any = None) -> BatchOutcome:
+            on_finished: Any = None, resume: Any = None, checkpoint: Any = None) -> BatchOutcome:
         """Also keeps the frames of rows handed out as they finished, in ``handed`` (before the job
         completes) and in the outcome's ``frames``."""
         handed: dict[str, Any] = {}
@@ -40,7 +40,8 @@ class RecordingRunner(PipelineRunner):
             handed[key] = self.handed[key] = frames
             on_finished(key, frames)
 
-        outcome = super().run(batch, on_step, should_stop, joins, None if on_finished is None else finished, resume)
+        outcome = super().run(batch, on_step, should_stop, joins, None if on_finished is None else finished, resume,
+                              checkpoint)
         outcome.frames.update(handed)
         self.outcomes.append(outcome)
         self.returned.release()

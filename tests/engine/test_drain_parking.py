@@ -95,3 +95,42 @@ async def test_without_a_resume_version_a_drain_lets_the_batch_finish(parts: dic
     finally:
         held.gate.set()
         await engine.stop()
+
+
+async def test_after_a_crash_the_next_run_resumes_from_the_last_checkpoint(parts: dict[str, Any]) -> None:  # noqa: F811
+    runner = parts["runner"]
+    policy = StepPolicy(resume_version=VERSION, checkpoint_steps=2)
+    runner.family = first = StepRecorder(runner.family.real, hold_at=6)
+    engine = make_engine(parts, max_batch_size=4, step_policy=policy)
+    await engine.recover()
+    await engine.start(runner)
+    try:
+        job = await engine.submit(request("a red fox", num_inference_steps=9, seed=3))
+        assert await asyncio.to_thread(held_wait, first)  # steps 1-5 ran: checkpoints after 2 and 4
+        assert parts["storage"].exists(parked_key(job.id, 1))
+        stopping = asyncio.create_task(engine.stop())  # the worker is lost: its row goes no further
+        await asyncio.sleep(0)
+        first.gate.set()
+        await stopping
+    finally:
+        first.gate.set()
+    assert parts["store"].get(job.id).status is JobStatus.in_progress
+
+    runner.family = second = StepRecorder(first.real)
+    engine = make_engine(parts, max_batch_size=4, step_policy=policy)
+    assert await engine.recover() == 1
+    await engine.start(runner)
+    try:
+        done = await wait_final(engine, job.id)
+    finally:
+        await engine.stop()
+    assert done.status is JobStatus.completed and done.attempts == 2
+    assert len(second.steps) == 9 - 4  # from the checkpoint after step 4
+    assert engine.metrics.resumed_steps._value.get() == 4
+    assert not parts["storage"].exists(parked_key(job.id, 1)) and not parts["storage"].exists(parked_key(job.id, 2))
+    alone = PipelineRunner(runner.pipeline, runner.device, runner.max_sequence_length)
+    assert np.abs(runner.handed[job.id] - alone.run([("x", done.params)]).frames["x"]).max() <= 1e-5
+
+
+def held_wait(recorder: StepRecorder) -> bool:
+    return recorder.held.wait(60)
