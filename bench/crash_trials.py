@@ -1,9 +1,11 @@
 """Crash trials of the distributed mode: one ``reelserve api`` and two ``reelserve worker`` processes on
 a private Redis (AOF, fsync always); each trial submits jobs with webhooks, kill -9s the worker holding
 a running job mid-batch, waits for every job to end, counts lost and doubly completed jobs and webhook
-deliveries per job, then starts a replacement worker.
+deliveries per job, then starts a replacement worker. With ``--checkpoint-steps 0,10`` the trials
+run once per value, each on a fresh cluster, and count the denoising steps the reclaiming worker did
+not run again (``reelserve_resumed_steps_total`` of the live workers).
 
-    .venv/bin/python bench/crash_trials.py [--trials 10] [--jobs 6]
+    .venv/bin/python bench/crash_trials.py [--trials 10] [--jobs 6] [--checkpoint-steps 0,10]
 """
 
 from __future__ import annotations
@@ -38,12 +40,11 @@ def wait_for(predicate, timeout: float):  # type: ignore[no-untyped-def]
     return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--jobs", type=int, default=6)
-    args = parser.parse_args()
-    print(machine())
+def resumed_steps(workers: dict) -> float:  # type: ignore[type-arg]
+    return sum(process.metric("reelserve_resumed_steps_total") for process in workers.values())
+
+
+def run_trials(args: argparse.Namespace, checkpoint_steps: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         store = RedisServer(workdir / "redis", appendonly=True)
@@ -51,7 +52,7 @@ def main() -> None:
         receiver = Receiver()
         receiver.thread.start()
         cluster = Cluster(workdir, store.url, webhook_secret=generate_secret(), webhook_allow="127.0.0.0/8",
-                          max_batch_size=4)
+                          max_batch_size=4, checkpoint_steps=checkpoint_steps)
         inspect = redis.Redis.from_url(store.url, decode_responses=True)
         rows, totals = [], Counter()
         try:
@@ -66,16 +67,19 @@ def main() -> None:
                                                        "webhook_url": receiver.url}).json()["id"]
                        for i in range(args.jobs)]
                 running = wait_for(lambda ids=ids: next(
-                    (i for i in ids if client.get(f"/v1/videos/{i}").json()["progress"] > 0), None), 60)
+                    (i for i in ids if client.get(f"/v1/videos/{i}").json()["progress"] >= 40), None), 120)
                 victim = cluster.holder(running) if running else None
                 killed_at = time.perf_counter()
                 workers[victim].kill()
+                survivors = {name: process for name, process in workers.items() if name != victim}
+                resumed_before = resumed_steps(survivors)
                 final = {}
                 for job_id in ids:
                     job = wait_for(lambda j=job_id: (v := client.get(f"/v1/videos/{j}").json())["status"]
                                    in ("completed", "failed", "cancelled") and v, 300)
                     final[job_id] = job
                 recovered_s = time.perf_counter() - killed_at
+                saved = resumed_steps(survivors) - resumed_before
                 wait_for(lambda ids=ids: all(
                     client.get(f"/v1/videos/{i}").json()["webhook"]["status"] != "pending" for i in ids), 60)
                 completions = Counter()
@@ -87,8 +91,10 @@ def main() -> None:
                 doubled = sum(1 for n in completions.values() if n > 1)
                 hooks_off = sum(1 for job_id in ids if deliveries[job_id] != 1)
                 rerun = sum(1 for job in final.values() if job and job["attempts"] > 1)
-                totals.update(lost=lost, doubled=doubled, hooks_off=hooks_off, rerun=rerun, jobs=len(ids))
-                rows.append([str(trial), victim, str(rerun), str(lost), str(doubled), str(hooks_off), f"{recovered_s:.1f}"])
+                totals.update(lost=lost, doubled=doubled, hooks_off=hooks_off, rerun=rerun, jobs=len(ids),
+                              saved=int(saved))
+                rows.append([str(trial), victim, str(rerun), str(int(saved)), str(lost), str(doubled), str(hooks_off),
+                             f"{recovered_s:.1f}"])
                 workers[victim] = cluster.start("worker", victim)
                 workers[victim].wait_ready()
         finally:
@@ -97,13 +103,27 @@ def main() -> None:
             inspect.close()
             store.stop()
     print_table(
-        f"kill -9 of a worker mid-batch, {args.trials} trials x {args.jobs} jobs ({LONG['size']}, {LONG['num_frames']} "
-        f"frames, {LONG['num_inference_steps']} steps), claim idle 1.5 s",
-        ["trial", "killed", "jobs rerun", "lost", "completed twice", "webhooks != 1", "all done after s"],
+        f"kill -9 of a worker mid-batch (its running job at least 40 % done), {args.trials} trials x {args.jobs} jobs "
+        f"({LONG['size']}, {LONG['num_frames']} frames, {LONG['num_inference_steps']} steps), claim idle 1.5 s, "
+        f"checkpoint every {checkpoint_steps or 'never'} steps",
+        ["trial", "killed", "jobs rerun", "steps not run again", "lost", "completed twice", "webhooks != 1",
+         "all done after s"],
         rows,
     )
-    print(f"total: {totals['jobs']} jobs, {totals['rerun']} rerun after a kill, {totals['lost']} lost, "
-          f"{totals['doubled']} completed twice, {totals['hooks_off']} with other than one webhook delivery")
+    print(f"total: {totals['jobs']} jobs, {totals['rerun']} rerun after a kill, {totals['saved']} steps not run "
+          f"again, {totals['lost']} lost, {totals['doubled']} completed twice, {totals['hooks_off']} with other than "
+          "one webhook delivery")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=6)
+    parser.add_argument("--checkpoint-steps", default="0", help="comma-separated; one set of trials per value")
+    args = parser.parse_args()
+    print(machine())
+    for steps in (int(value) for value in args.checkpoint_steps.split(",")):
+        run_trials(args, steps)
 
 
 if __name__ == "__main__":
