@@ -19,6 +19,7 @@ from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, RunningJobs
 from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.lane_writes import write_here
+from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.step_scheduling import RunningRows, StepScheduling
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
@@ -223,6 +224,11 @@ class BatchLoop:
             if feeding is not None:
                 feeding.task.cancel()
             self.steps.end(joins)
+        await self._settle(rows, outcome, lane)
+
+    async def _settle(self, rows: RunningRows, outcome: BatchOutcome, lane: int) -> None:
+        """After a run: parked rows' jobs back in the queue, the rest of the bookkeeping done (each
+        finished row's job was handed on as it finished)."""
         jobs = list(rows.jobs.values())
         for job_id, row in outcome.parked.items():
             await self.steps.requeue_parked(rows.jobs[job_id], row)

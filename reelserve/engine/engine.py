@@ -10,6 +10,7 @@ from reelserve.engine.front import VideoFront
 from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.storage_keys import thumbnail_key, video_key
 from reelserve.engine.worker import Worker
+from reelserve.schemas import Job
 from reelserve.stats import WorkerStatus
 
 if TYPE_CHECKING:  # the runner imports torch; the API process never runs one
@@ -42,6 +43,13 @@ class Engine(VideoFront):
         Requests are accepted and queued before this; ready means they are also being run."""
         await self.worker.start(runner)
         self._ready = True
+
+    async def cancel(self, job_id: str) -> Job:
+        """``VideoFront.cancel``; a row it parked (preempted, waiting to resume) is dropped too."""
+        job = await super().cancel(job_id)
+        if job.status.final:
+            self.worker.batches.steps.parked.discard(job_id)
+        return job
 
     async def drain(self, timeout: float) -> int:
         """Graceful shutdown of a worker (``Worker.drain``): not ready from now on."""

@@ -180,3 +180,24 @@ async def test_a_full_batch_also_makes_way(parts: dict[str, Any], held: StepReco
         assert len(held.steps) == 8 + 8 + 3
     finally:
         await engine.stop()
+
+
+async def test_a_preempted_job_cancelled_while_it_waits_leaves_no_parked_row(parts: dict[str, Any],  # noqa: F811
+                                                                             held: StepRecorder) -> None:
+    runner = parts["runner"]
+    engine = await start(parts)
+    try:
+        slow = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="batch"))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        second = StepRecorder(held.real, hold_at=2)  # holds the urgent job, so the parked one waits
+        runner.family = second
+        urgent = await engine.submit(request("a city", size="48x32", num_inference_steps=3, priority="realtime"))
+        held.gate.set()
+        assert await asyncio.to_thread(second.held.wait, 60)  # the urgent job runs: the slow one is parked
+        assert slow.id in engine.worker.batches.steps.parked
+        assert (await engine.cancel(slow.id)).status is JobStatus.cancelled
+        assert slow.id not in engine.worker.batches.steps.parked
+        second.gate.set()
+        assert (await wait_final(engine, urgent.id)).status is JobStatus.completed
+    finally:
+        await engine.stop()
