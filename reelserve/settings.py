@@ -83,8 +83,8 @@ class Settings(BaseSettings):
         "the queue, and they resume from the step they reached. Not with a step cache.",
     )
     parked_rows_mb: int = Field(
-        512, ge=0, description="Most MiB of parked rows kept in memory; past it the oldest are dropped, and their "
-        "jobs restart from their first step.",
+        512, ge=0, description="Most MiB of parked rows kept in memory; past it a parked row goes to storage (and "
+        "is read back when its job runs again).",
     )
     checkpoint_steps: int = Field(
         0, ge=0, description="Every this many steps a running row's state is written to storage, so that after a "

@@ -1,4 +1,5 @@
-"""Rows parked by preemption, kept in this worker's memory until their jobs run again.
+"""Rows parked by preemption, kept in this worker's memory until their jobs run again (a row that
+does not fit goes to storage instead, where there is a version to tie it to: ``step_scheduling``).
 
 A batch makes way for more urgent work at a step boundary (``join_feeder``); its rows leave whole
 (``denoise_loop.Boundary``) and their jobs go back to the front of their queues. When a job runs
@@ -47,6 +48,11 @@ class ParkedStore:
             log.warning("dropped the parked state of %s to stay within %d bytes; it restarts from its first step",
                         old, self.limit_bytes)
         return dropped
+
+    def fits(self, row: Any) -> bool:
+        """Whether ``row`` can be kept without dropping another."""
+        with self._lock:
+            return self.bytes + row_bytes(row) <= self.limit_bytes
 
     def take(self, job_id: str) -> Any | None:
         """The parked row of ``job_id``, no longer kept here; None when there is none."""

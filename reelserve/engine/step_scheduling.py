@@ -191,15 +191,17 @@ class StepScheduling:
             feeder.wake.set()
 
     async def requeue_parked(self, job: Job, row: Any) -> None:
-        """A row that made way: its state kept (``parked``; in storage while draining), its job back at
-        the front of its queue."""
+        """A row that made way: its state kept (``parked``; in storage while draining, or when memory
+        holds ``parked_limit_bytes`` already), its job back at the front of its queue."""
         update: dict[str, Any] = {"status": JobStatus.queued}
-        if self.spilling:
+        if not self.spilling:
+            self.metrics.preempted_rows.inc()
+            update["preempted"] = job.preempted + 1
+        to_storage = self.policy.resume_version is not None and (self.spilling or not self.parked.fits(row))
+        if to_storage:
             update["parked_key"] = await asyncio.to_thread(self._spill, job, row)
         else:
             self.parked.put(job.id, row)
-            self.metrics.preempted_rows.inc()
-            update["preempted"] = job.preempted + 1
         parked = job.model_copy(update=update)
         try:
             saved: bool | None = await self.store.save(parked, expect=RUNNING)

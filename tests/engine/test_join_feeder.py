@@ -201,3 +201,23 @@ async def test_a_preempted_job_cancelled_while_it_waits_leaves_no_parked_row(par
         assert (await wait_final(engine, urgent.id)).status is JobStatus.completed
     finally:
         await engine.stop()
+
+
+async def test_a_parked_row_that_does_not_fit_in_memory_goes_to_storage_and_comes_back(  # noqa: F811
+    parts: dict[str, Any], held: StepRecorder
+) -> None:
+    policy = StepPolicy(parked_limit_bytes=0, resume_version="tiny:code:test|{}")  # memory holds nothing
+    engine = await start(parts, policy)
+    try:
+        slow = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="batch"))
+        assert await asyncio.to_thread(held.held.wait, 60)
+        urgent = await engine.submit(request("a city", size="48x32", num_inference_steps=3, priority="realtime"))
+        held.gate.set()
+        done = await wait_final(engine, slow.id)
+        assert (await wait_final(engine, urgent.id)).status is JobStatus.completed
+        assert done.status is JobStatus.completed and done.preempted == 1 and done.parked_key is not None
+        assert len(held.steps) == 8 + 3 and engine.metrics.resumed_steps._value.get() >= 1
+        assert not parts["storage"].exists(done.parked_key)  # read back, then removed
+        assert np.abs(parts["runner"].handed[slow.id] - lone_video(parts, slow)).max() <= 1e-5
+    finally:
+        await engine.stop()
