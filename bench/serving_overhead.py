@@ -5,6 +5,7 @@ request, same model and settings, interleaved so drift hits all of them. A secon
 the server's time from the video object's own timings.
 
     .venv/bin/python bench/serving_overhead.py [--runs 10] [--model tiny --size 128x128 --frames 17 --steps 8]
+        [--server-args "--no-continuous-batching --no-preemption"]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--size", default="128x128")
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--server-args", default="", help="more flags for the server, e.g. '--no-preemption'")
     args = parser.parse_args()
     body = {"prompt": "a lighthouse in a storm", "size": args.size, "num_frames": args.frames,
             "num_inference_steps": args.steps, "seed": 1}
@@ -46,7 +48,8 @@ def main() -> None:
     timings: dict[str, list[float]] = {"queue_s": [], "inference_s": [], "encode_s": [], "total_s": []}
     # No result cache: every run repeats the same seeded request, which would otherwise be a cache hit.
     with (
-        server("--model", args.model, "--device", "cpu", "--warmup-runs", "2", "--no-cache-enabled") as url,
+        server("--model", args.model, "--device", "cpu", "--warmup-runs", "2", "--no-cache-enabled",
+               *args.server_args.split()) as url,
         httpx.Client(base_url=url, timeout=300) as client,
     ):
         client.post("/v1/videos/sync", json=body)  # first-request costs, as warm-up
