@@ -252,13 +252,19 @@ class BatchLoop:
         rows.finished.add(job_id)
         self.steps.row_done(job_id)
         inference_s = time.perf_counter() - rows.started[job_id]
-        if wake is not None:
-            loop.call_soon_threadsafe(wake.set)  # room for a joiner
+        loop.call_soon_threadsafe(self._row_out, wake)  # before the write: ahead of anything it lets a client see
         if on_cpu:
             write = functools.partial(self.finisher.write_and_record, job, frames, inference_s)
             write_here(write, lambda future: loop.call_soon_threadsafe(self.finisher.take_written, job, future))
         else:
             loop.call_soon_threadsafe(self.finisher.write_row, job, frames, inference_s)
+
+    def _row_out(self, wake: asyncio.Event | None) -> None:
+        """A row's video came out (on the loop, before it is saved): the pipeline works, so an open
+        circuit closes before anyone can see the job completed; and there is room for a joiner."""
+        self.scheduler.pipeline_worked()
+        if wake is not None:
+            wake.set()
 
     async def claim(self, job_ids: list[str], lane: int = 0, joining: bool = False) -> list[Job]:
         """Mark the taken jobs in progress in the store (compare-and-set); return those this process

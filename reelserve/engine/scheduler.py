@@ -336,6 +336,11 @@ class Scheduler:
         if self.circuit is not None:
             self.circuit.record_failure() if failed else self.circuit.record_success()
 
+    def pipeline_worked(self) -> None:
+        """A row of a running batch came out: the circuit closes now, not when the batch ends."""
+        if self.circuit is not None:
+            self.circuit.record_success()
+
     def finished(self, job: Job) -> None:
         """``job`` reached a final status, by whatever path: idempotent."""
         held = self._active.get(job.tenant or "")
