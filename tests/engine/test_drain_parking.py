@@ -5,11 +5,12 @@ video an uninterrupted run makes. A row parked by other weights or settings star
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import numpy as np
 from engine_parts import make_engine, parts, request, wait_final  # noqa: F401 - fixtures by name
-from support import StepRecorder
+from support import StepRecorder, eventually, wait_until
 
 from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.runner import PipelineRunner
@@ -30,7 +31,7 @@ async def drain_mid_run(parts: dict[str, Any], steps: int) -> tuple[str, StepRec
         job = await engine.submit(request("a red fox", num_inference_steps=steps, seed=7))
         assert await asyncio.to_thread(held.held.wait, 60)
         draining = asyncio.create_task(engine.drain(timeout=60))
-        await asyncio.sleep(0)  # the drain asks the batch to make way before the step is let go
+        await eventually(lambda: engine.worker.batches.steps.spilling)  # asked to make way before the step runs
         held.gate.set()
         await draining
     finally:
@@ -108,10 +109,13 @@ async def test_after_a_crash_the_next_run_resumes_from_the_last_checkpoint(parts
         job = await engine.submit(request("a red fox", num_inference_steps=9, seed=3))
         assert await asyncio.to_thread(held_wait, first)  # steps 1-5 ran: checkpoints after 2 and 4
         assert parts["storage"].exists(parked_key(job.id, 1))
-        stopping = asyncio.create_task(engine.stop())  # the worker is lost: its row goes no further
-        await asyncio.sleep(0)
-        first.gate.set()
-        await stopping
+        # The worker is lost: its row goes no further. ``stop`` waits on the loop's thread for the
+        # pipeline thread, so the held step is let go from another thread, once the row was told to stop.
+        told = lambda: job.id in engine.stop_requested  # noqa: E731
+        opener = threading.Thread(target=lambda: wait_until(told) and first.gate.set())
+        opener.start()
+        await engine.stop()
+        opener.join()
     finally:
         first.gate.set()
     assert parts["store"].get(job.id).status is JobStatus.in_progress
