@@ -16,11 +16,22 @@ follows. With ``--preemption`` the batch makes way at its next step; with ``--no
 realtime job waits for it. Reports the realtime job's latency and when the batch-tier jobs end.
 
     .venv/bin/python bench/step_scheduling.py --scenario preempt [--jobs 4 --steps 50 --rounds 3]
+
+``--scenario poisson``: open-loop Poisson arrivals at ``--loads`` (fractions of the capacity measured
+first, on the whole-request server, with a closed burst of the mix) of a mix of step counts (10/25/50)
+and tiers (realtime 0.2, standard 0.5, batch 0.3), the same seeded arrivals sent to a server with step
+scheduling (continuous batching and preemption) and one without (whole-request batching), one after
+the other. Reports p50/p95 end to end per tier and throughput. Then realtime under a batch-tier flood:
+``--flood`` batch-tier jobs of 50 steps at once, and realtime jobs one after another while they run,
+against the same realtime jobs on the idle server.
+
+    .venv/bin/python bench/step_scheduling.py --scenario poisson [--loads 0.5,0.8,0.95 --arrivals 24]
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import threading
 import time
@@ -105,9 +116,135 @@ def main_preempt(args: argparse.Namespace, lanes: list[str]) -> None:
     print_table(title, ["", "realtime latency s (median)", "max", "batch-tier jobs done s (median)"], rows)
 
 
+TIER_MIX = {"realtime": 0.2, "standard": 0.5, "batch": 0.3}
+STEP_MIX = (10, 25, 50)
+WHOLE_REQUEST = ("--no-continuous-batching", "--no-preemption")
+STEP_LEVEL = ("--continuous-batching", "--preemption")
+
+
+def poisson_bodies(rate: float, count: int, seed: int) -> list[tuple[float, dict]]:
+    """(arrival second, body) of ``count`` seeded Poisson arrivals at ``rate`` a second."""
+    rng, at, arrivals = random.Random(seed), 0.0, []
+    for i in range(count):
+        at += rng.expovariate(rate)
+        tier = rng.choices(list(TIER_MIX), weights=list(TIER_MIX.values()))[0]
+        arrivals.append((at, {"prompt": micro_prompt(i), "seed": i, "num_inference_steps": rng.choice(STEP_MIX),
+                              "priority": tier}))
+    return arrivals
+
+
+def send_open_loop(url: str, arrivals: list[tuple[float, dict]]) -> tuple[dict[str, list[float]], float, int]:
+    """Each body sent at its second (sync endpoint, own thread). Returns (latencies by tier, seconds from
+    the first arrival to the last completion, refused)."""
+    latencies: dict[str, list[float]] = {tier: [] for tier in TIER_MIX}
+    refused, ends = [0], []
+    lock, start = threading.Lock(), threading.Event()
+    began = 0.0
+
+    def client(at: float, body: dict) -> None:
+        start.wait()
+        delay = began + at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # the arrival schedule, not synchronisation
+        sent = time.perf_counter()
+        with httpx.Client(base_url=url, timeout=900) as http:
+            answer = http.post("/v1/videos/sync", json=body)
+        with lock:
+            if answer.status_code != 200 or answer.json()["status"] != "completed":
+                refused[0] += 1
+                return
+            latencies[body["priority"]].append(time.perf_counter() - sent)
+            ends.append(time.perf_counter())
+
+    with ThreadPoolExecutor(len(arrivals)) as pool:
+        futures = [pool.submit(client, at, body) for at, body in arrivals]
+        began = time.perf_counter()
+        start.set()
+        for future in futures:
+            future.result()
+    return latencies, max(ends) - began, refused[0]
+
+
+def burst_capacity(url: str, jobs: int) -> float:
+    """Jobs a second of a closed burst of the mix (every step count, standard tier), all sent at once."""
+    bodies = [{"prompt": micro_prompt(i), "seed": 500 + i, "num_inference_steps": STEP_MIX[i % len(STEP_MIX)]}
+              for i in range(jobs)]
+    latencies, span, refused = send_open_loop(url, [(0.0, {**b, "priority": "standard"}) for b in bodies])
+    assert refused == 0
+    return jobs / span
+
+
+def realtime_flood(url: str, flood: int, probes: int) -> tuple[list[float], list[float]]:
+    """Realtime latencies on the idle server, then while ``flood`` batch-tier jobs of 50 steps run."""
+    realtime = [{"prompt": micro_prompt(60 + i), "seed": 60 + i, "num_inference_steps": 25, "priority": "realtime"}
+                for i in range(probes)]
+    with httpx.Client(base_url=url, timeout=900) as http:
+        idle = []
+        for body in realtime:
+            sent = time.perf_counter()
+            assert http.post("/v1/videos/sync", json=body).json()["status"] == "completed"
+            idle.append(time.perf_counter() - sent)
+        ids = [http.post("/v1/videos", json={"prompt": micro_prompt(i), "seed": 300 + i, "num_inference_steps": 50,
+                                             "priority": "batch"}).json()["id"] for i in range(flood)]
+        flooded = []
+        for body in realtime:
+            sent = time.perf_counter()
+            answer = http.post("/v1/videos/sync", json={**body, "seed": body["seed"] + 100})
+            if answer.status_code == 200 and answer.json()["status"] == "completed":
+                flooded.append(time.perf_counter() - sent)
+            else:  # refused (its deadline could not be met): shown as missing latencies
+                print(f"realtime job under the flood: {answer.status_code} {answer.text[:200]}")
+        for job_id in ids:  # the flood ends before the server does
+            with http.stream("GET", f"/v1/videos/{job_id}/events") as events:
+                for _ in events.iter_lines():
+                    pass
+    return idle, flooded
+
+
+def main_poisson(args: argparse.Namespace, lanes: list[str]) -> None:
+    common = ("--model", args.model, "--device", args.device, "--no-cache-enabled", *lanes)
+    warm = {"prompt": micro_prompt(71), "seed": 999, "num_inference_steps": 10}
+    with server(*common, *WHOLE_REQUEST) as url:
+        httpx.post(url + "/v1/videos/sync", json=warm, timeout=600)
+        settle()
+        capacity = burst_capacity(url, args.capacity_jobs)
+    rows = []
+    for load in (float(x) for x in args.loads.split(",")):
+        arrivals = poisson_bodies(load * capacity, args.arrivals, seed=int(load * 100))
+        for label, flags in (("whole-request", WHOLE_REQUEST), ("step-level", STEP_LEVEL)):
+            with server(*common, *flags) as url:
+                httpx.post(url + "/v1/videos/sync", json=warm, timeout=600)
+                settle()
+                latencies, span, refused = send_open_loop(url, arrivals)
+            done = sum(len(v) for v in latencies.values())
+            rows.append([f"{load:.2f}", label, *[f"{median(latencies[t]):.2f} / {percentile(latencies[t], 95):.2f}"
+                                                  if latencies[t] else "–" for t in TIER_MIX],
+                         f"{done / span:.3f}", str(refused)])
+    title = (f"{machine()}; {args.model}, capacity {capacity:.3f} jobs/s (closed burst of {args.capacity_jobs}, "
+             f"whole-request), {args.arrivals} Poisson arrivals a load, steps {'/'.join(map(str, STEP_MIX))}, "
+             f"tiers {TIER_MIX}, lanes {args.lanes}")
+    print_table(title, ["load", "batching", *[f"{t} p50 / p95 s" for t in TIER_MIX], "done/s", "refused"], rows)
+    flood_rows = []
+    for label, flags in (("whole-request", WHOLE_REQUEST), ("step-level", STEP_LEVEL)):
+        with server(*common, *flags) as url:
+            httpx.post(url + "/v1/videos/sync", json=warm, timeout=600)
+            settle()
+            idle, flooded = realtime_flood(url, args.flood, args.probes)
+        flood_rows.append([label, f"{percentile(idle, 95):.2f}", f"{percentile(flooded, 95):.2f}",
+                           f"{percentile(flooded, 95) / percentile(idle, 95):.2f}"])
+    print_table(f"{machine()}; realtime jobs of 25 steps, {args.probes} one after another, idle vs under a flood of "
+                f"{args.flood} batch-tier jobs of 50 steps", ["batching", "idle p95 s", "flooded p95 s", "ratio"],
+                flood_rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", choices=["join", "preempt"], default="join")
+    parser.add_argument("--scenario", choices=["join", "preempt", "poisson"], default="join")
+    parser.add_argument("--loads", default="0.5,0.8,0.95", help="poisson: fractions of the measured capacity")
+    parser.add_argument("--arrivals", type=int, default=24, help="poisson: arrivals a load")
+    parser.add_argument("--capacity-jobs", type=int, default=12, help="poisson: the capacity burst's jobs")
+    parser.add_argument("--flood", type=int, default=12, help="poisson: batch-tier jobs of the flood")
+    parser.add_argument("--probes", type=int, default=4, help="poisson: realtime jobs, idle and flooded")
     parser.add_argument("--urgent-size", default="96x96", help="preempt: the realtime job's size")
     parser.add_argument("--model", default="micro")
     parser.add_argument("--device", default="cpu")
@@ -121,6 +258,9 @@ def main() -> None:
     lanes = [] if args.lanes == "auto" else ["--pipeline-lanes", args.lanes]
     if args.scenario == "preempt":
         main_preempt(args, lanes)
+        return
+    if args.scenario == "poisson":
+        main_poisson(args, lanes)
         return
     bodies = [{"prompt": micro_prompt(i), "seed": i, "num_inference_steps": args.short_steps if i % 2 else args.steps}
               for i in range(args.jobs)]

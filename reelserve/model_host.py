@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from reelserve.accel.accelerate import check_options
+from reelserve.engine.live_previews import PreviewMaps
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
@@ -84,9 +85,12 @@ def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics 
     """The runner the worker runs batches with (lanes over ``model.lanes``, in use as the settings
     say or as measured here), and why. Call it on the thread that loaded the model: lane 0 runs there."""
     cache = text_embedding_cache(settings, metrics)
+    previews = PreviewMaps(model.pipeline)
+    if settings.preview_every > 0:  # every job previews: fit the map now, not in the first job's run
+        previews.get()
     lanes = PipelineLanes([
         PipelineRunner(lane.pipeline, lane.device, lane.max_sequence_length, text_embeddings=cache,
-                       accelerated=lane.accelerated)
+                       accelerated=lane.accelerated, previews=previews)
         for lane in model.lanes or [model]
     ])
     cores = available_cores()

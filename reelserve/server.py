@@ -91,12 +91,13 @@ def caches_results(settings: Settings) -> bool:
 
 
 def served_limits(spec: ModelSpec, settings: Settings) -> ModelLimits:
-    """The model's limits with the preset's default step count: a request that names its steps
-    keeps them; one that leaves them to the server gets the preset's."""
+    """The model's limits with the server's defaults: the preset's step count (a request that names
+    its steps keeps them; one that leaves them to the server gets the preset's), and previews."""
+    limits = spec.limits.model_copy(update={"default_preview_every": settings.preview_every})
     if settings.preset is None:
-        return spec.limits
+        return limits
     steps = PRESETS[settings.preset].default_steps(spec.limits.default_steps)
-    return spec.limits.model_copy(update={"default_steps": steps})
+    return limits.model_copy(update={"default_steps": steps})
 
 
 def job_warnings(spec: ModelSpec, settings: Settings) -> Callable[[GenerationParams], list[str]] | None:
@@ -280,6 +281,8 @@ class Server:
             bus=bus,
             stats=stats,
         )
+        self.engine.step_scheduling = {"continuous_batching": settings.continuous_batching,
+                                       "preemption": settings.preemption}
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
         self.app: FastAPI = self._create_app()

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         0, ge=0, description="Every this many steps a running row's state is written to storage, so that after a "
         "worker is killed the next run of its job resumes from the last checkpoint instead of step 0; 0: off.",
     )
+    preview_every: int = Field(
+        0, ge=0, description="Every this many steps a running video's live preview goes out (an SSE 'preview' "
+        "event, and GET /v1/videos/{id}/preview), for requests that leave preview_every out; 0: only for "
+        "requests that ask. Previews are made without the VAE, from a latent-to-RGB map fitted at load.",
+    )
     max_wait_ms: int | None = Field(
         None, ge=0, le=60_000, description="How long a batch that is not full waits for compatible requests to "
         "join; unset: 5 % of what the last batch of its shape took, from 2 ms to 2 s (50 ms before the first), "

@@ -13,6 +13,7 @@ from reelserve.api.auth import JobAccess, caller_of
 from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response, mp4_reply, prefers_mp4
 from reelserve.api.errors import error_responses
 from reelserve.api.request_body import FORM_TYPES, looks_like_json, media_type, parse_form_body, parse_json_body
+from reelserve.engine.previews import PREVIEW_MEDIA_TYPE
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, JobStatus, ReelserveError, VideoCreateRequest
 from reelserve.schemas.jobs import JOB_ID_PATTERN
@@ -66,7 +67,7 @@ _VIDEO_OBJECT = {"description": "the video object", "content": {"application/jso
 # One Server-Sent Event: its type, and the JobEvent as JSON text (an "error" event ends a deleted job's stream).
 _SSE_EVENT = {
     "type": "object",
-    "properties": {"event": {"type": "string", "enum": ["queued", "progress", "status", "error"]},
+    "properties": {"event": {"type": "string", "enum": ["queued", "progress", "preview", "status", "error"]},
                    "data": {"type": "string", "contentMediaType": "application/json"}},
     "required": ["data"],
 }
@@ -184,6 +185,18 @@ def videos_router(
         return await content_response(content, request, content_delivery, presign_ttl_s)
 
     @router.get(
+        "/{video_id:video_id}/preview", operation_id="retrieveVideoPreview", response_class=Response,
+        responses={200: {"description": "the newest live preview, an animated WebP",
+                         "content": {"image/webp": {"schema": {"type": "string", "format": "binary"}}}},
+                   **error_responses(401, 404, 409, 503)},
+    )
+    async def video_preview(video_id: VideoId) -> Response:
+        """The newest live preview of a video (every ``preview_every`` steps while it runs; the last one
+        stays after it ends); 409 while there is none. Not cached by clients: it changes as the video runs."""
+        return Response(await service.preview(video_id), media_type=PREVIEW_MEDIA_TYPE,
+                        headers={"cache-control": "no-store"})
+
+    @router.get(
         "/{video_id:video_id}/events",
         operation_id="followVideoEvents",
         response_class=EventSourceResponse,
@@ -193,8 +206,9 @@ def videos_router(
         },
     )
     async def video_events(video_id: VideoId) -> EventSourceResponse:
-        """Server-Sent Events: ``queued`` (queue_position), ``progress`` (step/total_steps) and
-        ``status`` events; the stream ends after the final status."""
+        """Server-Sent Events: ``queued`` (queue_position), ``progress`` (step/total_steps), ``preview``
+        (a live preview as a data: URL, every ``preview_every`` steps) and ``status`` events; the stream
+        ends after the final status."""
         # JobAccess answered 404 before the stream started; a job deleted while followed ends it.
         async def stream() -> Any:
             try:

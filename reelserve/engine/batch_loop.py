@@ -20,6 +20,7 @@ from reelserve.engine.finisher import QUEUED, RETRY_S, UNFINISHED, JobFinisher, 
 from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.lane_writes import write_here
 from reelserve.engine.outcome import BatchOutcome
+from reelserve.engine.previews import PreviewOut
 from reelserve.engine.step_scheduling import RunningRows, StepScheduling
 from reelserve.engine.progress import StepProgress
 from reelserve.engine.scheduler import Scheduler
@@ -66,6 +67,7 @@ class BatchLoop:
         self._abandoned: set[asyncio.Future[list[str]]] = set()  # takes that ignored a drain
         self._progress_lock = threading.Lock()  # the lanes' step listeners, one step at a time
         self.boost: LaneBoost | None = None  # while running
+        self.previews = PreviewOut(finisher.storage, bus, stop_requested)
         self.steps = StepScheduling(
             policy=step_policy or StepPolicy(), broker=broker, scheduler=scheduler, store=store, metrics=metrics,
             bus=bus, running=running, reclaimed=self.reclaimed, storage=finisher.storage,
@@ -99,6 +101,7 @@ class BatchLoop:
                     await asyncio.wait(set(self._batches.values()), return_when=asyncio.FIRST_COMPLETED)
                     continue
                 job_ids = await self._take()
+                opened_for = self.scheduler.batcher.opened_for  # this batch's (taking is one at a time)
                 await boost.release(self._batches.get(0))  # a lone batch's extra threads go back to its lane
                 lane = min(set(range(lanes.lanes)) - set(self._batches))
                 batch = await self._claim(job_ids, lane) if job_ids else []
@@ -109,7 +112,7 @@ class BatchLoop:
                 # another batch comes; see LaneBoost).
                 alone = lanes.boost is not None and not self._batches and await self._queue_empty()
                 threads = boost.begin() if alone else None
-                task = asyncio.create_task(self._run_batch(batch, lanes, lane, threads, boost))
+                task = asyncio.create_task(self._run_batch(batch, lanes, lane, threads, boost, opened_for))
                 self._batches[lane] = task
                 task.add_done_callback(lambda _, lane=lane: self._batches.pop(lane, None) and self.steps.wake())
                 self.steps.wake()  # every lane may be busy now: running batches may take joiners
@@ -171,7 +174,7 @@ class BatchLoop:
         return batch
 
     async def _run_batch(self, batch: list[Job], lanes: PipelineLanes, lane: int, threads: int | None,
-                         boost: LaneBoost) -> None:
+                         boost: LaneBoost, opened_for: int | None = None) -> None:
         """Run claimed ``batch`` on ``lane`` (with ``threads``: boosted), with the jobs that join it
         (``join_feeder``), each finished as its row finishes."""
         loop = asyncio.get_running_loop()
@@ -182,7 +185,7 @@ class BatchLoop:
         params = [(job.id, job.params) for job in batch]
         rows = RunningRows(batch, started)
         joins, feeding = self.steps.start(rows, lane, lanes.joins_rows(lane),
-                                          lambda: not self.draining and len(self._batches) == lanes.lanes)
+                                          lambda: not self.draining and len(self._batches) == lanes.lanes, opened_for)
 
         def on_step(ids: list[str], step: int, total: int) -> None:  # on the lane's thread
             if threads is not None:
@@ -197,11 +200,15 @@ class BatchLoop:
                 loop.call_soon_threadsafe(self.bus.publish, event)
 
         thread = self._pipeline_thread if lane == 0 else lanes.thread(lane)
+        def on_preview(job_id: str, step: int, total: int, image: bytes) -> None:  # on the lane's thread
+            loop.call_soon_threadsafe(lambda: self.previews.show(rows.jobs[job_id], step, total, image))
+
         finished = functools.partial(self._row_finished, loop, rows, lanes.on_cpu,
                                      None if feeding is None else feeding.wake)
         running = loop.run_in_executor(thread, functools.partial(
             lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished,
-            functools.partial(self.steps.resume, rows, lanes.runners[lane].device), self.steps.checkpointer(rows)))
+            functools.partial(self.steps.resume, rows, lanes.runners[lane].device), self.steps.checkpointer(rows),
+            on_preview))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             outcome = await asyncio.shield(running)

@@ -29,6 +29,8 @@ OnFinished = Callable[[str, np.ndarray], None]
 # The rows about to be evaluated together, whenever they differ from the last step's: what was
 # primed for a batch (the CFG wrapper's negatives, a step cache's residuals) is for those rows.
 OnGroup = Callable[[list[Row]], None]
+# The rows just evaluated, stepped: their state after this step (live previews read their x0 estimate).
+AfterStep = Callable[[list[Row]], None]
 
 
 @dataclass
@@ -61,6 +63,7 @@ def denoise(
     family: ModelFamily, rows: list[Row], should_stop: Callable[[str], bool] | None = None,
     on_step: OnStep | None = None, on_group: OnGroup | None = None, stopped: dict[str, int] | None = None,
     boundary: Boundary | None = None, mixed_steps: bool = False, on_finished: OnFinished | None = None,
+    after_step: AfterStep | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Run ``rows`` (and those that join at a ``boundary``) to the end or until parked. Returns the
     frames of each finished row (empty with ``on_finished``), and the step after which each stopped
@@ -78,6 +81,8 @@ def denoise(
             on_group(group)
             last_group = keys
         family.scheduler_step(group, family.denoise_step(group))
+        if after_step is not None:
+            after_step(group)
         if on_step is not None:
             for (step, total), advanced in _by_progress(group).items():
                 on_step(advanced, step, total)

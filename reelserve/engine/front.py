@@ -24,7 +24,7 @@ from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
-from reelserve.engine.storage_keys import job_prefix, thumbnail_key, video_key
+from reelserve.engine.storage_keys import job_prefix, preview_key, thumbnail_key, video_key
 from reelserve.engine.thumbnails import ensure_thumbnail
 from reelserve.engine.video_cache import VideoCache
 from reelserve.jobs.async_store import AsyncJobStore
@@ -94,6 +94,9 @@ class VideoFront:
         stop_requested: set[str] | None = None,
     ) -> None:
         self.model_name, self.limits, self.card = model_name, limits, card
+        # What the server's workers do between steps ({"continuous_batching", "preemption"}), shown on
+        # the model object so a load probe can say what it measured; set by the server.
+        self.step_scheduling: dict[str, bool] | None = None
         self.job_warnings = job_warnings  # what the model says of a request it may not follow
         self.accelerations = list(accelerations or [])
         self.store, self.broker, self.storage, self.metrics = store, broker, storage, metrics
@@ -323,6 +326,22 @@ class VideoFront:
             return Content(self.storage, key, THUMBNAIL_CONTENT_TYPE)
         return Content(self.storage, video, MP4_CONTENT_TYPE)
 
+    async def preview(self, job_id: str) -> bytes:
+        """The newest live preview of the job, a WebP (kept after the job ends); conflict while there is none."""
+        job = await self.get(job_id)
+        try:
+            return await asyncio.to_thread(self.storage.get, preview_key(job_id))
+        except FileNotFoundError:
+            pass
+        every = job.params.preview_every
+        if every == 0:
+            hint = "it asked for none: send preview_every (steps between previews) when you create a video"
+        elif job.status.final:
+            hint = f"it ended {job.status.value} before its first preview (every {every} steps)"
+        else:
+            hint = f"the first comes after step {every} of its run"
+        raise ReelserveError(ErrorCode.conflict, f"video '{job_id}' has no preview yet: {hint}")
+
     async def _make_thumbnail(self, job_id: str, video: str, key: str) -> None:
         """The thumbnail, made from the video if this is its first request (``engine/thumbnails.py``)."""
         try:
@@ -338,6 +357,9 @@ class VideoFront:
 
     def model_info(self) -> dict[str, Any]:
         tiers = self.scheduler.tiers
-        return model_object(
+        model = model_object(
             self.model_name, self.limits, self.accelerations, list(tiers.tiers), tiers.default_tier, self.card
         )
+        if self.step_scheduling is not None:
+            model["step_scheduling"] = dict(self.step_scheduling)
+        return model

@@ -13,6 +13,9 @@ Preemption: when that waiting job's tier is more urgent than every row of the ba
 way (``JoinQueue.park_all``): at its next step its rows are parked whole, their jobs go back to the
 front of their queues, and the lane runs the urgent job. A parked row resumes from its step when its
 job runs again (``parked_store``), to the video an uninterrupted run makes.
+
+The decision (join, stop growing, make way) is ``step_decision.next_look``, which the planner's
+simulation uses too; this module adds the waiting, claiming and offering around it.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from prometheus_client import Counter
 
 from reelserve.engine.joining import JoinQueue
+from reelserve.engine.step_decision import NO_SHAPE, Move, StepPolicy, next_look, room_to_grow
 from reelserve.jobs.base import Broker, Preempted
 from reelserve.schemas import Job
 from reelserve.schemas.requests import ShapeKey
+
+# NO_SHAPE and StepPolicy live in step_decision (pure: the planner shares them); named here as before.
+__all__ = ["JOIN_WAIT_S", "NO_SHAPE", "WATCH_S", "JoinFeeder", "StepPolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +42,6 @@ log = logging.getLogger(__name__)
 JOIN_WAIT_S = 0.5
 # How long a full batch's feeder waits for more urgent work before it looks for room again.
 WATCH_S = 0.1
-# Matches no batch key: a take with it waits for a more urgent job (``Preempted``) and takes nothing.
-NO_SHAPE = ShapeKey("\0")
-
-
-@dataclass(frozen=True)
-class StepPolicy:
-    """What may change a running batch between two steps (the settings ``continuous_batching``,
-    ``preemption`` and ``parked_rows_mb``)."""
-
-    join: bool = True  # waiting jobs of its shape join it
-    preempt: bool = True  # it makes way, parked, for a more urgent job of another shape
-    parked_limit_bytes: int = 512 * 2**20  # parked rows kept in memory, at most
-    # What a row parked to storage is tied to (the model version and the settings that change its
-    # floats); None: a draining worker does not park its rows, it lets them finish.
-    resume_version: str | None = None
-    # Every this many steps a running row's state is written to storage (needs ``resume_version``),
-    # so a worker killed mid-run leaves it for the next run to resume; 0: never.
-    checkpoint_steps: int = 0
 
 
 class JoinFeeder:
@@ -66,18 +54,22 @@ class JoinFeeder:
     :param lanes_busy: whether every lane runs a batch now.
     :param joined_rows: counts the jobs offered to the batch.
     :param level_of: a job's priority level (0 is the most urgent).
+    :param running_level: the most urgent level among the batch's rows still running.
     """
 
     def __init__(
         self, *, broker: Broker, joins: JoinQueue, shape: ShapeKey, level: int,
         claim: Callable[[list[str]], Awaitable[list[Job]]], hand_back: Callable[[list[str], bool], Awaitable[None]],
         joined: Callable[[Job], None], lanes_busy: Callable[[], bool], joined_rows: Counter,
-        policy: StepPolicy, level_of: Callable[[Job], int],
+        policy: StepPolicy, level_of: Callable[[Job], int], running_level: Callable[[], int] | None = None,
     ) -> None:
         self.broker, self.joins, self.shape, self.level = broker, joins, shape, level
         self.claim, self.hand_back, self.joined, self.lanes_busy = claim, hand_back, joined, lanes_busy
         self.joined_rows = joined_rows  # the metric
         self.policy, self.level_of = policy, level_of
+        # The level of the batch's most urgent row still running (None: ``level``, lowered as rows
+        # join): once a realtime row has left, the batch must make way for realtime work again.
+        self.running_level = running_level
         self.wake = asyncio.Event()  # set when rows leave, and when the lanes' business changes
 
     def can_join(self) -> bool:
@@ -87,29 +79,31 @@ class JoinFeeder:
     async def run(self) -> None:
         """Until the batch ends. It takes joiners while it has room, until a job at least as urgent
         waits with another shape; and (``preempt``) it makes way as soon as a job more urgent than
-        all of its rows waits that it cannot take."""
+        all of its rows waits that it cannot take. What to look for is ``step_decision.next_look``,
+        the planner's too; the broker's ``take`` answers it."""
         growing = self.policy.join
         while not self.joins.closed:
-            if not self.lanes_busy():
-                await self._nap()
-            elif growing and self.joins.room() > 0:
-                try:
-                    taken = await self.broker.take(self.shape, timeout=JOIN_WAIT_S, preempt_below=self.level + 1)
-                except Preempted:  # another shape, at least as urgent: a growing batch would keep it waiting
-                    growing = False
-                    continue
-                if taken is not None:
-                    await self._join(taken[0])
-            elif self.policy.preempt:  # full, or done growing: watch for more urgent work
-                try:
-                    await self.broker.take(NO_SHAPE, timeout=WATCH_S, preempt_below=self.level)
-                except Preempted:
+            level = self.level if self.running_level is None else self.running_level()
+            room = room_to_grow(self.joins.room(), self.joins.joined, self.joins.limit)
+            look = next_look(self.policy, shape=self.shape, level=level, room=room, growing=growing)
+            if not self.lanes_busy() or look is Move.WAIT:
+                await self._nap()  # a lane is free (the batch loop takes the work), or full: until a row leaves
+                continue
+            if isinstance(look, Move):  # Move.DONE: nothing can change this batch any more
+                return
+            try:
+                taken = await self.broker.take(
+                    look.wanted, timeout=JOIN_WAIT_S if look.joins else WATCH_S, preempt_below=look.preempt_below,
+                    urgent_first=look.joins,
+                )
+            except Preempted:
+                if look.on_urgent is Move.MAKE_WAY:
                     self.joins.park_all()
                     return
-            elif growing:
-                await self._nap()  # full: until a row leaves
-            else:
-                return
+                growing = False  # STOP_GROWING: a growing batch would keep that job waiting
+                continue
+            if taken is not None:
+                await self._join(taken[0])
 
     async def _nap(self) -> None:
         self.wake.clear()

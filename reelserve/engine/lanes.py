@@ -88,13 +88,14 @@ class PipelineLanes:
                  should_stop: StopCheck | None = None, threads: int | None = None,
                  joins: JoinQueue | None = None, on_finished: FinishedRow | None = None,
                  resume: Callable[[str], Any] | None = None,
-                 checkpoint: Callable[[list[Any]], None] | None = None) -> BatchOutcome:
+                 checkpoint: Callable[[list[Any]], None] | None = None,
+                 on_preview: Callable[[str, int, int, bytes], None] | None = None) -> BatchOutcome:
         """``rows`` (and joiners, see ``PipelineRunner.run``) through lane ``lane``'s runner, on the
         calling thread (which must be the lane's), with ``threads`` torch threads (None: the lanes' count)."""
         count = threads or self.threads
         if count is not None and torch.get_num_threads() != count:
             torch.set_num_threads(count)  # per OS thread: this lane's own
-        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume, checkpoint)
+        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume, checkpoint, on_preview)
 
     def joins_rows(self, lane: int) -> bool:
         return self.runners[lane].joins_rows

@@ -34,6 +34,7 @@ from reelserve.accel.accelerate import Accelerated
 from reelserve.engine.cost_model import CallTiming
 from reelserve.engine.denoise_loop import Boundary, denoise
 from reelserve.engine.joining import JoinQueue
+from reelserve.engine.live_previews import LivePreviews, OnPreview, PreviewMaps
 from reelserve.engine.outcome import BatchOutcome
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.models.family import ModelFamily
@@ -73,6 +74,7 @@ class _Run:
     on_finished: FinishedRow | None = None
     resume: Callable[[str], FamilyRow | None] | None = None
     checkpoint: Callable[[list[FamilyRow]], None] | None = None
+    on_preview: OnPreview | None = None
     resumed: dict[str, FamilyRow] = field(default_factory=dict)  # what ``resume`` gave, for a retry after a split
     ran_out_of_memory: bool = False
 
@@ -90,6 +92,7 @@ class PipelineRunner:
         accelerated: Accelerated | None = None,
         family: ModelFamily | None = None,
         cpu_threads: int | None = None,
+        previews: PreviewMaps | None = None,
     ) -> None:
         self.pipeline = pipeline
         # Torch keeps its thread count per OS thread: set on the thread that runs, at every call.
@@ -101,6 +104,8 @@ class PipelineRunner:
         # The Wan family for every model reelserve loads; another family is passed in. Tests wrap
         # it (a gate, injected out-of-memory errors) to hold or break a batch.
         self.family: ModelFamily = family or WanFamily(pipeline, max_sequence_length, encode=self._encode)
+        # The model's latent-to-RGB map for live previews (shared by its lanes: ``model_host``).
+        self.previews = previews or PreviewMaps(pipeline)
         self.calls = 0  # runs of the loop (one per batch, more after a split), for tests and benchmarks
 
     def shutdown(self) -> None:
@@ -120,6 +125,7 @@ class PipelineRunner:
         on_finished: FinishedRow | None = None,
         resume: Callable[[str], FamilyRow | None] | None = None,
         checkpoint: Callable[[list[FamilyRow]], None] | None = None,
+        on_preview: OnPreview | None = None,
     ) -> BatchOutcome:
         """Videos for the rows of ``batch`` (and of those that join it through ``joins``) that neither
         stopped nor ran out of memory alone: in the outcome's ``frames``, or given to ``on_finished``
@@ -130,7 +136,8 @@ class PipelineRunner:
         when this returns; rows it parked (``JoinQueue.park_all``) are in the outcome's ``parked``.
         ``resume``: a parked row by job id (None: the row starts anew), asked once for every row of
         ``batch`` and every joiner; a parked row goes on from its own step. ``checkpoint`` sees the
-        running rows at every step boundary (``Boundary.checkpoint``).
+        running rows at every step boundary (``Boundary.checkpoint``). ``on_preview`` gets each live
+        preview a row asks for (``GenerationParams.preview_every``).
         """
         if self.cpu_threads is not None and torch.get_num_threads() != self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
@@ -140,7 +147,7 @@ class PipelineRunner:
         assert all(key(p) == key(first) for _, p in batch), "rows of different shapes or schedules"
         started = time.perf_counter()
         state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished, resume,
-                     checkpoint)
+                     checkpoint, on_preview)
         try:
             self._run_splitting(list(batch), state)
         finally:
@@ -222,11 +229,13 @@ class PipelineRunner:
             boundary = Boundary(self._admitter(rows, state), self._parker(state.joins), checkpoint=state.checkpoint)
         elif state.checkpoint is not None:
             boundary = Boundary(checkpoint=state.checkpoint)
+        previews = None if state.on_preview is None else LivePreviews(self.family, self.previews, state.on_preview)
         with torch.inference_mode():
             prepared = self._prepare(rows, state)
             try:
                 denoise(self.family, prepared, state.should_stop, on_step, self._primer(rows[0][1].num_inference_steps),
-                        outcome.stopped_at, boundary=boundary, mixed_steps=self.joins_rows, on_finished=on_finished)
+                        outcome.stopped_at, boundary=boundary, mixed_steps=self.joins_rows, on_finished=on_finished,
+                        after_step=previews)
             finally:
                 if boundary is not None:
                     outcome.parked.update(boundary.parked)

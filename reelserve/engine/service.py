@@ -50,6 +50,9 @@ class VideoService(Protocol):
     async def content(self, job_id: str, variant: Variant) -> Content:
         """Raises not_found, or conflict while the job is unfinished."""
 
+    async def preview(self, job_id: str) -> bytes:
+        """The newest live preview (``PREVIEW_MEDIA_TYPE``); raises not_found, or conflict while there is none."""
+
     async def queue_depth(self) -> int: ...
 
     def model_info(self) -> dict[str, Any]:

@@ -47,6 +47,11 @@ class RunningRows:
         self.started[job.id] = time.perf_counter()
         self.jobs[job.id] = job
 
+    def running_level(self, level_of: Callable[[Job], int]) -> int:
+        """The most urgent level among the rows not handed out yet (the last one's, if none is left)."""
+        levels = [level_of(job) for job in self.unfinished()] or [level_of(next(reversed(self.jobs.values())))]
+        return min(levels)
+
     def unfinished(self) -> list[Job]:
         """The jobs whose rows were not handed out: stopped, failed, or never run."""
         return [job for job_id, job in self.jobs.items() if job_id not in self.finished]
@@ -81,10 +86,12 @@ class StepScheduling:
         self.spilling = False  # draining: parked rows go to storage
         self._checkpointed: dict[str, tuple[int, str]] = {}  # job id -> (step, key) of its last checkpoint
 
-    def start(self, rows: RunningRows, lane: int, joins_rows: bool,
-              lanes_busy: Callable[[], bool]) -> tuple[JoinQueue | None, Feeding | None]:
+    def start(self, rows: RunningRows, lane: int, joins_rows: bool, lanes_busy: Callable[[], bool],
+              opened_for: int | None = None) -> tuple[JoinQueue | None, Feeding | None]:
         """A join queue and its feeder for a batch that can take joiners or make way (``joins_rows``:
-        its lane's runner can; ``lanes_busy``: whether every lane runs a batch now)."""
+        its lane's runner can; ``lanes_busy``: whether every lane runs a batch now). A batch opened
+        for a level's reserved share (``opened_for``) is owed its turn: it gets no feeder, so it
+        neither grows with other tiers' work nor makes way (a drain still parks it)."""
         if not joins_rows:
             return None, None
         first = next(iter(rows.jobs.values()))
@@ -92,7 +99,7 @@ class StepScheduling:
         self._open.add(joins)
         if self.spilling:
             joins.park_all()
-        if not (self.policy.join or self.policy.preempt):
+        if not (self.policy.join or self.policy.preempt) or opened_for is not None:
             return joins, None
         feeder = JoinFeeder(
             broker=self.broker, joins=joins, shape=first.params.shape_key(),
@@ -100,6 +107,7 @@ class StepScheduling:
             claim=lambda job_ids: self.claim(job_ids, lane), hand_back=self.hand_back,
             joined=functools.partial(self._joined, rows), lanes_busy=lanes_busy,
             joined_rows=self.metrics.joined_rows, policy=self.policy, level_of=self.scheduler.level_of,
+            running_level=lambda: rows.running_level(self.scheduler.level_of),
         )
         task = asyncio.create_task(feeder.run(), name="reelserve-join-feeder")
         self._feeders.add(feeder)

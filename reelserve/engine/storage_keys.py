@@ -25,3 +25,9 @@ def parked_key(job_id: str, attempt: int = 1) -> str:
 
 def thumbnail_key(job_id: str, attempt: int = 1) -> str:
     return f"{job_prefix(job_id)}thumbnail{_attempt(attempt)}.jpg"
+
+
+def preview_key(job_id: str) -> str:
+    """The latest live preview of a running job (``engine/previews.py``): every run writes the one
+    key, the newest preview replacing the last."""
+    return f"{job_prefix(job_id)}preview.webp"

@@ -71,14 +71,16 @@ class Broker(Protocol):
         *,
         level: int | None = None,
         preempt_below: int | None = None,
+        urgent_first: bool = False,
     ) -> tuple[str, str] | None:
         """Pop the oldest job of the most urgent level (with ``batch_key``, if given) as ``(job_id, batch_key)``.
 
         ``batch_key`` may be a ``ShapeKey``: any job of that shape (continuous batching).
         ``level``: take from that level first when it has a matching job (a reserved share being served).
         ``preempt_below``: raise ``Preempted`` instead of waiting while a job of a level below it
-        (more urgent) is queued with another key. Waits up to ``timeout`` seconds (forever when
-        None); returns None on timeout."""
+        (more urgent) is queued with another key; with ``urgent_first``, also instead of taking one
+        (a running batch's feeder: that job goes before the batch grows). Waits up to ``timeout``
+        seconds (forever when None); returns None on timeout."""
 
     async def requeue(self, job_ids: list[str], batch_key: str, levels: dict[str, int]) -> None:
         """Put jobs that were taken but not started back at the front of their levels, in order."""

@@ -40,12 +40,16 @@ class LocalBroker:
         *,
         level: int | None = None,
         preempt_below: int | None = None,
+        urgent_first: bool = False,
     ) -> tuple[str, str] | None:
+        def urgent() -> bool:
+            return preempt_below is not None and self._waiting.urgent(preempt_below, batch_key)
+
         async with self._changed:
             try:
                 async with asyncio.timeout(timeout):
-                    while (job_id := self._waiting.first(batch_key, level)) is None:
-                        if preempt_below is not None and self._waiting.urgent(preempt_below, batch_key):
+                    while (urgent_first and urgent()) or (job_id := self._waiting.first(batch_key, level)) is None:
+                        if urgent():
                             raise Preempted
                         await self._changed.wait()
             except TimeoutError:

@@ -165,6 +165,7 @@ class RedisStreamsBroker:
         *,
         level: int | None = None,
         preempt_below: int | None = None,
+        urgent_first: bool = False,
     ) -> tuple[str, str] | None:
         """``Broker.take``, from this worker's buffer, reading ahead from Redis most urgent level first
         (``level`` first, when given) until the buffer holds a match or that level's buffer is full.
@@ -176,6 +177,9 @@ class RedisStreamsBroker:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             await self._read_ahead(self._order(level), batch_key)
+            urgent = preempt_below is not None and self._buffer.urgent(preempt_below, batch_key)
+            if urgent and urgent_first:
+                raise Preempted
             key = self._buffer.first(batch_key, level)
             if key is not None:
                 entry = self._buffer.pop(key)
@@ -188,7 +192,7 @@ class RedisStreamsBroker:
                     self._taken[entry.job_id] = entry
                     return entry.job_id, entry.batch_key
                 continue  # reclaimed by another worker: look again
-            if preempt_below is not None and self._buffer.urgent(preempt_below, batch_key):
+            if urgent:
                 raise Preempted
             if deadline is not None and time.monotonic() >= deadline:
                 return None

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from reelserve.schemas import EventType, JobEvent
 
 
+_STEP_EVENTS = (EventType.progress, EventType.preview)
+
+
 class StepFollowers:
     """Which local listeners take per-step ``progress`` events, counted per job so that the pipeline
     thread's question (``wanted``) is one dict lookup, atomic under the GIL, with no lock."""
@@ -37,8 +40,8 @@ class StepFollowers:
                 self._per_job[job_id] -= 1
 
     def takes(self, queue: asyncio.Queue[JobEvent], event: JobEvent) -> bool:
-        """Does ``queue`` get ``event``? Every event but a step's, which only its followers get."""
-        return event.type is not EventType.progress or queue in self._queues
+        """Does ``queue`` get ``event``? Every event but a step's (progress, preview), which only its followers get."""
+        return event.type not in _STEP_EVENTS or queue in self._queues
 
     def wanted(self, job_id: str) -> bool:
         return job_id in self._per_job

@@ -264,10 +264,52 @@ def _print_report(report: LoadReport) -> None:
     """One column per tier and one for all: it stays narrow with many metrics and few tiers."""
     names = [*report.tiers, "all"]
     stats = [*report.tiers.values(), report.overall]
-    table = Table(title=f"{report.overall.sent} requests over {report.span_s:.1f}s")
+    table = Table(
+        title=f"{report.overall.sent} requests over {report.span_s:.1f}s; "
+        f"step scheduling: {report.step_scheduling.label()}"
+    )
     table.add_column("")
     for name in names:
         table.add_column(name, justify="right", style="bold" if name == "all" else None)
     for label, cells in _rows(stats):
         table.add_row(label, *cells)
     Console().print(table)
+
+
+@app.command()
+def compare(
+    a: Annotated[Path, typer.Argument(metavar="A.json", help="A report of `bench load --json` (the baseline).")],
+    b: Annotated[
+        Path, typer.Argument(metavar="B.json", help="Another, compared with A (e.g. the same load, step scheduling off).")
+    ],
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the comparison here.")] = None,
+) -> None:
+    """Two load reports side by side per tier: e2e p50/p95/p99, completed and completed/s, with B/A."""
+    from reelserve.loadgen.compare import compare_reports
+    from reelserve.loadgen.report import LoadReport
+
+    reports = []
+    for name, path in (("A", a), ("B", b)):
+        try:
+            reports.append(LoadReport.from_json(path))
+        except (OSError, ValueError) as exc:  # ValidationError is a ValueError
+            raise typer.BadParameter(f"not a load report: {str(exc).splitlines()[0]}", param_hint=name) from None
+    out = Console()
+    for name, path, report in zip(("A", "B"), (a, b), reports, strict=True):
+        out.print(f"{name}: {path}: {report.overall.sent} requests over {report.span_s:.1f}s; step scheduling: "
+                  f"{report.step_scheduling.label()}", markup=False, highlight=False)
+    rows = compare_reports(*reports)
+    table = Table("tier", "", "A", "B", "B/A", title="B against A")
+    for row in rows:
+        table.add_row(row.tier, row.metric, _number(row.a), _number(row.b), _number(row.ratio))
+    out.print(table)
+    if json_path is not None:
+        document = {"a": str(a), "b": str(b), "a_step_scheduling": reports[0].step_scheduling.model_dump(),
+                    "b_step_scheduling": reports[1].step_scheduling.model_dump(),
+                    "rows": [row.model_dump() for row in rows]}
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        console.print(f"comparison written to {json_path}")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

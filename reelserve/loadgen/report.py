@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from reelserve.loadgen.records import QueueSample, RequestRecord
+from reelserve.loadgen.step_scheduling import StepScheduling
 
 # Rejections that promise a retry: these must carry Retry-After.
 RETRYABLE_STATUSES = frozenset({429, 503})
@@ -131,6 +132,9 @@ class LoadReport(BaseModel):
     tiers: dict[str, TierStats]
     records: list[RequestRecord]
     queue_samples: list[QueueSample]
+    step_scheduling: StepScheduling = Field(
+        default_factory=StepScheduling, description="the server's continuous batching and preemption"
+    )
 
     @classmethod
     def build(
@@ -141,6 +145,7 @@ class LoadReport(BaseModel):
         wall_s: float,
         records: list[RequestRecord],
         queue_samples: list[QueueSample],
+        step_scheduling: StepScheduling | None = None,
     ) -> LoadReport:
         """Compute the statistics from ``records``."""
         ends = [r.sent_s for r in records] + [r.finished_s for r in records if r.finished_s is not None]
@@ -158,6 +163,7 @@ class LoadReport(BaseModel):
             tiers={tier: TierStats.of(rs, span_s) for tier, rs in sorted(by_tier.items())},
             records=records,
             queue_samples=queue_samples,
+            step_scheduling=step_scheduling or StepScheduling(),
         )
 
     def to_json(self, path: str | Path) -> Path:

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reelserve.loadgen.records import LOST, QueueSample, RequestRecord
 from reelserve.loadgen.report import LoadReport
+from reelserve.loadgen.step_scheduling import StepScheduling, read_counters, read_settings
 from reelserve.loadgen.workload import LoadConfig, PlannedRequest, plan_requests
 
 QUEUE_DEPTH = "reelserve_queue_depth"
@@ -51,7 +52,8 @@ async def run_load(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> LoadReport:
     """Run ``config`` against its server and report. Never sends more than ``max_requests``; returns
-    within ``duration_s + drain_timeout_s`` plus a few seconds of shutdown. ``on_progress`` is called
+    within ``duration_s + drain_timeout_s`` plus a few seconds of shutdown (and of reading the server's
+    step scheduling: ``step_scheduling.READ_TIMEOUT_S``). ``on_progress`` is called
     (from the event loop; keep it quick) whenever a count changes. ``transport`` replaces the network
     (tests: ``httpx.MockTransport``)."""
     return await _LoadRun(config, on_progress, transport).run()
@@ -121,6 +123,8 @@ class _LoadRun:
             transport=self.transport,
         ) as client:
             sampler = asyncio.create_task(self._sample_metrics(client, drain_deadline))
+            # Beside the arrivals, so that a server slow to answer it does not delay them.
+            step_before = asyncio.create_task(self._step_scheduling_before(client))
             tasks: list[asyncio.Task[None]] = []
             try:
                 async with asyncio.timeout_at(drain_deadline):
@@ -136,14 +140,33 @@ class _LoadRun:
                 await asyncio.gather(*tasks, sampler, return_exceptions=True)
             if config.cancel_unfinished:
                 await self._cancel_unfinished(client)
+            wall_s = self.now_s()
+            step_scheduling = await self._step_scheduling_after(client, step_before)
         return LoadReport.build(
             config=config.model_dump(mode="json"),
             started_at=started_at,
             planned=len(self.plan),
-            wall_s=self.now_s(),
+            wall_s=wall_s,
             records=sorted(self.records, key=lambda r: r.index),
             queue_samples=self.samples,
+            step_scheduling=step_scheduling,
         )
+
+    @staticmethod
+    async def _step_scheduling_before(client: httpx.AsyncClient) -> tuple[StepScheduling, dict[str, float]]:
+        return await read_settings(client), await read_counters(client)
+
+    @staticmethod
+    async def _step_scheduling_after(
+        client: httpx.AsyncClient, before: asyncio.Task[tuple[StepScheduling, dict[str, float]]]
+    ) -> StepScheduling:
+        """The settings read at the start, with what the step counters moved by since."""
+        if not before.done():  # the server never answered: nothing to compare the counters with
+            before.cancel()
+            await asyncio.gather(before, return_exceptions=True)
+            return StepScheduling(source="unknown: the server did not answer during the run")
+        settings, counters = before.result()
+        return settings.with_counters(counters, await read_counters(client))
 
     async def _arrive(self, client: httpx.AsyncClient, tasks: list[asyncio.Task[None]]) -> None:
         for planned in self.plan:

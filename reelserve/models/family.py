@@ -60,3 +60,12 @@ class ModelFamily(Protocol):
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         """Finished rows to frames, float in [0, 1], (F, H, W, 3) each."""
         ...
+
+    def x0_estimate(self, row: Row) -> torch.Tensor:
+        """The row's current estimate of its clean latents, (1, C, F, H, W): what a live preview shows."""
+        ...
+
+    @property
+    def frames_per_latent(self) -> int:
+        """Video frames one latent frame stands for."""
+        ...

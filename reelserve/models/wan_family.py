@@ -110,6 +110,22 @@ class WanFamily:
             row.latents = row.scheduler.step(prediction[i : i + 1], row.timestep, row.latents, return_dict=False)[0]
             row.step += 1
 
+    def x0_estimate(self, row: Row) -> torch.Tensor:
+        """The row's current estimate of its clean latents: what its last step predicted. A multistep
+        scheduler that predicts x0 (Wan's UniPC, DPM-Solver++) keeps it as its last model output;
+        before the first step, or with another scheduler, the latents themselves (noisier)."""
+        outputs = getattr(row.scheduler, "model_outputs", None)
+        config = row.scheduler.config
+        predicts_x0 = getattr(config, "predict_x0", False) or getattr(config, "algorithm_type", "") == "dpmsolver++"
+        if outputs and outputs[-1] is not None and predicts_x0:
+            return outputs[-1]
+        return row.latents
+
+    @property
+    def frames_per_latent(self) -> int:
+        """Video frames one latent frame stands for (the VAE's temporal stride)."""
+        return int(self.pipeline.vae_scale_factor_temporal)
+
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         vae = self.pipeline.vae
         latents = torch.cat([row.latents for row in rows]).to(vae.device, vae.dtype)

@@ -3,6 +3,10 @@
 1. ``--workers N``: what latency and throughput do N workers give?
 2. ``--target-p95 X``: how many workers hold p95 ≤ X seconds at this rate?
 3. ``--videos K [--gpu-hour-price Z]``: what do K videos cost in GPU-hours and money?
+4. ``--compare-step-scheduling``: what do continuous batching and preemption change, per tier?
+
+Continuous batching and preemption are simulated on unless a flag or the workload file turns them
+off, as the server runs them by default.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ if TYPE_CHECKING:  # imported when a plan runs: reelserve.engine pulls in torch,
     from reelserve.planning.report import PlanReport
 
 DEFAULT_COST_MODEL = Path("reelserve-data/cost_model.json")
+STEP_SCHEDULING = ("continuous_batching", "preemption")  # ServerConfig fields, on in the server by default
 
 
 def plan(
@@ -70,6 +75,28 @@ def plan(
     ] = None,
     max_batch: Annotated[int | None, typer.Option(help="Most requests per pipeline call.")] = None,
     max_wait_ms: Annotated[float | None, typer.Option(help="How long a batch waits for joiners.")] = None,
+    continuous_batching: Annotated[
+        bool | None,
+        typer.Option(
+            "--continuous-batching/--no-continuous-batching",
+            help="Waiting jobs join a running batch of their shape at its next step (default: on, as the server).",
+        ),
+    ] = None,
+    preemption: Annotated[
+        bool | None,
+        typer.Option(
+            "--preemption/--no-preemption",
+            help="A running batch makes way at its next step for a more urgent job (default: on, as the server).",
+        ),
+    ] = None,
+    compare_step_scheduling: Annotated[
+        bool,
+        typer.Option(
+            "--compare-step-scheduling",
+            help="Also replay the same arrivals with continuous batching and preemption both on and both off, "
+            "and print each tier's p50/p95 and throughput side by side.",
+        ),
+    ] = False,
     requests: Annotated[int | None, typer.Option(help="Simulated requests.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the simulated arrivals.")] = None,
     json_path: Annotated[
@@ -96,6 +123,8 @@ def plan(
         "workers": workers,
         "max_batch_size": max_batch,
         "max_wait_s": None if max_wait_ms is None else max_wait_ms / 1000.0,
+        "continuous_batching": continuous_batching,
+        "preemption": preemption,
     }
     try:
         workload = _build_workload(workload_file, top_level, server, mix, guidance, tier_mix)
@@ -107,6 +136,8 @@ def plan(
         _fail(str(exc))
     costs, cost_source = _load_cost_model(cost_model_path, workload, out)
     document = _answer(out, workload, costs, target_p95, target_tier, max_workers, videos, gpu_hour_price)
+    if compare_step_scheduling:
+        document["step_scheduling_comparison"] = _compare_step_scheduling(out, workload, costs)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"cost_model": cost_source, **document}, indent=2))
@@ -159,7 +190,10 @@ def _build_workload(
     tier_mix: str | None,
 ) -> Workload:
     """The file's workload (or the defaults) with every flag that was given (not None) applied on top."""
-    data = (Workload.from_file(path) if path else Workload()).model_dump()
+    base = Workload.from_file(path) if path else Workload()
+    data = base.model_dump()
+    # The server's defaults, unless the file says otherwise (a flag, applied below, wins over both).
+    data["server"].update({name: True for name in STEP_SCHEDULING if name not in base.server.model_fields_set})
     if mix is not None:
         data["mix"] = [
             shape.model_dump() for shape in parse_mix(mix, guidance if guidance is not None else 5.0)
@@ -208,8 +242,43 @@ def _workload_line(workload: Workload) -> str:
         f"workload: {workload.rate_per_min:g} req/min ({workload.profile}), model {workload.model}, "
         f"mix [{mix}], repeats {workload.repeat_rate:.0%}, tiers [{tiers}], "
         f"batch ≤ {server.max_batch_size} waiting {server.max_wait_s * 1000:g} ms, "
+        f"continuous batching {_on(server.continuous_batching)}, preemption {_on(server.preemption)}, "
         f"{workload.requests} requests, seed {workload.seed}"
     )
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _compare_step_scheduling(out: Console, workload: Workload, costs: CostModel) -> dict[str, Any]:
+    """The same arrivals with continuous batching and preemption both off and both on; the two
+    reports, for --json."""
+    from reelserve.planning.simulate import generate_arrivals, simulate
+
+    arrivals = generate_arrivals(workload)
+    reports = {}
+    for name, on in (("off", False), ("on", True)):
+        server = workload.server.model_copy(update=dict.fromkeys(STEP_SCHEDULING, on))
+        reports[name] = simulate(workload.model_copy(update={"server": server}), costs, arrivals=arrivals)
+    out.print(_comparison_table(reports["off"], reports["on"]))
+    return {name: report.model_dump(mode="json") for name, report in reports.items()}
+
+
+def _comparison_table(off: PlanReport, on: PlanReport) -> Table:
+    table = Table(
+        "tier", "p50 s off", "p50 s on", "p95 s off", "p95 s on", "done/s off", "done/s on",
+        title=f"step scheduling (continuous batching and preemption) off vs on, same arrivals: "
+        f"utilisation {off.utilisation:.0%} vs {on.utilisation:.0%}",
+    )
+    for before, after in zip([*off.tiers, off.overall], [*on.tiers, on.overall], strict=True):
+        table.add_row(
+            before.name,
+            f"{before.latency_s.p50:.2f}", f"{after.latency_s.p50:.2f}",
+            f"{before.latency_s.p95:.2f}", f"{after.latency_s.p95:.2f}",
+            f"{before.throughput_per_s:.3f}", f"{after.throughput_per_s:.3f}",
+        )
+    return table
 
 
 def _simulation_table(report: PlanReport) -> Table:

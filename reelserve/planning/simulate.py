@@ -14,6 +14,13 @@ Scheduler semantics, as in reelserve/engine (batcher.py, shares.py), on the brok
   urgent tier that no idle worker took: its jobs go back to the front of their queues.
 - A finished batch's outputs are written one job after another (``CostModel.finish``) on the
   worker's encode thread, while the worker runs its next batch: a job ends when its outputs are.
+- With continuous batching or preemption on (``ServerConfig``, as the server's settings), a batch
+  runs step by step (``step_batch``: time per round of steps and per joiner from the cost model).
+  At each step boundary its finished rows leave and their outputs are written; then, while every
+  worker runs a batch, ``step_decision.decide_step`` (the engine's ``JoinFeeder`` decision, on this
+  same queue) lets waiting jobs of its shape join, stops its growth, or has it make way: its rows
+  are parked with their steps, their jobs go back to the front of their queues, and each resumes
+  from its step when it runs again. Both off: a batch runs whole, as one call.
 - A request identical to one already finished is a cache hit: answered at once, no pipeline time.
   One identical to a request still queued or running runs again (no coalescing).
 - A tier whose queue holds ``max_queue`` jobs rejects the next one.
@@ -25,55 +32,18 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from dataclasses import dataclass, field
 
 from reelserve.engine.cost_model import CostModel
 from reelserve.engine.shares import ReservedShares
+from reelserve.engine.step_decision import Move, StepPolicy, decide_step, room_to_grow
 from reelserve.jobs.waiting import WaitingJobs
+from reelserve.planning.arrivals import Arrival, generate_arrivals
 from reelserve.planning.report import JobRecord, PlanReport, tier_report
+from reelserve.planning.step_batch import StepBatch, StepRow
 from reelserve.planning.workload import Workload
 
-
-@dataclass(frozen=True)
-class Arrival:
-    """One request: when, what (index into ``Workload.mix``), which tier, and its content (equal for
-    identical requests: a repeat has its source's content)."""
-
-    time_s: float
-    shape: int
-    tier: str
-    content: int
-
-
-def generate_arrivals(workload: Workload) -> list[Arrival]:
-    """The workload's arrivals, from its seed. As in the load generator, a repeat resends a uniformly
-    chosen earlier non-repeat request: same shape, same tier."""
-    rng = random.Random(workload.seed)
-    shape_weights = [shape.weight for shape in workload.mix]
-    tier_names, tier_weights = zip(*workload.tier_mix.items(), strict=True)
-    changes = sorted(workload.rate_changes())
-    arrivals: list[Arrival] = []
-    fresh: list[Arrival] = []
-    t = 0.0
-    while len(arrivals) < workload.requests:
-        gap = rng.expovariate(workload.rate_at(t))
-        boundary = next((c for c in changes if c > t), math.inf)
-        if t + gap >= boundary:  # the rate changes first; arrivals are memoryless, so draw again from there
-            t = boundary
-            continue
-        t += gap
-        if workload.max_duration_s is not None and t > workload.max_duration_s:
-            break
-        if fresh and rng.random() < workload.repeat_rate:
-            source = fresh[rng.randrange(len(fresh))]
-            arrivals.append(Arrival(t, source.shape, source.tier, source.content))
-            continue
-        tier = rng.choices(tier_names, tier_weights)[0]
-        shape = rng.choices(range(len(workload.mix)), shape_weights)[0]
-        fresh.append(Arrival(t, shape, tier, len(arrivals)))
-        arrivals.append(fresh[-1])
-    return arrivals
+__all__ = ["Arrival", "generate_arrivals", "simulate"]  # the arrivals live in ``arrivals``, named here too
 
 
 def simulate(
@@ -108,9 +78,10 @@ class _Worker:
     opened_for: int | None = None  # the level whose reserved share opened the batch
     writer_free_s: float = 0.0  # when its encode thread is done with the outputs already handed to it
     generation: int = 0  # tells a stale "stop waiting" event from the current batch's
+    running: StepBatch | None = None  # its batch, run step by step (continuous batching or preemption on)
 
 
-_FINISH, _STOP_WAITING = 0, 1
+_FINISH, _STOP_WAITING, _STEP = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -147,7 +118,11 @@ class _Simulation:
         self.finished_content: set[int] = set()
         self.shape_of: dict[int, int] = {}
         self.batches = self.rows = 0
+        self.rounds = self.round_rows = 0  # step by step: rounds of steps run, and their rows summed
         self.busy_s = 0.0
+        self.policy = StepPolicy(join=self.server.continuous_batching, preempt=self.server.preemption)
+        self.step_level = self.policy.join or self.policy.preempt  # else whole batches, as before
+        self.progress: dict[int, int] = {}  # job index -> steps its parked row had done
 
     def run(self, arrivals: list[Arrival]) -> PlanReport:
         jobs: list[JobRecord] = []
@@ -174,6 +149,8 @@ class _Simulation:
             worker = self.workers[index]
             if kind == _FINISH:
                 self._finish(worker)
+            elif kind == _STEP:
+                self._step(worker)
             elif worker.collecting and worker.generation == generation:
                 self._start(worker)
         if t != math.inf:
@@ -265,29 +242,116 @@ class _Simulation:
         if worker.collecting:
             self._stop_collecting(worker)
         rows = len(worker.batch)
-        duration = self._duration(self.shape_of[worker.batch[0].index], rows)
         for job in worker.batch:
-            job.started_s = self.now
+            if job.started_s is None:  # a parked job's wait ended when it first ran
+                job.started_s = self.now
         worker.busy = True
         self.batches += 1
         self.rows += rows
+        if self.step_level:
+            self._run_steps(worker)
+            return
+        duration = self._duration(self.shape_of[worker.batch[0].index], rows)
         self.busy_s += duration
         self._push(self.now + duration, _FINISH, worker)
 
     def _finish(self, worker: _Worker) -> None:
         duration = self._duration(self.shape_of[worker.batch[0].index], len(worker.batch))
         by_level: dict[int, float] = {}
-        # Outputs are written one job after another on the worker's encode thread, beside its next batch.
-        write_s = self.cost_model.finish.predict(self.params[self.shape_of[worker.batch[0].index]])
-        written = max(self.now, worker.writer_free_s)
+        self._write_outputs(worker, worker.batch)
         for job in worker.batch:
-            written += write_s
-            job.finished_s = written
-            self.finished_content.add(job.content)
             level = self.level[job.tier]
             by_level[level] = by_level.get(level, 0.0) + duration / len(worker.batch)
-        self.shares.record(by_level, {self.level[name]: n for name, n in self.queued.items()}, worker.opened_for)
+        self.shares.record(by_level, self._queued_by_level(), worker.opened_for)
+        worker.batch = []
+        worker.busy = False
+        self._dispatch()
+
+    def _write_outputs(self, worker: _Worker, jobs: list[JobRecord]) -> None:
+        """Outputs are written one job after another on the worker's encode thread, beside its next
+        batch (or step): a job ends when its outputs are."""
+        written = max(self.now, worker.writer_free_s)
+        for job in jobs:
+            written += self.cost_model.finish.predict(self.params[self.shape_of[job.index]])
+            job.finished_s = written
+            self.finished_content.add(job.content)
         worker.writer_free_s = written
+
+    def _queued_by_level(self) -> dict[int, int]:
+        return {self.level[name]: n for name, n in self.queued.items()}
+
+    # -- step by step (continuous batching, preemption) --------------------------------------------
+
+    def _run_steps(self, worker: _Worker) -> None:
+        shape = self.params[self.shape_of[worker.batch[0].index]].shape_key()
+        batch = worker.running = StepBatch([self._row(job) for job in worker.batch], shape, growing=self.policy.join)
+        # As the engine: a batch opened for a reserved share is owed its turn, neither grown nor parked.
+        batch.deciding = worker.opened_for is None
+        self._next_round(worker, batch.opening_s(self.cost_model))
+
+    def _row(self, job: JobRecord) -> StepRow:
+        """A job's row, at the step its parked row reached (0 if it never ran)."""
+        params = self.params[self.shape_of[job.index]]
+        return StepRow(job, params, self.level[job.tier], self.progress.pop(job.index, 0))
+
+    def _next_round(self, worker: _Worker, before_s: float = 0.0) -> None:
+        assert worker.running is not None
+        duration = before_s + worker.running.round_s(self.cost_model)
+        self.rounds += 1
+        self.round_rows += len(worker.running.rows)
+        self.busy_s += duration
+        self._push(self.now + duration, _STEP, worker)
+
+    def _step(self, worker: _Worker) -> None:
+        """A step boundary: finished rows leave (their outputs are written at once); then, while
+        every worker runs a batch, the batch takes joiners or makes way as the engine's feeder would.
+        The feeder chose during the step, with the room the rows running then left it."""
+        batch = worker.running
+        assert batch is not None
+        room = room_to_grow(self.max_batch - len(batch.rows), batch.joined, self.max_batch)
+        self._write_outputs(worker, [row.job for row in batch.advance()])
+        if batch.deciding and all(other.busy for other in self.workers) and self._cross(batch, room):
+            self._make_way(worker)
+        elif batch.rows:
+            self._next_round(worker)
+        else:
+            self._end_steps(worker)
+
+    def _cross(self, batch: StepBatch, room: int) -> bool:
+        """Ask ``step_decision.decide_step`` (the engine feeder's decision) until it waits; joiners
+        join now. True: the batch makes way."""
+        batch.level = min((row.level for row in batch.rows), default=batch.level)  # the rows still running
+        while True:
+            decision = decide_step(self.waiting, self.policy, shape=batch.shape, level=batch.level, room=room,
+                                   growing=batch.growing)
+            if decision.move is Move.JOIN:
+                assert decision.job_id is not None
+                job = self.waiting.pop(decision.job_id).job
+                self.queued[job.tier] -= 1
+                if job.started_s is None:
+                    job.started_s = self.now
+                batch.join(self._row(job), self.cost_model)
+                room -= 1
+            elif decision.move is Move.STOP_GROWING:
+                batch.growing = False
+            else:
+                batch.deciding = decision.move is not Move.DONE
+                return decision.move is Move.MAKE_WAY
+
+    def _make_way(self, worker: _Worker) -> None:
+        """Preemption: every row is parked with its steps; its job goes back to the front of its queue."""
+        assert worker.running is not None
+        rows = worker.running.rows
+        self.progress.update((row.job.index, row.done) for row in rows)
+        self.waiting.push_front((str(row.job.index), _Queued(row.job, row.level)) for row in rows)
+        for row in rows:
+            self.queued[row.job.tier] += 1
+        self._end_steps(worker)
+
+    def _end_steps(self, worker: _Worker) -> None:
+        assert worker.running is not None
+        self.shares.record(worker.running.seconds_by_level, self._queued_by_level(), worker.opened_for)
+        worker.running = None
         worker.batch = []
         worker.busy = False
         self._dispatch()
@@ -308,7 +372,9 @@ class _Simulation:
             max_batch_size=self.max_batch,
             simulated_s=simulated_s,
             batches=self.batches,
-            mean_batch_size=self.rows / self.batches if self.batches else 0.0,
+            # Step by step a batch may never end while rows come and go: its size is its rows per step.
+            mean_batch_size=(self.round_rows / self.rounds if self.rounds else 0.0) if self.step_level
+            else (self.rows / self.batches if self.batches else 0.0),
             gpu_seconds=self.busy_s,
             utilisation=self.busy_s / (workers * simulated_s) if simulated_s > 0 else 0.0,
             overall=tier_report("all", jobs, simulated_s),

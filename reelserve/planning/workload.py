@@ -42,6 +42,13 @@ class ServerConfig(BaseModel):
     workers: int = Field(1, ge=1, le=4096)
     max_batch_size: int = Field(4, ge=1, le=64, description="most requests in one pipeline call")
     max_wait_s: float = Field(0.05, ge=0, description="how long an open batch waits for joiners")
+    # On, as the server's settings (``reelserve plan``'s flags and a workload file may turn them off).
+    continuous_batching: bool = Field(
+        True, description="as the server's setting: waiting jobs of a running batch's shape join it at a step"
+    )
+    preemption: bool = Field(
+        True, description="as the server's setting: a running batch makes way, at a step, for more urgent work"
+    )
     tiers: list[Tier] = Field(default_factory=lambda: list(DEFAULT_TIERS))
 
     def tier(self, name: str) -> Tier:

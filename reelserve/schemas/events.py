@@ -14,6 +14,7 @@ class EventType(StrEnum):
     queued = "queued"  # waiting; carries queue_position
     progress = "progress"  # one denoising step done; carries step/total_steps
     status = "status"  # status changed (in_progress, or a final status)
+    preview = "preview"  # a live preview of the running video; carries step/total_steps and preview
 
 
 class JobEvent(BaseModel):
@@ -26,6 +27,7 @@ class JobEvent(BaseModel):
     total_steps: int | None = None
     error: JobError | None = None
     estimated_completion_at: float | None = None  # epoch seconds, while the job is unfinished
+    preview: str | None = None  # a preview event's image, as a data: URL (an animated WebP)
     at: float = Field(default_factory=time.time)
     # The final job itself, on a final event made from it in this process: never serialised, so it
     # goes neither to SSE nor to other processes, and a waiter here need not read the job back.

@@ -45,6 +45,7 @@ class Timings(BaseModel):
     inference_s: float | None = None
     encode_s: float | None = None
     total_s: float | None = None
+    first_preview_s: float | None = None  # from creation to the first live preview
 
 
 class Degradation(BaseModel):

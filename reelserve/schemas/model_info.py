@@ -66,6 +66,7 @@ def model_object(
         "guidance_scale": {"type": "number", "min": 0.0, "max": MAX_GUIDANCE, "default": limits.default_guidance},
         "seed": {"type": "integer", "min": 0, "max": MAX_SEED, "default": None},
         "priority": {"type": "string", "enum": priorities, "default": default_priority},
+        "preview_every": {"type": "integer", "min": 0, "max": limits.max_steps, "default": limits.default_preview_every},
     }
     if limits.two_experts:
         parameters["guidance_scale_2"] = {"type": "number", "min": 0.0, "max": MAX_GUIDANCE,

@@ -71,6 +71,10 @@ class VideoCreateRequest(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
     guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    preview_every: int | None = Field(
+        default=None, ge=0, description="send a live preview (SSE 'preview' event, GET .../preview) every this many "
+        "steps; 0: none; None: the server's default",
+    )
     cache: CacheOptions | None = None
     priority: str | None = Field(
         default=None, description="tier name, e.g. 'realtime', 'standard', 'batch'; within what the API key allows"
@@ -121,6 +125,7 @@ class ModelLimits(BaseModel):
     default_steps: int
     default_guidance: float
     two_experts: bool = False
+    default_preview_every: int = 0  # the server's setting, not the model's: 0, no previews unless asked
 
 
 class Role(enum.Flag):
@@ -166,6 +171,8 @@ class GenerationParams(BaseModel):
     guidance_scale: Annotated[float, Role.BATCH | Role.PIXELS | Role.PUBLIC]
     guidance_scale_2: Annotated[float | None, Role.BATCH | Role.PIXELS | Role.PUBLIC] = None
     seed: Annotated[int, Role.ROW | Role.PIXELS | Role.PUBLIC]
+    # Every this many steps the running row's preview goes out (0: none); it changes no pixel.
+    preview_every: Annotated[int, Role.ROW | Role.PUBLIC] = 0
 
     @classmethod
     def roles(cls, name: str) -> Role:
@@ -228,7 +235,21 @@ def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) ->
         guidance_scale=guidance,
         guidance_scale_2=guidance_2,
         seed=req.seed if req.seed is not None else secrets.randbelow(MAX_SEED),
+        preview_every=_resolve_preview_every(req, steps, limits),
     )
+
+
+def _resolve_preview_every(req: VideoCreateRequest, steps: int, limits: ModelLimits) -> int:
+    """A request's own value must be a step of its run; the server's default applies as it is (a
+    run shorter than it sends no preview)."""
+    if req.preview_every is None:
+        return limits.default_preview_every
+    if req.preview_every > steps:
+        raise invalid(
+            "preview_every", f"preview_every: a preview every {req.preview_every} steps never comes in a run of "
+            f"{steps} steps; send 1 to {steps} (a preview every that many steps), or 0 for none",
+        )
+    return req.preview_every
 
 
 def _resolve_size(req: VideoCreateRequest, limits: ModelLimits) -> tuple[int, int]:

@@ -132,3 +132,12 @@ def test_the_cli_runs_a_load_and_writes_json_and_plot(running: RunningServer, tm
     assert report.config["allow_degrade"] is True
     with Image.open(png) as image:
         assert image.format == "PNG" and image.width > 0
+
+
+async def test_the_report_reads_the_real_servers_step_scheduling(running: RunningServer) -> None:
+    report = await run_load(config(running, max_requests=2, prompts=["a step counter probe"]))
+    step = report.step_scheduling
+    # ``serve`` runs without continuous batching or preemption: the counters are there and never move.
+    assert (step.joined_rows, step.preempted_rows, step.resumed_steps) == (0.0, 0.0, 0.0)
+    assert step.continuous_batching is not True and step.preemption is not True
+    assert step.source.startswith(("GET /v1/models", "unknown: the server does not report it"))

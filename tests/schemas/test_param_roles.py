@@ -13,7 +13,7 @@ BASE = GenerationParams(model="micro", prompt="a red circle moving right", negat
 # A value for each field that differs from BASE's.
 OTHER = {"model": "tiny", "prompt": "a blue square", "negative_prompt": "blurry", "width": 128, "height": 32,
          "num_frames": 33, "fps": 16, "num_inference_steps": 10, "guidance_scale": 3.0, "guidance_scale_2": 2.0,
-         "seed": 2}
+         "seed": 2, "preview_every": 5}
 
 
 def test_every_field_declares_whether_it_shapes_the_call_or_the_row() -> None:
@@ -66,3 +66,8 @@ def test_the_model_object_describes_every_public_field_a_request_can_set(two_exp
     if not two_experts:
         public.discard("guidance_scale_2")  # offered only where there is a second expert
     assert public <= set(parameters)
+
+
+def test_previews_change_no_pixel_so_no_cache_entry() -> None:
+    with_previews = BASE.model_copy(update={"preview_every": 5})
+    assert output_signature(with_previews, "v1") == output_signature(BASE, "v1")

@@ -13,9 +13,11 @@ import { curlSnippet, pythonSnippet } from "./snippets.js";
 // but a server may still name them, so they point at the closest control.
 const FIELDS = [
   "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "num_inference_steps",
-  "guidance_scale", "guidance_scale_2", "seed", "priority",
+  "guidance_scale", "guidance_scale_2", "seed", "priority", "preview_every",
 ];
 const FIELD_ALIASES = { size: "width", seconds: "num_frames" };
+// With "Live preview" on, about this many previews come in a run (one every steps / PREVIEWS steps).
+const PREVIEWS = 5;
 
 let model = null; // the served model's /v1/models entry, once the server has answered
 
@@ -177,6 +179,10 @@ function requestJson() {
     body.guidance_scale_2 = Number($("guidance_scale_2").value);
   }
   body.priority = $("priority").value;
+  if ($("preview_every").checked && model.parameters.preview_every) {
+    const steps = body.num_inference_steps ?? model.parameters.num_inference_steps.default;
+    body.preview_every = Math.max(1, Math.floor(steps / PREVIEWS));
+  }
   const seed = seedDigits();
   const json = JSON.stringify(body);
   return seed ? `${json.slice(0, -1)},"seed":${seed}}` : json;

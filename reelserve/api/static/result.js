@@ -61,6 +61,8 @@ function resetResult() {
   if (state.videoUrl) URL.revokeObjectURL(state.videoUrl);
   state.videoUrl = null;
   $("result-video").removeAttribute("src");
+  $("result-preview").removeAttribute("src");
+  $("result-preview").hidden = true;
   $("player").hidden = true;
   $("details").hidden = true;
   $("details").replaceChildren();
@@ -90,11 +92,21 @@ function renderLive(event) {
     if (live.firstStep === null) [live.firstStep, live.firstAt] = [event.step, event.at];
     live.lastAt = event.at;
   }
+  if (event.type === "preview" && event.preview) showPreview(event);
   if (live.step != null && live.total) parts.push(`step ${live.step} of ${live.total}`);
   $("job-status").textContent = parts.join(" · ");
   if (event.progress != null) setProgress(event.progress);
   live.eta = etaFrom(event);
   renderEta();
+}
+
+// A live preview (an animated WebP as a data: URL, from the SSE stream) in place of the video to come.
+function showPreview(event) {
+  const image = $("result-preview");
+  image.src = event.preview;
+  image.dataset.step = String(event.step);
+  image.title = `preview at step ${event.step} of ${event.total_steps}`;
+  image.hidden = false;
 }
 
 // The server's estimate when it gives one; otherwise from the step rate seen so far.
@@ -250,7 +262,8 @@ function renderDetails(video) {
     ["Frames", `${video.num_frames} at ${video.fps} fps (${video.seconds} s)`, "detail-frames"],
     ["Steps", String(video.num_inference_steps), "detail-steps"],
     ["Guidance", video.guidance_scale_2 != null ? `${video.guidance_scale} / ${video.guidance_scale_2}` : String(video.guidance_scale), "detail-guidance"],
-    ["Timings", `queue ${seconds(t.queue_s)} · inference ${seconds(t.inference_s)} · encode ${seconds(t.encode_s)} · total ${seconds(t.total_s)}`, "detail-timings"],
+    ["Timings", `queue ${seconds(t.queue_s)} · inference ${seconds(t.inference_s)} · encode ${seconds(t.encode_s)} · total ${seconds(t.total_s)}`
+      + (t.first_preview_s != null ? ` · first preview ${seconds(t.first_preview_s)}` : ""), "detail-timings"],
   ];
   const list = $("details");
   list.replaceChildren(...rows.flatMap(([name, value, id]) => {
