@@ -55,6 +55,9 @@ class JoinFeeder:
     :param joined_rows: counts the jobs offered to the batch.
     :param level_of: a job's priority level (0 is the most urgent).
     :param running_level: the most urgent level among the batch's rows still running.
+    :param grows_cheaply: whether one row more costs a batch of that many rows little (else it takes
+        no less urgent joiner: ``step_decision.next_look``).
+    :param owed: seconds of a reserved share the batch was opened for that are not spent yet.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class JoinFeeder:
         claim: Callable[[list[str]], Awaitable[list[Job]]], hand_back: Callable[[list[str], bool], Awaitable[None]],
         joined: Callable[[Job], None], lanes_busy: Callable[[], bool], joined_rows: Counter,
         policy: StepPolicy, level_of: Callable[[Job], int], running_level: Callable[[], int] | None = None,
+        grows_cheaply: Callable[[int], bool] = lambda rows: True, owed: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.broker, self.joins, self.shape, self.level = broker, joins, shape, level
         self.claim, self.hand_back, self.joined, self.lanes_busy = claim, hand_back, joined, lanes_busy
@@ -70,6 +74,8 @@ class JoinFeeder:
         # The level of the batch's most urgent row still running (None: ``level``, lowered as rows
         # join): once a realtime row has left, the batch must make way for realtime work again.
         self.running_level = running_level
+        self.grows_cheaply = grows_cheaply  # rows -> whether one row more costs them little (the cost model)
+        self.owed = owed  # seconds the reserved share it was opened for is still owed (0: none)
         self.wake = asyncio.Event()  # set when rows leave, and when the lanes' business changes
 
     def can_join(self) -> bool:
@@ -85,16 +91,21 @@ class JoinFeeder:
         while not self.joins.closed:
             level = self.level if self.running_level is None else self.running_level()
             room = room_to_grow(self.joins.room(), self.joins.joined, self.joins.limit)
-            look = next_look(self.policy, shape=self.shape, level=level, room=room, growing=growing)
+            cheap = self.grows_cheaply(self.joins.limit - self.joins.room())
+            owed = self.owed()
+            look = next_look(self.policy, shape=self.shape, level=level, room=room, growing=growing, cheap=cheap,
+                             owed=owed > 0)
             if not self.lanes_busy() or look is Move.WAIT:
-                await self._nap()  # a lane is free (the batch loop takes the work), or full: until a row leaves
+                # A lane is free (the batch loop takes the work), or full: until a row leaves; or owed:
+                # until the share is spent, when it may make way.
+                await self._nap(min(JOIN_WAIT_S, owed) if owed > 0 else JOIN_WAIT_S)
                 continue
             if isinstance(look, Move):  # Move.DONE: nothing can change this batch any more
                 return
             try:
                 taken = await self.broker.take(
                     look.wanted, timeout=JOIN_WAIT_S if look.joins else WATCH_S, preempt_below=look.preempt_below,
-                    urgent_first=look.joins,
+                    urgent_first=look.joins, up_to=look.up_to,
                 )
             except Preempted:
                 if look.on_urgent is Move.MAKE_WAY:
@@ -105,10 +116,10 @@ class JoinFeeder:
             if taken is not None:
                 await self._join(taken[0])
 
-    async def _nap(self) -> None:
+    async def _nap(self, seconds: float = JOIN_WAIT_S) -> None:
         self.wake.clear()
         try:
-            await asyncio.wait_for(self.wake.wait(), JOIN_WAIT_S)
+            await asyncio.wait_for(self.wake.wait(), seconds)
         except TimeoutError:
             pass
 

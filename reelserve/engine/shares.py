@@ -63,6 +63,12 @@ class ReservedShares:
             elif level != opener:  # it waited while another level ran
                 self.credit[level] += share * total
 
+    def owed_seconds(self, level: int) -> float:
+        """How long a batch opened for ``level``'s share runs before its credit is spent (each second
+        of it costs the level ``1 - share`` of credit): a share is owed time, not a whole batch."""
+        share = self.current.get(level, 0.0)
+        return max(0.0, self.credit.get(level, 0.0)) / max(1e-9, 1.0 - share)
+
     def owed_level(self, depth_by_level: dict[int, int]) -> int | None:
         """The queued level with the most credit, or None when none is owed time (priority decides)."""
         owed = [

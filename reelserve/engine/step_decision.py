@@ -13,7 +13,7 @@ What is shared, and how:
   first, so a job it would keep from the lane goes before a joiner), else the oldest job of
   ``wanted`` if one waits (``first``). The engine does not call it: its queue sits behind a broker
   (the Redis broker's buffer must read ahead, and both wait on their own locks), so the feeder asks
-  ``Broker.take(look.wanted, preempt_below=look.preempt_below, urgent_first=look.joins)``, which
+  ``Broker.take(look.wanted, preempt_below=look.preempt_below, urgent_first=look.joins, up_to=look.up_to)``, which
   answers by those same two queries in that same order, raising ``Preempted`` for the urgent case. The simulation, owning its
   ``WaitingJobs``, calls ``answer`` (``decide_step`` = ``next_look`` then ``answer``); a test holds
   ``answer`` to the embedded broker's ``take``.
@@ -67,6 +67,7 @@ class QueueLook:
     wanted: ShapeKey
     preempt_below: int
     on_urgent: Move
+    up_to: int | None = None  # joiners of this level or a more urgent one only (None: any level)
 
     @property
     def joins(self) -> bool:
@@ -87,20 +88,37 @@ def room_to_grow(room: int, joined: int, limit: int) -> int:
     return max(0, min(room, limit - joined))
 
 
-def next_look(policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, growing: bool) -> QueueLook | Move:
+# A less urgent job joins a running batch only where one row more makes each step at most this much
+# dearer (the cost model's step time): a GPU batch of four costs little more than one, so joiners
+# ride almost free; on a CPU every row costs the rest about its own share, and a realtime row must
+# not run at the pace of the batch-tier rows that would join it.
+CHEAP_GROWTH = 1.25
+
+
+def grows_cheaply(step_s: float, grown_step_s: float) -> bool:
+    """Whether a step of the batch with one row more (``grown_step_s``) costs little more than now."""
+    return grown_step_s <= CHEAP_GROWTH * step_s
+
+
+def next_look(policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, growing: bool,
+              cheap: bool = True, owed: bool = False) -> QueueLook | Move:
     """What a running batch looks for now (every lane busy; with a lane free it takes nothing).
 
     :param level: the level of its most urgent row still running (0 is the most urgent): a row that
         finished no longer holds the batch's place.
     :param room: rows it may take now without passing its batch-size limit.
-    :param growing: it still takes joiners (starts as ``policy.join``; ``STOP_GROWING`` ends it)."""
+    :param growing: it still takes joiners (starts as ``policy.join``; ``STOP_GROWING`` ends it).
+    :param cheap: one row more costs its rows little (``grows_cheaply``); if not, it takes no less
+        urgent joiner.
+    :param owed: it was opened for a reserved share whose time (``ReservedShares.owed_seconds``) is
+        not spent yet: it makes way for nothing until then, and looks again later."""
     if growing and room > 0:
         # A job at least as urgent with another shape ends the growth: a batch that keeps growing
         # would keep that job from the lane.
-        return QueueLook(shape, level + 1, Move.STOP_GROWING)
-    if policy.preempt:  # full, or done growing: only strictly more urgent work of any shape matters
+        return QueueLook(shape, level + 1, Move.STOP_GROWING, up_to=None if cheap else level)
+    if policy.preempt and not owed:  # full, or done growing: only strictly more urgent work of any shape
         return QueueLook(NO_SHAPE, level, Move.MAKE_WAY)
-    return Move.WAIT if growing else Move.DONE  # full: until a row leaves; or never again
+    return Move.WAIT if growing or (policy.preempt and owed) else Move.DONE  # full, or owed: later; or never
 
 
 def answer(waiting: WaitingJobs[Any], look: QueueLook) -> StepDecision:
@@ -109,15 +127,16 @@ def answer(waiting: WaitingJobs[Any], look: QueueLook) -> StepDecision:
     urgent = waiting.urgent(look.preempt_below, look.wanted)
     if urgent and look.joins:  # growth stops before it takes another row ahead of that job
         return StepDecision(look.on_urgent)
-    job_id = waiting.first(look.wanted)
+    job_id = waiting.first(look.wanted, up_to=look.up_to)
     if job_id is not None:
         return StepDecision(Move.JOIN, job_id)
     return StepDecision(look.on_urgent if urgent else Move.WAIT)
 
 
 def decide_step(
-    waiting: WaitingJobs[Any], policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, growing: bool
+    waiting: WaitingJobs[Any], policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, growing: bool,
+    cheap: bool = True, owed: bool = False,
 ) -> StepDecision:
     """``next_look``, answered by ``waiting``: the whole decision, for a caller that owns its queue."""
-    look = next_look(policy, shape=shape, level=level, room=room, growing=growing)
+    look = next_look(policy, shape=shape, level=level, room=room, growing=growing, cheap=cheap, owed=owed)
     return StepDecision(look) if isinstance(look, Move) else answer(waiting, look)

@@ -14,11 +14,12 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reelserve.engine.events import Events, status_event
 from reelserve.engine.finisher import RUNNING, RunningJobs
+from reelserve.engine.step_decision import grows_cheaply
 from reelserve.engine.join_feeder import JoinFeeder, StepPolicy
 from reelserve.engine.joining import JoinQueue
 from reelserve.engine.parked_store import ParkedStore
@@ -90,8 +91,9 @@ class StepScheduling:
               opened_for: int | None = None) -> tuple[JoinQueue | None, Feeding | None]:
         """A join queue and its feeder for a batch that can take joiners or make way (``joins_rows``:
         its lane's runner can; ``lanes_busy``: whether every lane runs a batch now). A batch opened
-        for a level's reserved share (``opened_for``) is owed its turn: it gets no feeder, so it
-        neither grows with other tiers' work nor makes way (a drain still parks it)."""
+        for a level's reserved share (``opened_for``) takes no joiners, so its time goes to that
+        level, and makes way for nothing until the share's time is spent (``owed_seconds``); then,
+        like any batch, for more urgent work: parking loses none of its steps."""
         if not joins_rows:
             return None, None
         first = next(iter(rows.jobs.values()))
@@ -99,15 +101,20 @@ class StepScheduling:
         self._open.add(joins)
         if self.spilling:
             joins.park_all()
-        if not (self.policy.join or self.policy.preempt) or opened_for is not None:
+        policy = self.policy if opened_for is None else replace(self.policy, join=False)
+        owed_until = time.monotonic() + (0.0 if opened_for is None else self.scheduler.shares.owed_seconds(opened_for))
+        if not (policy.join or policy.preempt):
             return joins, None
         feeder = JoinFeeder(
             broker=self.broker, joins=joins, shape=first.params.shape_key(),
             level=min(map(self.scheduler.level_of, rows.jobs.values())),
             claim=lambda job_ids: self.claim(job_ids, lane), hand_back=self.hand_back,
             joined=functools.partial(self._joined, rows), lanes_busy=lanes_busy,
-            joined_rows=self.metrics.joined_rows, policy=self.policy, level_of=self.scheduler.level_of,
+            joined_rows=self.metrics.joined_rows, policy=policy, level_of=self.scheduler.level_of,
             running_level=lambda: rows.running_level(self.scheduler.level_of),
+            grows_cheaply=lambda size: grows_cheaply(self.scheduler.cost_model.predict_step(first.params, size),
+                                                     self.scheduler.cost_model.predict_step(first.params, size + 1)),
+            owed=lambda: max(0.0, owed_until - time.monotonic()),
         )
         task = asyncio.create_task(feeder.run(), name="reelserve-join-feeder")
         self._feeders.add(feeder)

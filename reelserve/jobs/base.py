@@ -72,6 +72,7 @@ class Broker(Protocol):
         level: int | None = None,
         preempt_below: int | None = None,
         urgent_first: bool = False,
+        up_to: int | None = None,
     ) -> tuple[str, str] | None:
         """Pop the oldest job of the most urgent level (with ``batch_key``, if given) as ``(job_id, batch_key)``.
 
@@ -79,7 +80,8 @@ class Broker(Protocol):
         ``level``: take from that level first when it has a matching job (a reserved share being served).
         ``preempt_below``: raise ``Preempted`` instead of waiting while a job of a level below it
         (more urgent) is queued with another key; with ``urgent_first``, also instead of taking one
-        (a running batch's feeder: that job goes before the batch grows). Waits up to ``timeout``
+        (a running batch's feeder: that job goes before the batch grows). ``up_to``: only a job of
+        that level or a more urgent one (a batch that would slow its rows for a less urgent one). Waits up to ``timeout``
         seconds (forever when None); returns None on timeout."""
 
     async def requeue(self, job_ids: list[str], batch_key: str, levels: dict[str, int]) -> None:

@@ -41,14 +41,18 @@ class LocalBroker:
         level: int | None = None,
         preempt_below: int | None = None,
         urgent_first: bool = False,
+        up_to: int | None = None,
     ) -> tuple[str, str] | None:
         def urgent() -> bool:
             return preempt_below is not None and self._waiting.urgent(preempt_below, batch_key)
 
+        def first() -> str | None:
+            return self._waiting.first(batch_key, level, up_to=up_to)
+
         async with self._changed:
             try:
                 async with asyncio.timeout(timeout):
-                    while (urgent_first and urgent()) or (job_id := self._waiting.first(batch_key, level)) is None:
+                    while (urgent_first and urgent()) or (job_id := first()) is None:
                         if urgent():
                             raise Preempted
                         await self._changed.wait()

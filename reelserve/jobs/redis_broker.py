@@ -166,6 +166,7 @@ class RedisStreamsBroker:
         level: int | None = None,
         preempt_below: int | None = None,
         urgent_first: bool = False,
+        up_to: int | None = None,
     ) -> tuple[str, str] | None:
         """``Broker.take``, from this worker's buffer, reading ahead from Redis most urgent level first
         (``level`` first, when given) until the buffer holds a match or that level's buffer is full.
@@ -180,7 +181,7 @@ class RedisStreamsBroker:
             urgent = preempt_below is not None and self._buffer.urgent(preempt_below, batch_key)
             if urgent and urgent_first:
                 raise Preempted
-            key = self._buffer.first(batch_key, level)
+            key = self._buffer.first(batch_key, level, up_to=up_to)
             if key is not None:
                 entry = self._buffer.pop(key)
                 try:

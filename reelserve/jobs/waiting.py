@@ -67,10 +67,14 @@ class WaitingJobs(Generic[Q]):
             queue.move_to_end(item_id, last=False)
             self._where[item_id] = (item.level, item.batch_key)
 
-    def first(self, batch_key: str | None = None, level: int | None = None, *, only: bool = False) -> str | None:
+    def first(self, batch_key: str | None = None, level: int | None = None, *, only: bool = False,
+              up_to: int | None = None) -> str | None:
         """The id of the oldest item of the most urgent level (of ``level`` first, when given), of
-        ``batch_key`` if given; with ``only``, of ``level`` alone. None if there is none."""
+        ``batch_key`` if given; with ``only``, of ``level`` alone; with ``up_to``, of that level or a
+        more urgent one. None if there is none."""
         order = [level] if only else self._order(level)
+        if up_to is not None:
+            order = [lvl for lvl in order if lvl is not None and lvl <= up_to]
         for lvl in order:
             keys = self._levels.get(lvl, {})
             if batch_key is not None and not isinstance(batch_key, ShapeKey):

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from reelserve.engine.cost_model import CostModel
 from reelserve.engine.shares import ReservedShares
-from reelserve.engine.step_decision import Move, StepPolicy, decide_step, room_to_grow
+from reelserve.engine.step_decision import Move, StepPolicy, decide_step, grows_cheaply, room_to_grow
 from reelserve.jobs.waiting import WaitingJobs
 from reelserve.planning.arrivals import Arrival, generate_arrivals
 from reelserve.planning.report import JobRecord, PlanReport, tier_report
@@ -76,6 +76,7 @@ class _Worker:
     busy: bool = False
     preempt_below: int | None = None  # a waiting batch gives way to a job of a level below this
     opened_for: int | None = None  # the level whose reserved share opened the batch
+    owed_until_s: float = 0.0  # until then a batch opened for a share makes way for nothing
     writer_free_s: float = 0.0  # when its encode thread is done with the outputs already handed to it
     generation: int = 0  # tells a stale "stop waiting" event from the current batch's
     running: StepBatch | None = None  # its batch, run step by step (continuous batching or preemption on)
@@ -222,6 +223,7 @@ class _Simulation:
         assert opener is not None  # there is queued work
         worker.batch = [opener]
         worker.opened_for = owed
+        worker.owed_until_s = self.now + (0.0 if owed is None else self.shares.owed_seconds(owed))
         while len(worker.batch) < self.max_batch and (joiner := self._take(opener.batch_key, owed)):
             worker.batch.append(joiner)
         if len(worker.batch) >= self.max_batch or self.server.max_wait_s <= 0:
@@ -285,8 +287,8 @@ class _Simulation:
     def _run_steps(self, worker: _Worker) -> None:
         shape = self.params[self.shape_of[worker.batch[0].index]].shape_key()
         batch = worker.running = StepBatch([self._row(job) for job in worker.batch], shape, growing=self.policy.join)
-        # As the engine: a batch opened for a reserved share is owed its turn, neither grown nor parked.
-        batch.deciding = worker.opened_for is None
+        # As the engine: a batch opened for a reserved share takes no joiners (it may still make way).
+        batch.growing = batch.growing and worker.opened_for is None
         self._next_round(worker, batch.opening_s(self.cost_model))
 
     def _row(self, job: JobRecord) -> StepRow:
@@ -310,20 +312,22 @@ class _Simulation:
         assert batch is not None
         room = room_to_grow(self.max_batch - len(batch.rows), batch.joined, self.max_batch)
         self._write_outputs(worker, [row.job for row in batch.advance()])
-        if batch.deciding and all(other.busy for other in self.workers) and self._cross(batch, room):
+        if batch.deciding and all(other.busy for other in self.workers) and self._cross(batch, room, worker):
             self._make_way(worker)
         elif batch.rows:
             self._next_round(worker)
         else:
             self._end_steps(worker)
 
-    def _cross(self, batch: StepBatch, room: int) -> bool:
+    def _cross(self, batch: StepBatch, room: int, worker: _Worker) -> bool:
         """Ask ``step_decision.decide_step`` (the engine feeder's decision) until it waits; joiners
         join now. True: the batch makes way."""
         batch.level = min((row.level for row in batch.rows), default=batch.level)  # the rows still running
         while True:
+            cheap = not batch.rows or grows_cheaply(*(self.cost_model.predict_step(batch.rows[0].params, size)
+                                                      for size in (len(batch.rows), len(batch.rows) + 1)))
             decision = decide_step(self.waiting, self.policy, shape=batch.shape, level=batch.level, room=room,
-                                   growing=batch.growing)
+                                   growing=batch.growing, cheap=cheap, owed=self.now < worker.owed_until_s)
             if decision.move is Move.JOIN:
                 assert decision.job_id is not None
                 job = self.waiting.pop(decision.job_id).job

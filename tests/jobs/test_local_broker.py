@@ -1,8 +1,12 @@
 import asyncio
 import time
 
+import pytest
+
 from reelserve.engine.batcher import Batcher
+from reelserve.jobs.base import Preempted
 from reelserve.jobs.local_broker import LocalBroker
+from reelserve.schemas.requests import ShapeKey
 
 
 async def test_take_is_fifo_and_keyed() -> None:
@@ -143,3 +147,21 @@ async def test_a_learned_batch_limit_caps_that_key_only() -> None:
     assert await batcher.collect() == ["a0", "a1"]
     assert await batcher.collect() == ["b0", "b1", "b2", "b3"]
     assert batcher.limit_for("a") == 2 and batcher.limit_for("b") == 4
+
+
+async def test_urgent_first_stops_a_growing_batch_before_it_takes_a_joiner() -> None:
+    broker = LocalBroker()
+    await broker.put("mine", "w=32|steps=9", level=1)
+    await broker.put("urgent", "w=48|steps=2", level=0)
+    with pytest.raises(Preempted):  # the joiner waits too, but the urgent job goes first
+        await broker.take(ShapeKey("w=32"), timeout=0, preempt_below=2, urgent_first=True)
+    # Without it, the old answer: the joiner is handed out (the batcher's fill window takes it so).
+    assert await broker.take(ShapeKey("w=32"), timeout=0, preempt_below=2) == ("mine", "w=32|steps=9")
+
+
+async def test_up_to_takes_only_a_job_at_least_that_urgent() -> None:
+    broker = LocalBroker()
+    await broker.put("batch-tier", "w=32|steps=9", level=2)
+    assert await broker.take(ShapeKey("w=32"), timeout=0, up_to=1) is None
+    await broker.put("realtime", "w=32|steps=2", level=0)
+    assert await broker.take(ShapeKey("w=32"), timeout=0, up_to=1) == ("realtime", "w=32|steps=2")

@@ -306,3 +306,21 @@ def test_options_are_checked() -> None:
         RedisStreamsBroker(client, MODEL, "w", levels=(0, 0))
     with pytest.raises(ValueError):
         RedisStreamsBroker(client, MODEL, "w", read_count=0)
+
+
+async def test_urgent_first_stops_a_growing_batch_before_it_takes_a_joiner(client: aioredis.Redis) -> None:
+    api, worker = broker(client, "api"), broker(client, "w1", block_ms=20)
+    await api.put("mine", "w=32|steps=9", level=1)
+    await api.put("urgent", "w=48|steps=2", level=0)
+    with pytest.raises(Preempted):  # the joiner waits too, but the urgent job goes first
+        await worker.take(ShapeKey("w=32"), timeout=0, preempt_below=2, urgent_first=True)
+    # Without it, the old answer: the joiner is handed out (the batcher's fill window takes it so).
+    assert await worker.take(ShapeKey("w=32"), timeout=0, preempt_below=2) == ("mine", "w=32|steps=9")
+
+
+async def test_up_to_takes_only_a_job_at_least_that_urgent(client: aioredis.Redis) -> None:
+    api, worker = broker(client, "api"), broker(client, "w1", block_ms=20)
+    await api.put("batch-tier", "w=32|steps=9", level=2)
+    assert await worker.take(ShapeKey("w=32"), timeout=0, up_to=1) is None
+    await api.put("realtime", "w=32|steps=2", level=0)
+    assert await worker.take(ShapeKey("w=32"), timeout=0, up_to=1) == ("realtime", "w=32|steps=2")

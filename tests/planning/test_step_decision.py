@@ -101,7 +101,8 @@ STATES = [
     [("a", MINE_9, 0)],
 ]
 LOOKS = [QueueLook(SHAPE, 2, Move.STOP_GROWING), QueueLook(NO_SHAPE, 1, Move.MAKE_WAY),
-         QueueLook(SHAPE, 1, Move.STOP_GROWING), QueueLook(NO_SHAPE, 2, Move.MAKE_WAY)]
+         QueueLook(SHAPE, 1, Move.STOP_GROWING), QueueLook(NO_SHAPE, 2, Move.MAKE_WAY),
+         QueueLook(SHAPE, 2, Move.STOP_GROWING, up_to=1)]
 
 
 @pytest.mark.parametrize("jobs", STATES)
@@ -112,7 +113,7 @@ async def test_answer_is_what_the_embedded_brokers_take_answers(jobs: list[tuple
             await broker.put(job_id, key, level)
         try:
             taken = await broker.take(look.wanted, timeout=0, preempt_below=look.preempt_below,
-                                      urgent_first=look.joins)
+                                      urgent_first=look.joins, up_to=look.up_to)
             expected = StepDecision(Move.WAIT) if taken is None else StepDecision(Move.JOIN, taken[0])
         except Preempted:
             expected = StepDecision(look.on_urgent)
@@ -161,3 +162,32 @@ async def test_the_feeder_and_the_simulation_both_decide_through_next_look(monke
 
 async def _never(*args: object) -> Any:
     raise AssertionError("the feeder claimed or handed back a job it should not have taken")
+
+
+def test_where_a_row_more_is_dear_no_less_urgent_job_joins() -> None:
+    # On a CPU one row more costs every row its share: a realtime batch must not take batch-tier rows.
+    waiting = queue(("batch-tier", MINE_4, 2))
+    assert decide_step(waiting, StepPolicy(), shape=SHAPE, level=1, room=2, growing=True, cheap=False) == \
+        StepDecision(Move.WAIT)
+    assert decide(waiting, level=1) == StepDecision(Move.JOIN, "batch-tier")  # a GPU's near-free row: it joins
+    waiting.append("same-tier", Queued(MINE_9, 1))
+    assert decide_step(waiting, StepPolicy(), shape=SHAPE, level=1, room=2, growing=True, cheap=False) == \
+        StepDecision(Move.JOIN, "same-tier")
+    assert step_decision.grows_cheaply(0.10, 0.12) and not step_decision.grows_cheaply(0.10, 0.175)
+
+
+def test_a_batch_opened_for_a_share_makes_way_only_once_its_time_is_spent() -> None:
+    waiting = queue(("urgent", OTHER, 0))
+    owed = decide_step(waiting, StepPolicy(join=False), shape=SHAPE, level=2, room=2, growing=False, owed=True)
+    assert owed == StepDecision(Move.WAIT)  # not DONE: it looks again once the share is spent
+    spent = decide_step(waiting, StepPolicy(join=False), shape=SHAPE, level=2, room=2, growing=False, owed=False)
+    assert spent == StepDecision(Move.MAKE_WAY)
+
+
+def test_a_share_is_owed_time_not_a_whole_batch() -> None:
+    from reelserve.engine.shares import ReservedShares
+
+    shares = ReservedShares({2: 0.05})
+    shares.record({0: 1.0}, {2: 3})  # a realtime batch of 1 s ran while the batch tier waited
+    assert shares.owed_level({2: 3}) == 2
+    assert shares.owed_seconds(2) == pytest.approx(0.05 / 0.95)  # its credit, at 0.95 s of credit a second
