@@ -83,9 +83,19 @@ CHANGED_FIELDS = {
 }
 
 
+# Fields that change no pixel of the video, so no cache key: a request that asks for live previews
+# is served the cached video of the same request without them.
+SAME_VIDEO_FIELDS = {"preview_every": 5}
+
+
 def test_every_parameter_is_covered() -> None:
     # A new GenerationParams field must be added here, and so considered for the key.
-    assert set(GenerationParams.model_fields) - {"prompt"} == set(CHANGED_FIELDS)
+    assert set(GenerationParams.model_fields) - {"prompt"} == set(CHANGED_FIELDS) | set(SAME_VIDEO_FIELDS)
+
+
+@pytest.mark.parametrize(("field", "value"), SAME_VIDEO_FIELDS.items())
+def test_a_parameter_that_changes_no_pixel_leaves_the_key(field: str, value: object) -> None:
+    assert key_for(**{field: value}) == key_for()
 
 
 @pytest.mark.parametrize(("field", "value"), CHANGED_FIELDS.items())
