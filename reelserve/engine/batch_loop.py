@@ -208,7 +208,7 @@ class BatchLoop:
         running = loop.run_in_executor(thread, functools.partial(
             lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished,
             functools.partial(self.steps.resume, rows, lanes.runners[lane].device), self.steps.checkpointer(rows),
-            on_preview))
+            on_preview, lambda job_id, row: loop.call_soon_threadsafe(self.steps.swapped_out, rows, job_id, row)))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             outcome = await asyncio.shield(running)
@@ -236,7 +236,8 @@ class BatchLoop:
     async def _settle(self, rows: RunningRows, outcome: BatchOutcome, lane: int) -> None:
         """After a run: parked rows' jobs back in the queue, the rest of the bookkeeping done (each
         finished row's job was handed on as it finished)."""
-        jobs = list(rows.jobs.values())
+        await asyncio.gather(*rows.requeues)  # rows swapped out are back in the queue
+        jobs = [job for job in rows.jobs.values() if job.id not in rows.left]
         for job_id, row in outcome.parked.items():
             await self.steps.requeue_parked(rows.jobs[job_id], row)
         if outcome.unstarted:

@@ -45,12 +45,22 @@ class Boundary:
     """Filled as rows are parked (the caller takes them out to resume or keep them)."""
     checkpoint: Callable[[list[Row]], None] | None = None
     """Sees the rows that run on, whole, before any joins (to save a copy of their state)."""
+    swap_out: Callable[[list[Row]], list[str]] | None = None
+    """Keys of running rows to take out now, whole, while the batch goes on (each for a more urgent
+    row that joins in its slot); each is handed to ``on_swapped_out`` at once."""
+    on_swapped_out: Callable[[Row], None] | None = None
 
     def cross(self, live: list[Row]) -> list[Row]:
         """The rows that run on past this boundary."""
         if self.park is not None and live:
             leaving = set(self.park(live))
             self.parked.update((row.key, row) for row in live if row.key in leaving)
+            live = [row for row in live if row.key not in leaving]
+        if self.swap_out is not None and self.on_swapped_out is not None and live:
+            leaving = set(self.swap_out(live))
+            for row in live:
+                if row.key in leaving:
+                    self.on_swapped_out(row)
             live = [row for row in live if row.key not in leaving]
         if self.checkpoint is not None and live:
             self.checkpoint(live)

@@ -58,6 +58,7 @@ class JoinFeeder:
     :param grows_cheaply: whether one row more costs a batch of that many rows little (else it takes
         no less urgent joiner: ``step_decision.next_look``).
     :param owed: seconds of a reserved share the batch was opened for that are not spent yet.
+    :param least_urgent: the job of its least urgent running row (None: none to swap out).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class JoinFeeder:
         joined: Callable[[Job], None], lanes_busy: Callable[[], bool], joined_rows: Counter,
         policy: StepPolicy, level_of: Callable[[Job], int], running_level: Callable[[], int] | None = None,
         grows_cheaply: Callable[[int], bool] = lambda rows: True, owed: Callable[[], float] = lambda: 0.0,
+        least_urgent: Callable[[], Job | None] = lambda: None,
     ) -> None:
         self.broker, self.joins, self.shape, self.level = broker, joins, shape, level
         self.claim, self.hand_back, self.joined, self.lanes_busy = claim, hand_back, joined, lanes_busy
@@ -76,6 +78,7 @@ class JoinFeeder:
         self.running_level = running_level
         self.grows_cheaply = grows_cheaply  # rows -> whether one row more costs them little (the cost model)
         self.owed = owed  # seconds the reserved share it was opened for is still owed (0: none)
+        self.least_urgent = least_urgent  # the running row a more urgent joiner would replace
         self.wake = asyncio.Event()  # set when rows leave, and when the lanes' business changes
 
     def can_join(self) -> bool:
@@ -92,9 +95,9 @@ class JoinFeeder:
             level = self.level if self.running_level is None else self.running_level()
             room = room_to_grow(self.joins.room(), self.joins.joined, self.joins.limit)
             cheap = self.grows_cheaply(self.joins.limit - self.joins.room())
-            owed = self.owed()
+            owed, least = self.owed(), self.least_urgent()
             look = next_look(self.policy, shape=self.shape, level=level, room=room, growing=growing, cheap=cheap,
-                             owed=owed > 0)
+                             owed=owed > 0, least_level=None if least is None else self.level_of(least))
             if not self.lanes_busy() or look is Move.WAIT:
                 # A lane is free (the batch loop takes the work), or full: until a row leaves; or owed:
                 # until the share is spent, when it may make way.
@@ -104,8 +107,8 @@ class JoinFeeder:
                 return
             try:
                 taken = await self.broker.take(
-                    look.wanted, timeout=JOIN_WAIT_S if look.joins else WATCH_S, preempt_below=look.preempt_below,
-                    urgent_first=look.joins, up_to=look.up_to,
+                    look.wanted, timeout=JOIN_WAIT_S if look.joins and not look.swap else WATCH_S,
+                    preempt_below=look.preempt_below, urgent_first=look.joins, up_to=look.up_to,
                 )
             except Preempted:
                 if look.on_urgent is Move.MAKE_WAY:
@@ -114,7 +117,7 @@ class JoinFeeder:
                 growing = False  # STOP_GROWING: a growing batch would keep that job waiting
                 continue
             if taken is not None:
-                await self._join(taken[0])
+                await (self._swap(taken[0], least) if look.swap and least is not None else self._join(taken[0]))
 
     async def _nap(self, seconds: float = JOIN_WAIT_S) -> None:
         self.wake.clear()
@@ -134,4 +137,17 @@ class JoinFeeder:
                 self.level = min(self.level, self.level_of(job))  # the batch's most urgent row
             else:  # the batch ended while it was claimed
                 log.info("%s was claimed to join a batch that ended meanwhile; it goes back to the queue", job.id)
+                await self.hand_back([job.id], True)
+
+    async def _swap(self, job_id: str, leaving: Job) -> None:
+        """Preemption of one row: ``job_id`` (more urgent, of the batch's shape) takes the slot of the
+        running row ``leaving``, which is parked at the next boundary and goes back to the queue."""
+        if self.joins.closed or not self.lanes_busy():
+            await self.hand_back([job_id], False)
+            return
+        for job in await self.claim([job_id]):
+            self.joined(job)
+            if self.joins.swap(leaving.id, (job.id, job.params)):
+                self.joined_rows.inc()
+            else:  # the batch ended, makes way, or a row is about to join: the job waits its turn
                 await self.hand_back([job.id], True)

@@ -5,7 +5,8 @@ next step boundary, where they join the rows still running (``denoise_loop.Bound
 A batch ends when no row is left and nothing waits to join; ``take`` closes the queue in that same
 locked moment, so an offer either joins the batch or is refused (the loop then runs the job in a
 batch of its own): a claimed job is never left between the two. ``park_all`` is the other way a
-batch ends early: its rows leave whole at the next boundary (preemption).
+batch ends early: its rows leave whole at the next boundary (preemption). ``swap`` parks one row at
+the next boundary and puts a more urgent row in its slot: the batch goes on.
 """
 
 from __future__ import annotations
@@ -28,19 +29,20 @@ class JoinQueue:
         self._waiting: list[Offered] = []
         self._closed = False
         self._parking = False
+        self._leaving: set[str] = set()  # rows to park at the next boundary, each for a swapped-in row
         self.joined = 0  # rows that joined so far
 
     def room(self) -> int:
         """Rows that may be offered now without the batch ever passing ``limit``: rows only leave a
         batch between two boundaries, so this never overstates what ``take`` will accept."""
         with self._lock:
-            return 0 if self._closed else max(0, self.limit - self._live - len(self._waiting))
+            return 0 if self._closed else max(0, self.limit - self._live + len(self._leaving) - len(self._waiting))
 
     def offer(self, rows: Sequence[Offered]) -> bool:
         """Queue ``rows`` to join at the next boundary; False (nothing queued) once the batch ended or
         when they do not fit."""
         with self._lock:
-            if self._closed or self._live + len(self._waiting) + len(rows) > self.limit:
+            if self._closed or self._live - len(self._leaving) + len(self._waiting) + len(rows) > self.limit:
                 return False
             self._waiting.extend(rows)
             return True
@@ -58,6 +60,23 @@ class JoinQueue:
             if not rows and live == 0:
                 self._closed = True
             return rows
+
+    def swap(self, leaving: str, row: Offered) -> bool:
+        """At the next boundary park the running row ``leaving`` and let ``row`` join in its slot;
+        False (nothing changed) once the batch ended or is making way, or while offered rows wait
+        (the row to leave must be running, not about to join)."""
+        with self._lock:
+            if self._closed or self._waiting or leaving in self._leaving:
+                return False
+            self._leaving.add(leaving)
+            self._waiting.append(row)
+            return True
+
+    def take_leaving(self) -> list[str]:
+        """At a boundary, before ``take``: the rows to park now (swapped out)."""
+        with self._lock:
+            leaving, self._leaving = sorted(self._leaving), set()
+            return leaving
 
     def park_all(self) -> None:
         """Preemption: at the next boundary every running row is parked, whole, and the batch ends

@@ -89,13 +89,15 @@ class PipelineLanes:
                  joins: JoinQueue | None = None, on_finished: FinishedRow | None = None,
                  resume: Callable[[str], Any] | None = None,
                  checkpoint: Callable[[list[Any]], None] | None = None,
-                 on_preview: Callable[[str, int, int, bytes], None] | None = None) -> BatchOutcome:
+                 on_preview: Callable[[str, int, int, bytes], None] | None = None,
+                 on_parked: Callable[[str, Any], None] | None = None) -> BatchOutcome:
         """``rows`` (and joiners, see ``PipelineRunner.run``) through lane ``lane``'s runner, on the
         calling thread (which must be the lane's), with ``threads`` torch threads (None: the lanes' count)."""
         count = threads or self.threads
         if count is not None and torch.get_num_threads() != count:
             torch.set_num_threads(count)  # per OS thread: this lane's own
-        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume, checkpoint, on_preview)
+        return self.runners[lane].run(rows, on_step, should_stop, joins, on_finished, resume, checkpoint, on_preview,
+                                      on_parked)
 
     def joins_rows(self, lane: int) -> bool:
         return self.runners[lane].joins_rows

@@ -75,6 +75,7 @@ class _Run:
     resume: Callable[[str], FamilyRow | None] | None = None
     checkpoint: Callable[[list[FamilyRow]], None] | None = None
     on_preview: OnPreview | None = None
+    on_parked: Callable[[str, FamilyRow], None] | None = None
     resumed: dict[str, FamilyRow] = field(default_factory=dict)  # what ``resume`` gave, for a retry after a split
     ran_out_of_memory: bool = False
 
@@ -126,6 +127,7 @@ class PipelineRunner:
         resume: Callable[[str], FamilyRow | None] | None = None,
         checkpoint: Callable[[list[FamilyRow]], None] | None = None,
         on_preview: OnPreview | None = None,
+        on_parked: Callable[[str, FamilyRow], None] | None = None,
     ) -> BatchOutcome:
         """Videos for the rows of ``batch`` (and of those that join it through ``joins``) that neither
         stopped nor ran out of memory alone: in the outcome's ``frames``, or given to ``on_finished``
@@ -137,7 +139,9 @@ class PipelineRunner:
         ``resume``: a parked row by job id (None: the row starts anew), asked once for every row of
         ``batch`` and every joiner; a parked row goes on from its own step. ``checkpoint`` sees the
         running rows at every step boundary (``Boundary.checkpoint``). ``on_preview`` gets each live
-        preview a row asks for (``GenerationParams.preview_every``).
+        preview a row asks for (``GenerationParams.preview_every``); ``on_parked`` each row swapped out
+        of the batch (``JoinQueue.swap``) while it goes on, at once (rows parked as the batch makes way
+        are in the outcome's ``parked``).
         """
         if self.cpu_threads is not None and torch.get_num_threads() != self.cpu_threads:
             torch.set_num_threads(self.cpu_threads)
@@ -147,7 +151,7 @@ class PipelineRunner:
         assert all(key(p) == key(first) for _, p in batch), "rows of different shapes or schedules"
         started = time.perf_counter()
         state = _Run(BatchOutcome(), on_step, should_stop, joins if self.joins_rows else None, on_finished, resume,
-                     checkpoint, on_preview)
+                     checkpoint, on_preview, on_parked)
         try:
             self._run_splitting(list(batch), state)
         finally:
@@ -226,7 +230,9 @@ class PipelineRunner:
         self.calls += 1
         boundary = None
         if state.joins is not None:
-            boundary = Boundary(self._admitter(rows, state), self._parker(state.joins), checkpoint=state.checkpoint)
+            on_parked = None if state.on_parked is None else (lambda row, hand=state.on_parked: hand(row.key, row))
+            boundary = Boundary(self._admitter(rows, state), self._parker(state.joins), checkpoint=state.checkpoint,
+                                swap_out=lambda _, joins=state.joins: joins.take_leaving(), on_swapped_out=on_parked)
         elif state.checkpoint is not None:
             boundary = Boundary(checkpoint=state.checkpoint)
         previews = None if state.on_preview is None else LivePreviews(self.family, self.previews, state.on_preview)

@@ -54,6 +54,7 @@ class Move(enum.Enum):
     JOIN = "join"  # the oldest waiting job of its shape joins it (``StepDecision.job_id``)
     STOP_GROWING = "stop_growing"  # one at least as urgent waits with another shape: take no more
     MAKE_WAY = "make_way"  # one more urgent than every row waits: park the batch, requeue its jobs
+    SWAP = "swap"  # full: its least urgent row is parked and a more urgent job of its shape takes the slot
     WAIT = "wait"  # nothing now: look again when the queue or the batch changes
     DONE = "done"  # nothing can change this batch any more
 
@@ -68,6 +69,7 @@ class QueueLook:
     preempt_below: int
     on_urgent: Move
     up_to: int | None = None  # joiners of this level or a more urgent one only (None: any level)
+    swap: bool = False  # a joiner takes the slot of the batch's least urgent row (``Move.SWAP``)
 
     @property
     def joins(self) -> bool:
@@ -77,7 +79,7 @@ class QueueLook:
 @dataclass(frozen=True)
 class StepDecision:
     move: Move
-    job_id: str | None = None  # the joiner, for ``Move.JOIN``
+    job_id: str | None = None  # the joiner, for ``Move.JOIN`` and ``Move.SWAP``
 
 
 def room_to_grow(room: int, joined: int, limit: int) -> int:
@@ -88,20 +90,21 @@ def room_to_grow(room: int, joined: int, limit: int) -> int:
     return max(0, min(room, limit - joined))
 
 
-# A less urgent job joins a running batch only where one row more makes each step at most this much
-# dearer (the cost model's step time): a GPU batch of four costs little more than one, so joiners
-# ride almost free; on a CPU every row costs the rest about its own share, and a realtime row must
-# not run at the pace of the batch-tier rows that would join it.
-CHEAP_GROWTH = 1.25
+# A less urgent job joins a running batch, and a full batch swaps one row out for a more urgent job
+# of its shape, only where one row more adds at most this share of a lone row's step time (the cost
+# model's): a GPU batch of four costs little more than one, so a row more rides almost free; on a CPU
+# every row costs about a lone row, and a realtime row must not run at the pace of batch-tier rows.
+CHEAP_ROW = 0.25
 
 
-def grows_cheaply(step_s: float, grown_step_s: float) -> bool:
-    """Whether a step of the batch with one row more (``grown_step_s``) costs little more than now."""
-    return grown_step_s <= CHEAP_GROWTH * step_s
+def grows_cheaply(alone_s: float, step_s: float, grown_step_s: float) -> bool:
+    """Whether one row more (a step of ``grown_step_s`` instead of ``step_s``) costs little next to a
+    lone row's step (``alone_s``)."""
+    return grown_step_s - step_s <= CHEAP_ROW * alone_s
 
 
 def next_look(policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, growing: bool,
-              cheap: bool = True, owed: bool = False) -> QueueLook | Move:
+              cheap: bool = True, owed: bool = False, least_level: int | None = None) -> QueueLook | Move:
     """What a running batch looks for now (every lane busy; with a lane free it takes nothing).
 
     :param level: the level of its most urgent row still running (0 is the most urgent): a row that
@@ -111,11 +114,17 @@ def next_look(policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, gro
     :param cheap: one row more costs its rows little (``grows_cheaply``); if not, it takes no less
         urgent joiner.
     :param owed: it was opened for a reserved share whose time (``ReservedShares.owed_seconds``) is
-        not spent yet: it makes way for nothing until then, and looks again later."""
+        not spent yet: it makes way for nothing until then, and looks again later.
+    :param least_level: the level of its least urgent row still running (None: ``level``). A full
+        batch where a row more is cheap parks just that row for a more urgent job of its shape
+        (``Move.SWAP``); where it is dear the whole batch makes way, so the urgent job runs alone."""
     if growing and room > 0:
         # A job at least as urgent with another shape ends the growth: a batch that keeps growing
         # would keep that job from the lane.
         return QueueLook(shape, level + 1, Move.STOP_GROWING, up_to=None if cheap else level)
+    if policy.preempt and not owed and room == 0 and cheap:
+        least = level if least_level is None else least_level
+        return QueueLook(shape, level, Move.MAKE_WAY, up_to=least - 1, swap=True)
     if policy.preempt and not owed:  # full, or done growing: only strictly more urgent work of any shape
         return QueueLook(NO_SHAPE, level, Move.MAKE_WAY)
     return Move.WAIT if growing or (policy.preempt and owed) else Move.DONE  # full, or owed: later; or never
@@ -129,14 +138,15 @@ def answer(waiting: WaitingJobs[Any], look: QueueLook) -> StepDecision:
         return StepDecision(look.on_urgent)
     job_id = waiting.first(look.wanted, up_to=look.up_to)
     if job_id is not None:
-        return StepDecision(Move.JOIN, job_id)
+        return StepDecision(Move.SWAP if look.swap else Move.JOIN, job_id)
     return StepDecision(look.on_urgent if urgent else Move.WAIT)
 
 
 def decide_step(
     waiting: WaitingJobs[Any], policy: StepPolicy, *, shape: ShapeKey, level: int, room: int, growing: bool,
-    cheap: bool = True, owed: bool = False,
+    cheap: bool = True, owed: bool = False, least_level: int | None = None,
 ) -> StepDecision:
     """``next_look``, answered by ``waiting``: the whole decision, for a caller that owns its queue."""
-    look = next_look(policy, shape=shape, level=level, room=room, growing=growing, cheap=cheap, owed=owed)
+    look = next_look(policy, shape=shape, level=level, room=room, growing=growing, cheap=cheap, owed=owed,
+                     least_level=least_level)
     return StepDecision(look) if isinstance(look, Move) else answer(waiting, look)

@@ -43,6 +43,8 @@ class RunningRows:
         self.jobs = {job.id: job for job in batch}
         self.started = dict.fromkeys(self.jobs, started)
         self.finished: set[str] = set()  # handed out (added on the lane's thread)
+        self.left: set[str] = set()  # swapped out for more urgent rows: back in the queue, no longer this batch's
+        self.requeues: list[asyncio.Task[None]] = []  # their requeues, awaited before the batch settles
 
     def join(self, job: Job) -> None:
         self.started[job.id] = time.perf_counter()
@@ -53,9 +55,14 @@ class RunningRows:
         levels = [level_of(job) for job in self.unfinished()] or [level_of(next(reversed(self.jobs.values())))]
         return min(levels)
 
+    def least_urgent(self, level_of: Callable[[Job], int]) -> Job | None:
+        """The running row to swap out for a more urgent one: the least urgent, the latest of those."""
+        running = self.unfinished()
+        return max(running, key=lambda job: (level_of(job), self.started[job.id])) if running else None
+
     def unfinished(self) -> list[Job]:
-        """The jobs whose rows were not handed out: stopped, failed, or never run."""
-        return [job for job_id, job in self.jobs.items() if job_id not in self.finished]
+        """The jobs whose rows were not handed out: stopped, failed, or never run (not those swapped out)."""
+        return [job for job_id, job in self.jobs.items() if job_id not in self.finished and job_id not in self.left]
 
 
 @dataclass
@@ -112,9 +119,10 @@ class StepScheduling:
             joined=functools.partial(self._joined, rows), lanes_busy=lanes_busy,
             joined_rows=self.metrics.joined_rows, policy=policy, level_of=self.scheduler.level_of,
             running_level=lambda: rows.running_level(self.scheduler.level_of),
-            grows_cheaply=lambda size: grows_cheaply(self.scheduler.cost_model.predict_step(first.params, size),
-                                                     self.scheduler.cost_model.predict_step(first.params, size + 1)),
+            grows_cheaply=lambda size: grows_cheaply(*(self.scheduler.cost_model.predict_step(first.params, rows)
+                                                       for rows in (1, size, size + 1))),
             owed=lambda: max(0.0, owed_until - time.monotonic()),
+            least_urgent=lambda: rows.least_urgent(self.scheduler.level_of),
         )
         task = asyncio.create_task(feeder.run(), name="reelserve-join-feeder")
         self._feeders.add(feeder)
@@ -204,6 +212,17 @@ class StepScheduling:
         """The lanes' business changed: feeders look again."""
         for feeder in self._feeders:
             feeder.wake.set()
+
+    def swapped_out(self, rows: RunningRows, job_id: str, row: Any) -> None:
+        """On the loop: a row the lane took out of its running batch for a more urgent one goes back
+        to the queue now (the batch goes on); ``rows.requeues`` holds the work until it is done."""
+        rows.left.add(job_id)
+
+        async def requeue() -> None:
+            await self.requeue_parked(rows.jobs[job_id], row)
+            self.running.claimed.discard(job_id)
+
+        rows.requeues.append(asyncio.create_task(requeue(), name="reelserve-requeue-swapped"))
 
     async def requeue_parked(self, job: Job, row: Any) -> None:
         """A row that made way: its state kept (``parked``; in storage while draining, or when memory

@@ -325,17 +325,22 @@ class _Simulation:
         batch.level = min((row.level for row in batch.rows), default=batch.level)  # the rows still running
         while True:
             cheap = not batch.rows or grows_cheaply(*(self.cost_model.predict_step(batch.rows[0].params, size)
-                                                      for size in (len(batch.rows), len(batch.rows) + 1)))
+                                                      for size in (1, len(batch.rows), len(batch.rows) + 1)))
+            least = max(reversed(batch.rows), key=lambda row: row.level, default=None)  # the last of the least urgent
             decision = decide_step(self.waiting, self.policy, shape=batch.shape, level=batch.level, room=room,
-                                   growing=batch.growing, cheap=cheap, owed=self.now < worker.owed_until_s)
-            if decision.move is Move.JOIN:
+                                   growing=batch.growing, cheap=cheap, owed=self.now < worker.owed_until_s,
+                                   least_level=None if least is None else least.level)
+            if decision.move in (Move.JOIN, Move.SWAP):
                 assert decision.job_id is not None
+                if decision.move is Move.SWAP and least is not None:  # preemption of one row
+                    batch.rows.remove(least)
+                    self._requeue([least])
                 job = self.waiting.pop(decision.job_id).job
                 self.queued[job.tier] -= 1
                 if job.started_s is None:
                     job.started_s = self.now
                 batch.join(self._row(job), self.cost_model)
-                room -= 1
+                room -= decision.move is Move.JOIN
             elif decision.move is Move.STOP_GROWING:
                 batch.growing = False
             else:
@@ -343,14 +348,16 @@ class _Simulation:
                 return decision.move is Move.MAKE_WAY
 
     def _make_way(self, worker: _Worker) -> None:
-        """Preemption: every row is parked with its steps; its job goes back to the front of its queue."""
         assert worker.running is not None
-        rows = worker.running.rows
+        self._requeue(worker.running.rows)
+        self._end_steps(worker)
+
+    def _requeue(self, rows: list[StepRow]) -> None:
+        """Preemption: rows parked with their steps, their jobs back at the front of their queues."""
         self.progress.update((row.job.index, row.done) for row in rows)
         self.waiting.push_front((str(row.job.index), _Queued(row.job, row.level)) for row in rows)
         for row in rows:
             self.queued[row.job.tier] += 1
-        self._end_steps(worker)
 
     def _end_steps(self, worker: _Worker) -> None:
         assert worker.running is not None

@@ -32,7 +32,7 @@ class RecordingRunner(PipelineRunner):
 
     def run(self, batch: Any, on_step: Any = None, should_stop: Any = None, joins: Any = None,
             on_finished: Any = None, resume: Any = None, checkpoint: Any = None,
-            on_preview: Any = None) -> BatchOutcome:
+            on_preview: Any = None, on_parked: Any = None) -> BatchOutcome:
         """Also keeps the frames of rows handed out as they finished, in ``handed`` (before the job
         completes) and in the outcome's ``frames``."""
         handed: dict[str, Any] = {}
@@ -42,7 +42,7 @@ class RecordingRunner(PipelineRunner):
             on_finished(key, frames)
 
         outcome = super().run(batch, on_step, should_stop, joins, None if on_finished is None else finished, resume,
-                              checkpoint, on_preview)
+                              checkpoint, on_preview, on_parked)
         outcome.frames.update(handed)
         self.outcomes.append(outcome)
         self.returned.release()

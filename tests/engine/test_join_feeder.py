@@ -221,3 +221,35 @@ async def test_a_parked_row_that_does_not_fit_in_memory_goes_to_storage_and_come
         assert np.abs(parts["runner"].handed[slow.id] - lone_video(parts, slow)).max() <= 1e-5
     finally:
         await engine.stop()
+
+
+async def test_a_full_batch_swaps_its_least_urgent_row_for_a_more_urgent_job_where_a_row_is_cheap(
+    parts: dict[str, Any], held: StepRecorder, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    """Where one row more costs little (a GPU's cost curve: patched in, as the tiny model on a CPU has
+    a linear one), a full batch parks only its least urgent row for a more urgent job of its shape;
+    the parked row goes back to the queue at once and resumes from its step."""
+    from reelserve.engine import step_scheduling
+
+    monkeypatch.setattr(step_scheduling, "grows_cheaply", lambda *_: True)
+    engine = make_engine(parts, max_batch_size=2)
+    await engine.recover()
+    await engine.start(parts["runner"])
+    try:
+        first = await engine.submit(request("a red fox", num_inference_steps=8, seed=1, priority="batch"))
+        assert await asyncio.to_thread(held.held.wait, 60)  # running, before its second step
+        second = await engine.submit(request("a blue fox", num_inference_steps=8, seed=2, priority="batch"))
+        await running(engine, second.id)  # it joined: the batch is full
+        urgent = await engine.submit(request("a city", num_inference_steps=3, seed=3, priority="standard"))
+        await running(engine, urgent.id)  # claimed to take a slot
+        held.gate.set()
+        done = {job.id: await wait_final(engine, job.id) for job in (first, second, urgent)}
+        assert all(job.status is JobStatus.completed for job in done.values())
+        assert (done[first.id].preempted, done[second.id].preempted, done[urgent.id].preempted) == (0, 1, 0)
+        assert done[urgent.id].completed_at < done[second.id].completed_at  # type: ignore[operator]
+        assert engine.metrics.preempted_rows._value.get() == 1
+        for job in (first, second, urgent):  # the swapped-out row went on from its step
+            assert np.abs(parts["runner"].handed[job.id] - lone_video(parts, job)).max() <= 1e-5
+        assert len(engine.worker.batches.steps.parked) == 0
+    finally:
+        await engine.stop()

@@ -43,14 +43,18 @@ def queue(*jobs: tuple[str, str, int]) -> WaitingJobs[Queued]:
 
 
 def decide(waiting: WaitingJobs[Queued], *, level: int = 1, room: int = 1, growing: bool = True,
-           policy: StepPolicy = StepPolicy()) -> StepDecision:
-    return decide_step(waiting, policy, shape=SHAPE, level=level, room=room, growing=growing)
+           policy: StepPolicy = StepPolicy(), cheap: bool = True) -> StepDecision:
+    return decide_step(waiting, policy, shape=SHAPE, level=level, room=room, growing=growing, cheap=cheap)
 
 
 def test_next_look_follows_the_batch_state() -> None:
     policy = StepPolicy()
     assert next_look(policy, shape=SHAPE, level=1, room=2, growing=True) == QueueLook(SHAPE, 2, Move.STOP_GROWING)
-    assert next_look(policy, shape=SHAPE, level=1, room=0, growing=True) == QueueLook(NO_SHAPE, 1, Move.MAKE_WAY)
+    assert next_look(policy, shape=SHAPE, level=1, room=0, growing=True, cheap=False) == \
+        QueueLook(NO_SHAPE, 1, Move.MAKE_WAY)
+    # Full where a row more is cheap: a job more urgent than its least urgent row takes that row's slot.
+    assert next_look(policy, shape=SHAPE, level=1, room=0, growing=True, least_level=2) == \
+        QueueLook(SHAPE, 1, Move.MAKE_WAY, up_to=1, swap=True)
     assert next_look(policy, shape=SHAPE, level=1, room=2, growing=False) == QueueLook(NO_SHAPE, 1, Move.MAKE_WAY)
     not_preempting = StepPolicy(preempt=False)
     assert next_look(not_preempting, shape=SHAPE, level=1, room=0, growing=True) is Move.WAIT  # until a row leaves
@@ -83,11 +87,23 @@ def test_growth_stops_for_a_job_at_least_as_urgent_with_another_shape() -> None:
     assert decide(queue()) == StepDecision(Move.WAIT)
 
 
+def test_a_full_batch_swaps_its_least_urgent_row_for_a_more_urgent_job_of_its_shape() -> None:
+    waiting = queue(("standard", MINE_9, 1))
+    full = {"shape": SHAPE, "level": 1, "room": 0, "growing": True, "least_level": 2}
+    assert decide_step(waiting, StepPolicy(), **full) == StepDecision(Move.SWAP, "standard")
+    assert decide_step(waiting, StepPolicy(), **{**full, "least_level": 1}) == StepDecision(Move.WAIT)  # not more urgent
+    assert decide_step(waiting, StepPolicy(), **full, cheap=False) == StepDecision(Move.WAIT)  # dear: no swap
+    waiting.append("realtime-other", Queued(OTHER, 0))
+    assert decide_step(waiting, StepPolicy(), **full) == StepDecision(Move.MAKE_WAY)  # another shape: the lane
+
+
 def test_a_batch_makes_way_only_for_strictly_more_urgent_work_it_cannot_take() -> None:
     assert decide(queue(("a", OTHER, 0)), level=1, growing=False) == StepDecision(Move.MAKE_WAY)
     assert decide(queue(("a", OTHER, 1)), level=1, growing=False) == StepDecision(Move.WAIT)
-    # Full, it cannot take even a job of its own shape: a more urgent one makes it park.
-    assert decide(queue(("a", MINE_9, 0)), level=1, room=0) == StepDecision(Move.MAKE_WAY)
+    # Full where a row more is dear, it cannot take even a job of its own shape: a more urgent one
+    # makes it park (where a row more is cheap, that job takes its least urgent row's slot: above).
+    assert decide(queue(("a", MINE_9, 0)), level=1, room=0, cheap=False) == StepDecision(Move.MAKE_WAY)
+    assert decide(queue(("a", MINE_9, 0)), level=1, room=0) == StepDecision(Move.SWAP, "a")
     assert decide(queue(("a", OTHER, 0)), level=1, room=0, policy=StepPolicy(preempt=False)) == StepDecision(Move.WAIT)
 
 
@@ -102,7 +118,7 @@ STATES = [
 ]
 LOOKS = [QueueLook(SHAPE, 2, Move.STOP_GROWING), QueueLook(NO_SHAPE, 1, Move.MAKE_WAY),
          QueueLook(SHAPE, 1, Move.STOP_GROWING), QueueLook(NO_SHAPE, 2, Move.MAKE_WAY),
-         QueueLook(SHAPE, 2, Move.STOP_GROWING, up_to=1)]
+         QueueLook(SHAPE, 2, Move.STOP_GROWING, up_to=1), QueueLook(SHAPE, 1, Move.MAKE_WAY, up_to=1, swap=True)]
 
 
 @pytest.mark.parametrize("jobs", STATES)
@@ -114,7 +130,8 @@ async def test_answer_is_what_the_embedded_brokers_take_answers(jobs: list[tuple
         try:
             taken = await broker.take(look.wanted, timeout=0, preempt_below=look.preempt_below,
                                       urgent_first=look.joins, up_to=look.up_to)
-            expected = StepDecision(Move.WAIT) if taken is None else StepDecision(Move.JOIN, taken[0])
+            joined = Move.SWAP if look.swap else Move.JOIN
+            expected = StepDecision(Move.WAIT) if taken is None else StepDecision(joined, taken[0])
         except Preempted:
             expected = StepDecision(look.on_urgent)
         assert answer(queue(*jobs), look) == expected, (jobs, look)
@@ -173,7 +190,8 @@ def test_where_a_row_more_is_dear_no_less_urgent_job_joins() -> None:
     waiting.append("same-tier", Queued(MINE_9, 1))
     assert decide_step(waiting, StepPolicy(), shape=SHAPE, level=1, room=2, growing=True, cheap=False) == \
         StepDecision(Move.JOIN, "same-tier")
-    assert step_decision.grows_cheaply(0.10, 0.12) and not step_decision.grows_cheaply(0.10, 0.175)
+    assert step_decision.grows_cheaply(0.10, 0.12, 0.14)  # a GPU: a row more adds a fifth of a lone row
+    assert not step_decision.grows_cheaply(0.10, 0.40, 0.50)  # a CPU: each row costs a lone row's time
 
 
 def test_a_batch_opened_for_a_share_makes_way_only_once_its_time_is_spent() -> None:
