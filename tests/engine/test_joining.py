@@ -49,3 +49,23 @@ def test_a_batch_making_way_takes_no_joiner_and_hands_the_waiting_ones_back() ->
     assert joins.parking and joins.closed and not joins.offer(rows("b"))
     assert joins.take(live=0) == []  # the rows were parked: nothing joins
     assert joins.close() == rows("a")  # never started: to run another time
+
+
+def test_a_swap_parks_one_running_row_at_the_next_boundary_and_its_replacement_joins() -> None:
+    joins = JoinQueue(limit=2, live=2)
+    assert joins.room() == 0
+    assert joins.swap("least-urgent", ("urgent", PARAMS))
+    assert joins.room() == 0 and not joins.offer(rows("another"))  # the slot is taken, not freed
+    assert not joins.swap("least-urgent", ("urgent-2", PARAMS))  # that row is leaving already
+    assert joins.take_leaving() == ["least-urgent"] and joins.take_leaving() == []
+    assert [key for key, _ in joins.take(live=1)] == ["urgent"]
+    assert joins.room() == 0
+
+
+def test_no_swap_while_offered_rows_wait_or_once_the_batch_ended() -> None:
+    joins = JoinQueue(limit=3, live=2)
+    assert joins.offer(rows("joiner"))
+    assert not joins.swap("running", ("urgent", PARAMS))  # the row to leave might be the one about to join
+    joins.take(live=2)
+    joins.park_all()
+    assert not joins.swap("running", ("urgent", PARAMS))
