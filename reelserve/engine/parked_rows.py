@@ -33,6 +33,7 @@ def park_bytes(row: Row, model_version: str) -> bytes:
         "latents": row.latents.clone(), "timesteps": row.timesteps.clone(), "step": row.step,
         "prompt_embeds": row.prompt_embeds.clone(),
         "negative_embeds": None if row.negative_embeds is None else row.negative_embeds.clone(),
+        "condition": None if row.condition is None else row.condition.clone(),
         "scheduler_class": type(scheduler).__name__, "scheduler_config": dict(scheduler.config),
         "scheduler_state": {k: v for k, v in vars(scheduler).items() if k != "_internal_dict"},
     }
@@ -55,7 +56,8 @@ def resume_row(data: bytes, model_version: str, device: torch.device | None = No
         )
     scheduler = _scheduler(state["scheduler_class"], state["scheduler_config"], state["scheduler_state"])
     return Row(state["key"], GenerationParams.model_validate_json(state["params"]), state["latents"], scheduler,
-               state["timesteps"], state["prompt_embeds"], state["negative_embeds"], state["step"])
+               state["timesteps"], state["prompt_embeds"], state["negative_embeds"], state["step"],
+               condition=state.get("condition"))
 
 
 def _scheduler(name: str, config: dict[str, Any], state: dict[str, Any]) -> Any:

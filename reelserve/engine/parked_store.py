@@ -77,7 +77,7 @@ class ParkedStore:
 
 def row_bytes(row: Any) -> int:
     """The bytes of a row's tensors: its latents and conditioning, and those its scheduler keeps."""
-    tensors = [row.latents, row.prompt_embeds, row.negative_embeds, row.timesteps]
+    tensors = [row.latents, row.prompt_embeds, row.negative_embeds, row.timesteps, getattr(row, "condition", None)]
     for value in vars(row.scheduler).values():
         tensors += value if isinstance(value, list | tuple) else [value]
     return sum(t.numel() * t.element_size() for t in tensors if hasattr(t, "element_size") and hasattr(t, "numel"))

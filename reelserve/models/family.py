@@ -29,6 +29,9 @@ class Row:
     prompt_embeds: torch.Tensor  # (1, L, D)
     negative_embeds: torch.Tensor | None  # None: guidance off (scale <= 1)
     step: int = 0
+    # Image to video: the first frame's latents (1, C, 1, H, W), normalised; the model sees them in
+    # place of the row's first latent frame at every step, at timestep 0 (Wan2.2 TI2V's conditioning).
+    condition: torch.Tensor | None = None
 
     @property
     def done(self) -> bool:
@@ -40,8 +43,10 @@ class Row:
 
 
 class ModelFamily(Protocol):
-    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> list[Row]:
-        """Initial latents from each row's own seed, its scheduler, and its text conditioning."""
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]],
+                     images: dict[str, np.ndarray] | None = None) -> list[Row]:
+        """Initial latents from each row's own seed, its scheduler, and its text conditioning; with
+        ``images`` (by row key, (H, W, 3) uint8 at the row's size), that row starts from its image."""
         ...
 
     def group_key(self, row: Row) -> Hashable:

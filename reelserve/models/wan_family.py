@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from reelserve.models.family import Row
 from reelserve.schemas import GenerationParams
@@ -33,7 +34,10 @@ class WanFamily:
         self.expand_timesteps = bool(getattr(config, "expand_timesteps", False))
         self._dtypes: dict[int, torch.dtype] = {}  # id(transformer) -> its dtype
 
-    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> list[Row]:
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]],
+                     images: dict[str, np.ndarray] | None = None) -> list[Row]:
+        if images and not self.expand_timesteps:
+            raise ValueError("this model takes no first frame: only the Wan2.2 TI2V layout (expand_timesteps) does")
         pipe, device = self.pipeline, self.pipeline._execution_device
         prompts = self.encode([p.prompt for _, p in rows])
         guided = [i for i, (_, p) in enumerate(rows) if p.guidance_scale > 1.0]
@@ -49,10 +53,22 @@ class WanFamily:
             scheduler = copy.deepcopy(pipe.scheduler)
             scheduler.set_timesteps(params.num_inference_steps, device=device)
             scheduler.set_begin_index(0)
-            prepared.append(
-                Row(key, params, latents, scheduler, scheduler.timesteps, prompts[i : i + 1], negative_of.get(i))
-            )
+            condition = None if not images or key not in images else self.encode_first_frame(images[key], params)
+            prepared.append(Row(key, params, latents, scheduler, scheduler.timesteps, prompts[i : i + 1],
+                                negative_of.get(i), condition=condition))
         return prepared
+
+    def encode_first_frame(self, pixels: np.ndarray, params: GenerationParams) -> torch.Tensor:
+        """An image's latents as ``WanImageToVideoPipeline.prepare_latents`` makes them: preprocessed by
+        the pipeline's own video processor, encoded (the distribution's mode), normalised."""
+        pipe, vae = self.pipeline, self.pipeline.vae
+        image = pipe.video_processor.preprocess(Image.fromarray(pixels), height=params.height, width=params.width)
+        image = image.to(vae.device, torch.float32).unsqueeze(2).to(vae.dtype)  # (1, 3, 1, H, W)
+        latents = vae.encode(image).latent_dist.mode().to(pipe._execution_device, torch.float32)
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+        inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+        return (latents - mean) * inverse_std
 
     def group_key(self, row: Row) -> Hashable:
         """One call serves one expert (A14B: by the row's timestep) and guidance on or off alike."""
@@ -66,11 +82,10 @@ class WanFamily:
         high_noise = self._high_noise(t)
         model = self.pipeline.transformer if high_noise else self.pipeline.transformer_2
         dtype = self._dtype(model)
-        latents = torch.cat([row.latents for row in rows]).to(dtype)
+        latents = torch.cat([conditioned(row) for row in rows]).to(dtype)
         timesteps = torch.stack([row.timestep for row in rows])  # each row its own: rows may be at any step
-        if self.expand_timesteps:  # every latent token carries its row's timestep (all equal in text to video)
-            tokens = latents.shape[2] * (latents.shape[3] // 2) * (latents.shape[4] // 2)
-            timestep = timesteps.to(torch.float32).view(-1, 1).expand(len(rows), tokens).contiguous()
+        if self.expand_timesteps:  # every latent token carries its row's timestep; a first frame's, 0
+            timestep = self._token_timesteps(rows, timesteps, latents.shape)
         else:
             timestep = timesteps
         first = rows[0]
@@ -91,6 +106,17 @@ class WanFamily:
         scales = [self._guidance(row, high_noise) for row in rows]
         scale = torch.tensor(scales, device=cond.device, dtype=cond.dtype).view(-1, 1, 1, 1, 1)
         return uncond + scale * (cond - uncond)
+
+    @staticmethod
+    def _token_timesteps(rows: list[Row], timesteps: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """(rows, tokens): each row's timestep for each of its latent tokens (patches of 2 x 2), as the
+        TI2V pipelines give it: 0 for a conditioning first frame's tokens, the row's step elsewhere."""
+        per_frame = (shape[3] // 2) * (shape[4] // 2)
+        timestep = timesteps.to(torch.float32).view(-1, 1).expand(len(rows), shape[2] * per_frame).clone()
+        for i, row in enumerate(rows):
+            if row.condition is not None:
+                timestep[i, :per_frame] = 0.0
+        return timestep
 
     def _dtype(self, model: Any) -> torch.dtype:
         """``model.dtype``, read once: diffusers walks every submodule for it, 0.7 ms a read on the
@@ -117,9 +143,8 @@ class WanFamily:
         outputs = getattr(row.scheduler, "model_outputs", None)
         config = row.scheduler.config
         predicts_x0 = getattr(config, "predict_x0", False) or getattr(config, "algorithm_type", "") == "dpmsolver++"
-        if outputs and outputs[-1] is not None and predicts_x0:
-            return outputs[-1]
-        return row.latents
+        estimate = outputs[-1] if outputs and outputs[-1] is not None and predicts_x0 else row.latents
+        return conditioned(row, estimate)
 
     @property
     def frames_per_latent(self) -> int:
@@ -128,13 +153,22 @@ class WanFamily:
 
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         vae = self.pipeline.vae
-        latents = torch.cat([row.latents for row in rows]).to(vae.device, vae.dtype)
+        latents = torch.cat([conditioned(row) for row in rows]).to(vae.device, vae.dtype)
         shape = (1, vae.config.z_dim, 1, 1, 1)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
         inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
         video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
         frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
         return [np.asarray(clip) for clip in frames]
+
+
+def conditioned(row: Row, latents: torch.Tensor | None = None) -> torch.Tensor:
+    """``latents`` (the row's own by default) as the model sees them: a conditioned row's first latent
+    frame is its image's. The same floats as the pipelines' ``(1 - mask) * condition + mask * latents``."""
+    latents = row.latents if latents is None else latents
+    if row.condition is None:
+        return latents
+    return torch.cat([row.condition.to(latents.dtype), latents[:, :, 1:]], dim=2)
 
 
 def encode_texts(pipeline: Any, prompts: list[str], max_sequence_length: int) -> torch.Tensor:
