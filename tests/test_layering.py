@@ -24,7 +24,7 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("layer", ["cache", "engine", "jobs", "storage", "models", "schemas", "stats"])
+@pytest.mark.parametrize("layer", ["cache", "engine", "jobs", "storage", "models", "schemas", "stats", "inputs"])
 def test_layer_does_not_import_http(layer: str) -> None:
     for path in (PACKAGE / layer).glob("*.py"):
         bad = {n for n in imports_of(path) if n.startswith(HTTP_MODULES)}
@@ -37,7 +37,7 @@ def test_schemas_import_nothing_else_of_ours() -> None:
         assert not ours, f"{path.name} imports {ours}"
 
 
-SERVING_LAYERS = ("cache", "engine", "jobs", "storage", "models", "schemas", "api", "stats")
+SERVING_LAYERS = ("cache", "engine", "jobs", "storage", "models", "schemas", "api", "stats", "inputs")
 
 
 @pytest.mark.parametrize(
