@@ -57,8 +57,3 @@ class PreviewOut:
         finally:
             self._writers.pop(job_id, None)
             self._waiting.pop(job_id, None)
-
-    async def wait(self) -> None:
-        """Until the writes under way are done (a test's, or a stop's, quiet point)."""
-        while self._writers:
-            await asyncio.gather(*list(self._writers.values()), return_exceptions=True)

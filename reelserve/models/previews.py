@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from reelserve.models.latent_space import denormalise, normalise
+
 # Clips of each kind the map is fitted on, and their latent size: every latent pixel is one sample
 # (2 x 8 clips of 2 x 8 x 8 latent pixels: 2048 samples for at most 49 unknowns per colour).
 FIT_CLIPS = 8
@@ -96,21 +98,6 @@ def _decoded(vae: Any, latents: torch.Tensor, spatial: int, temporal: int) -> np
     pooled = torch.nn.functional.avg_pool2d(video.permute(1, 0, 2, 3), spatial)  # (T, 3, h, w)
     groups = [pooled[:1]] + [pooled[temporal * (k - 1) + 1 : temporal * k + 1] for k in range(1, latents.shape[2])]
     return torch.stack([group.mean(0) for group in groups]).permute(0, 2, 3, 1).numpy()
-
-
-def normalise(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Raw VAE latents into the space the denoising loop works in (what ``decode`` undoes)."""
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-    std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
-    return (latents - mean) / std
-
-
-def denormalise(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    shape = (1, vae.config.z_dim, 1, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-    std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
-    return latents * std + mean
 
 
 def preview_image(frames: np.ndarray, fps: float, size: tuple[int, int]) -> bytes:

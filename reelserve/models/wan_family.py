@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from reelserve.models.family import Row
+from reelserve.models.latent_space import denormalise, normalise
 from reelserve.schemas import GenerationParams
 
 Encode = Callable[[list[str]], torch.Tensor]
@@ -64,11 +65,7 @@ class WanFamily:
         pipe, vae = self.pipeline, self.pipeline.vae
         image = pipe.video_processor.preprocess(Image.fromarray(pixels), height=params.height, width=params.width)
         image = image.to(vae.device, torch.float32).unsqueeze(2).to(vae.dtype)  # (1, 3, 1, H, W)
-        latents = vae.encode(image).latent_dist.mode().to(pipe._execution_device, torch.float32)
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-        inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
-        return (latents - mean) * inverse_std
+        return normalise(vae, vae.encode(image).latent_dist.mode().to(pipe._execution_device, torch.float32))
 
     def group_key(self, row: Row) -> Hashable:
         """One call serves one expert (A14B: by the row's timestep) and guidance on or off alike."""
@@ -154,10 +151,7 @@ class WanFamily:
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         vae = self.pipeline.vae
         latents = torch.cat([conditioned(row) for row in rows]).to(vae.device, vae.dtype)
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-        inverse_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
-        video = vae.decode(latents / inverse_std + mean, return_dict=False)[0]
+        video = vae.decode(denormalise(vae, latents), return_dict=False)[0]
         frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
         return [np.asarray(clip) for clip in frames]
 
