@@ -3,9 +3,9 @@ a probe that cannot learn it still runs, and says so.
 
 Two sources:
 
-- The settings. No endpoint reports them yet; the probe asks ``GET /v1/models`` for a
-  ``step_scheduling`` object on the served model, ``{"continuous_batching": bool, "preemption": bool}``
-  (what the server's model object would need to carry). Without it they are unknown (None).
+- The settings: ``GET /v1/models``, the served model's ``step_scheduling`` object,
+  ``{"continuous_batching": bool, "preemption": bool}``. A server that does not report it (an older
+  one) leaves them unknown (None).
 - What the server did: the counters ``reelserve_joined_rows``, ``reelserve_preempted_rows`` and
   ``reelserve_resumed_steps`` in ``/metrics``, before and after the run. A row that joined shows
   continuous batching was on; one preempted, that preemption was; none shows nothing (the lanes may
