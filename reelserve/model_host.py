@@ -8,6 +8,7 @@ import os
 
 from reelserve.accel.accelerate import check_options
 from reelserve.engine.live_previews import PreviewMaps
+from reelserve.engine.row_inputs import RowInputs
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
@@ -17,6 +18,7 @@ from reelserve.engine.lanes import PipelineLanes
 from reelserve.models.options import resolve_placement
 from reelserve.server import accelerations
 from reelserve.settings import Settings
+from reelserve.storage.base import Storage
 
 
 def load_options(settings: Settings) -> LoadOptions:
@@ -81,16 +83,19 @@ def lanes_to_load(settings: Settings) -> int:
     return available_cores() if measures_lanes(settings) else 1
 
 
-def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics | None = None) -> tuple[PipelineLanes, str]:
+def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics | None = None,
+                       storage: Storage | None = None) -> tuple[PipelineLanes, str]:
     """The runner the worker runs batches with (lanes over ``model.lanes``, in use as the settings
-    say or as measured here), and why. Call it on the thread that loaded the model: lane 0 runs there."""
+    say or as measured here), and why. Call it on the thread that loaded the model: lane 0 runs there.
+    ``storage``: where jobs' inputs are read and final latents kept (None: text rows only)."""
     cache = text_embedding_cache(settings, metrics)
+    inputs = None if storage is None else RowInputs(storage, keep_latents=settings.keep_latents_s > 0)
     previews = PreviewMaps(model.pipeline)
     if settings.preview_every > 0:  # every job previews: fit the map now, not in the first job's run
         previews.get()
     lanes = PipelineLanes([
         PipelineRunner(lane.pipeline, lane.device, lane.max_sequence_length, text_embeddings=cache,
-                       accelerated=lane.accelerated, previews=previews)
+                       accelerated=lane.accelerated, previews=previews, inputs=inputs)
         for lane in model.lanes or [model]
     ])
     cores = available_cores()

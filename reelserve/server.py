@@ -264,6 +264,7 @@ class Server:
             store=self.store,
             broker=broker,
             storage=storage_for(settings),
+            keep_latents_s=settings.keep_latents_s,
             metrics=self.metrics,
             max_batch_size=settings.max_batch_size,
             max_wait_s=None if settings.max_wait_ms is None else settings.max_wait_ms / 1000,
@@ -330,6 +331,7 @@ class Server:
             presign_ttl_s=settings.presigned_url_ttl_s,
             dashboard=Dashboard(self.engine),
             max_body_bytes=settings.max_body_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
         )
 
     @asynccontextmanager
@@ -366,7 +368,8 @@ class Server:
             )
             batch_sizes = tuple(range(1, self.settings.max_batch_size + 1))
             seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)
-            lanes, why = await on_model_thread(pipeline_lanes_for, model, self.settings, self.metrics)
+            lanes, why = await on_model_thread(pipeline_lanes_for, model, self.settings, self.metrics,
+                                               self.engine.storage)
         except Exception as exc:
             self.load_error = exc
             log.exception("loading model %s failed; the server stays not ready", self.spec.name)

@@ -155,6 +155,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         4 * 2**20, ge=1024, description="Largest request body; a larger one is answered 413 before it is read."
     )
+    max_upload_bytes: int = Field(
+        48 * 2**20, ge=1024, description="Largest body of a create request, which may carry a first frame or a "
+        "clip (each also has its own limit: 16 MiB an image, 32 MiB a clip)."
+    )
+    keep_latents_s: float = Field(
+        3600.0, ge=0, description="Seconds a completed video keeps its final latents for remixes (expires_at); "
+        "0: none kept, a remix re-encodes the MP4."
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, le=600, description="Seconds a request may take to send its headers; then 408 and closed."
     )

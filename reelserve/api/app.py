@@ -41,6 +41,7 @@ def create_app(
     presign_ttl_s: int = 3600,
     dashboard: OpsStats | None = None,
     max_body_bytes: int = 4 * 2**20,
+    max_upload_bytes: int = 48 * 2**20,
 ) -> FastAPI:
     """The app. ``/v1/admin/cache`` and ``/v1/admin/stats`` exist when ``cache_admin`` and ``dashboard``
     are given, and answer 403 to everyone until ``admin_keys`` are configured. Admin keys also work on
@@ -49,7 +50,7 @@ def create_app(
     # so it renders with no network. ReDoc is off: its bundle still fetches a logo from its CDN.
     app = FastAPIOffline(title="reelserve", version=__version__, lifespan=lifespan, redoc_url=None)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, max_upload_bytes=max_upload_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)  # outermost: it counts the 413s too
     bearer = [Depends(BearerAuth(api_keys or [], admin_keys or []))]
     app.include_router(videos_router(service, sync_max_wait_s, content_delivery, presign_ttl_s), dependencies=bearer)

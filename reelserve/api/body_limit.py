@@ -23,16 +23,23 @@ def too_large(limit: int) -> ReelserveError:
     )
 
 
+# The routes that take uploads (a first frame, a clip to re-draw) get the upload limit; every other
+# body stays small. What each input may be is checked again, field by field, once the body is read.
+UPLOAD_PATHS = frozenset({"/v1/videos", "/v1/videos/sync"})
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max(max_body_bytes, max_upload_bytes or max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_body_bytes
+        uploads = scope["method"] == "POST" and scope["path"].rstrip("/") in UPLOAD_PATHS
+        limit = self.max_upload_bytes if uploads else self.max_body_bytes
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await error_response(too_large(limit))(scope, receive, send)

@@ -47,19 +47,33 @@ def parse_json_text(text: bytes | str, model: type[Model], param: str) -> Model:
 async def parse_form_body(request: Request, model: type[Model], json_fields: tuple[str, ...] = ()) -> Model:
     """A form's text fields as ``model`` (lax: form values are text); ``json_fields`` hold JSON text,
     each parsed as that field's own model. A file part is refused: no field takes one."""
+    parsed, _ = await parse_form_with_files(request, model, json_fields)
+    return parsed
+
+
+async def parse_form_with_files(request: Request, model: type[Model], json_fields: tuple[str, ...] = (),
+                                file_fields: tuple[str, ...] = ()) -> tuple[Model, dict[str, bytes]]:
+    """``parse_form_body``, and the bytes of the ``file_fields`` sent as files (each at most once; a
+    file part in any other field is refused). A file field sent as text stays a model field (a data URL)."""
     form = await request.form()
     data: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
     for name, value in form.multi_items():
-        if not isinstance(value, str):
+        if isinstance(value, str):
+            data[name] = value
+            continue
+        if name not in file_fields:
             raise ReelserveError(
                 ErrorCode.invalid_parameter, f"{name}: files are not accepted; send the value as text", param=name
             )
-        data[name] = value
+        if name in files:
+            raise ReelserveError(ErrorCode.invalid_parameter, f"{name}: one file at most", param=name)
+        files[name] = await value.read()
     for name in json_fields:
         if name in data:
             data[name] = _json_field(data[name], name, model)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), files
     except ValidationError as exc:
         raise validation_error(exc) from None
 

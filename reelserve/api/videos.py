@@ -12,11 +12,21 @@ from starlette.convertors import Convertor, register_url_convertor
 from reelserve.api.auth import JobAccess, caller_of
 from reelserve.api.content import CONTENT_RESPONSES, ContentDelivery, content_response, mp4_reply, prefers_mp4
 from reelserve.api.errors import error_responses
-from reelserve.api.request_body import FORM_TYPES, looks_like_json, media_type, parse_form_body, parse_json_body
+from reelserve.api.request_body import (
+    FORM_TYPES,
+    looks_like_json,
+    media_type,
+    parse_form_body,
+    parse_form_with_files,
+    parse_json_body,
+)
 from reelserve.engine.previews import PREVIEW_MEDIA_TYPE
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, JobStatus, ReelserveError, VideoCreateRequest
 from reelserve.schemas.jobs import JOB_ID_PATTERN
+from reelserve.schemas.requests import Uploads, VideoRemixRequest
+
+UPLOAD_FIELDS = ("input_reference", "input_video")  # multipart file parts the create routes take
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -54,15 +64,21 @@ register_url_convertor("video_id", VideoIdConvertor())
 VideoId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description="a job id, e.g. video_<32 hex digits>")]
 
 _REQUEST_SCHEMA = _inline_defs(VideoCreateRequest.model_json_schema())
+# In multipart the inputs are files (as the openai SDK sends input_reference).
+_MULTIPART_SCHEMA = {**_REQUEST_SCHEMA, "properties": {
+    **_REQUEST_SCHEMA["properties"], **{name: {"type": "string", "format": "binary"} for name in UPLOAD_FIELDS}}}
 _CREATE_DOC = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": _REQUEST_SCHEMA},
-            "multipart/form-data": {"schema": _REQUEST_SCHEMA},
+            "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
         },
     }
 }
+_REMIX_SCHEMA = _inline_defs(VideoRemixRequest.model_json_schema())
+_REMIX_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": _REMIX_SCHEMA},
+                                                           "multipart/form-data": {"schema": _REMIX_SCHEMA}}}}
 _VIDEO_OBJECT = {"description": "the video object", "content": {"application/json": {"schema": {"type": "object"}}}}
 # One Server-Sent Event: its type, and the JobEvent as JSON text (an "error" event ends a deleted job's stream).
 _SSE_EVENT = {
@@ -105,8 +121,8 @@ def videos_router(
             raise ReelserveError(
                 ErrorCode.invalid_parameter, f"wait must be > 0 and at most {sync_max_wait_s:g} seconds", "wait"
             )
-        body, tenant = await _parse_create(request), caller_of(request).tenant
-        job = await service.submit(body, tenant=tenant, awaited=wait is not None)
+        (body, uploads), tenant = await _parse_create(request), caller_of(request).tenant
+        job = await service.submit(body, tenant=tenant, awaited=wait is not None, uploads=uploads)
         if wait is None:
             return JSONResponse(job.to_video_object())
         job = await service.wait(job.id, wait, submitted=job)
@@ -172,6 +188,17 @@ def videos_router(
     async def cancel_video(video_id: VideoId) -> dict[str, Any]:
         return (await service.cancel(video_id)).to_video_object()
 
+    @router.post(
+        "/{video_id:video_id}/remix", openapi_extra=_REMIX_DOC, summary="Remix a completed video",
+        operation_id="remixVideo", responses={**_CREATE_RESPONSES, 409: error_responses(409)[409]},
+    )
+    async def remix_video(request: Request, video_id: VideoId) -> dict[str, Any]:
+        """A new video re-drawing this one with a new prompt (OpenAI's remix): it starts from the video's
+        final latents noised to ``strength`` and runs that share of the steps; 409 unless it completed."""
+        body = await _parse_remix(request)
+        job = await service.remix(video_id, body, tenant=caller_of(request).tenant)
+        return job.to_video_object()
+
     @router.get(
         "/{video_id:video_id}/content", operation_id="downloadVideoContent", responses=CONTENT_RESPONSES,
         response_class=Response,
@@ -222,10 +249,21 @@ def videos_router(
     return router
 
 
-async def _parse_create(request: Request) -> VideoCreateRequest:
+async def _parse_create(request: Request) -> tuple[VideoCreateRequest, Uploads]:
     kind = media_type(request)
     if kind == "application/x-www-form-urlencoded" and await looks_like_json(request):
         kind = "application/json"
     if kind in FORM_TYPES:
-        return await parse_form_body(request, VideoCreateRequest, json_fields=("cache",))
-    return await parse_json_body(request, VideoCreateRequest)
+        body, files = await parse_form_with_files(request, VideoCreateRequest, json_fields=("cache",),
+                                                  file_fields=UPLOAD_FIELDS)
+        return body, Uploads(**files)
+    return await parse_json_body(request, VideoCreateRequest), Uploads()
+
+
+async def _parse_remix(request: Request) -> VideoRemixRequest:
+    kind = media_type(request)
+    if kind == "application/x-www-form-urlencoded" and await looks_like_json(request):
+        kind = "application/json"
+    if kind in FORM_TYPES:
+        return await parse_form_body(request, VideoRemixRequest, json_fields=("cache",))
+    return await parse_json_body(request, VideoRemixRequest)

@@ -41,6 +41,10 @@ def _inside_word(text: str, i: int) -> bool:
     return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
 
 
+# What a user brings besides the prompt (a first frame, a clip to re-draw): part of the signature when given.
+_INPUTS = frozenset({"input_reference", "input_fit", "source", "strength"})
+
+
 def output_signature(
     params: GenerationParams, model_version: str, output_settings: Mapping[str, object] | None = None
 ) -> dict[str, object]:
@@ -58,6 +62,8 @@ def output_signature(
         if name == "prompt":  # keyed apart, normalised, and what the semantic cache matches on
             continue
         value = getattr(params, name)
+        if value is None and name in _INPUTS:  # a text-only request keys as it did before inputs existed
+            continue
         signature[name] = normalise_prompt(value) if name in _NORMALISED_TEXT else value
     return signature
 

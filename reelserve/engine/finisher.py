@@ -65,8 +65,9 @@ class JobFinisher:
 
     def __init__(self, *, store: AsyncJobStore, broker: Broker, storage: Storage, metrics: Metrics,
                  stats: StatsRecorder, scheduler: Scheduler, video_cache: VideoCache, bus: Events,
-                 notifier: WebhookNotifier | None, running: RunningJobs) -> None:
+                 notifier: WebhookNotifier | None, running: RunningJobs, keep_latents_s: float = 0.0) -> None:
         self.store, self.broker, self.storage = store, broker, storage
+        self.keep_latents_s = keep_latents_s  # a completed job's final latents stay this long (``expires_at``)
         self.metrics, self.stats, self.scheduler = metrics, stats, scheduler
         self.video_cache, self.bus, self.notifier = video_cache, bus, notifier
         self.running = running
@@ -195,6 +196,8 @@ class JobFinisher:
         done.video_key, done.thumbnail_key = video_key(job.id, job.attempts), thumbnail_key(job.id, job.attempts)
         done.timings.inference_s, done.timings.encode_s = inference_s, time.perf_counter() - queued_at
         done.timings.total_s = done.completed_at - done.created_at
+        if self.keep_latents_s > 0:  # the runner kept them (``row_inputs``): remixes start from them until then
+            done.expires_at = done.completed_at + self.keep_latents_s
         try:
             saved: bool | None = self.store.sync.save(done, expect=RUNNING)
         except Exception as exc:  # noqa: BLE001 - the loop retries until the store answers

@@ -21,6 +21,7 @@ from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
 from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
+from reelserve.engine.job_inputs import StagedInputs, remix_request, resolve_inputs, stage_remix, with_clip_frames
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
@@ -39,10 +40,12 @@ from reelserve.schemas import (
     ModelLimits,
     ReelserveError,
     VideoCreateRequest,
+    invalid,
     resolve_request,
 )
 from reelserve.schemas.errors import job_not_found
 from reelserve.schemas.model_info import ModelCard, model_object
+from reelserve.schemas.requests import Uploads, VideoRemixRequest
 from reelserve.stats import LocalStats, StatsRecorder
 from reelserve.storage.base import Storage
 from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE
@@ -66,6 +69,8 @@ class VideoFront:
     :param job_warnings: what the served weights say of a request they may not follow (unknown words,
         an untrained clip shape); carried on the job.
     :param card: what the model can draw, for the model object.
+    :param keep_latents_s: how long a completed job's final latents are kept for remixes (its
+        ``expires_at``); the runner writes them when its settings say so.
     :param stop_requested: shared with a worker in this process, whose pipeline thread drops a
         cancelled job's row at its next step (a worker elsewhere notices the cancel in the store).
     """
@@ -92,6 +97,7 @@ class VideoFront:
         job_warnings: Callable[[GenerationParams], list[str]] | None = None,
         card: ModelCard | None = None,
         stop_requested: set[str] | None = None,
+        keep_latents_s: float = 0.0,
     ) -> None:
         self.model_name, self.limits, self.card = model_name, limits, card
         # What the server's workers do between steps ({"continuous_batching", "preemption"}), shown on
@@ -114,7 +120,7 @@ class VideoFront:
         self.finisher = JobFinisher(
             store=self.jobs, broker=broker, storage=storage, metrics=metrics, stats=self.stats,
             scheduler=self.scheduler, video_cache=self.video_cache, bus=self.bus, notifier=notifier,
-            running=self.running,
+            running=self.running, keep_latents_s=keep_latents_s,
         )
         self._ready = False
         self.health: Callable[[], bool] = lambda: True
@@ -169,7 +175,8 @@ class VideoFront:
 
     # -- the service ------------------------------------------------------------------------
 
-    async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False) -> Job:
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False,
+                     uploads: Uploads | None = None) -> Job:
         model = request.model or self.model_name
         if model != self.model_name:
             raise ReelserveError(
@@ -177,7 +184,26 @@ class VideoFront:
                 f"model: '{model}' is not served here; this server serves '{self.model_name}' (send that, or leave model out)",
                 param="model",
             )
+        uploads = uploads or Uploads()
+        request = await with_clip_frames(request, uploads, self.limits)
         params = resolve_request(request, model, self.limits)
+        params, staged = await resolve_inputs(request, uploads, params, self.limits)
+        return await self._accept(request, params, staged, tenant, awaited)
+
+    async def remix(self, video_id: str, body: VideoRemixRequest, tenant: str | None = None) -> Job:
+        """A new job that re-draws finished video ``video_id`` with a new prompt (SDEdit from its final
+        latents, or from its MP4 once they expired); the caller may see the source (``JobAccess``)."""
+        source = await self.get(video_id)
+        if not self.limits.video_input:
+            raise invalid("video_id", f"video_id: {self.model_name} re-draws no video; remix needs a model that does")
+        request = remix_request(source, body)
+        params = resolve_request(request, self.model_name, self.limits)
+        params, staged = await asyncio.to_thread(stage_remix, self.storage, source, params, body.strength)
+        return await self._accept(request, params, staged, tenant, awaited=False, remixed_from=source.id)
+
+    async def _accept(self, request: VideoCreateRequest, params: GenerationParams, staged: StagedInputs,
+                      tenant: str | None, awaited: bool, remixed_from: str | None = None) -> Job:
+        """Place, look up, admit, store and queue a resolved request (``submit`` and ``remix``)."""
         if self.notifier is not None:
             await self.notifier.check(request, tenant)
         await self.scheduler.reconcile(tenant)
@@ -193,14 +219,20 @@ class VideoFront:
                 job = await self.video_cache.new_job(request, plan.params, tenant)
             job.deadline_at, job.estimated_completion_at = plan.deadline_at, plan.estimated_completion_at
             job.degraded, job.degraded_reason = plan.degraded or None, plan.degraded_reason
-        job.priority, job.tenant = placement.tier.name, tenant
+        job.priority, job.tenant, job.remixed_from_video_id = placement.tier.name, tenant, remixed_from
         job.accelerations = list(self.accelerations)
         job.warnings = self.job_warnings(params) if self.job_warnings else []
         if self.notifier is not None:
             self.notifier.attach(job, request)
+        if staged and not job.cached:  # where the worker reads them; before the job can be claimed
+            await asyncio.to_thread(staged.store, self.storage, job.id)
         # Awaited: the client learns the id from ``wait``, which makes the record durable first if
         # the job is unfinished then; a final state is durable anyway (docs/architecture.md).
-        await self.jobs.create(job, durable=not awaited)
+        try:
+            await self.jobs.create(job, durable=not awaited)
+        except Exception:
+            await asyncio.to_thread(self.storage.delete_prefix, job_prefix(job.id))
+            raise
         if job.cached:  # completed already: its only transition is None -> completed
             self.finisher.announce(job)
             return job
@@ -209,6 +241,7 @@ class VideoFront:
             await self.scheduler.enqueue(job)
         except Exception:  # not queued, so not accepted: take the record back if the store still answers
             await self.jobs.delete(job.id)
+            await asyncio.to_thread(self.storage.delete_prefix, job_prefix(job.id))
             raise
         self.bus.publish(queued_event(job, await self.broker.position(job.id)))
         await self.scheduler.count_queue()

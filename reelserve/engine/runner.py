@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import time
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from reelserve.engine.denoise_loop import Boundary, denoise
 from reelserve.engine.joining import JoinQueue
 from reelserve.engine.live_previews import LivePreviews, OnPreview, PreviewMaps
 from reelserve.engine.outcome import BatchOutcome
+from reelserve.engine.row_inputs import RowInputs
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.models.family import ModelFamily
 from reelserve.models.family import Row as FamilyRow
@@ -94,8 +96,11 @@ class PipelineRunner:
         family: ModelFamily | None = None,
         cpu_threads: int | None = None,
         previews: PreviewMaps | None = None,
+        inputs: RowInputs | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # Rows' first frames and clips to re-draw, read from storage; None: text rows only.
+        self.inputs = inputs
         # Torch keeps its thread count per OS thread: set on the thread that runs, at every call.
         self.cpu_threads = cpu_threads
         self.device = device
@@ -236,12 +241,14 @@ class PipelineRunner:
         elif state.checkpoint is not None:
             boundary = Boundary(checkpoint=state.checkpoint)
         previews = None if state.on_preview is None else LivePreviews(self.family, self.previews, state.on_preview)
+        kept = None if self.inputs is None or not self.inputs.keep_latents else partial(self.inputs.finished, self.family)
+        after_step = _each(previews, kept)
         with torch.inference_mode():
             prepared = self._prepare(rows, state)
             try:
-                denoise(self.family, prepared, state.should_stop, on_step, self._primer(rows[0][1].num_inference_steps),
+                denoise(self.family, prepared, state.should_stop, on_step, self._primer(len(prepared[0].timesteps)),
                         outcome.stopped_at, boundary=boundary, mixed_steps=self.joins_rows, on_finished=on_finished,
-                        after_step=previews)
+                        after_step=after_step)
             finally:
                 if boundary is not None:
                     outcome.parked.update(boundary.parked)
@@ -260,8 +267,17 @@ class PipelineRunner:
                 if key not in state.resumed and (row := state.resume(key)) is not None:
                     state.resumed[key] = row
         new = [row for row in rows if row[0] not in state.resumed]
-        fresh = iter(self.family.prepare_rows(new) if new else [])
+        fresh = iter(self._fresh(new) if new else [])
         return [state.resumed[key] if key in state.resumed else next(fresh) for key, _ in rows]
+
+    def _fresh(self, rows: list[Row]) -> list[FamilyRow]:
+        """New rows from their seeds, and from their inputs where they have any."""
+        with_inputs = [row for row in rows if row[1].input_reference is not None or row[1].source is not None]
+        if not with_inputs:
+            return self.family.prepare_rows(rows)
+        if self.inputs is None:
+            raise ValueError("rows with a first frame or a clip to re-draw need the runner's inputs (storage)")
+        return self.family.prepare_rows(rows, self.inputs.starts(self.family, with_inputs))
 
     @staticmethod
     def _parker(joins: JoinQueue) -> Callable[[list[FamilyRow]], list[str]]:
@@ -309,6 +325,21 @@ class PipelineRunner:
 
     def _encode(self, prompts: list[str]) -> torch.Tensor:
         return encode_prompts(self.pipeline, prompts, self.max_sequence_length, self.text_embeddings)
+
+
+def _each(*hooks: Callable[[list[FamilyRow]], None] | None) -> Callable[[list[FamilyRow]], None] | None:
+    """One ``after_step`` hook that calls every given one in turn (None when none is given)."""
+    given = [hook for hook in hooks if hook is not None]
+    if not given:
+        return None
+    if len(given) == 1:
+        return given[0]
+
+    def each(group: list[FamilyRow]) -> None:
+        for hook in given:
+            hook(group)
+
+    return each
 
 
 def _call_timing(batch_size: int, step_times: list[float], total_s: float) -> CallTiming:

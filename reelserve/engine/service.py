@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from reelserve.schemas import Job, JobEvent, VideoCreateRequest
+from reelserve.schemas.requests import Uploads, VideoRemixRequest
 from reelserve.storage.base import Storage
 
 Variant = Literal["video", "thumbnail"]
@@ -24,11 +25,17 @@ class VideoService(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False) -> Job:
+    async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False,
+                     uploads: Uploads | None = None) -> Job:
         """Validate, persist and enqueue; the job is durable when this returns, unless ``awaited``:
         the caller answers only after ``wait``, which makes an unfinished job durable before it
         returns it (a final one is). A cache hit comes back already completed. ``tenant`` (a hash of
-        the caller's API key) keeps per-tenant caches apart."""
+        the caller's API key) keeps per-tenant caches apart. ``uploads``: a multipart body's files
+        (a first frame, a clip to re-draw)."""
+
+    async def remix(self, video_id: str, body: VideoRemixRequest, tenant: str | None = None) -> Job:
+        """A new job re-drawing completed video ``video_id`` with ``body``'s prompt; the caller has been
+        checked to see it. Raises ``ReelserveError(conflict)`` for a video not completed."""
 
     async def get(self, job_id: str) -> Job:
         """Raises ``ReelserveError(not_found)``."""

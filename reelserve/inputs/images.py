@@ -44,7 +44,7 @@ class ReferenceImage:
 
     pixels: np.ndarray
     fit: Fit | None  # how it was fitted; None: it had the video's size already
-    digest: str  # sha256 of the decoded pixels and the fit: the result cache keys on what the model sees
+    digest: str  # "sha256:" of the decoded pixels and the fit: the result cache keys on what the model sees
 
     @property
     def size(self) -> tuple[int, int]:
@@ -74,12 +74,25 @@ def read_reference(data: bytes, width: int, height: int, fit: Fit | None) -> Ref
         if fit is None:
             raise invalid(FIELD, f"{FIELD}: the image is {image.width}x{image.height} and the video {width}x{height}; "
                           "send an image of the video's size, or input_fit 'crop', 'pad' or 'resize' to fit it")
-        image = _fitted(image, (width, height), fit)
+        image = fitted(image, (width, height), fit)
     else:
         fit = None
     pixels = np.asarray(image, dtype=np.uint8)
     digest = hashlib.sha256(pixels.tobytes() + f"|{width}x{height}|{fit or ''}".encode()).hexdigest()
-    return ReferenceImage(pixels=pixels, fit=fit, digest=digest)
+    return ReferenceImage(pixels=pixels, fit=fit, digest=f"sha256:{digest}")
+
+
+def to_png(pixels: np.ndarray) -> bytes:
+    """Pixels as PNG (lossless): how a fitted first frame is stored for the worker."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def from_png(data: bytes) -> np.ndarray:
+    """What ``to_png`` stored, as (H, W, 3) uint8 RGB."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _open(data: bytes) -> Image.Image:
@@ -105,7 +118,7 @@ def _open(data: bytes) -> Image.Image:
     return image
 
 
-def _fitted(image: Image.Image, size: tuple[int, int], fit: Fit) -> Image.Image:
+def fitted(image: Image.Image, size: tuple[int, int], fit: Fit) -> Image.Image:
     if fit is Fit.crop:
         return ImageOps.fit(image, size, Image.Resampling.LANCZOS)
     if fit is Fit.pad:

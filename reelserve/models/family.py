@@ -42,11 +42,22 @@ class Row:
         return self.timesteps[self.step]
 
 
+@dataclass(frozen=True)
+class RowStart:
+    """What a row starts from besides its seed's noise (``ModelFamily.prepare_rows``)."""
+
+    # Image to video: the first frame's latents, (1, C, 1, H, W), normalised (``Row.condition``).
+    condition: torch.Tensor | None = None
+    # Remix and video to video: clean latents of a whole clip of the row's shape, normalised; the row
+    # starts from them noised to its ``strength`` and runs that share of its steps (SDEdit).
+    source: torch.Tensor | None = None
+
+
 class ModelFamily(Protocol):
     def prepare_rows(self, rows: list[tuple[str, GenerationParams]],
-                     images: dict[str, np.ndarray] | None = None) -> list[Row]:
-        """Initial latents from each row's own seed, its scheduler, and its text conditioning; with
-        ``images`` (by row key, (H, W, 3) uint8 at the row's size), that row starts from its image."""
+                     starts: dict[str, RowStart] | None = None) -> list[Row]:
+        """Initial latents from each row's own seed, its scheduler, and its text conditioning; a row
+        with a ``RowStart`` (by row key) starts from it."""
         ...
 
     def group_key(self, row: Row) -> Hashable:
@@ -64,6 +75,18 @@ class ModelFamily(Protocol):
 
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         """Finished rows to frames, float in [0, 1], (F, H, W, 3) each."""
+        ...
+
+    def final_latents(self, row: Row) -> torch.Tensor:
+        """A finished row's clean latents as decoded, (1, C, F, H, W): what a remix of it starts from."""
+        ...
+
+    def encode_first_frame(self, pixels: np.ndarray, params: GenerationParams) -> torch.Tensor:
+        """A first frame, (H, W, 3) uint8 at the row's size, as ``RowStart.condition``."""
+        ...
+
+    def encode_video(self, frames: np.ndarray, params: GenerationParams) -> torch.Tensor:
+        """A clip, (F, H, W, 3) uint8 at the row's shape, as ``RowStart.source``."""
         ...
 
     def x0_estimate(self, row: Row) -> torch.Tensor:

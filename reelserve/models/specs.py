@@ -73,6 +73,7 @@ _SPECS: tuple[ModelSpec, ...] = (
             default_steps=25,
             default_guidance=5.0,
             two_experts=False,
+            image_input="optional",  # TI2V: a first frame through expand_timesteps
         ),
         default_source=None,
         max_sequence_length=MICRO_MAX_SEQUENCE_LENGTH,
@@ -94,6 +95,7 @@ _SPECS: tuple[ModelSpec, ...] = (
             default_steps=50,
             default_guidance=5.0,
             two_experts=False,
+            image_input="optional",  # TI2V: a first frame through expand_timesteps
         ),
         default_source=TI2V_5B_HUB_ID,
     ),

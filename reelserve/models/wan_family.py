@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reelserve.models.family import Row
+from reelserve.models.family import Row, RowStart
 from reelserve.models.latent_space import denormalise, normalise
 from reelserve.schemas import GenerationParams
 
@@ -36,8 +36,9 @@ class WanFamily:
         self._dtypes: dict[int, torch.dtype] = {}  # id(transformer) -> its dtype
 
     def prepare_rows(self, rows: list[tuple[str, GenerationParams]],
-                     images: dict[str, np.ndarray] | None = None) -> list[Row]:
-        if images and not self.expand_timesteps:
+                     starts: dict[str, RowStart] | None = None) -> list[Row]:
+        starts = starts or {}
+        if any(start.condition is not None for start in starts.values()) and not self.expand_timesteps:
             raise ValueError("this model takes no first frame: only the Wan2.2 TI2V layout (expand_timesteps) does")
         pipe, device = self.pipeline, self.pipeline._execution_device
         prompts = self.encode([p.prompt for _, p in rows])
@@ -53,10 +54,17 @@ class WanFamily:
             )
             scheduler = copy.deepcopy(pipe.scheduler)
             scheduler.set_timesteps(params.num_inference_steps, device=device)
-            scheduler.set_begin_index(0)
-            condition = None if not images or key not in images else self.encode_first_frame(images[key], params)
-            prepared.append(Row(key, params, latents, scheduler, scheduler.timesteps, prompts[i : i + 1],
-                                negative_of.get(i), condition=condition))
+            start = starts.get(key, RowStart())
+            first = first_step(params)
+            scheduler.set_begin_index(first)
+            timesteps = scheduler.timesteps[first:]
+            if first or params.strength is not None:
+                if start.source is None:
+                    raise ValueError(f"row {key} has a strength but no source latents to start from")
+                # WanVideoToVideoPipeline's start: the source noised to the first step run (the seed's noise).
+                latents = scheduler.add_noise(start.source.to(device, torch.float32), latents, timesteps[:1])
+            prepared.append(Row(key, params, latents, scheduler, timesteps, prompts[i : i + 1],
+                                negative_of.get(i), condition=start.condition))
         return prepared
 
     def encode_first_frame(self, pixels: np.ndarray, params: GenerationParams) -> torch.Tensor:
@@ -66,6 +74,15 @@ class WanFamily:
         image = pipe.video_processor.preprocess(Image.fromarray(pixels), height=params.height, width=params.width)
         image = image.to(vae.device, torch.float32).unsqueeze(2).to(vae.dtype)  # (1, 3, 1, H, W)
         return normalise(vae, vae.encode(image).latent_dist.mode().to(pipe._execution_device, torch.float32))
+
+    def encode_video(self, frames: np.ndarray, params: GenerationParams) -> torch.Tensor:
+        """A clip's latents (``frames``: (F, H, W, 3) uint8 at the row's shape) as
+        ``WanVideoToVideoPipeline.prepare_latents`` makes them: preprocessed, encoded (the mode), normalised."""
+        pipe, vae = self.pipeline, self.pipeline.vae
+        video = pipe.video_processor.preprocess_video([Image.fromarray(frame) for frame in frames],
+                                                      height=params.height, width=params.width)
+        video = video.to(vae.device, vae.dtype)  # (1, 3, F, H, W)
+        return normalise(vae, vae.encode(video).latent_dist.mode().to(pipe._execution_device, torch.float32))
 
     def group_key(self, row: Row) -> Hashable:
         """One call serves one expert (A14B: by the row's timestep) and guidance on or off alike."""
@@ -143,6 +160,9 @@ class WanFamily:
         estimate = outputs[-1] if outputs and outputs[-1] is not None and predicts_x0 else row.latents
         return conditioned(row, estimate)
 
+    def final_latents(self, row: Row) -> torch.Tensor:
+        return conditioned(row)
+
     @property
     def frames_per_latent(self) -> int:
         """Video frames one latent frame stands for (the VAE's temporal stride)."""
@@ -154,6 +174,16 @@ class WanFamily:
         video = vae.decode(denormalise(vae, latents), return_dict=False)[0]
         frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
         return [np.asarray(clip) for clip in frames]
+
+
+def first_step(params: GenerationParams) -> int:
+    """The step a row starts at: 0, or for a ``strength`` below 1 the steps it leaves out, as
+    ``WanVideoToVideoPipeline.get_timesteps`` counts them (it runs ``int(steps * strength)``). At least
+    one step runs: requests that run none are refused, but degrading may cut a run's steps after that."""
+    if params.strength is None:
+        return 0
+    steps = params.num_inference_steps
+    return steps - max(1, min(int(steps * params.strength), steps))
 
 
 def conditioned(row: Row, latents: torch.Tensor | None = None) -> torch.Tensor:

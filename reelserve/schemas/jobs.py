@@ -97,6 +97,10 @@ class Job(BaseModel):
     webhook: WebhookDelivery | None = None
     # The acceleration options the video is (or will be) made with, e.g. "cfg_batching".
     accelerations: list[str] = Field(default_factory=list)
+    # A remix: the video it re-draws (OpenAI's field). Until ``expires_at`` a completed job keeps its
+    # final latents, so a remix of it starts from them; after, a remix re-encodes its MP4.
+    remixed_from_video_id: str | None = None
+    expires_at: float | None = None
     # Things the user should know about how the video was made, e.g. a prompt the model may not follow.
     warnings: list[str] = Field(default_factory=list)
 
@@ -118,6 +122,8 @@ class Job(BaseModel):
             "progress": self.progress,
             "created_at": int(self.created_at),
             "completed_at": int(self.completed_at) if self.completed_at is not None else None,
+            "expires_at": int(self.expires_at) if self.expires_at is not None else None,
+            "remixed_from_video_id": self.remixed_from_video_id,
             "size": p.size,
             "seconds": p.seconds,
             **{name: getattr(p, name) for name in GenerationParams.fields_with(Role.PUBLIC)},

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reelserve.schemas.requests import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, ModelLimits
+from reelserve.schemas.requests import DEFAULT_STRENGTH, MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, ModelLimits
 
 # The request schema's own bounds (VideoCreateRequest), repeated here as data.
 MAX_FPS = 120
@@ -39,6 +39,17 @@ class ModelCard(BaseModel):
                 "the prompt; send a trained shape for the results it was measured at.")
 
 
+def model_inputs(limits: ModelLimits) -> dict[str, Any]:
+    """What the model takes besides a prompt: ``text`` (a prompt alone makes a video), ``image`` (a
+    first frame: "optional", "required" or absent), ``video`` (a clip to re-draw, and remixes)."""
+    inputs: dict[str, Any] = {"text": limits.image_input != "required"}
+    if limits.image_input != "none":
+        inputs["image"] = limits.image_input
+    inputs["video"] = limits.video_input
+    inputs["remix"] = limits.video_input
+    return inputs
+
+
 def _sizes(sizes: list[tuple[int, int]]) -> str:
     return ", ".join(f"{w}x{h}" for w, h in sizes)
 
@@ -68,6 +79,15 @@ def model_object(
         "priority": {"type": "string", "enum": priorities, "default": default_priority},
         "preview_every": {"type": "integer", "min": 0, "max": limits.max_steps, "default": limits.default_preview_every},
     }
+    if limits.image_input != "none":
+        parameters["input_reference"] = {"type": "image", "formats": ["png", "jpeg", "webp"],
+                                         "required": limits.image_input == "required"}
+    if limits.image_input != "none" or limits.video_input:
+        parameters["input_fit"] = {"type": "string", "enum": ["crop", "pad", "resize"], "default": None}
+    if limits.video_input:
+        parameters["input_video"] = {"type": "video", "formats": ["mp4", "webm"]}
+        parameters["strength"] = {"type": "number", "min": 0.0, "exclusive_min": True, "max": 1.0,
+                                  "default": DEFAULT_STRENGTH}
     if limits.two_experts:
         parameters["guidance_scale_2"] = {"type": "number", "min": 0.0, "max": MAX_GUIDANCE,
                                           "default": limits.default_guidance}
@@ -83,6 +103,7 @@ def model_object(
         "owned_by": "reelserve",
         "parameters": parameters,
         "accelerations": list(accelerations),
+        "inputs": model_inputs(limits),
         "about": card.about,
         "examples": list(card.examples),
     }

@@ -10,9 +10,10 @@ import enum
 import functools
 import re
 import secrets
+from dataclasses import dataclass
 from fractions import Fraction
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
@@ -22,6 +23,7 @@ from reelserve.schemas.suggest import frame_counts, multiples, nearest, nearest_
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1
 MAX_SECONDS = 3600.0  # no model comes near: a bound that keeps seconds*fps finite
+DEFAULT_STRENGTH = 0.5  # remix and video to video: half the steps re-draw the source
 MAX_DEADLINE_S = 366 * 86400.0  # longer than any tier allows; the tier's own bound is checked on placement
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _DECIMAL_RE = re.compile(r"\d{1,6}(\.\d{1,6})?")
@@ -33,6 +35,14 @@ _SECONDS_SCHEMA = {
     ],
     "description": "duration; frames = seconds*fps + 1",
 }
+
+
+@dataclass(frozen=True)
+class Uploads:
+    """The files of a multipart request, by field (JSON carries the same as data URLs)."""
+
+    input_reference: bytes | None = None
+    input_video: bytes | None = None
 
 
 class CacheOptions(BaseModel):
@@ -47,6 +57,14 @@ class CacheOptions(BaseModel):
     min_similarity: float | None = Field(
         default=None, ge=0.5, le=1.0, description="cosine similarity a semantic match needs"
     )
+
+
+class ImageReference(BaseModel):
+    """OpenAI's reference object: an image by URL. Only a data URL is taken (the server fetches nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str = Field(min_length=1, description="a data URL, 'data:image/png;base64,...'")
 
 
 class VideoCreateRequest(BaseModel):
@@ -91,6 +109,22 @@ class VideoCreateRequest(BaseModel):
         max_length=2048,
         description="http(s) URL the final video object is POSTed to, signed per Standard Webhooks",
     )
+    input_reference: str | ImageReference | None = Field(
+        default=None, description="the first frame (image to video): in JSON a data URL 'data:image/png;base64,...' "
+        "or {\"image_url\": data URL}; in multipart, the image file. PNG, JPEG or WebP",
+    )
+    input_fit: Literal["crop", "pad", "resize"] | None = Field(
+        default=None, description="how an input_reference or input_video of another size is made the video's size; "
+        "without it, another size is refused",
+    )
+    input_video: str | None = Field(
+        default=None, description="a clip to re-draw (video to video): in JSON a data URL 'data:video/mp4;base64,...'; "
+        "in multipart, the MP4 file. The video has its frame count unless num_frames says otherwise",
+    )
+    strength: float | None = Field(
+        default=None, gt=0, le=1, description="with input_video: the share of the steps that re-draw it "
+        "(1: from almost pure noise); default 0.5",
+    )
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -100,6 +134,37 @@ class VideoCreateRequest(BaseModel):
                 raise ValueError(f'must be a number of seconds, e.g. 4 or "4"; got {value[:20]!r}')
             return float(value)
         return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain more than whitespace")
+        return value
+
+
+class VideoRemixRequest(BaseModel):
+    """Body of ``POST /v1/videos/{id}/remix``: OpenAI's ``prompt``, plus how much to re-draw and the usual
+    per-request parameters. The size, clip length and frame rate are the source video's."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    strength: float | None = Field(
+        default=None, gt=0, le=1, description="share of the steps that re-draw the source (default 0.5): "
+        "lower keeps more of it",
+    )
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    num_inference_steps: int | None = Field(default=None, gt=0)
+    guidance_scale: float | None = Field(default=None, ge=0, le=50)
+    guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    preview_every: int | None = Field(default=None, ge=0)
+    cache: CacheOptions | None = None
+    priority: str | None = None
+    deadline_seconds: float | None = Field(default=None, gt=0, le=MAX_DEADLINE_S)
+    allow_degrade: bool | None = None
+    webhook_url: str | None = Field(default=None, max_length=2048)
 
     @field_validator("prompt")
     @classmethod
@@ -125,6 +190,10 @@ class ModelLimits(BaseModel):
     default_steps: int
     default_guidance: float
     two_experts: bool = False
+    # What besides a prompt the model takes: a first frame ("none", "optional", or "required" for an
+    # image-to-video-only model), and a clip to re-draw (remix, input_video).
+    image_input: Literal["none", "optional", "required"] = "none"
+    video_input: bool = True
     default_preview_every: int = 0  # the server's setting, not the model's: 0, no previews unless asked
 
 
@@ -173,6 +242,15 @@ class GenerationParams(BaseModel):
     seed: Annotated[int, Role.ROW | Role.PIXELS | Role.PUBLIC]
     # Every this many steps the running row's preview goes out (0: none); it changes no pixel.
     preview_every: Annotated[int, Role.ROW | Role.PUBLIC] = 0
+    # Image to video: "sha256:" and the digest of the first frame's pixels as fitted, and how it was
+    # fitted (None: it had the video's size). The image itself is stored with the job (``job_inputs``).
+    input_reference: Annotated[str | None, Role.ROW | Role.PIXELS | Role.PUBLIC] = None
+    input_fit: Annotated[str | None, Role.ROW | Role.PIXELS | Role.PUBLIC] = None
+    # Remix and video to video: the digest of the clip the row re-draws (a video's final latents, or
+    # a clip's frames), stored with the job; ``strength`` of the run re-draws it (None: from noise).
+    # A strength changes the steps run, so rows of one call share it (a joiner need not).
+    source: Annotated[str | None, Role.ROW | Role.PIXELS] = None
+    strength: Annotated[float | None, Role.BATCH | Role.PIXELS | Role.PUBLIC] = None
 
     @classmethod
     def roles(cls, name: str) -> Role:

@@ -16,6 +16,7 @@ from PIL import Image
 from reelserve.engine.denoise_loop import denoise
 from reelserve.engine.parked_rows import park_bytes, resume_row
 from reelserve.models.specs import TINY_MAX_SEQUENCE_LENGTH
+from reelserve.models.family import RowStart
 from reelserve.models.tiny import build_ti2v_5b_layout, build_tiny_pipeline
 from reelserve.models.wan_family import WanFamily
 from reelserve.schemas import GenerationParams
@@ -52,9 +53,16 @@ def diffusers_i2v(pipe: Any, family: WanFamily, p: GenerationParams, image: np.n
                    max_sequence_length=TINY_MAX_SEQUENCE_LENGTH).frames[0]
 
 
+def starts(family: WanFamily, rows: list[tuple[str, GenerationParams]], images: dict[str, np.ndarray]) -> dict:
+    """Each image row's start: its first frame encoded as the runner's inputs encode it."""
+    p = dict(rows)
+    with torch.inference_mode():
+        return {key: RowStart(condition=family.encode_first_frame(image, p[key])) for key, image in images.items()}
+
+
 def owned(family: WanFamily, rows: list[tuple[str, GenerationParams]], images: dict[str, np.ndarray]) -> dict:
     with torch.inference_mode():
-        frames, stopped = denoise(family, family.prepare_rows(rows, images), mixed_steps=True)
+        frames, stopped = denoise(family, family.prepare_rows(rows, starts(family, rows, images)), mixed_steps=True)
     assert stopped == {}
     return frames
 
@@ -81,7 +89,7 @@ def test_image_rows_batch_with_each_other_and_with_text_rows(ti2v: tuple[Any, Wa
 def test_a_parked_image_row_resumes_to_the_same_video(ti2v: tuple[Any, WanFamily]) -> None:
     _, family = ti2v
     with torch.inference_mode():
-        (row,) = family.prepare_rows([("a", params(3))], {"a": picture(1)})
+        (row,) = family.prepare_rows([("a", params(3))], starts(family, [("a", params(3))], {"a": picture(1)}))
         for _ in range(2):
             family.scheduler_step([row], family.denoise_step([row]))
         resumed = resume_row(park_bytes(row, "v"), "v")
@@ -92,5 +100,6 @@ def test_a_parked_image_row_resumes_to_the_same_video(ti2v: tuple[Any, WanFamily
 
 def test_a_model_without_first_frame_conditioning_refuses_an_image() -> None:
     family = WanFamily(build_tiny_pipeline(0), TINY_MAX_SEQUENCE_LENGTH)
+    condition = torch.zeros(1, 16, 1, SIZE // 8, SIZE // 8)
     with pytest.raises(ValueError, match="takes no first frame"):
-        family.prepare_rows([("a", params(3))], {"a": picture(1)})
+        family.prepare_rows([("a", params(3))], {"a": RowStart(condition=condition)})

@@ -13,7 +13,9 @@ BASE = GenerationParams(model="micro", prompt="a red circle moving right", negat
 # A value for each field that differs from BASE's.
 OTHER = {"model": "tiny", "prompt": "a blue square", "negative_prompt": "blurry", "width": 128, "height": 32,
          "num_frames": 33, "fps": 16, "num_inference_steps": 10, "guidance_scale": 3.0, "guidance_scale_2": 2.0,
-         "seed": 2, "preview_every": 5}
+         "seed": 2, "preview_every": 5, "input_reference": "sha256:ab", "input_fit": "crop", "source": "sha256:cd",
+         "strength": 0.5}
+INPUTS = ("input_reference", "input_fit", "source", "strength")
 
 
 def test_every_field_declares_whether_it_shapes_the_call_or_the_row() -> None:
@@ -40,9 +42,14 @@ def test_the_shape_key_changes_with_exactly_the_shape_fields_and_matches_its_bat
 
 
 def test_every_pixel_field_is_in_the_cache_signature() -> None:
-    signature = output_signature(BASE, "v1")
+    with_inputs = BASE.model_copy(update={name: OTHER[name] for name in INPUTS})
+    signature = output_signature(with_inputs, "v1")
     pixels = set(GenerationParams.fields_with(Role.PIXELS)) - {"prompt"}  # the prompt is keyed apart
     assert pixels and pixels <= set(signature)
+
+
+def test_a_text_only_request_keys_as_before_inputs_existed() -> None:
+    assert not set(INPUTS) & set(output_signature(BASE, "v1"))  # cached videos of earlier versions still hit
 
 
 def test_the_video_object_shows_exactly_the_public_fields() -> None:
