@@ -29,12 +29,12 @@ class GatedFamily:
     def __getattr__(self, name: str) -> Any:  # denoise_step, scheduler_step, decode, pipeline
         return getattr(self.real, name)
 
-    def prepare_rows(self, rows: list[tuple[str, GenerationParams]]) -> Any:
+    def prepare_rows(self, rows: list[tuple[str, GenerationParams]], starts: Any = None) -> Any:
         self.entered.set()
         assert self.gate.wait(60), "test never opened the gate"
         if any("boom" in params.prompt for _, params in rows):
             raise RuntimeError("boom: the pipeline fell over")
-        return self.real.prepare_rows(rows)
+        return self.real.prepare_rows(rows, starts)
 
     def hold(self) -> None:
         self.entered.clear()

@@ -157,6 +157,8 @@ def stage_remix(storage: Storage, source: Job, params: GenerationParams, strengt
             data, key = storage.get(latents_key(owner)), source_latents_key
         except FileNotFoundError:
             data = None
+    elif source.expires_at is not None:  # expired: gone now (and with the job, if never remixed again)
+        storage.delete_prefix(latents_key(owner))
     if data is None:
         try:
             data, key = storage.get(source.video_key or video_key(source.id)), source_clip_key

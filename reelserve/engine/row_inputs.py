@@ -45,7 +45,7 @@ class RowInputs:
         self.keep_latents = keep_latents
         self._encoded: LRUCache[tuple[str, str], torch.Tensor] | None = LRUCache(max_entries) if max_entries else None
         self._lock = threading.Lock()  # lanes share the cache
-        self.encodes = 0  # VAE encodes run (a hit runs none): for tests and metrics
+        self.loads = 0  # inputs read and encoded (a cache hit does neither): for tests
 
     def starts(self, family: ModelFamily, rows: list[tuple[str, GenerationParams]]) -> dict[str, RowStart]:
         """What each row with inputs starts from (rows without any are left out)."""
@@ -79,7 +79,7 @@ class RowInputs:
             if hit is not None:
                 return hit
         latents = encode()  # type: ignore[operator]
-        self.encodes += 1
+        self.loads += 1
         if self._encoded is not None:
             with self._lock:
                 self._encoded[cache_key] = latents

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
@@ -16,7 +17,7 @@ import numpy as np
 import openai
 import pytest
 from PIL import Image
-from support import RunningServer, final_video, serve_in_mode, sse_events
+from support import RunningServer, final_video, gate_pipeline, serve_in_mode, sse_events, wait_until
 
 from reelserve.micro.dataset import first_frame_prompts
 from reelserve.micro.evaluate import judge
@@ -116,17 +117,46 @@ def test_a_remix_of_expired_latents_re_encodes_the_mp4_and_video_to_video_takes_
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     with serve_in_mode("embedded", tmp_path, model="micro", keep_latents_s=0) as server:
+        gate = gate_pipeline(server)
+        gate.hold()
         redrawn = server.client.post("/v1/videos", files={"input_video": ("clip.mp4", buffer.getvalue(), "video/mp4")},
                                      data={"prompt": CASE.prompt.prompt, "num_inference_steps": "10",
                                            "strength": "0.3", "seed": "4"}).json()
         assert redrawn["num_frames"] == 17 and redrawn["strength"] == 0.3, redrawn  # the clip's frame count
+        with ThreadPoolExecutor(1) as pool:
+            following = pool.submit(sse_events, server, redrawn["id"])
+            wait_until(lambda: redrawn["id"] in server.server.engine.bus.listening_jobs())
+            gate.gate.set()
+            steps = [(e["step"], e["total_steps"]) for kind, e in following.result(timeout=120) if kind == "progress"]
+        assert steps == [(1, 3), (2, 3), (3, 3)]  # int(10 · 0.3) steps re-drew it
         done = final_video(server, redrawn["id"])
         assert done["status"] == "completed" and done["expires_at"] is None  # no latents kept
-        steps = [event["step"] for kind, event in sse_events(server, redrawn["id"]) if kind == "progress"]
         verdict = judge(frames_of(server, redrawn["id"]))
         assert (verdict.color, verdict.shape, verdict.motion) == (CASE.scene.color, CASE.scene.shape, "right")
 
         remix = server.client.post(f"/v1/videos/{redrawn['id']}/remix", json={"prompt": "a square", "seed": 1}).json()
         assert remix["strength"] == 0.5 and remix["remixed_from_video_id"] == redrawn["id"]
         assert final_video(server, remix["id"])["status"] == "completed"
-        del steps
+        again = server.client.post(f"/v1/videos/{redrawn['id']}/remix", json={"prompt": "a square", "seed": 1}).json()
+        assert again["cached"] is True and again["remixed_from_video_id"] == redrawn["id"]  # the same re-draw
+
+
+def test_a_remix_is_a_job_like_any_other_cancel_and_priority(tmp_path: Path) -> None:
+    with serve_in_mode("embedded", tmp_path, model="micro") as server:
+        source = server.client.post("/v1/videos", json={"prompt": "a red circle moving up", "num_inference_steps": 4,
+                                                         "num_frames": 5, "seed": 1}).json()
+        assert final_video(server, source["id"])["status"] == "completed"
+        gate = gate_pipeline(server)
+        gate.hold()
+        try:
+            remix = server.client.post(f"/v1/videos/{source['id']}/remix",
+                                       json={"prompt": "a blue circle moving up", "priority": "batch"}).json()
+            assert remix["priority"] == "batch" and remix["status"] == "queued"
+            cancelled = server.client.post(f"/v1/videos/{remix['id']}/cancel").json()
+            assert cancelled["status"] == "cancelled"
+        finally:
+            gate.gate.set()
+        assert final_video(server, remix["id"])["status"] == "cancelled"
+        server.client.delete(f"/v1/videos/{source['id']}")
+        gone = server.client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "x"})
+        assert gone.status_code == 404 and gone.json()["error"]["param"] == "video_id"

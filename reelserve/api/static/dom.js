@@ -36,3 +36,19 @@ export function report(error, where) {
   where.textContent = error.message;
   where.hidden = false;
 }
+
+// Puts a snippet's text on the clipboard, and says so in `note`. Clipboard access needs a secure
+// context and permission: without it the text is left selected, to copy by hand.
+export async function copyText(element, note) {
+  try {
+    if (!navigator.clipboard) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(element.textContent);
+    note.textContent = "Copied to the clipboard.";
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+    note.textContent = "Could not reach the clipboard: the snippet is selected, copy it by hand.";
+  }
+}

@@ -4,16 +4,18 @@
 // API data only ever reaches the DOM through textContent (never innerHTML).
 
 import { api, apiKey, dropKey, onUnauthorized, storeKey } from "./api.js";
-import { $, guard, text } from "./dom.js";
+import { $, copyText, guard, text } from "./dom.js";
 import { forgetThumbnails, loadHistory, nextPage, previousPage, refreshHistory, resetPaging } from "./history.js";
-import { cancel, onSettled, show, shownVideo, stopStream } from "./result.js";
+import { imageFields, imageName, offerImage, showFit, wireImage } from "./image.js";
+import { allowRemix, offerRemix, wireRemix } from "./remix.js";
+import { cancel, onSettled, onShown, show, shownVideo, stopStream } from "./result.js";
 import { curlSnippet, pythonSnippet } from "./snippets.js";
 
 // Errors naming one of these params are shown next to that field; the page never sends size/seconds,
 // but a server may still name them, so they point at the closest control.
 const FIELDS = [
   "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "num_inference_steps",
-  "guidance_scale", "guidance_scale_2", "seed", "priority", "preview_every",
+  "guidance_scale", "guidance_scale_2", "seed", "priority", "preview_every", "input_reference", "input_fit",
 ];
 const FIELD_ALIASES = { size: "width", seconds: "num_frames" };
 // With "Live preview" on, about this many previews come in a run (one every steps / PREVIEWS steps).
@@ -35,7 +37,7 @@ document.addEventListener("reelserve:reuse", (event) => {
   }
   relabelFrames();
   $("num_frames").value = String(video.num_frames);
-  updateSnippets();
+  formChanged();
 });
 
 /* ---------- API key ---------- */
@@ -141,7 +143,9 @@ function buildForm() {
   info.replaceChildren(text("span", `Model ${model.id}`));
   for (const acc of accelerations) info.append(text("span", acc, "chip"));
   if (!accelerations.length) info.append(text("span", "no accelerations", "chip muted"));
-  updateSnippets();
+  offerImage(model.inputs);
+  allowRemix(model.inputs);
+  formChanged();
 }
 
 // What the model can draw, and prompts that work: a click puts one in the prompt box.
@@ -167,9 +171,13 @@ function relabelFrames() {
 }
 
 // The request exactly as the API will get it, as JSON text: the seed goes in as raw digits because a
-// JS number would round it.
-function requestJson() {
+// JS number would round it. The first frame's data URL goes in only when `image` is asked for (the
+// snippets read the image from a file instead).
+function requestJson({ image = false } = {}) {
   const body = { model: model.id, prompt: $("prompt").value };
+  const { input_reference: reference, ...fit } = imageFields();
+  if (image && reference) body.input_reference = reference;
+  Object.assign(body, fit);
   if ($("negative_prompt").value) body.negative_prompt = $("negative_prompt").value;
   for (const id of ["width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale"]) {
     const value = $(id).value.trim();
@@ -179,13 +187,17 @@ function requestJson() {
     body.guidance_scale_2 = Number($("guidance_scale_2").value);
   }
   body.priority = $("priority").value;
-  if ($("preview_every").checked && model.parameters.preview_every) {
-    const steps = body.num_inference_steps ?? model.parameters.num_inference_steps.default;
-    body.preview_every = Math.max(1, Math.floor(steps / PREVIEWS));
-  }
+  const every = previewEvery(body.num_inference_steps ?? model.parameters.num_inference_steps.default);
+  if (every !== undefined) body.preview_every = every;
   const seed = seedDigits();
   const json = JSON.stringify(body);
   return seed ? `${json.slice(0, -1)},"seed":${seed}}` : json;
+}
+
+// With "Live preview" on, a preview every this many of `steps` steps; off, the server's default.
+function previewEvery(steps) {
+  if (!$("preview_every").checked || !model.parameters.preview_every) return undefined;
+  return Math.max(1, Math.floor(steps / PREVIEWS));
 }
 
 // JSON forbids leading zeros, so "007" is sent as 7.
@@ -223,15 +235,19 @@ async function submit(event) {
   const button = $("generate");
   button.disabled = true;
   try {
-    const video = await api("/v1/videos", { method: "POST", body: requestJson() });
-    resetPaging();
-    show(video);
-    refreshHistory();
+    started(await api("/v1/videos", { method: "POST", body: requestJson({ image: true }) }));
   } catch (error) {
     if (error.name !== "AbortError" && error.status !== 401) showError(error);
   } finally {
     button.disabled = false;
   }
+}
+
+// A job was created here (a generation or a remix): the result area follows it, the history shows it.
+function started(video) {
+  resetPaging();
+  show(video);
+  refreshHistory();
 }
 
 function reuseSeed() {
@@ -244,29 +260,22 @@ function reuseSeed() {
 
 /* ---------- code snippets ---------- */
 
+// Any change to the form: the video's size may now differ from the image's, and the snippets follow.
+function formChanged() {
+  showFit();
+  updateSnippets();
+}
+
 function updateSnippets() {
   if (!model) return;
   const json = requestJson();
-  $("snippet-curl").textContent = curlSnippet(json, location.origin, apiKey());
-  $("snippet-python").textContent = pythonSnippet(json, location.origin, apiKey());
+  $("snippet-curl").textContent = curlSnippet(json, location.origin, apiKey(), imageName());
+  $("snippet-python").textContent = pythonSnippet(json, location.origin, apiKey(), imageName());
 }
 
-async function copy(id) {
+function copy(id) {
   updateSnippets();
-  const textToCopy = $(id).textContent;
-  const note = $("copy-status");
-  try {
-    if (!navigator.clipboard) throw new Error("no clipboard");
-    await navigator.clipboard.writeText(textToCopy);
-    note.textContent = "Copied to the clipboard.";
-  } catch {
-    // Clipboard access needs a secure context and permission: leave the text selected to copy by hand.
-    const range = document.createRange();
-    range.selectNodeContents($(id));
-    getSelection().removeAllRanges();
-    getSelection().addRange(range);
-    note.textContent = "Could not reach the clipboard: the snippet is selected, copy it by hand.";
-  }
+  return copyText($(id), $("copy-status"));
 }
 
 /* ---------- wiring ---------- */
@@ -295,6 +304,9 @@ async function boot() {
 function wire() {
   onUnauthorized(askForKey);
   onSettled(refreshHistory);
+  onShown(offerRemix);
+  wireImage(formChanged);
+  wireRemix({ started, previewEvery });
 
   $("key-form").addEventListener("submit", guard(saveKey, $("key-error")));
   $("change-key").addEventListener("click", changeKey);
@@ -309,8 +321,8 @@ function wire() {
       form.requestSubmit();
     }
   });
-  form.addEventListener("input", updateSnippets);
-  form.addEventListener("change", updateSnippets);
+  form.addEventListener("input", formChanged);
+  form.addEventListener("change", formChanged);
   $("fps").addEventListener("input", relabelFrames);
   // Digits only: anything else could never be a seed.
   $("seed").addEventListener("input", () => {

@@ -16,9 +16,16 @@ const live = { step: null, total: null, firstStep: null, firstAt: null, lastAt: 
 // Run when a followed video turns final here (the history must show it); the page hands it in, so
 // this module need not import the history, which imports this one.
 let settled = () => {};
+// Run with the video the result area shows whenever that changes (null: none), and again when it
+// turns final: what a shown video offers (a remix) lives in another module.
+let shown = () => {};
 
 export function onSettled(handler) {
   settled = handler;
+}
+
+export function onShown(handler) {
+  shown = handler;
 }
 
 export function shownVideo() {
@@ -38,6 +45,7 @@ export function show(video) {
   state.current = video;
   resetResult();
   renderWarnings(video);
+  shown(video);
   Object.assign(live, { step: null, total: null, firstStep: null, firstAt: null, lastAt: null, eta: null });
   if (FINAL.has(video.status)) {
     renderFinal(video).catch((error) => report(error, $("form-error")));
@@ -53,6 +61,7 @@ export function clearIfShown(id) {
   stopStream();
   state.current = null;
   resetResult();
+  shown(null);
   $("job-live").hidden = true;
   $("job-status").textContent = "Deleted.";
 }
@@ -192,6 +201,7 @@ async function renderFinal(video) {
   }
   renderBadges(video);
   renderDetails(video);
+  shown(video);
   if (video.status !== "completed") return;
   const response = await api(`/v1/videos/${encodeURIComponent(video.id)}/content`, { raw: true });
   const blob = await response.blob();
@@ -251,12 +261,21 @@ function seconds(value) {
   return value == null ? "–" : `${value.toFixed(value < 10 ? 2 : 1)} s`;
 }
 
+// What the video started from besides its prompt, if anything.
+function madeFrom(video) {
+  if (video.remixed_from_video_id) return `remix of ${video.remixed_from_video_id} at strength ${video.strength}`;
+  if (video.input_reference) return `from an image${video.input_fit ? ` (fitted: ${video.input_fit})` : ""}`;
+  if (video.strength != null) return `re-drawn from a clip at strength ${video.strength}`;
+  return null;
+}
+
 function renderDetails(video) {
   const t = video.timings || {};
   const rows = [
     ["Prompt", video.prompt, "detail-prompt"],
     ["Made", new Date(video.created_at * 1000).toLocaleString(), "detail-created"],
     ["ID", video.id, "detail-id"],
+    ...(madeFrom(video) ? [["Made from", madeFrom(video), "detail-source"]] : []),
     ["Seed", String(video.seed), "detail-seed"],
     ["Size", video.size, "detail-size"],
     ["Frames", `${video.num_frames} at ${video.fps} fps (${video.seconds} s)`, "detail-frames"],
