@@ -60,6 +60,13 @@ class Metrics:
         )
         self._add_cache_metrics(r)
         self._add_scheduling_metrics(r)
+        self.input_latents_requests = Counter(
+            "reelserve_input_latents_requests",
+            "First frames and clips to re-draw a row needed, by outcome: hit (already encoded) or miss (read and "
+            "encoded)",
+            ["result"],
+            registry=r,
+        )
         self.text_embedding_cache_requests = Counter(
             "reelserve_text_embedding_cache_requests",
             "Text-embedding cache lookups (one per distinct prompt per batch) by outcome",

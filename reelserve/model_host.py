@@ -5,6 +5,7 @@ module where they load the model; the API role never does, and so never imports 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from reelserve.accel.accelerate import check_options
 from reelserve.engine.live_previews import PreviewMaps
@@ -58,6 +59,13 @@ def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> 
     )
 
 
+def input_lookups(metrics: Metrics | None) -> Callable[[bool], None] | None:
+    """Counts each row's first frame or clip: already encoded (hit), or read and encoded (miss)."""
+    if metrics is None:
+        return None
+    return lambda hit: metrics.input_latents_requests.labels(result="hit" if hit else "miss").inc()
+
+
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -89,7 +97,8 @@ def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics 
     say or as measured here), and why. Call it on the thread that loaded the model: lane 0 runs there.
     ``storage``: where jobs' inputs are read and final latents kept (None: text rows only)."""
     cache = text_embedding_cache(settings, metrics)
-    inputs = None if storage is None else RowInputs(storage, keep_latents=settings.keep_latents_s > 0)
+    inputs = None if storage is None else RowInputs(storage, keep_latents=settings.keep_latents_s > 0,
+                                                    on_lookup=input_lookups(metrics))
     previews = PreviewMaps(model.pipeline)
     if settings.preview_every > 0:  # every job previews: fit the map now, not in the first job's run
         previews.get()

@@ -19,14 +19,14 @@ def test_models_reads_the_table_only_and_fits_80_columns() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     assert out.rstrip().endswith("LIGHT"), out
     assert max(len(line) for line in out.splitlines()) <= 80
-    for name in ("tiny", "micro", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"):
+    for name in ("tiny", "micro", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b"):
         assert f" {name} " in out, name
 
 
 def test_models_lists_the_registry() -> None:
     result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for name in ("tiny", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"):
+    for name in ("tiny", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b"):
         assert name in result.output
 
 

@@ -91,7 +91,8 @@ _SSE_EVENT = {
 _JOB_LINKS = {
     name: {"operationId": operation, "parameters": {"video_id": "$response.body#/id"}}
     for name, operation in [("retrieve", "retrieveVideo"), ("content", "downloadVideoContent"),
-                            ("events", "followVideoEvents"), ("cancel", "cancelVideo"), ("delete", "deleteVideo")]
+                            ("events", "followVideoEvents"), ("cancel", "cancelVideo"), ("delete", "deleteVideo"),
+                            ("remix", "remixVideo"), ("preview", "retrieveVideoPreview")]
 }
 # Every status a route can answer, so a client generated from /openapi.json knows them. 503: the
 # distributed mode's Redis is unreachable, or the circuit breaker is open (create).
@@ -105,6 +106,11 @@ _CREATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **error_responses(400, 401, 403, 413, 422, 429, 503),
 }
 _JOB_RESPONSES: dict[int | str, dict[str, Any]] = {200: _VIDEO_OBJECT, **error_responses(401, 404, 503)}
+_REMIX_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {**_VIDEO_OBJECT, "description": "the new video object (queued, or completed from the cache)",
+          "links": _JOB_LINKS},
+    **error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
+}
 
 
 def videos_router(
@@ -190,7 +196,7 @@ def videos_router(
 
     @router.post(
         "/{video_id:video_id}/remix", openapi_extra=_REMIX_DOC, summary="Remix a completed video",
-        operation_id="remixVideo", responses={**_CREATE_RESPONSES, 409: error_responses(409)[409]},
+        operation_id="remixVideo", responses=_REMIX_RESPONSES,
     )
     async def remix_video(request: Request, video_id: VideoId) -> dict[str, Any]:
         """A new video re-drawing this one with a new prompt (OpenAI's remix): it starts from the video's

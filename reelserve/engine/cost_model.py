@@ -207,7 +207,7 @@ class CostModel:
     def predict(self, params: GenerationParams, batch_size: int) -> float:
         """Seconds for a whole call of ``batch_size`` rows shaped like ``params``; always > 0."""
         step_s, overhead_s = self._predict_parts(params.model, _shape(params, batch_size))
-        return params.num_inference_steps * step_s + overhead_s
+        return params.steps_run * step_s + overhead_s
 
     def predict_step(self, params: GenerationParams, batch_size: int) -> float:
         """Seconds per denoising step of such a call; always > 0."""

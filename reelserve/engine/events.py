@@ -78,7 +78,7 @@ def status_event(job: Job) -> JobEvent:
         type=EventType.status,
         status=job.status,
         progress=job.progress,
-        total_steps=job.params.num_inference_steps,
+        total_steps=job.params.steps_run,
         error=job.error,
         estimated_completion_at=None if job.status.final else job.estimated_completion_at,
     )

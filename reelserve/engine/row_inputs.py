@@ -10,6 +10,7 @@ Runs on the lane's thread, inside the runner.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import torch
 from cachetools import LRUCache
@@ -38,10 +39,13 @@ def latents_from(data: bytes) -> torch.Tensor:
 class RowInputs:
     """:param storage: where the front stored the inputs, and where final latents go.
     :param keep_latents: write each finished row's final latents (``latents_key``) for remixes.
-    :param max_entries: encoded first frames and sources kept, by digest (0: none)."""
+    :param max_entries: encoded first frames and sources kept, by digest (0: none).
+    :param on_lookup: told of each row's lookup, hit (True) or miss."""
 
-    def __init__(self, storage: Storage, keep_latents: bool = False, max_entries: int = 32) -> None:
+    def __init__(self, storage: Storage, keep_latents: bool = False, max_entries: int = 32,
+                 on_lookup: Callable[[bool], None] | None = None) -> None:
         self.storage = storage
+        self.on_lookup = on_lookup  # told True for a hit, False for a miss (the metric)
         self.keep_latents = keep_latents
         self._encoded: LRUCache[tuple[str, str], torch.Tensor] | None = LRUCache(max_entries) if max_entries else None
         self._lock = threading.Lock()  # lanes share the cache
@@ -77,7 +81,11 @@ class RowInputs:
             with self._lock:
                 hit = self._encoded.get(cache_key)
             if hit is not None:
+                if self.on_lookup is not None:
+                    self.on_lookup(True)
                 return hit
+        if self.on_lookup is not None:
+            self.on_lookup(False)
         latents = encode()  # type: ignore[operator]
         self.loads += 1
         if self._encoded is not None:

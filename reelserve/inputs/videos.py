@@ -13,10 +13,14 @@ import hashlib
 import io
 from dataclasses import dataclass
 
-import av
+from typing import TYPE_CHECKING
+
 import numpy as np
 from reelserve.inputs.images import MAX_IMAGE_PIXELS, Fit, fitted
 from reelserve.schemas.errors import invalid
+
+if TYPE_CHECKING:
+    import av.container
 
 FIELD = "input_video"
 MAX_VIDEO_BYTES = 32 * 2**20
@@ -44,6 +48,8 @@ class SourceClip:
 
 def read_header(data: bytes, field: str = FIELD) -> ClipHeader:
     """The clip's size and frame count, refused past the byte, pixel and duration limits."""
+    import av  # only where a clip comes: the API role loads no PyAV otherwise (docs/architecture.md)
+
     if len(data) > MAX_VIDEO_BYTES:
         raise invalid(field, f"{field}: at most {MAX_VIDEO_BYTES // 2**20} MiB; got {len(data) / 2**20:.1f} MiB. "
                       "Send a shorter or smaller clip")
@@ -65,6 +71,8 @@ def read_header(data: bytes, field: str = FIELD) -> ClipHeader:
 def read_clip(data: bytes, width: int, height: int, frames: int, fit: Fit | None, field: str = FIELD) -> SourceClip:
     """The first ``frames`` frames of ``data`` at ``width`` x ``height``: the header checked first
     (``read_header``), then only those frames decoded."""
+    import av
+
     header = read_header(data, field)
     if (header.width, header.height) != (width, height) and fit is None:
         raise invalid(field, f"{field}: the clip is {header.width}x{header.height} and the video {width}x{height}; "
@@ -103,6 +111,8 @@ def from_data_url(text: str, field: str = FIELD) -> bytes:
 
 
 def _open(data: bytes, field: str) -> av.container.InputContainer:
+    import av
+
     try:
         container = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError) as exc:

@@ -29,8 +29,10 @@ class Row:
     prompt_embeds: torch.Tensor  # (1, L, D)
     negative_embeds: torch.Tensor | None  # None: guidance off (scale <= 1)
     step: int = 0
-    # Image to video: the first frame's latents (1, C, 1, H, W), normalised; the model sees them in
-    # place of the row's first latent frame at every step, at timestep 0 (Wan2.2 TI2V's conditioning).
+    # Image to video (``models/image_conditioning.py``), normalised: Wan2.2 TI2V's first frame's latents
+    # (1, C, 1, H, W), which the model sees in place of the row's first latent frame at every step, at
+    # timestep 0; or Wan2.2 I2V-A14B's mask and image latents (1, 4 + C, F, H, W), joined to the row's
+    # latents on the channel axis at every step.
     condition: torch.Tensor | None = None
 
     @property
@@ -46,7 +48,7 @@ class Row:
 class RowStart:
     """What a row starts from besides its seed's noise (``ModelFamily.prepare_rows``)."""
 
-    # Image to video: the first frame's latents, (1, C, 1, H, W), normalised (``Row.condition``).
+    # Image to video: ``ModelFamily.encode_first_frame``'s condition (``Row.condition``).
     condition: torch.Tensor | None = None
     # Remix and video to video: clean latents of a whole clip of the row's shape, normalised; the row
     # starts from them noised to its ``strength`` and runs that share of its steps (SDEdit).
@@ -82,7 +84,7 @@ class ModelFamily(Protocol):
         ...
 
     def encode_first_frame(self, pixels: np.ndarray, params: GenerationParams) -> torch.Tensor:
-        """A first frame, (H, W, 3) uint8 at the row's size, as ``RowStart.condition``."""
+        """A first frame, (H, W, 3) uint8 at the row's size, as ``RowStart.condition`` for the row's shape."""
         ...
 
     def encode_video(self, frames: np.ndarray, params: GenerationParams) -> torch.Tensor:

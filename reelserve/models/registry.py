@@ -17,7 +17,15 @@ from reelserve.accel.accelerate import Accelerated, accelerate, check_options
 from reelserve.models.fingerprint import model_version
 from reelserve.models.micro import MICRO_WEIGHTS
 from reelserve.models.options import LoadOptions, apply_cpu_threads, apply_options, resolve_placement
-from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, ModelSpec, get_spec, list_specs, weights_source
+from reelserve.models.specs import (
+    A14B_HUB_ID,
+    I2V_A14B_HUB_ID,
+    TI2V_5B_HUB_ID,
+    ModelSpec,
+    get_spec,
+    list_specs,
+    weights_source,
+)
 from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan import load_wan_pipeline, spatial_multiple
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
@@ -82,24 +90,45 @@ class LoadedModel:
         calibration and benchmarks. Returns the videos, float in [0, 1], (B, F, H, W, 3)."""
         # Imported here: the engine builds on the models, not the other way round; only this
         # convenience reaches up, so that warm-up runs exactly the serving path.
+        from reelserve.engine.row_inputs import RowInputs
         from reelserve.engine.runner import PipelineRunner
 
         guidance = self.limits.default_guidance if guidance is None else guidance
         seeds = seeds if seeds is not None else list(range(len(prompts)))
+        # An image-to-video-only model runs every row from a first frame: a mid-grey one, through the
+        # runner's inputs as a job's image goes.
+        grey = _GreyFirstFrames(width, height) if self.limits.image_input == "required" else None
         rows = [
             (str(i), GenerationParams(
                 model=self.name, prompt=prompt, width=width, height=height, num_frames=frames,
                 fps=self.limits.default_fps, num_inference_steps=steps, guidance_scale=guidance,
                 guidance_scale_2=guidance if self.limits.two_experts else None, seed=seed,
+                input_reference=None if grey is None else grey.DIGEST,
             ))
             for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True))
         ]
-        runner = PipelineRunner(self.pipeline, self.device, self.max_sequence_length, accelerated=self.accelerated)
+        inputs = None if grey is None else RowInputs(grey)  # type: ignore[arg-type]
+        runner = PipelineRunner(self.pipeline, self.device, self.max_sequence_length, accelerated=self.accelerated,
+                                inputs=inputs)
         outcome = runner.run(rows)
         if outcome.errors:  # a row that did not fit in memory even alone
             raise MemoryError(next(iter(outcome.errors.values())).message)
         self.last_calls = outcome.calls  # what the runner measured (thread tuning reads it)
         return np.stack([outcome.frames[key] for key, _ in rows])
+
+
+class _GreyFirstFrames:
+    """The storage ``generate`` reads first frames from: every row's is mid-grey, at the clip's size."""
+
+    DIGEST = "sha256:mid-grey"
+
+    def __init__(self, width: int, height: int) -> None:
+        from reelserve.inputs.images import to_png
+
+        self.png = to_png(np.full((height, width, 3), 128, dtype=np.uint8))
+
+    def get(self, key: str) -> bytes:
+        return self.png
 
 
 def _load_tiny(options: LoadOptions) -> WanPipeline:
@@ -129,9 +158,14 @@ def _load_a14b(options: LoadOptions) -> WanPipeline:
     return load_wan_pipeline(options.path or A14B_HUB_ID, "a14b", options)
 
 
+def _load_i2v_a14b(options: LoadOptions) -> WanPipeline:
+    return load_wan_pipeline(options.path or I2V_A14B_HUB_ID, "i2v-a14b", options)
+
+
 # Each spec's loader, by name: the table itself (``specs``) imports neither torch nor diffusers.
 _LOADERS: dict[str, Callable[[LoadOptions], WanPipeline]] = {
     "tiny": _load_tiny, "micro": _load_micro, "wan2.2-ti2v-5b": _load_ti2v_5b, "wan2.2-t2v-a14b": _load_a14b,
+    "wan2.2-i2v-a14b": _load_i2v_a14b,
 }
 
 

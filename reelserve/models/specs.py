@@ -15,6 +15,7 @@ from reelserve.schemas.requests import ModelLimits
 
 TI2V_5B_HUB_ID = "Wan-AI/Wan2.2-TI2V-5B-Diffusers"
 A14B_HUB_ID = "Wan-AI/Wan2.2-T2V-A14B-Diffusers"
+I2V_A14B_HUB_ID = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
 # Real Wan checkpoints were trained with 512 UMT5 tokens per prompt.
 WAN_MAX_SEQUENCE_LENGTH = 512
 TINY_MAX_SEQUENCE_LENGTH = 32
@@ -117,6 +118,30 @@ _SPECS: tuple[ModelSpec, ...] = (
             two_experts=True,
         ),
         default_source=A14B_HUB_ID,
+    ),
+    ModelSpec(
+        name="wan2.2-i2v-a14b",
+        description=(
+            "Wan2.2 I2V A14B: image to video (a first frame required), high- and low-noise 14B experts; "
+            "480p and 720p."
+        ),
+        limits=ModelLimits(
+            spatial_multiple=16,
+            max_width=1280,
+            max_height=1280,
+            max_frames=81,
+            max_steps=100,
+            default_width=1280,
+            default_height=720,
+            default_frames=81,
+            default_fps=16,
+            default_steps=40,
+            default_guidance=3.5,  # Wan2.2's i2v-A14B sample_guide_scale, both experts
+            two_experts=True,
+            image_input="required",  # the image's latents join the noise on the channel axis
+            video_input=False,
+        ),
+        default_source=I2V_A14B_HUB_ID,
     ),
 )
 

@@ -1,8 +1,8 @@
 """Toy-size Wan pipelines with seeded weights, built in code: no download, a few MB, fast on CPU.
 
-``build_tiny_pipeline`` is the ``tiny`` model. The two ``*_layout`` builders copy the component
-layout of the real Wan2.2 checkpoints at toy scale, so tests can save one to disk and load it back
-through the same path (``load_wan_pipeline``) that loads the real weights.
+``build_tiny_pipeline`` is the ``tiny`` model. The ``*_layout`` builders copy the component layout of
+the real Wan2.2 checkpoints at toy scale, so tests can save one to disk and load it back through the
+same path (``load_wan_pipeline``) that loads the real weights.
 """
 
 from __future__ import annotations
@@ -11,7 +11,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from diffusers import (
+    AutoencoderKLWan,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanPipeline,
+    WanTransformer3DModel,
+)
 from transformers import UMT5Config, UMT5EncoderModel
 
 from reelserve.models.specs import TINY_MAX_SEQUENCE_LENGTH
@@ -20,6 +26,7 @@ from reelserve.models.tokenizer import build_byte_tokenizer
 TEXT_DIM = 32
 # The toy text encoder has relative position buckets only, so any length works; 32 keeps it cheap.
 A14B_BOUNDARY_RATIO = 0.875
+I2V_A14B_BOUNDARY_RATIO = 0.9
 
 _M = TypeVar("_M", bound=torch.nn.Module)
 
@@ -75,12 +82,13 @@ def _vae_48ch() -> AutoencoderKLWan:
     )
 
 
-def _transformer(latent_channels: int) -> WanTransformer3DModel:
+def _transformer(latent_channels: int, in_channels: int | None = None) -> WanTransformer3DModel:
+    """``in_channels``: the latents' by default; more where a condition joins them (I2V-A14B)."""
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=latent_channels,
+        in_channels=in_channels or latent_channels,
         out_channels=latent_channels,
         text_dim=TEXT_DIM,
         freq_dim=256,
@@ -140,4 +148,24 @@ def build_a14b_layout(seed: int = 0) -> WanPipeline:
         transformer=_seeded(seed + 2, lambda: _transformer(16)),
         transformer_2=_seeded(seed + 3, lambda: _transformer(16)),
         boundary_ratio=A14B_BOUNDARY_RATIO,
+    )
+
+
+def build_i2v_a14b_layout(seed: int = 0) -> WanImageToVideoPipeline:
+    """Toy weights in the Wan2.2-I2V-A14B layout, saved as that checkpoint is (a
+    ``WanImageToVideoPipeline`` without an image encoder): two experts switching at ``boundary_ratio``
+    0.9 whose ``in_channels`` are 36, the 16 noise channels, 4 of mask and 16 of the image's latents
+    (``out_channels`` 16); 16-channel VAE, spatial multiple 16. ``load_wan_pipeline`` loads it as the
+    ``WanPipeline`` the family runs; build ``WanImageToVideoPipeline``s on its components to compare."""
+    tokenizer = build_byte_tokenizer()
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_seeded(seed, lambda: _text_encoder(len(tokenizer))),
+        vae=_seeded(seed + 1, _vae_16ch),
+        scheduler=_scheduler(),
+        image_processor=None,
+        image_encoder=None,
+        transformer=_seeded(seed + 2, lambda: _transformer(16, in_channels=36)),
+        transformer_2=_seeded(seed + 3, lambda: _transformer(16, in_channels=36)),
+        boundary_ratio=I2V_A14B_BOUNDARY_RATIO,
     )

@@ -15,12 +15,14 @@ from diffusers import WanPipeline
 
 from reelserve.models.minilm import bert_text_encoder_accepted, minilm_components, needs_minilm
 from reelserve.models.options import LoadOptions, apply_options, component_dtypes, resolve_placement
-from reelserve.models.specs import A14B_HUB_ID, TI2V_5B_HUB_ID, WAN_MAX_SEQUENCE_LENGTH
+from reelserve.models.specs import A14B_HUB_ID, I2V_A14B_HUB_ID, TI2V_5B_HUB_ID, WAN_MAX_SEQUENCE_LENGTH
 from reelserve.schemas.errors import ErrorCode, ReelserveError, invalid
 
-WanLayoutName = Literal["ti2v-5b", "a14b", "micro"]
+WanLayoutName = Literal["ti2v-5b", "a14b", "i2v-a14b", "micro"]
 
+# The released values, for checkpoints whose config lacks ``boundary_ratio``.
 A14B_DEFAULT_BOUNDARY_RATIO = 0.875
+I2V_A14B_DEFAULT_BOUNDARY_RATIO = 0.9
 
 # diffusers renamed from_pretrained's ``torch_dtype`` to ``dtype``; the old name still works there
 # but warns, and older releases (the project allows >=0.35) know only the old one.
@@ -37,6 +39,10 @@ class WanLayout:
     vae_residual: bool
     expand_timesteps: bool
     two_experts: bool
+    # Image to video by channel concat (I2V-A14B): the transformers take the noise's z_dim channels,
+    # a mask's (the VAE's temporal stride) and the image latents' z_dim more; no image encoder.
+    image_concat: bool = False
+    default_boundary_ratio: float | None = None  # two experts: when the config has none
 
 
 LAYOUTS: dict[WanLayoutName, WanLayout] = {
@@ -55,6 +61,17 @@ LAYOUTS: dict[WanLayoutName, WanLayout] = {
         vae_residual=False,
         expand_timesteps=False,
         two_experts=True,
+        default_boundary_ratio=A14B_DEFAULT_BOUNDARY_RATIO,
+    ),
+    "i2v-a14b": WanLayout(
+        "Wan2.2-I2V-A14B",
+        spatial_multiple=16,
+        vae_z_dim=16,
+        vae_residual=False,
+        expand_timesteps=False,
+        two_experts=True,
+        image_concat=True,
+        default_boundary_ratio=I2V_A14B_DEFAULT_BOUNDARY_RATIO,
     ),
     # reelserve's own model (reelserve/micro): the TI2V-5B layout at micro scale, VAE 8x spatial.
     "micro": WanLayout(
@@ -74,7 +91,9 @@ def load_wan_pipeline(path: str, expected: WanLayoutName, options: LoadOptions) 
 
     Raises ``ReelserveError`` with ``param="path"``: ``invalid_parameter`` when ``path`` is not a
     directory and cannot be loaded from the hub, ``invalid_request`` when it holds a different model.
-    A14B checkpoints whose config lacks ``boundary_ratio`` get 0.875, the released value.
+    A14B checkpoints whose config lacks ``boundary_ratio`` get the released value (T2V 0.875, I2V 0.9).
+    An I2V-A14B checkpoint (a ``WanImageToVideoPipeline`` directory without an image encoder) loads as a
+    ``WanPipeline`` too: the same modules, run by ``WanFamily``.
     """
     device, dtype = resolve_placement(options)
     local = _local_dir(path)
@@ -103,7 +122,7 @@ def spatial_multiple(pipe: Any) -> int:
 
 def check_layout(pipe: WanPipeline, expected: WanLayoutName, source: str) -> None:
     """Raise ``ReelserveError(invalid_request, param="path")`` listing every way ``pipe`` differs
-    from the ``expected`` layout; fills in A14B's ``boundary_ratio`` when the config lacks it."""
+    from the ``expected`` layout; fills in an A14B's ``boundary_ratio`` when the config lacks it."""
     layout = LAYOUTS[expected]
     problems = _layout_problems(pipe, layout)
     if problems:
@@ -113,7 +132,7 @@ def check_layout(pipe: WanPipeline, expected: WanLayoutName, source: str) -> Non
             param="path",
         )
     if layout.two_experts and pipe.config.boundary_ratio is None:
-        pipe.register_to_config(boundary_ratio=A14B_DEFAULT_BOUNDARY_RATIO)
+        pipe.register_to_config(boundary_ratio=layout.default_boundary_ratio)
 
 
 def _layout_problems(pipe: WanPipeline, layout: WanLayout) -> list[str]:
@@ -128,10 +147,7 @@ def _layout_problems(pipe: WanPipeline, layout: WanLayout) -> list[str]:
         problems.append(f"VAE z_dim is {vae.z_dim}, expected {layout.vae_z_dim}")
     if bool(vae.is_residual) != layout.vae_residual:
         problems.append(f"VAE is_residual is {vae.is_residual}, expected {layout.vae_residual}")
-    if pipe.transformer.config.in_channels != vae.z_dim:
-        problems.append(
-            f"transformer in_channels {pipe.transformer.config.in_channels} != VAE z_dim {vae.z_dim}"
-        )
+    problems += _channel_problems(pipe, layout)
     multiple = spatial_multiple(pipe)
     if multiple != layout.spatial_multiple:
         problems.append(f"spatial multiple (VAE x patch) is {multiple}, expected {layout.spatial_multiple}")
@@ -139,6 +155,23 @@ def _layout_problems(pipe: WanPipeline, layout: WanLayout) -> list[str]:
         problems.append("transformer_2 (the low-noise expert) is missing")
     if not layout.two_experts and pipe.transformer_2 is not None:
         problems.append("it has a transformer_2, but this model has a single transformer")
+    return problems
+
+
+def _channel_problems(pipe: WanPipeline, layout: WanLayout) -> list[str]:
+    """The experts' input channels (and, with image concat, no image encoder's embeddings)."""
+    z_dim = pipe.vae.config.z_dim
+    experts = [(name, model) for name in ("transformer", "transformer_2")
+               if (model := getattr(pipe, name, None)) is not None]
+    if not layout.image_concat:
+        return [f"{name} in_channels {model.config.in_channels} != VAE z_dim {z_dim}"
+                for name, model in experts if model.config.in_channels != z_dim]
+    expected = 2 * z_dim + pipe.vae_scale_factor_temporal  # noise, mask, image latents
+    problems = [f"{name} in_channels is {model.config.in_channels}, expected {expected} (noise {z_dim} + mask "
+                f"{pipe.vae_scale_factor_temporal} + image latents {z_dim}: image to video by channel concat)"
+                for name, model in experts if model.config.in_channels != expected]
+    problems += [f"{name} takes image-encoder embeddings (image_dim {model.config.image_dim}): a Wan2.1 I2V "
+                 "layout, not this one" for name, model in experts if model.config.image_dim is not None]
     return problems
 
 

@@ -1,6 +1,7 @@
 """The Wan family: every layout reelserve serves (tiny and Wan2.1-style, micro and the
-Wan2.2-TI2V-5B layout with ``expand_timesteps``, the A14B two-expert layout with its boundary)
-through the ``ModelFamily`` seam, step for step what ``WanPipeline.__call__`` does (text to video).
+Wan2.2-TI2V-5B layout with ``expand_timesteps``, the A14B two-expert layouts with their boundary)
+through the ``ModelFamily`` seam, step for step what ``WanPipeline.__call__`` does (text to video) and
+``WanImageToVideoPipeline.__call__`` (image to video: ``models/image_conditioning.py``, the two kinds).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from reelserve.models.family import Row, RowStart
+from reelserve.models.image_conditioning import image_conditioning
 from reelserve.models.latent_space import denormalise, normalise
 from reelserve.schemas import GenerationParams
 
@@ -21,7 +24,8 @@ Encode = Callable[[list[str]], torch.Tensor]
 
 
 class WanFamily:
-    """:param pipeline: a loaded ``WanPipeline`` (its modules; its ``__call__`` is never used).
+    """:param pipeline: a loaded ``WanPipeline``, or a ``WanImageToVideoPipeline`` (its modules; its
+        ``__call__`` is never used).
     :param encode: prompts to embeddings, one row each (the runner passes its cached encoder)."""
 
     def __init__(self, pipeline: Any, max_sequence_length: int, encode: Encode | None = None) -> None:
@@ -33,25 +37,22 @@ class WanFamily:
         # The A14B layout: the high-noise expert down to this timestep, the low-noise one after it.
         self.boundary = None if ratio is None else ratio * pipeline.scheduler.config.num_train_timesteps
         self.expand_timesteps = bool(getattr(config, "expand_timesteps", False))
+        self.image = image_conditioning(pipeline)  # how a first frame conditions a row, if it can
         self._dtypes: dict[int, torch.dtype] = {}  # id(transformer) -> its dtype
 
     def prepare_rows(self, rows: list[tuple[str, GenerationParams]],
                      starts: dict[str, RowStart] | None = None) -> list[Row]:
         starts = starts or {}
-        if any(start.condition is not None for start in starts.values()) and not self.expand_timesteps:
-            raise ValueError("this model takes no first frame: only the Wan2.2 TI2V layout (expand_timesteps) does")
         pipe, device = self.pipeline, self.pipeline._execution_device
+        for key, params in rows:
+            self.image.check(pipe, key, params, starts.get(key, RowStart()).condition)
         prompts = self.encode([p.prompt for _, p in rows])
         guided = [i for i, (_, p) in enumerate(rows) if p.guidance_scale > 1.0]
         negatives = self.encode([rows[i][1].negative_prompt for i in guided]).split(1) if guided else ()
         negative_of = dict(zip(guided, negatives, strict=True))
         prepared = []
         for i, (key, params) in enumerate(rows):
-            transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-            latents = pipe.prepare_latents(
-                1, transformer.config.in_channels, params.height, params.width, params.num_frames,
-                torch.float32, device, torch.Generator(device=device).manual_seed(params.seed),
-            )
+            latents = self._noise(params, device)
             scheduler = copy.deepcopy(pipe.scheduler)
             scheduler.set_timesteps(params.num_inference_steps, device=device)
             start = starts.get(key, RowStart())
@@ -67,13 +68,20 @@ class WanFamily:
                                 negative_of.get(i), condition=start.condition))
         return prepared
 
+    def _noise(self, params: GenerationParams, device: torch.device) -> torch.Tensor:
+        """The row's seed's noise, (1, C, F, h, w) float32, as both pipelines' ``prepare_latents`` draw it
+        (C: the VAE's channels; an I2V transformer takes more, its condition's)."""
+        pipe = self.pipeline
+        frames = (params.num_frames - 1) // pipe.vae_scale_factor_temporal + 1
+        spatial = pipe.vae_scale_factor_spatial
+        shape = (1, self.image.noise_channels(pipe), frames, params.height // spatial, params.width // spatial)
+        generator = torch.Generator(device=device).manual_seed(params.seed)
+        return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+
     def encode_first_frame(self, pixels: np.ndarray, params: GenerationParams) -> torch.Tensor:
-        """An image's latents as ``WanImageToVideoPipeline.prepare_latents`` makes them: preprocessed by
-        the pipeline's own video processor, encoded (the distribution's mode), normalised."""
-        pipe, vae = self.pipeline, self.pipeline.vae
-        image = pipe.video_processor.preprocess(Image.fromarray(pixels), height=params.height, width=params.width)
-        image = image.to(vae.device, torch.float32).unsqueeze(2).to(vae.dtype)  # (1, 3, 1, H, W)
-        return normalise(vae, vae.encode(image).latent_dist.mode().to(pipe._execution_device, torch.float32))
+        """An image as the row's ``condition``, as ``WanImageToVideoPipeline.prepare_latents`` makes it for
+        this layout: the first frame's latents (TI2V), or mask and latent condition (I2V-A14B)."""
+        return self.image.encode(self.pipeline, pixels, params)
 
     def encode_video(self, frames: np.ndarray, params: GenerationParams) -> torch.Tensor:
         """A clip's latents (``frames``: (F, H, W, 3) uint8 at the row's shape) as
@@ -96,12 +104,10 @@ class WanFamily:
         high_noise = self._high_noise(t)
         model = self.pipeline.transformer if high_noise else self.pipeline.transformer_2
         dtype = self._dtype(model)
-        latents = torch.cat([conditioned(row) for row in rows]).to(dtype)
+        latents = self.image.model_input(rows).to(dtype)
         timesteps = torch.stack([row.timestep for row in rows])  # each row its own: rows may be at any step
-        if self.expand_timesteps:  # every latent token carries its row's timestep; a first frame's, 0
-            timestep = self._token_timesteps(rows, timesteps, latents.shape)
-        else:
-            timestep = timesteps
+        # TI2V: every latent token carries its row's timestep; a first frame's, 0.
+        timestep = self.image.timestep(rows, timesteps, latents.shape)
         first = rows[0]
         # diffusers' step caches keep the two branches apart by this context, as in the pipeline;
         # Pyramid Attention Broadcast reads the step's timestep off the pipeline.
@@ -120,17 +126,6 @@ class WanFamily:
         scales = [self._guidance(row, high_noise) for row in rows]
         scale = torch.tensor(scales, device=cond.device, dtype=cond.dtype).view(-1, 1, 1, 1, 1)
         return uncond + scale * (cond - uncond)
-
-    @staticmethod
-    def _token_timesteps(rows: list[Row], timesteps: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """(rows, tokens): each row's timestep for each of its latent tokens (patches of 2 x 2), as the
-        TI2V pipelines give it: 0 for a conditioning first frame's tokens, the row's step elsewhere."""
-        per_frame = (shape[3] // 2) * (shape[4] // 2)
-        timestep = timesteps.to(torch.float32).view(-1, 1).expand(len(rows), shape[2] * per_frame).clone()
-        for i, row in enumerate(rows):
-            if row.condition is not None:
-                timestep[i, :per_frame] = 0.0
-        return timestep
 
     def _dtype(self, model: Any) -> torch.dtype:
         """``model.dtype``, read once: diffusers walks every submodule for it, 0.7 ms a read on the
@@ -158,10 +153,10 @@ class WanFamily:
         config = row.scheduler.config
         predicts_x0 = getattr(config, "predict_x0", False) or getattr(config, "algorithm_type", "") == "dpmsolver++"
         estimate = outputs[-1] if outputs and outputs[-1] is not None and predicts_x0 else row.latents
-        return conditioned(row, estimate)
+        return self.image.video_latents(row, estimate)
 
     def final_latents(self, row: Row) -> torch.Tensor:
-        return conditioned(row)
+        return self.image.video_latents(row)
 
     @property
     def frames_per_latent(self) -> int:
@@ -170,29 +165,15 @@ class WanFamily:
 
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         vae = self.pipeline.vae
-        latents = torch.cat([conditioned(row) for row in rows]).to(vae.device, vae.dtype)
+        latents = torch.cat([self.image.video_latents(row) for row in rows]).to(vae.device, vae.dtype)
         video = vae.decode(denormalise(vae, latents), return_dict=False)[0]
         frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
         return [np.asarray(clip) for clip in frames]
 
 
 def first_step(params: GenerationParams) -> int:
-    """The step a row starts at: 0, or for a ``strength`` below 1 the steps it leaves out, as
-    ``WanVideoToVideoPipeline.get_timesteps`` counts them (it runs ``int(steps * strength)``). At least
-    one step runs: requests that run none are refused, but degrading may cut a run's steps after that."""
-    if params.strength is None:
-        return 0
-    steps = params.num_inference_steps
-    return steps - max(1, min(int(steps * params.strength), steps))
-
-
-def conditioned(row: Row, latents: torch.Tensor | None = None) -> torch.Tensor:
-    """``latents`` (the row's own by default) as the model sees them: a conditioned row's first latent
-    frame is its image's. The same floats as the pipelines' ``(1 - mask) * condition + mask * latents``."""
-    latents = row.latents if latents is None else latents
-    if row.condition is None:
-        return latents
-    return torch.cat([row.condition.to(latents.dtype), latents[:, :, 1:]], dim=2)
+    """The step of the schedule a row starts at: 0, or for a ``strength`` the steps it leaves out."""
+    return params.num_inference_steps - params.steps_run
 
 
 def encode_texts(pipeline: Any, prompts: list[str], max_sequence_length: int) -> torch.Tensor:

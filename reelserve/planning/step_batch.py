@@ -35,7 +35,7 @@ class StepRow:
 
     @property
     def finished(self) -> bool:
-        return self.done >= self.params.num_inference_steps
+        return self.done >= self.params.steps_run
 
 
 @dataclass

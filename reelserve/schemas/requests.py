@@ -268,6 +268,14 @@ class GenerationParams(BaseModel):
         return f"{self.width}x{self.height}"
 
     @property
+    def steps_run(self) -> int:
+        """The steps the run takes: all of them, or with a ``strength`` (re-drawing a clip) the last
+        ``int(steps · strength)`` of the schedule, as diffusers' ``WanVideoToVideoPipeline`` counts
+        them. At least one: a request that runs none is refused, but degrading may cut steps later."""
+        steps = self.num_inference_steps
+        return steps if self.strength is None else max(1, min(int(steps * self.strength), steps))
+
+    @property
     def seconds(self) -> str:
         """Clip length as the OpenAI API spells it: a string, integral when it is one."""
         value = Fraction(self.num_frames - 1, self.fps)

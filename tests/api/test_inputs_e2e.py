@@ -101,6 +101,9 @@ def test_json_data_urls_the_cache_and_what_the_model_object_says(tmp_path: Path)
         assert text_only["cached"] is False and text_only["input_reference"] is None
         for job in (three, text_only):
             assert final_video(server, job["id"])["status"] == "completed"
+        metrics = server.client.get("/metrics").text
+        # The first image was read and encoded once, its cache hit ran nothing, the cropped one once more.
+        assert 'reelserve_input_latents_requests_total{result="miss"} 2.0' in metrics
         # Where the given frame has its object, the image's video starts with it; the text's does not.
         image_error, text_error = (object_error(frames_of(server, job["id"])[0], first) for job in (one, text_only))
         assert image_error < 20 < text_error, (image_error, text_error)

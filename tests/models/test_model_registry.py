@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from reelserve.models import LoadOptions, get_spec, list_specs, load_model
-from reelserve.models.wan import A14B_HUB_ID, LAYOUTS, TI2V_5B_HUB_ID
+from reelserve.models.wan import A14B_HUB_ID, I2V_A14B_HUB_ID, LAYOUTS, TI2V_5B_HUB_ID
 from reelserve.schemas.errors import ErrorCode, ReelserveError
 from reelserve.schemas.requests import VideoCreateRequest, resolve_request
 
 
-def test_lists_exactly_the_four_models() -> None:
-    assert [spec.name for spec in list_specs()] == ["tiny", "micro", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"]
+def test_lists_exactly_the_five_models() -> None:
+    assert [spec.name for spec in list_specs()] == [
+        "tiny", "micro", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b"]
 
 
 def test_unknown_model_names_the_available_ones() -> None:
@@ -18,7 +19,8 @@ def test_unknown_model_names_the_available_ones() -> None:
         get_spec("sora")
     assert caught.value.code == ErrorCode.unknown_model
     assert caught.value.param == "model"
-    assert caught.value.message == "unknown model 'sora'; available: tiny, micro, wan2.2-ti2v-5b, wan2.2-t2v-a14b"
+    assert caught.value.message == ("unknown model 'sora'; available: tiny, micro, wan2.2-ti2v-5b, wan2.2-t2v-a14b, "
+                                    "wan2.2-i2v-a14b")
 
 
 def test_unknown_model_rejected_by_load_model() -> None:
@@ -41,21 +43,29 @@ def test_limits_as_documented() -> None:
     assert (a14b.default_width, a14b.default_height, a14b.default_steps) == (1280, 720, 40)
     assert (a14b.default_guidance, a14b.two_experts) == (4.0, True)
     assert not tiny.two_experts and not ti2v.two_experts
+    i2v = get_spec("wan2.2-i2v-a14b").limits
+    assert (i2v.spatial_multiple, i2v.max_frames, i2v.default_fps) == (16, 81, 16)
+    assert (i2v.default_width, i2v.default_height, i2v.default_steps) == (1280, 720, 40)
+    assert (i2v.default_guidance, i2v.two_experts) == (3.5, True)
+    assert (i2v.image_input, i2v.video_input) == ("required", False)
 
 
 def test_sources() -> None:
     assert get_spec("tiny").default_source is None
     assert get_spec("wan2.2-ti2v-5b").default_source == TI2V_5B_HUB_ID
     assert get_spec("wan2.2-t2v-a14b").default_source == A14B_HUB_ID
+    assert get_spec("wan2.2-i2v-a14b").default_source == I2V_A14B_HUB_ID == "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
 
 
 def test_limits_agree_with_checked_layouts() -> None:
     assert get_spec("wan2.2-ti2v-5b").limits.spatial_multiple == LAYOUTS["ti2v-5b"].spatial_multiple
     assert get_spec("wan2.2-t2v-a14b").limits.spatial_multiple == LAYOUTS["a14b"].spatial_multiple
     assert get_spec("wan2.2-t2v-a14b").limits.two_experts == LAYOUTS["a14b"].two_experts
+    assert get_spec("wan2.2-i2v-a14b").limits.spatial_multiple == LAYOUTS["i2v-a14b"].spatial_multiple
+    assert get_spec("wan2.2-i2v-a14b").limits.two_experts == LAYOUTS["i2v-a14b"].two_experts
 
 
-@pytest.mark.parametrize("name", ["tiny", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b"])
+@pytest.mark.parametrize("name", ["tiny", "wan2.2-ti2v-5b", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b"])
 def test_defaults_pass_their_own_limits(name: str) -> None:
     limits = get_spec(name).limits
     params = resolve_request(VideoCreateRequest(prompt="a cat"), name, limits)
