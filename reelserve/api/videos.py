@@ -24,7 +24,8 @@ from reelserve.engine.previews import PREVIEW_MEDIA_TYPE
 from reelserve.engine.service import VideoService
 from reelserve.schemas import ErrorCode, JobStatus, ReelserveError, VideoCreateRequest
 from reelserve.schemas.jobs import JOB_ID_PATTERN
-from reelserve.schemas.requests import Uploads, VideoRemixRequest
+from reelserve.schemas.inputs import Uploads
+from reelserve.schemas.requests import VideoRemixRequest
 
 UPLOAD_FIELDS = ("input_reference", "input_video")  # multipart file parts the create routes take
 

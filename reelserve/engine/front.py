@@ -45,7 +45,8 @@ from reelserve.schemas import (
 )
 from reelserve.schemas.errors import job_not_found
 from reelserve.schemas.model_info import ModelCard, model_object
-from reelserve.schemas.requests import Uploads, VideoRemixRequest
+from reelserve.schemas.inputs import Uploads
+from reelserve.schemas.requests import VideoRemixRequest
 from reelserve.stats import LocalStats, StatsRecorder
 from reelserve.storage.base import Storage
 from reelserve.video import MP4_CONTENT_TYPE, THUMBNAIL_CONTENT_TYPE

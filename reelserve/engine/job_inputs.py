@@ -24,7 +24,8 @@ from reelserve.engine.storage_keys import (
 from reelserve.inputs import images, videos
 from reelserve.schemas import GenerationParams, Job, JobStatus, ModelLimits, VideoCreateRequest, invalid
 from reelserve.schemas.errors import ErrorCode, ReelserveError
-from reelserve.schemas.requests import DEFAULT_STRENGTH, ImageReference, Uploads, VideoRemixRequest
+from reelserve.schemas.inputs import DEFAULT_STRENGTH, ImageReference, Uploads
+from reelserve.schemas.requests import VideoRemixRequest
 from reelserve.storage.base import Storage
 
 

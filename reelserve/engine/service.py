@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from reelserve.schemas import Job, JobEvent, VideoCreateRequest
-from reelserve.schemas.requests import Uploads, VideoRemixRequest
+from reelserve.schemas.inputs import Uploads
+from reelserve.schemas.requests import VideoRemixRequest
 from reelserve.storage.base import Storage
 
 Variant = Literal["video", "thumbnail"]

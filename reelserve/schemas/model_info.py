@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reelserve.schemas.requests import DEFAULT_STRENGTH, MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, ModelLimits
+from reelserve.schemas.inputs import DEFAULT_STRENGTH
+from reelserve.schemas.requests import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, ModelLimits
 
 # The request schema's own bounds (VideoCreateRequest), repeated here as data.
 MAX_FPS = 120

@@ -10,7 +10,6 @@ import enum
 import functools
 import re
 import secrets
-from dataclasses import dataclass
 from fractions import Fraction
 
 from typing import Annotated, Literal
@@ -18,12 +17,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from reelserve.schemas.errors import invalid
+from reelserve.schemas.inputs import ImageReference
 from reelserve.schemas.suggest import frame_counts, multiples, nearest, nearest_sizes, spelled
 
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1
 MAX_SECONDS = 3600.0  # no model comes near: a bound that keeps seconds*fps finite
-DEFAULT_STRENGTH = 0.5  # remix and video to video: half the steps re-draw the source
 MAX_DEADLINE_S = 366 * 86400.0  # longer than any tier allows; the tier's own bound is checked on placement
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _DECIMAL_RE = re.compile(r"\d{1,6}(\.\d{1,6})?")
@@ -35,14 +34,6 @@ _SECONDS_SCHEMA = {
     ],
     "description": "duration; frames = seconds*fps + 1",
 }
-
-
-@dataclass(frozen=True)
-class Uploads:
-    """The files of a multipart request, by field (JSON carries the same as data URLs)."""
-
-    input_reference: bytes | None = None
-    input_video: bytes | None = None
 
 
 class CacheOptions(BaseModel):
@@ -57,14 +48,6 @@ class CacheOptions(BaseModel):
     min_similarity: float | None = Field(
         default=None, ge=0.5, le=1.0, description="cosine similarity a semantic match needs"
     )
-
-
-class ImageReference(BaseModel):
-    """OpenAI's reference object: an image by URL. Only a data URL is taken (the server fetches nothing)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image_url: str = Field(min_length=1, description="a data URL, 'data:image/png;base64,...'")
 
 
 class VideoCreateRequest(BaseModel):

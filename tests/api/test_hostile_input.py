@@ -13,11 +13,13 @@ import pytest
 from support import ALICE, TENANT_KEYS, RunningServer, auth, serve
 
 LIMIT = 64 * 1024
+UPLOAD_LIMIT = 4 * LIMIT  # what a create request may carry: a first frame or a clip
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    settings = {**TENANT_KEYS, "max_body_bytes": LIMIT, "header_timeout_s": 1.0, "body_timeout_s": 1.0}
+    settings = {**TENANT_KEYS, "max_body_bytes": LIMIT, "max_upload_bytes": UPLOAD_LIMIT, "header_timeout_s": 1.0,
+                "body_timeout_s": 1.0}
     with serve(tmp_path_factory.mktemp("hostile") / "data", **settings) as running:
         running.client.headers.update(auth(ALICE))
         yield running
@@ -128,13 +130,21 @@ def test_a_good_range_is_served(guarded: RunningServer) -> None:
 
 def test_a_body_over_the_limit_is_413_before_it_is_read(guarded: RunningServer) -> None:
     before = job_count(guarded)
-    declared = guarded.client.post("/v1/videos", content=b"{" + b" " * LIMIT + b"}",
+    declared = guarded.client.post("/v1/videos", content=b"{" + b" " * UPLOAD_LIMIT + b"}",
                                    headers={"content-type": "application/json"})
     assert error_of(declared, 413)["param"] == "body"
+    # A route that takes no upload keeps the small limit: a remix body as large as a create's is refused.
+    remix = guarded.client.post("/v1/videos/video_" + "0" * 32 + "/remix", content=b"{" + b" " * LIMIT + b"}",
+                                headers={"content-type": "application/json"})
+    assert error_of(remix, 413)["param"] == "body"
+    # Under the upload limit a create request is read (and this one refused for what it says, not its size).
+    read = guarded.client.post("/v1/videos", content=b"{" + b" " * (2 * LIMIT) + b"}",
+                               headers={"content-type": "application/json"})
+    assert error_of(read, 422)["param"] == "prompt"
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield b'{"prompt": "'
-        for _ in range(LIMIT // 1024 + 2):
+        for _ in range(UPLOAD_LIMIT // 1024 + 2):
             yield b"x" * 1024
         yield b'"}'
 

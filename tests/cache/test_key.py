@@ -80,6 +80,10 @@ CHANGED_FIELDS = {
     "guidance_scale": 5.5,
     "guidance_scale_2": 3.0,
     "seed": 43,
+    "input_reference": "sha256:another-first-frame",
+    "input_fit": "pad",
+    "source": "sha256:another-clip",
+    "strength": 0.4,
 }
 
 
