@@ -163,3 +163,25 @@ def test_a_remix_is_a_job_like_any_other_cancel_and_priority(tmp_path: Path) -> 
         server.client.delete(f"/v1/videos/{source['id']}")
         gone = server.client.post(f"/v1/videos/{source['id']}/remix", json={"prompt": "x"})
         assert gone.status_code == 404 and gone.json()["error"]["param"] == "video_id"
+
+
+def test_an_image_to_video_model_serves_only_with_a_first_frame(tmp_path: Path) -> None:
+    """Wan2.2-I2V-A14B's layout (toy weights from a local directory): it warms up, lists an image as
+    required, refuses a prompt alone and a remix, and makes a video from a first frame."""
+    from reelserve.models.tiny import build_i2v_a14b_layout
+
+    build_i2v_a14b_layout(0).save_pretrained(tmp_path / "i2v")
+    first = np.random.default_rng(0).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    body = {"prompt": "a paper boat", "size": "32x32", "num_frames": 5, "num_inference_steps": 4, "seed": 1}
+    with serve_in_mode("embedded", tmp_path, model="wan2.2-i2v-a14b", model_path=str(tmp_path / "i2v")) as server:
+        model = server.client.get("/v1/models/wan2.2-i2v-a14b").json()
+        assert model["inputs"] == {"text": False, "image": "required", "video": False, "remix": False}
+        alone = server.client.post("/v1/videos", json=body)
+        assert alone.status_code == 422 and alone.json()["error"]["param"] == "input_reference"
+        video = server.client.post("/v1/videos", data={k: str(v) for k, v in body.items()},
+                                   files={"input_reference": ("first.png", png(first), "image/png")}).json()
+        done = final_video(server, video["id"])
+        assert done["status"] == "completed" and done["guidance_scale_2"] == done["guidance_scale"] == 3.5
+        assert frames_of(server, video["id"]).shape == (5, 32, 32, 3)
+        remix = server.client.post(f"/v1/videos/{video['id']}/remix", json={"prompt": "a red boat"})
+        assert remix.status_code == 422 and remix.json()["error"]["param"] == "video_id"

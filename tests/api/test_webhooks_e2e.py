@@ -58,3 +58,18 @@ def test_unsafe_or_unsigned_webhooks_are_refused_and_nothing_is_stored(tmp_path:
     with serve(tmp_path / "other", webhook_allow=["127.0.0.0/8"]) as running:  # no secret to sign with
         refused = running.client.post("/v1/videos", json={**BODY, "webhook_url": receiver.url})
         assert refused.status_code == 422 and "secret" in refused.json()["error"]["message"]
+
+
+def test_a_remix_posts_its_own_signed_video_object(tmp_path: Path, receiver: Receiver) -> None:
+    with serve(tmp_path / "data", webhook_secret=SECRET, webhook_allow=["127.0.0.0/8"]) as running:
+        source = running.client.post("/v1/videos", json=BODY).json()
+        wait_until(lambda: running.client.get(f"/v1/videos/{source['id']}").json()["status"] == "completed")
+        remix = running.client.post(f"/v1/videos/{source['id']}/remix",
+                                    json={"prompt": "a paper crane", "webhook_url": receiver.url}).json()
+        video = webhook_state(running, remix["id"], "delivered")
+        (request,) = receiver.requests
+        payload = Webhook(SECRET).verify(request.body, request.headers)
+        assert payload["data"]["id"] == video["id"] and payload["data"]["remixed_from_video_id"] == source["id"]
+        refused = running.client.post(f"/v1/videos/{source['id']}/remix",
+                                      json={"prompt": "x", "webhook_url": "http://10.1.2.3/hook"})
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "webhook_url"
