@@ -36,6 +36,13 @@ _SECONDS_SCHEMA = {
 }
 
 
+def _not_blank(value: str) -> str:
+    """A prompt must say something: whitespace alone is refused."""
+    if not value.strip():
+        raise ValueError("must contain more than whitespace")
+    return value
+
+
 class CacheOptions(BaseModel):
     """Per-request control of the result cache (``VideoCreateRequest.cache``); None means the server's default."""
 
@@ -118,12 +125,7 @@ class VideoCreateRequest(BaseModel):
             return float(value)
         return value
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must contain more than whitespace")
-        return value
+    _prompt_not_blank = field_validator("prompt")(_not_blank)
 
 
 class VideoRemixRequest(BaseModel):
@@ -149,12 +151,7 @@ class VideoRemixRequest(BaseModel):
     allow_degrade: bool | None = None
     webhook_url: str | None = Field(default=None, max_length=2048)
 
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must contain more than whitespace")
-        return value
+    _prompt_not_blank = field_validator("prompt")(_not_blank)
 
 
 class ModelLimits(BaseModel):
