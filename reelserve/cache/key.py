@@ -42,7 +42,7 @@ def _inside_word(text: str, i: int) -> bool:
 
 
 # What a user brings besides the prompt (a first frame, a clip to re-draw): part of the signature when given.
-_INPUTS = frozenset({"input_reference", "input_fit", "source", "strength"})
+_INPUTS = frozenset({"input_reference", "input_fit", "source", "strength", "loras"})
 
 
 def output_signature(
@@ -62,8 +62,10 @@ def output_signature(
         if name == "prompt":  # keyed apart, normalised, and what the semantic cache matches on
             continue
         value = getattr(params, name)
-        if value is None and name in _INPUTS:  # a text-only request keys as it did before inputs existed
+        if name in _INPUTS and not value:  # a text-only request keys as it did before inputs existed
             continue
+        if name == "loras":  # by content and scale, in one order: the name is only what it is called
+            value = sorted((ref.sha256, ref.scale) for ref in value)
         signature[name] = normalise_prompt(value) if name in _NORMALISED_TEXT else value
     return signature
 

@@ -41,6 +41,7 @@ from reelserve.engine.row_inputs import RowInputs
 from reelserve.engine.text_embeddings import TextEmbeddingCache, encode_prompts
 from reelserve.models.family import ModelFamily
 from reelserve.models.family import Row as FamilyRow
+from reelserve.models.lora import LoraBank
 from reelserve.models.wan_family import WanFamily
 from reelserve.schemas import ErrorCode, GenerationParams, JobError
 
@@ -97,6 +98,7 @@ class PipelineRunner:
         cpu_threads: int | None = None,
         previews: PreviewMaps | None = None,
         inputs: RowInputs | None = None,
+        adapters: LoraBank | None = None,
     ) -> None:
         self.pipeline = pipeline
         # Rows' first frames and clips to re-draw, read from storage; None: text rows only.
@@ -109,7 +111,8 @@ class PipelineRunner:
         self.accelerated = accelerated
         # The Wan family for every model reelserve loads; another family is passed in. Tests wrap
         # it (a gate, injected out-of-memory errors) to hold or break a batch.
-        self.family: ModelFamily = family or WanFamily(pipeline, max_sequence_length, encode=self._encode)
+        self.family: ModelFamily = family or WanFamily(pipeline, max_sequence_length, encode=self._encode,
+                                                       adapters=adapters)
         # The model's latent-to-RGB map for live previews (shared by its lanes: ``model_host``).
         self.previews = previews or PreviewMaps(pipeline)
         self.calls = 0  # runs of the loop (one per batch, more after a split), for tests and benchmarks

@@ -7,6 +7,7 @@ through the ``ModelFamily`` seam, step for step what ``WanPipeline.__call__`` do
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -18,6 +19,7 @@ from PIL import Image
 from reelserve.models.family import Row, RowStart
 from reelserve.models.image_conditioning import image_conditioning
 from reelserve.models.latent_space import denormalise, normalise
+from reelserve.models.lora import LoraBank
 from reelserve.schemas import GenerationParams
 
 Encode = Callable[[list[str]], torch.Tensor]
@@ -26,10 +28,14 @@ Encode = Callable[[list[str]], torch.Tensor]
 class WanFamily:
     """:param pipeline: a loaded ``WanPipeline``, or a ``WanImageToVideoPipeline`` (its modules; its
         ``__call__`` is never used).
-    :param encode: prompts to embeddings, one row each (the runner passes its cached encoder)."""
+    :param encode: prompts to embeddings, one row each (the runner passes its cached encoder).
+    :param adapters: the bank behind the transformers' ``MultiLoraLinear`` layers, for rows with ``loras``."""
 
-    def __init__(self, pipeline: Any, max_sequence_length: int, encode: Encode | None = None) -> None:
+    def __init__(self, pipeline: Any, max_sequence_length: int, encode: Encode | None = None,
+                 adapters: LoraBank | None = None) -> None:
         self.pipeline = pipeline
+        # LoRA adapters per row (``models/lora.py``), installed in the transformers; None: none taken.
+        self.adapters = adapters
         self.max_sequence_length = max_sequence_length
         self.encode = encode or (lambda prompts: encode_texts(pipeline, prompts, max_sequence_length))
         config = pipeline.config
@@ -115,17 +121,26 @@ class WanFamily:
                    "num_inference_steps": len(first.timesteps)}
         self.pipeline._current_timestep = t
         prompts = torch.cat([row.prompt_embeds for row in rows]).to(dtype)
-        with model.cache_context("cond", **context):
+        with self._adapters(rows), model.cache_context("cond", **context):
             cond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=prompts, return_dict=False)[0]
         if first.negative_embeds is None:
             return cond
         negatives = torch.cat([row.negative_embeds for row in rows]).to(dtype)  # type: ignore[misc]
-        with model.cache_context("uncond", **context):
+        with self._adapters(rows), model.cache_context("uncond", **context):
             uncond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=negatives,
                            return_dict=False)[0]
         scales = [self._guidance(row, high_noise) for row in rows]
         scale = torch.tensor(scales, device=cond.device, dtype=cond.dtype).view(-1, 1, 1, 1, 1)
         return uncond + scale * (cond - uncond)
+
+    def _adapters(self, rows: list[Row]) -> AbstractContextManager[None]:
+        """The rows' adapters for the transformer calls inside (both branches of guidance alike)."""
+        wanted = [tuple((ref.sha256, ref.scale) for ref in row.params.loras) for row in rows]
+        if not any(wanted):
+            return nullcontext()
+        if self.adapters is None:
+            raise ValueError("rows with LoRA adapters need a model loaded with an adapter bank")
+        return self.adapters.rows(wanted)
 
     def _dtype(self, model: Any) -> torch.dtype:
         """``model.dtype``, read once: diffusers walks every submodule for it, 0.7 ms a read on the

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_STRENGTH = 0.5  # remix and video to video: half the steps re-draw the source
+MAX_LORA_SCALE = 4.0  # an adapter's scale in a request: from -4 to 4
 
 
 class ImageReference(BaseModel):
@@ -24,3 +25,23 @@ class Uploads:
 
     input_reference: bytes | None = None
     input_video: bytes | None = None
+
+
+class LoraRequest(BaseModel):
+    """One adapter a request asks for (``loras``), by name."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(min_length=1, max_length=128)
+    scale: float = Field(default=1.0, ge=-MAX_LORA_SCALE, le=MAX_LORA_SCALE)
+
+
+class LoraRef(BaseModel):
+    """One adapter a row runs with: its name (as shown), its content hash (what the worker loads and
+    the cache keys on) and its scale."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    sha256: str
+    scale: float

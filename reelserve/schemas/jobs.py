@@ -126,7 +126,7 @@ class Job(BaseModel):
             "remixed_from_video_id": self.remixed_from_video_id,
             "size": p.size,
             "seconds": p.seconds,
-            **{name: getattr(p, name) for name in GenerationParams.fields_with(Role.PUBLIC)},
+            **p.model_dump(mode="json", include=set(GenerationParams.fields_with(Role.PUBLIC))),
             "error": self.error.model_dump() if self.error else None,
             "batch_size": self.batch_size,
             "attempts": self.attempts,

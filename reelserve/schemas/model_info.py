@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reelserve.schemas.inputs import DEFAULT_STRENGTH
+from reelserve.schemas.inputs import DEFAULT_STRENGTH, MAX_LORA_SCALE
 from reelserve.schemas.requests import MAX_PROMPT_CHARS, MAX_SEED, GenerationParams, ModelLimits
 
 # The request schema's own bounds (VideoCreateRequest), repeated here as data.
@@ -89,6 +89,10 @@ def model_object(
         parameters["input_video"] = {"type": "video", "formats": ["mp4", "webm"]}
         parameters["strength"] = {"type": "number", "min": 0.0, "exclusive_min": True, "max": 1.0,
                                   "default": DEFAULT_STRENGTH}
+    parameters["loras"] = {"type": "array", "max_items": limits.max_loras, "default": [],
+                           "items": {"name": "an adapter of GET /v1/adapters",
+                                     "scale": {"type": "number", "min": -MAX_LORA_SCALE, "max": MAX_LORA_SCALE,
+                                               "default": 1.0}}}
     if limits.two_experts:
         parameters["guidance_scale_2"] = {"type": "number", "min": 0.0, "max": MAX_GUIDANCE,
                                           "default": limits.default_guidance}

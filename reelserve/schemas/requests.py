@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from reelserve.schemas.errors import invalid
-from reelserve.schemas.inputs import ImageReference
+from reelserve.schemas.inputs import ImageReference, LoraRef
 from reelserve.schemas.suggest import frame_counts, multiples, nearest, nearest_sizes, spelled
 
 MAX_PROMPT_CHARS = 2000
@@ -174,6 +174,7 @@ class ModelLimits(BaseModel):
     # image-to-video-only model), and a clip to re-draw (remix, input_video).
     image_input: Literal["none", "optional", "required"] = "none"
     video_input: bool = True
+    max_loras: int = 0  # the server's setting: adapters one request may name (0: none taken)
     default_preview_every: int = 0  # the server's setting, not the model's: 0, no previews unless asked
 
 
@@ -231,6 +232,8 @@ class GenerationParams(BaseModel):
     # A strength changes the steps run, so rows of one call share it (a joiner need not).
     source: Annotated[str | None, Role.ROW | Role.PIXELS] = None
     strength: Annotated[float | None, Role.BATCH | Role.PIXELS | Role.PUBLIC] = None
+    # LoRA adapters, unmerged and per row: rows of any adapter sets share a call.
+    loras: Annotated[tuple[LoraRef, ...], Role.ROW | Role.PIXELS | Role.PUBLIC] = ()
 
     @classmethod
     def roles(cls, name: str) -> Role:

@@ -9,6 +9,7 @@ import pytest
 
 from reelserve.cache.key import KEY_VERSION, cache_key, normalise_prompt, prompt_hash, signature_hash
 from reelserve.schemas import GenerationParams
+from reelserve.schemas.inputs import LoraRef
 
 BASE = GenerationParams(
     model="wan-1.3b",
@@ -84,6 +85,7 @@ CHANGED_FIELDS = {
     "input_fit": "pad",
     "source": "sha256:another-clip",
     "strength": 0.4,
+    "loras": (LoraRef(name="style", sha256="sha256:ab", scale=0.8),),
 }
 
 

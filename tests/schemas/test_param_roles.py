@@ -7,6 +7,7 @@ import pytest
 
 from reelserve.cache.key import output_signature
 from reelserve.schemas import GenerationParams, Role
+from reelserve.schemas.inputs import LoraRef
 
 BASE = GenerationParams(model="micro", prompt="a red circle moving right", negative_prompt="", width=64, height=64,
                         num_frames=17, fps=8, num_inference_steps=25, guidance_scale=5.0, seed=1)
@@ -14,8 +15,8 @@ BASE = GenerationParams(model="micro", prompt="a red circle moving right", negat
 OTHER = {"model": "tiny", "prompt": "a blue square", "negative_prompt": "blurry", "width": 128, "height": 32,
          "num_frames": 33, "fps": 16, "num_inference_steps": 10, "guidance_scale": 3.0, "guidance_scale_2": 2.0,
          "seed": 2, "preview_every": 5, "input_reference": "sha256:ab", "input_fit": "crop", "source": "sha256:cd",
-         "strength": 0.5}
-INPUTS = ("input_reference", "input_fit", "source", "strength")
+         "strength": 0.5, "loras": (LoraRef(name="style", sha256="sha256:ef", scale=0.8),)}
+INPUTS = ("input_reference", "input_fit", "source", "strength", "loras")
 
 
 def test_every_field_declares_whether_it_shapes_the_call_or_the_row() -> None:
@@ -59,7 +60,7 @@ def test_the_video_object_shows_exactly_the_public_fields() -> None:
     for name in GenerationParams.model_fields:
         assert (name in video) == (Role.PUBLIC in GenerationParams.roles(name)), name
         if name in video:
-            assert video[name] == getattr(BASE, name)
+            assert video[name] == BASE.model_dump(mode="json")[name]
 
 
 @pytest.mark.parametrize("two_experts", [False, True])
