@@ -60,6 +60,13 @@ class Metrics:
         )
         self._add_cache_metrics(r)
         self._add_scheduling_metrics(r)
+        self.lora_adapter_events = Counter(
+            "reelserve_lora_adapter_events",
+            "LoRA adapters a call needed, by event: hit (on the device), load (read onto it), evict (dropped "
+            "for room)",
+            ["event"],
+            registry=r,
+        )
         self.input_latents_requests = Counter(
             "reelserve_input_latents_requests",
             "First frames and clips to re-draw a row needed, by outcome: hit (already encoded) or miss (read and "

@@ -4,22 +4,28 @@ module where they load the model; the API role never does, and so never imports 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
 from reelserve.accel.accelerate import check_options
+from reelserve.adapters import AdapterRegistry
+from reelserve.adapters.checks import publish_layout
 from reelserve.engine.live_previews import PreviewMaps
 from reelserve.engine.row_inputs import RowInputs
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
 from reelserve.models import LoadedModel, LoadOptions, ModelSpec
+from reelserve.models.lora import linear_shapes, read_lora
 from reelserve.engine.lane_tuning import short_full_batch, tune_lanes
 from reelserve.engine.lanes import PipelineLanes
 from reelserve.models.options import resolve_placement
 from reelserve.server import accelerations
 from reelserve.settings import Settings
 from reelserve.storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 
 def load_options(settings: Settings) -> LoadOptions:
@@ -32,6 +38,8 @@ def load_options(settings: Settings) -> LoadOptions:
         accelerations=accelerations(settings),
         onnx_cache_dir=str(settings.data_dir / "onnx"),
         cpu_threads=settings.cpu_threads,
+        lora_adapters=settings.lora_cache_adapters if settings.serves_adapters else 0,
+        lora_cache_mb=settings.lora_cache_mb,
     )
 
 
@@ -57,6 +65,21 @@ def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> 
         max_bytes=settings.text_embedding_cache_mb * 2**20,
         on_lookup=count,
     )
+
+
+def serve_adapters(model: LoadedModel, registry: AdapterRegistry, settings: Settings, metrics: Metrics) -> None:
+    """The loaded model's adapter bank reads from ``registry`` and counts into ``metrics``; its layers are
+    published for checks elsewhere; ``--adapters-dir``'s files are registered (a file that is no
+    adapter for this model stops the start, naming it). Run on the model's thread, after loading."""
+    bank = model.adapters
+    assert bank is not None
+    bank.load = lambda sha256: read_lora(registry.data(sha256))
+    bank.on_event = lambda event: metrics.lora_adapter_events.labels(event=event).inc()
+    transformer = model.pipeline.transformer if model.pipeline.transformer is not None else model.pipeline.transformer_2
+    publish_layout(registry.storage, model.name, linear_shapes(transformer))
+    if settings.adapters_dir is not None:
+        added = registry.add_directory(settings.adapters_dir, model.name)
+        log.info("adapters from %s: %s", settings.adapters_dir, ", ".join(info.name for info in added) or "none")
 
 
 def input_lookups(metrics: Metrics | None) -> Callable[[bool], None] | None:
@@ -104,7 +127,7 @@ def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics 
         previews.get()
     lanes = PipelineLanes([
         PipelineRunner(lane.pipeline, lane.device, lane.max_sequence_length, text_embeddings=cache,
-                       accelerated=lane.accelerated, previews=previews, inputs=inputs)
+                       accelerated=lane.accelerated, previews=previews, inputs=inputs, adapters=lane.adapters)
         for lane in model.lanes or [model]
     ])
     cores = available_cores()

@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from reelserve.accel.options import PRESETS, AccelerationOptions
 from reelserve.accel.options import resolve as resolve_accelerations
 from reelserve.accel.thresholds import threshold_for
+from reelserve.adapters import AdapterRegistry
+from reelserve.adapters.checks import fits_published_layout
 from reelserve.api.app import create_app
 from reelserve.api.auth import tenant_id
 from reelserve.api.http_server import uvicorn_config
@@ -93,7 +95,8 @@ def caches_results(settings: Settings) -> bool:
 def served_limits(spec: ModelSpec, settings: Settings) -> ModelLimits:
     """The model's limits with the server's defaults: the preset's step count (a request that names
     its steps keeps them; one that leaves them to the server gets the preset's), and previews."""
-    limits = spec.limits.model_copy(update={"default_preview_every": settings.preview_every})
+    limits = spec.limits.model_copy(update={"default_preview_every": settings.preview_every,
+                                            "max_loras": settings.max_loras if settings.serves_adapters else 0})
     if settings.preset is None:
         return limits
     steps = PRESETS[settings.preset].default_steps(spec.limits.default_steps)
@@ -255,6 +258,9 @@ class Server:
         options.shared_queue = self.shared_queue
         self.store, broker, bus = self._queue_parts(options)
         stats = self._stats_recorder()
+        storage = storage_for(settings)
+        self.adapters = AdapterRegistry(storage, check=fits_published_layout(storage)) \
+            if settings.serves_adapters else None
         self.engine = self._engine(
             model_name=self.spec.name,
             limits=served_limits(self.spec, settings),
@@ -263,8 +269,9 @@ class Server:
             accelerations=accelerations_in_force(settings),
             store=self.store,
             broker=broker,
-            storage=storage_for(settings),
+            storage=storage,
             keep_latents_s=settings.keep_latents_s,
+            adapters=self.adapters,
             metrics=self.metrics,
             max_batch_size=settings.max_batch_size,
             max_wait_s=None if settings.max_wait_ms is None else settings.max_wait_ms / 1000,
@@ -332,6 +339,8 @@ class Server:
             dashboard=Dashboard(self.engine),
             max_body_bytes=settings.max_body_bytes,
             max_upload_bytes=settings.max_upload_bytes,
+            adapters=self.adapters,
+            model_name=self.spec.name,
         )
 
     @asynccontextmanager
@@ -359,7 +368,7 @@ class Server:
 
     async def _load_and_start(self) -> None:
         try:
-            from reelserve.model_host import lanes_to_load, load_options, pipeline_lanes_for
+            from reelserve.model_host import lanes_to_load, load_options, pipeline_lanes_for, serve_adapters
             from reelserve.models import load_model
 
             on_model_thread = self.worker_engine.worker.on_model_thread  # all torch work on one thread
@@ -370,6 +379,8 @@ class Server:
             seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)
             lanes, why = await on_model_thread(pipeline_lanes_for, model, self.settings, self.metrics,
                                                self.engine.storage)
+            if model.adapters is not None and self.adapters is not None:
+                await on_model_thread(serve_adapters, model, self.adapters, self.settings, self.metrics)
         except Exception as exc:
             self.load_error = exc
             log.exception("loading model %s failed; the server stays not ready", self.spec.name)

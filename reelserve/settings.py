@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     text_embedding_cache_mb: int = Field(
         256, ge=0, description="Most MiB of text embeddings kept (on the model's device, padding trimmed)."
     )
+    adapters: bool = Field(
+        False, description="Serve LoRA adapters per request (loras), unmerged and co-batched; on when "
+        "--adapters-dir is set. Every linear layer of the transformer then takes adapters (the fused "
+        "feed-forward steps aside).",
+    )
+    adapters_dir: Path | None = Field(
+        None, description="A directory of LoRA .safetensors files (diffusers/PEFT or Wan community format), each "
+        "registered at start as a public adapter named by its file; a <name>.json beside it may say its "
+        "description, steps and guidance.",
+    )
+    max_loras: int = Field(4, ge=1, le=16, description="Adapters one request may name.")
+    lora_cache_adapters: int = Field(16, ge=1, description="Adapters kept loaded on the device at once (LRU).")
+    lora_cache_mb: int = Field(256, ge=1, description="Most MiB of adapters kept loaded on the device (LRU).")
     sync_max_wait_s: float = Field(600.0, gt=0, description="Longest wait the sync endpoint allows.")
     log_level: str = Field("info", description="uvicorn log level.")
 
@@ -332,6 +345,10 @@ class Settings(BaseSettings):
     @property
     def cost_model_path(self) -> Path:
         return self.data_dir / "cost_model.json"
+
+    @property
+    def serves_adapters(self) -> bool:
+        return self.adapters or self.adapters_dir is not None
 
     @property
     def storage_dir(self) -> Path:

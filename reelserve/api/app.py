@@ -12,6 +12,8 @@ from fastapi_offline import FastAPIOffline
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from reelserve import __version__
+from reelserve.adapters import AdapterRegistry
+from reelserve.api.adapters import adapters_router, admin_adapters_router
 from reelserve.api.admin import admin_router
 from reelserve.api.auth import AdminAuth, BearerAuth
 from reelserve.api.body_limit import BodyLimitMiddleware
@@ -42,6 +44,8 @@ def create_app(
     dashboard: OpsStats | None = None,
     max_body_bytes: int = 4 * 2**20,
     max_upload_bytes: int = 48 * 2**20,
+    adapters: AdapterRegistry | None = None,
+    model_name: str = "",
 ) -> FastAPI:
     """The app. ``/v1/admin/cache`` and ``/v1/admin/stats`` exist when ``cache_admin`` and ``dashboard``
     are given, and answer 403 to everyone until ``admin_keys`` are configured. Admin keys also work on
@@ -55,10 +59,14 @@ def create_app(
     bearer = [Depends(BearerAuth(api_keys or [], admin_keys or []))]
     app.include_router(videos_router(service, sync_max_wait_s, content_delivery, presign_ttl_s), dependencies=bearer)
     app.include_router(models_router(service), dependencies=bearer)
+    if adapters is not None:
+        app.include_router(adapters_router(adapters, model_name), dependencies=bearer)
     admin = [Depends(AdminAuth(admin_keys or []))]
     admin_errors = error_responses(401, 403, 422)
     if cache_admin is not None:
         app.include_router(admin_router(cache_admin), dependencies=admin, responses=admin_errors)
+    if adapters is not None:
+        app.include_router(admin_adapters_router(adapters, model_name), dependencies=admin, responses=admin_errors)
     if dashboard is not None:
         app.include_router(stats_router(dashboard), dependencies=admin, responses=admin_errors)
 

@@ -23,9 +23,9 @@ def too_large(limit: int) -> ReelserveError:
     )
 
 
-# The routes that take uploads (a first frame, a clip to re-draw) get the upload limit; every other
+# The routes that take uploads (a first frame, a clip to re-draw, an adapter) get the upload limit; every other
 # body stays small. What each input may be is checked again, field by field, once the body is read.
-UPLOAD_PATHS = frozenset({"/v1/videos", "/v1/videos/sync"})
+UPLOAD_PATHS = frozenset({"/v1/videos", "/v1/videos/sync", "/v1/admin/adapters"})
 
 
 class BodyLimitMiddleware:

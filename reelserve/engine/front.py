@@ -16,12 +16,14 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from reelserve.adapters import AdapterRegistry
 from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
 from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
-from reelserve.engine.job_inputs import StagedInputs, remix_request, resolve_inputs, stage_remix, with_clip_frames
+from reelserve.engine.job_inputs import StagedInputs
+from reelserve.engine.request_resolution import RequestResolver
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.scheduler import Scheduler, SchedulingOptions
 from reelserve.engine.service import Content, Variant
@@ -40,8 +42,6 @@ from reelserve.schemas import (
     ModelLimits,
     ReelserveError,
     VideoCreateRequest,
-    invalid,
-    resolve_request,
 )
 from reelserve.schemas.errors import job_not_found
 from reelserve.schemas.model_info import ModelCard, model_object
@@ -72,6 +72,7 @@ class VideoFront:
     :param card: what the model can draw, for the model object.
     :param keep_latents_s: how long a completed job's final latents are kept for remixes (its
         ``expires_at``); the runner writes them when its settings say so.
+    :param adapters: the LoRA adapters requests may name (``loras``); None: the server takes none.
     :param stop_requested: shared with a worker in this process, whose pipeline thread drops a
         cancelled job's row at its next step (a worker elsewhere notices the cancel in the store).
     """
@@ -99,12 +100,15 @@ class VideoFront:
         card: ModelCard | None = None,
         stop_requested: set[str] | None = None,
         keep_latents_s: float = 0.0,
+        adapters: AdapterRegistry | None = None,
     ) -> None:
         self.model_name, self.limits, self.card = model_name, limits, card
         # What the server's workers do between steps ({"continuous_batching", "preemption"}), shown on
         # the model object so a load probe can say what it measured; set by the server.
         self.step_scheduling: dict[str, bool] | None = None
         self.job_warnings = job_warnings  # what the model says of a request it may not follow
+        self.adapters = adapters  # the LoRA adapters requests may name; None: none
+        self.resolver = RequestResolver(model_name, limits, storage, adapters)
         self.accelerations = list(accelerations or [])
         self.store, self.broker, self.storage, self.metrics = store, broker, storage, metrics
         self.notifier = notifier
@@ -178,28 +182,14 @@ class VideoFront:
 
     async def submit(self, request: VideoCreateRequest, tenant: str | None = None, awaited: bool = False,
                      uploads: Uploads | None = None) -> Job:
-        model = request.model or self.model_name
-        if model != self.model_name:
-            raise ReelserveError(
-                ErrorCode.unknown_model,
-                f"model: '{model}' is not served here; this server serves '{self.model_name}' (send that, or leave model out)",
-                param="model",
-            )
-        uploads = uploads or Uploads()
-        request = await with_clip_frames(request, uploads, self.limits)
-        params = resolve_request(request, model, self.limits)
-        params, staged = await resolve_inputs(request, uploads, params, self.limits)
+        params, staged = await self.resolver.create(request, uploads or Uploads(), tenant)
         return await self._accept(request, params, staged, tenant, awaited)
 
     async def remix(self, video_id: str, body: VideoRemixRequest, tenant: str | None = None) -> Job:
         """A new job that re-draws finished video ``video_id`` with a new prompt (SDEdit from its final
         latents, or from its MP4 once they expired); the caller may see the source (``JobAccess``)."""
         source = await self.get(video_id)
-        if not self.limits.video_input:
-            raise invalid("video_id", f"video_id: {self.model_name} re-draws no video; remix needs a model that does")
-        request = remix_request(source, body)
-        params = resolve_request(request, self.model_name, self.limits)
-        params, staged = await asyncio.to_thread(stage_remix, self.storage, source, params, body.strength)
+        request, params, staged = await self.resolver.remix(source, body)
         return await self._accept(request, params, staged, tenant, awaited=False, remixed_from=source.id)
 
     async def _accept(self, request: VideoCreateRequest, params: GenerationParams, staged: StagedInputs,

@@ -43,6 +43,9 @@ class LoadOptions(BaseModel):
     accelerations: AccelerationOptions = AccelerationOptions()
     onnx_cache_dir: str | None = None  # where backend 'onnx' keeps exported graphs
     cpu_threads: int | None = Field(None, ge=1)  # torch's intra-op threads; None: every core we may use
+    # LoRA adapters per row: the bank's bounds (adapters, MiB); 0 adapters: none taken, no layer wrapped.
+    lora_adapters: int = Field(0, ge=0)
+    lora_cache_mb: int = Field(256, ge=1)
 
 
 def resolve_device(options: LoadOptions) -> torch.device:

@@ -15,6 +15,8 @@ from diffusers import WanPipeline
 
 from reelserve.accel.accelerate import Accelerated, accelerate, check_options
 from reelserve.models.fingerprint import model_version
+from reelserve.models.lora import LoraBank, LoraWeights
+from reelserve.models.lora import install as install_lora_layers
 from reelserve.models.micro import MICRO_WEIGHTS
 from reelserve.models.options import LoadOptions, apply_cpu_threads, apply_options, resolve_placement
 from reelserve.models.specs import (
@@ -52,6 +54,7 @@ class LoadedModel:
     dtype: torch.dtype
     max_sequence_length: int
     accelerated: Accelerated | None = None
+    adapters: LoraBank | None = None  # LoRA adapters per row (``models/lora.py``); None: none taken
     last_calls: list[CallTiming] = field(default_factory=list)  # of the last ``generate``
     # This model and its weight-sharing copies, one per pipeline lane (``load_model(lanes=)``).
     lanes: list[LoadedModel] = field(default_factory=list, repr=False, compare=False)
@@ -109,7 +112,7 @@ class LoadedModel:
         ]
         inputs = None if grey is None else RowInputs(grey)  # type: ignore[arg-type]
         runner = PipelineRunner(self.pipeline, self.device, self.max_sequence_length, accelerated=self.accelerated,
-                                inputs=inputs)
+                                inputs=inputs, adapters=self.adapters)
         outcome = runner.run(rows)
         if outcome.errors:  # a row that did not fit in memory even alone
             raise MemoryError(next(iter(outcome.errors.values())).message)
@@ -182,9 +185,27 @@ def load_model(name: str, options: LoadOptions, lanes: int = 1) -> LoadedModel:
     pipeline = _LOADERS[spec.name](options)
     _check_limits_match(spec, pipeline)
     copies = [weight_sharing_copy(pipeline) for _ in range(lanes - 1)]  # before any acceleration
+    bank = _adapter_bank(options, device, dtype)
+    for each in (pipeline, *copies):  # before the accelerations: they see the wrapped layers as they are
+        for transformer in (each.transformer, getattr(each, "transformer_2", None)):
+            if bank is not None and transformer is not None:
+                install_lora_layers(transformer, bank)
     model = _accelerated(spec, pipeline, options, device, dtype)
     model.lanes = [model, *(_accelerated(spec, copy_, options, device, dtype) for copy_ in copies)]
+    for lane in model.lanes:
+        lane.adapters = bank
     return model
+
+
+def _adapter_bank(options: LoadOptions, device: torch.device, dtype: torch.dtype) -> LoraBank | None:
+    """The lanes' one bank of adapters (its ``load`` is the server's: from the adapter registry)."""
+    if not options.lora_adapters:
+        return None
+
+    def unset(adapter: str) -> LoraWeights:
+        raise RuntimeError(f"adapter {adapter}: the model was loaded without a place to read adapters from")
+
+    return LoraBank(unset, device, dtype, max_adapters=options.lora_adapters, max_bytes=options.lora_cache_mb * 2**20)
 
 
 def weight_sharing_copy(pipeline: Any) -> Any:

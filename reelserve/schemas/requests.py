@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from reelserve.schemas.errors import invalid
-from reelserve.schemas.inputs import ImageReference, LoraRef
+from reelserve.schemas.inputs import ImageReference, LoraRef, LoraRequest
 from reelserve.schemas.suggest import frame_counts, multiples, nearest, nearest_sizes, spelled
 
 MAX_PROMPT_CHARS = 2000
@@ -114,6 +114,10 @@ class VideoCreateRequest(BaseModel):
     strength: float | None = Field(
         default=None, gt=0, le=1, description="with input_video: the share of the steps that re-draw it "
         "(1: from almost pure noise); default 0.5",
+    )
+    loras: list[LoraRequest] | None = Field(
+        default=None, max_length=16, description="LoRA adapters to run with, by name (GET /v1/adapters), each "
+        "with a scale (default 1); rows of any adapters share the server's batches",
     )
 
     @field_validator("seconds", mode="before")

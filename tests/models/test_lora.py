@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save, save_file
+from lora_files import lora_file
+from safetensors.torch import save
 
 from reelserve.engine.denoise_loop import denoise
 from reelserve.models.lora import LoraBank, LoraFormatError, check_fits, install, linear_shapes, read_lora
@@ -18,23 +19,6 @@ from reelserve.models.tiny import build_tiny_pipeline
 from reelserve.models.wan_family import WanFamily
 from reelserve.schemas import GenerationParams
 from reelserve.schemas.inputs import LoraRef
-
-TARGETS = ("attn1.to_q", "attn1.to_v", "attn2.to_k", "ffn.net.0.proj", "ffn.net.2")
-
-
-def lora_file(path: Path, seed: int, rank: int = 4) -> bytes:
-    """A diffusers-format LoRA for the tiny transformer with random (non-zero) A and B."""
-    pipe = build_tiny_pipeline(0)
-    shapes = linear_shapes(pipe.transformer)
-    generator = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for name, (in_features, out_features) in shapes.items():
-        if name.startswith("blocks.") and name.endswith(TARGETS):
-            tensors[f"transformer.{name}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * 0.3
-            tensors[f"transformer.{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * 0.3
-    save_file(tensors, str(path))
-    return path.read_bytes()
-
 
 def params(seed: int, adapters: tuple[tuple[str, float], ...] = ()) -> GenerationParams:
     loras = tuple(LoraRef(name=name, sha256=name, scale=scale) for name, scale in adapters)

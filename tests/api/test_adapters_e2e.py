@@ -1,0 +1,114 @@
+"""LoRA adapters over real HTTP (tiny model): registered from --adapters-dir and by the admin API,
+listed per tenant, named per request and co-batched; bad adapters and bad requests are 4xx naming the
+field with nothing stored; an adapter deleted while its row runs lets the row finish."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from lora_files import lora_file
+from support import ADMIN, ALICE, BOB, TENANT_KEYS, RunningServer, auth, final_video, gate_pipeline, serve
+
+BODY = {"prompt": "a paper boat on a river", "size": "32x32", "num_frames": 5, "num_inference_steps": 2, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    directory = tmp_path_factory.mktemp("adapters")
+    lora_file(directory / "style.safetensors", seed=1)
+    (directory / "style.json").write_text('{"description": "a test style"}')
+    with serve(tmp_path_factory.mktemp("data") / "data", adapters_dir=directory, **TENANT_KEYS) as running:
+        running.client.headers.update(auth(ALICE))
+        yield running
+
+
+def upload(server: RunningServer, name: str, data: bytes, **fields: str) -> dict:
+    response = server.client.post("/v1/admin/adapters", headers=auth(ADMIN), data={"name": name, **fields},
+                                  files={"file": (f"{name}.safetensors", data, "application/octet-stream")})
+    return {"status": response.status_code, **response.json()}
+
+
+def stored(server: RunningServer) -> list[str]:
+    root = server.server.settings.storage_dir / "adapters"
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_adapters_are_listed_named_and_change_the_video(server: RunningServer, tmp_path: Path) -> None:
+    listed = server.client.get("/v1/adapters").json()["data"]
+    assert [(a["name"], a["owner"], a["description"]) for a in listed] == [("style", "public", "a test style")]
+    model = server.client.get("/v1/models/tiny").json()
+    assert model["parameters"]["loras"]["max_items"] == 4
+    plain = server.client.post("/v1/videos", json=BODY).json()
+    styled = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "style", "scale": 0.8}]}).json()
+    assert styled["cached"] is False  # not the plain video's cache entry
+    assert styled["loras"] == [{"name": "style", "sha256": listed[0]["sha256"], "scale": 0.8}]
+    for job in (plain, styled):
+        assert final_video(server, job["id"], ALICE)["status"] == "completed"
+    videos = [server.client.get(f"/v1/videos/{job['id']}/content").content for job in (plain, styled)]
+    assert videos[0] != videos[1]
+    again = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "style", "scale": 0.8}]}).json()
+    assert again["cached"] is True
+    metrics = server.client.get("/metrics").text
+    assert 'reelserve_lora_adapter_events_total{event="load"} 1.0' in metrics
+
+
+def test_a_tenants_adapter_is_its_own_and_bad_requests_name_the_field(server: RunningServer, tmp_path: Path) -> None:
+    added = upload(server, "bobs", lora_file(tmp_path / "bobs.safetensors", seed=2), owner_api_key=BOB)
+    assert added["status"] == 200 and added["owner"] == "yours"
+    assert [a["name"] for a in server.client.get("/v1/adapters", headers=auth(BOB)).json()["data"]] == ["bobs", "style"]
+    assert [a["name"] for a in server.client.get("/v1/adapters").json()["data"]] == ["style"]
+    before = len(server.server.store.list(10_000, None))
+    cases = [
+        ([{"name": "bobs"}], "loras[0].name", "no adapter 'bobs'"),  # Bob's, asked by Alice: as unknown
+        ([{"name": "nothing"}], "loras[0].name", "no adapter 'nothing'"),
+        ([{"name": "style"}, {"name": "style"}], "loras[1].name", "twice"),
+        ([{"name": "style", "scale": 9}], "loras.0.scale", ""),
+        ([{"name": "style"}] * 5, "loras", "at most 4"),
+    ]
+    for loras, param, words in cases:
+        response = server.client.post("/v1/videos", json={**BODY, "loras": loras})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["param"] == param and words in error["message"], error
+    assert len(server.server.store.list(10_000, None)) == before
+    bobs = server.client.post("/v1/videos", headers=auth(BOB), json={**BODY, "loras": [{"name": "bobs"}]}).json()
+    assert final_video(server, bobs["id"], BOB)["status"] == "completed"
+
+
+def test_files_that_are_no_adapter_for_this_model_are_refused_and_nothing_is_stored(
+        server: RunningServer, tmp_path: Path) -> None:
+    before = stored(server)
+    pickled = io.BytesIO()
+    torch.save({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 32)}, pickled)
+    good = lora_file(tmp_path / "good.safetensors", seed=3)
+    for data, words in ((pickled.getvalue(), "not a safetensors file"), (good[:-64], "truncated"),
+                        (lora_file(tmp_path / "wide.safetensors", seed=4, widen=8), "another model")):
+        refused = upload(server, "bad", data)
+        assert refused["status"] == 422 and refused["error"]["param"] == "file", refused
+        assert words in refused["error"]["message"], refused
+    assert upload(server, "../escape", good)["error"]["param"] == "name"
+    too_big = upload(server, "huge", b"\0" * (server.server.settings.max_upload_bytes + 1))
+    assert too_big["status"] == 413
+    assert stored(server) == before
+    assert server.client.post("/v1/admin/adapters", data={"name": "x"}, files={"file": ("x", good)}).status_code == 401
+
+
+def test_an_adapter_deleted_while_its_row_runs_lets_the_row_finish(server: RunningServer, tmp_path: Path) -> None:
+    assert upload(server, "brief", lora_file(tmp_path / "brief.safetensors", seed=5))["status"] == 200
+    gate = gate_pipeline(server)
+    gate.hold()
+    try:
+        job = server.client.post("/v1/videos", json={**BODY, "seed": 11, "loras": [{"name": "brief"}]}).json()
+        assert gate.entered.wait(30)
+        deleted = server.client.delete("/v1/admin/adapters/brief", headers=auth(ADMIN)).json()
+        assert deleted["deleted"] is True
+    finally:
+        gate.gate.set()
+    assert final_video(server, job["id"], ALICE)["status"] == "completed"
+    gone = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "brief"}]})
+    assert gone.status_code == 422 and gone.json()["error"]["param"] == "loras[0].name"
+    assert server.client.delete("/v1/admin/adapters/brief", headers=auth(ADMIN)).status_code == 404
