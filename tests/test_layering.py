@@ -24,7 +24,8 @@ def imports_of(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("layer", ["cache", "engine", "jobs", "storage", "models", "schemas", "stats", "inputs"])
+@pytest.mark.parametrize("layer", ["cache", "engine", "jobs", "storage", "models", "schemas", "stats", "inputs",
+                                   "adapters"])
 def test_layer_does_not_import_http(layer: str) -> None:
     for path in (PACKAGE / layer).glob("*.py"):
         bad = {n for n in imports_of(path) if n.startswith(HTTP_MODULES)}
@@ -37,7 +38,7 @@ def test_schemas_import_nothing_else_of_ours() -> None:
         assert not ours, f"{path.name} imports {ours}"
 
 
-SERVING_LAYERS = ("cache", "engine", "jobs", "storage", "models", "schemas", "api", "stats", "inputs")
+SERVING_LAYERS = ("cache", "engine", "jobs", "storage", "models", "schemas", "api", "stats", "inputs", "adapters")
 
 
 @pytest.mark.parametrize(
@@ -66,6 +67,7 @@ def test_serving_does_not_import_training_code(path: Path) -> None:
                               "PipelineRunner", "VideoCache", "VideoFront", "VideoService"}),
         ("reelserve.jobs", {"Broker", "JobStore", "LocalBroker", "SqliteJobStore"}),
         ("reelserve.storage", {"LocalStorage", "Storage"}),
+        ("reelserve.adapters", {"NAME_PATTERN", "AdapterInfo", "AdapterRegistry"}),
         ("reelserve.stats", {"BUCKET_S", "Bucket", "LocalStats", "RedisStats", "StatsRecorder", "WorkerStatus",
                              "summarize"}),
     ],

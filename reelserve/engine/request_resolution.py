@@ -32,11 +32,27 @@ class RequestResolver:
                 param="model",
             )
         request = await with_clip_frames(request, uploads, self.limits)
-        params = resolve_request(request, model, self.limits)
-        params, staged = await resolve_inputs(request, uploads, params, self.limits)
-        if request.loras:
-            params = params.model_copy(update={"loras": await self._adapters_of(request, tenant)})
-        return params, staged
+        loras = await self._adapters_of(request, tenant) if request.loras else ()
+        request = self._adapter_defaults(request, loras)
+        params = resolve_request(request, model, self.limits).model_copy(update={"loras": loras})
+        return await resolve_inputs(request, uploads, params, self.limits)
+
+    def _adapter_defaults(self, request: VideoCreateRequest, loras: tuple[LoraRef, ...]) -> VideoCreateRequest:
+        """What the request leaves out and its first adapter that recommends a value says (a distillation
+        adapter's "4 steps, guidance 1"): the request's own values win, and the video object shows what ran."""
+        assert self.adapters is not None or not loras
+        index = self.adapters.index() if loras and self.adapters is not None else {}
+        infos = [index[ref.name] for ref in loras if ref.name in index]
+        update: dict[str, object] = {}
+        steps = next((info.steps for info in infos if info.steps is not None), None)
+        if request.num_inference_steps is None and steps is not None:
+            update["num_inference_steps"] = steps
+        guidance = next((info.guidance for info in infos if info.guidance is not None), None)
+        if request.guidance_scale is None and guidance is not None:
+            update["guidance_scale"] = guidance
+            if self.limits.two_experts and request.guidance_scale_2 is None:
+                update["guidance_scale_2"] = guidance
+        return request.model_copy(update=update) if update else request
 
     async def remix(self, source: Job, body: VideoRemixRequest) -> tuple[VideoCreateRequest, GenerationParams,
                                                                          StagedInputs]:

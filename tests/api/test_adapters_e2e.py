@@ -112,3 +112,30 @@ def test_an_adapter_deleted_while_its_row_runs_lets_the_row_finish(server: Runni
     gone = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "brief"}]})
     assert gone.status_code == 422 and gone.json()["error"]["param"] == "loras[0].name"
     assert server.client.delete("/v1/admin/adapters/brief", headers=auth(ADMIN)).status_code == 404
+
+
+def test_a_distillation_adapters_defaults_apply_when_the_request_sets_none(server: RunningServer,
+                                                                           tmp_path: Path) -> None:
+    few = upload(server, "fewstep", lora_file(tmp_path / "few.safetensors", seed=6), steps="3", guidance="1.0")
+    assert few["status"] == 200 and (few["steps"], few["guidance"]) == (3, 1.0)
+    body = {k: v for k, v in BODY.items() if k != "num_inference_steps"}
+    defaulted = server.client.post("/v1/videos", json={**body, "loras": [{"name": "fewstep"}]}).json()
+    assert (defaulted["num_inference_steps"], defaulted["guidance_scale"]) == (3, 1.0)
+    own = server.client.post("/v1/videos", json={**body, "num_inference_steps": 2, "guidance_scale": 4.0,
+                                                 "loras": [{"name": "fewstep"}]}).json()
+    assert (own["num_inference_steps"], own["guidance_scale"]) == (2, 4.0)  # the request's own values win
+    for job in (defaulted, own):
+        assert final_video(server, job["id"], ALICE)["status"] == "completed"
+
+
+def test_adapters_come_and_go_under_load_and_no_job_is_lost(server: RunningServer, tmp_path: Path) -> None:
+    files = [lora_file(tmp_path / f"swap{i}.safetensors", seed=20 + i) for i in range(3)]
+    assert upload(server, "steady", files[0])["status"] == 200
+    jobs = []
+    for i in range(6):  # jobs on the steady adapter while others are added and removed between them
+        jobs.append(server.client.post("/v1/videos", json={**BODY, "seed": 100 + i,
+                                                           "loras": [{"name": "steady", "scale": 0.5}]}).json())
+        name = f"churn{i % 2}"
+        assert upload(server, name, files[1 + i % 2])["status"] == 200
+        assert server.client.delete(f"/v1/admin/adapters/{name}", headers=auth(ADMIN)).json()["deleted"]
+    assert [final_video(server, job["id"], ALICE)["status"] for job in jobs] == ["completed"] * 6
