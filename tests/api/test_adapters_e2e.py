@@ -139,3 +139,20 @@ def test_adapters_come_and_go_under_load_and_no_job_is_lost(server: RunningServe
         assert upload(server, name, files[1 + i % 2])["status"] == 200
         assert server.client.delete(f"/v1/admin/adapters/{name}", headers=auth(ADMIN)).json()["deleted"]
     assert [final_video(server, job["id"], ALICE)["status"] for job in jobs] == ["completed"] * 6
+
+
+def test_the_distributed_mode_shares_adapters_through_storage(tmp_path: Path) -> None:
+    from support import serve_in_mode, wait_until
+
+    directory = tmp_path / "adapters"
+    directory.mkdir()
+    lora_file(directory / "style.safetensors", seed=1)
+    with serve_in_mode("distributed", tmp_path, adapters_dir=directory, admin_keys=[ADMIN]) as server:
+        # The worker registered the directory's adapter; the API role reads the shared index.
+        wait_until(lambda: server.client.get("/v1/adapters").json()["data"])
+        job = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "style", "scale": 0.5}]}).json()
+        assert final_video(server, job["id"])["status"] == "completed"
+        added = upload(server, "late", lora_file(tmp_path / "late.safetensors", seed=2))  # on the API role
+        assert added["status"] == 200
+        late = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "late"}]}).json()
+        assert final_video(server, late["id"])["status"] == "completed"
