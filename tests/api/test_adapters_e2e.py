@@ -156,3 +156,29 @@ def test_the_distributed_mode_shares_adapters_through_storage(tmp_path: Path) ->
         assert added["status"] == 200
         late = server.client.post("/v1/videos", json={**BODY, "loras": [{"name": "late"}]}).json()
         assert final_video(server, late["id"])["status"] == "completed"
+
+
+def test_a_queued_jobs_adapter_is_loaded_while_it_waits(server: RunningServer, tmp_path: Path) -> None:
+    from support import wait_until
+
+    assert upload(server, "waiting", lora_file(tmp_path / "waiting.safetensors", seed=30))["status"] == 200
+
+    def loads() -> float:
+        line = next(line for line in server.client.get("/metrics").text.splitlines()
+                    if line.startswith('reelserve_lora_adapter_events_total{event="load"}'))
+        return float(line.split()[-1])
+
+    gate = gate_pipeline(server)
+    gate.hold()
+    try:
+        busy = server.client.post("/v1/videos", json={**BODY, "seed": 40}).json()
+        assert gate.entered.wait(30)  # the one lane is held: the next job waits in the queue
+        before = loads()
+        queued = server.client.post("/v1/videos", json={**BODY, "seed": 41, "loras": [{"name": "waiting"}]}).json()
+        wait_until(lambda: loads() == before + 1)
+        assert server.client.get(f"/v1/videos/{queued['id']}").json()["status"] == "queued"
+    finally:
+        gate.gate.set()
+    for job in (busy, queued):
+        assert final_video(server, job["id"], ALICE)["status"] == "completed"
+    assert loads() == before + 1  # its run found it loaded
