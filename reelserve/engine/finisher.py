@@ -21,7 +21,7 @@ from reelserve.engine.events import Events, status_event
 from reelserve.engine.job_log import log_final
 from reelserve.engine.notifier import WebhookNotifier
 from reelserve.engine.scheduler import Scheduler
-from reelserve.engine.storage_keys import thumbnail_key, video_key
+from reelserve.engine.storage_keys import latents_key, thumbnail_key, video_key
 from reelserve.engine.video_cache import VideoCache
 from reelserve.jobs.async_store import AsyncJobStore
 from reelserve.jobs.base import Broker
@@ -177,12 +177,24 @@ class JobFinisher:
             if job.id not in self.running.lost:
                 await self.broker.ack(job.id)
             return
+        if job.expires_at is not None:
+            self._drop_latents_at(job)
         try:  # before the status event, so a caller who saw "completed" can already hit the cache
             await self.video_cache.remember(job)
         except Exception:
             log.exception("caching the result of %s failed; the job itself completed", job.id)
         self.metrics.end_to_end.observe(job.timings.total_s)
         self.finished(job)
+
+    def _drop_latents_at(self, job: Job) -> None:
+        """The kept final latents go at the job's ``expires_at`` (best effort: a process stopped before
+        then leaves them until the job is deleted; a remix never reads them after it either way)."""
+        assert job.expires_at is not None
+
+        def drop() -> None:
+            self._spawn(asyncio.to_thread(self.storage.delete_prefix, latents_key(job.id)))
+
+        asyncio.get_running_loop().call_later(max(0.0, job.expires_at - time.time()), drop)
 
     def write_and_record(self, job: Job, frames: object, inference_s: float, queued_at: float | None = None) -> Written:
         """Write ``job``'s video from ``frames`` and save its completed record (compare-and-set on

@@ -185,3 +185,14 @@ def test_an_image_to_video_model_serves_only_with_a_first_frame(tmp_path: Path) 
         assert frames_of(server, video["id"]).shape == (5, 32, 32, 3)
         remix = server.client.post(f"/v1/videos/{video['id']}/remix", json={"prompt": "a red boat"})
         assert remix.status_code == 422 and remix.json()["error"]["param"] == "video_id"
+
+
+def test_kept_latents_go_at_their_expiry(tmp_path: Path) -> None:
+    with serve_in_mode("embedded", tmp_path, model="micro", keep_latents_s=5.0) as server:
+        job = server.client.post("/v1/videos", json={"prompt": "a red circle moving up", "num_inference_steps": 2,
+                                                     "num_frames": 5}).json()
+        done = final_video(server, job["id"])
+        kept = server.server.settings.storage_dir / "videos" / job["id"] / "latents.safetensors"
+        assert kept.exists() and done["expires_at"] is not None
+        wait_until(lambda: not kept.exists(), timeout=60)
+        assert (server.server.settings.storage_dir / "videos" / job["id"] / "video.mp4").exists()
