@@ -8,7 +8,8 @@ bank): ``--clients`` closed-loop clients, client i asking with adapter set i mod
 random rank-``--rank`` adapters over every linear layer of the transformer), each sending its next
 request when its last one finished. The server loop takes the oldest waiting request and fills a batch
 of up to ``--batch`` rows as the strategy allows, oldest first. Each strategy runs ``--requests``
-requests after a warm-up; latency is from a request's submission to its video.
+requests after a warm-up; latency is from a request's submission to its video. A fourth line runs
+the same clients with no adapters at all: what the unmerged adapters cost co-batching.
 
     .venv/bin/python bench/lora_batching.py [--clients 8 --requests 48 --steps 10 --batch 4 --rank 16]
 """
@@ -75,13 +76,14 @@ def run(strategy: str, runner: PipelineRunner, merged: Merged, args: argparse.Na
     started = time.perf_counter()
     while done < args.requests + args.warmup:
         lead = waiting[0]
-        fits = (lambda w: True) if strategy == "co-batched" else (lambda w: w.adapters == lead.adapters)
+        mixes = strategy in ("co-batched", "no adapters")
+        fits = (lambda w: True) if mixes else (lambda w: w.adapters == lead.adapters)
         batch = [w for w in waiting if fits(w)][: args.batch]
         for w in batch:
             waiting.remove(w)
         if strategy == "merged":
             merged.use(lead.adapters)
-        run_with = (lambda w: ()) if strategy == "merged" else (lambda w: w.adapters)
+        run_with = (lambda w: ()) if strategy in ("merged", "no adapters") else (lambda w: w.adapters)
         rows_ = [(f"r{done + i}", GenerationParams(
             model="micro", prompt="a red circle moving right", width=64, height=64, num_frames=17, fps=8,
             num_inference_steps=args.steps, guidance_scale=5.0, seed=w.client, loras=run_with(w)))
@@ -123,7 +125,7 @@ def main() -> None:
     merged = Merged(transformer, adapters)
     results = {}
     with torch.inference_mode():
-        for strategy in ("co-batched", "split by adapter set", "merged"):
+        for strategy in ("co-batched", "split by adapter set", "merged", "no adapters"):
             results[strategy] = run(strategy, runner, merged, args, sets)
     base = results["co-batched"]
     rows = [[name, f"{r['throughput']:.3f}", f"{r['throughput'] / base['throughput']:.2f}", f"{r['p50']:.2f}",
