@@ -25,6 +25,8 @@ def test_defaults_are_auto_and_off() -> None:
         "accelerations": AccelerationOptions().model_dump(),
         "onnx_cache_dir": None,
         "cpu_threads": None,
+        "lora_adapters": 0,  # no adapters: no layer wrapped
+        "lora_cache_mb": 256,
     }
     assert AccelerationOptions().describe() == []  # eager PyTorch: nothing to report
 
