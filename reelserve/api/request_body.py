@@ -3,16 +3,19 @@
 JSON is validated strictly, by pydantic's own parser: a number sent as a string is refused, not
 coerced; ``Infinity``/``NaN``, integers too long to parse and nesting deeper than the parser's limit
 are refused as invalid JSON. A form carries text only, so its fields are parsed as text (a form is
-how a browser sends a number); its one nested field travels as JSON text and is held to the JSON rules.
+how a browser sends a number); its nested fields (``cache``, ``loras``) travel as JSON text and are held
+to the JSON rules.
 No input reaches the handlers unparsed, so none can end in a 500.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import functools
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from fastapi import Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from reelserve.api.errors import validation_error
 from reelserve.schemas import ErrorCode, ReelserveError
@@ -79,23 +82,37 @@ async def parse_form_with_files(request: Request, model: type[Model], json_field
 
 
 def _json_field(text: str, name: str, model: type[BaseModel]) -> Any:
-    annotation = model.model_fields[name].annotation
-    nested = next((arg for arg in getattr(annotation, "__args__", (annotation,)) if isinstance(arg, type)
-                   and issubclass(arg, BaseModel)), None)
-    if nested is None:
-        raise TypeError(f"{model.__name__}.{name} is not a model field")
+    adapter, shape = _json_field_type(model, name)
     try:
-        return nested.model_validate_json(text, strict=True)
+        return adapter.validate_json(text, strict=True)
     except ValidationError as exc:
         error = validation_error(exc)
         if error.param is None or error.param == "body":
             raise ReelserveError(
-                ErrorCode.invalid_parameter, f"{name}: must be a JSON object ({error.message})", param=name
+                ErrorCode.invalid_parameter, f"{name}: must be {shape} ({error.message})", param=name
             ) from None
         inner = f"{name}.{error.param}"
         raise ReelserveError(
             ErrorCode.invalid_parameter, error.message.replace(f"{error.param}:", f"{inner}:", 1), param=inner
         ) from None
+
+
+@functools.cache
+def _json_field_type(model: type[BaseModel], name: str) -> tuple[TypeAdapter[Any], str]:
+    """What a form's JSON text field holds: a nested model (a JSON object) or a list of them (a JSON list),
+    the field's annotation less its ``None``."""
+    annotation = model.model_fields[name].annotation
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    for member in members:
+        if is_model(member):
+            return TypeAdapter(member), "a JSON object"
+        if get_origin(member) is list and all(is_model(item) for item in get_args(member)):
+            return TypeAdapter(member), "a JSON list of objects"
+    raise TypeError(f"{model.__name__}.{name} is neither a model field nor a list of models")
+
+
+def is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
 
 
 def _json_error(exc: ValidationError, param: str) -> ReelserveError:

@@ -261,7 +261,7 @@ async def _parse_create(request: Request) -> tuple[VideoCreateRequest, Uploads]:
     if kind == "application/x-www-form-urlencoded" and await looks_like_json(request):
         kind = "application/json"
     if kind in FORM_TYPES:
-        body, files = await parse_form_with_files(request, VideoCreateRequest, json_fields=("cache",),
+        body, files = await parse_form_with_files(request, VideoCreateRequest, json_fields=("cache", "loras"),
                                                   file_fields=UPLOAD_FIELDS)
         return body, Uploads(**files)
     return await parse_json_body(request, VideoCreateRequest), Uploads()

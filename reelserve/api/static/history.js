@@ -2,7 +2,7 @@
 
 import { api, FINAL } from "./api.js";
 import { $, guard, report, statusLabel, text } from "./dom.js";
-import { clearIfShown, show } from "./result.js";
+import { adaptersRan, clearIfShown, show } from "./result.js";
 
 const HISTORY_PAGE = 8;
 
@@ -101,7 +101,8 @@ function card(video) {
 
 function cardMeta(video) {
   const state = video.status === "in_progress" ? `${statusLabel(video.status)} ${video.progress}%` : statusLabel(video.status);
-  return [state, video.size, `${video.seconds} s`, video.cached ? "cached" : null].filter(Boolean).join(" · ");
+  const loras = video.loras?.length ? adaptersRan(video.loras) : null;
+  return [state, video.size, `${video.seconds} s`, loras, video.cached ? "cached" : null].filter(Boolean).join(" · ");
 }
 
 async function loadThumb(id, holder) {

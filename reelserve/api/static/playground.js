@@ -3,21 +3,16 @@
 // result area, the history and the API client live in their own modules.
 // API data only ever reaches the DOM through textContent (never innerHTML).
 
+import { adapterRequest, offerAdapters, showAdapterHint, wireAdapters } from "./adapters.js";
 import { api, apiKey, dropKey, onUnauthorized, storeKey } from "./api.js";
 import { $, copyText, guard, text } from "./dom.js";
+import { clearErrors, showError } from "./errors.js";
 import { forgetThumbnails, loadHistory, nextPage, previousPage, refreshHistory, resetPaging } from "./history.js";
 import { imageFields, imageName, offerImage, showFit, wireImage } from "./image.js";
 import { allowRemix, offerRemix, wireRemix } from "./remix.js";
 import { cancel, onSettled, onShown, show, shownVideo, stopStream } from "./result.js";
 import { curlSnippet, pythonSnippet } from "./snippets.js";
 
-// Errors naming one of these params are shown next to that field; the page never sends size/seconds,
-// but a server may still name them, so they point at the closest control.
-const FIELDS = [
-  "prompt", "negative_prompt", "width", "height", "num_frames", "fps", "num_inference_steps",
-  "guidance_scale", "guidance_scale_2", "seed", "priority", "preview_every", "input_reference", "input_fit",
-];
-const FIELD_ALIASES = { size: "width", seconds: "num_frames" };
 // With "Live preview" on, about this many previews come in a run (one every steps / PREVIEWS steps).
 const PREVIEWS = 5;
 
@@ -172,22 +167,24 @@ function relabelFrames() {
 
 // The request exactly as the API will get it, as JSON text: the seed goes in as raw digits because a
 // JS number would round it. The first frame's data URL goes in only when `image` is asked for (the
-// snippets read the image from a file instead).
+// snippets read the image from a file instead). Steps and guidance stay out when a chosen adapter
+// recommends them and the user has not set them: the server applies the adapter's.
 function requestJson({ image = false } = {}) {
   const body = { model: model.id, prompt: $("prompt").value };
   const { input_reference: reference, ...fit } = imageFields();
   if (image && reference) body.input_reference = reference;
   Object.assign(body, fit);
   if ($("negative_prompt").value) body.negative_prompt = $("negative_prompt").value;
-  for (const id of ["width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale"]) {
+  const adapters = adapterRequest();
+  const numbers = ["width", "height", "num_frames", "fps", "num_inference_steps", "guidance_scale"];
+  if (model.parameters.guidance_scale_2) numbers.push("guidance_scale_2");
+  for (const id of numbers.filter((field) => !adapters.unset.has(field))) {
     const value = $(id).value.trim();
     if (value !== "") body[id] = Number(value);
   }
-  if (model.parameters.guidance_scale_2 && $("guidance_scale_2").value.trim() !== "") {
-    body.guidance_scale_2 = Number($("guidance_scale_2").value);
-  }
+  if (adapters.loras) body.loras = adapters.loras;
   body.priority = $("priority").value;
-  const every = previewEvery(body.num_inference_steps ?? model.parameters.num_inference_steps.default);
+  const every = previewEvery(body.num_inference_steps ?? adapters.steps ?? model.parameters.num_inference_steps.default);
   if (every !== undefined) body.preview_every = every;
   const seed = seedDigits();
   const json = JSON.stringify(body);
@@ -203,28 +200,6 @@ function previewEvery(steps) {
 // JSON forbids leading zeros, so "007" is sent as 7.
 function seedDigits() {
   return $("seed").value.replace(/\D/g, "").replace(/^0+(?=\d)/, "");
-}
-
-/* ---------- errors ---------- */
-
-function clearErrors() {
-  $("form-error").textContent = "";
-  for (const field of FIELDS) {
-    $(`error-${field}`).textContent = "";
-    $(field).removeAttribute("aria-invalid");
-  }
-}
-
-function showError(error) {
-  const field = FIELD_ALIASES[error.param] || error.param;
-  if (FIELDS.includes(field)) {
-    $(`error-${field}`).textContent = error.message;
-    $(field).setAttribute("aria-invalid", "true");
-    $(field).focus();
-  } else {
-    const retry = error.retryAfter ? ` Try again in ${error.retryAfter} s.` : "";
-    $("form-error").textContent = error.message + retry;
-  }
 }
 
 /* ---------- submitting ---------- */
@@ -260,9 +235,11 @@ function reuseSeed() {
 
 /* ---------- code snippets ---------- */
 
-// Any change to the form: the video's size may now differ from the image's, and the snippets follow.
+// Any change to the form: the video's size may now differ from the image's, an adapter's recommended
+// steps may now apply or not, and the snippets follow.
 function formChanged() {
   showFit();
+  showAdapterHint();
   updateSnippets();
 }
 
@@ -298,7 +275,7 @@ async function boot() {
   $("history-title").textContent = apiKey() ? "Your videos" : "All videos on this server";
   buildForm();
   resetPaging();
-  await loadHistory();
+  await Promise.all([offerAdapters(model.parameters.loras), loadHistory()]);
 }
 
 function wire() {
@@ -306,6 +283,7 @@ function wire() {
   onSettled(refreshHistory);
   onShown(offerRemix);
   wireImage(formChanged);
+  wireAdapters(formChanged);
   wireRemix({ started, previewEvery });
 
   $("key-form").addEventListener("submit", guard(saveKey, $("key-error")));

@@ -269,6 +269,11 @@ function madeFrom(video) {
   return null;
 }
 
+// The adapters a video ran with, each at its scale: "style × 0.7, grain × 1".
+export function adaptersRan(loras) {
+  return loras.map((lora) => `${lora.name} × ${lora.scale}`).join(", ");
+}
+
 function renderDetails(video) {
   const t = video.timings || {};
   const rows = [
@@ -276,6 +281,7 @@ function renderDetails(video) {
     ["Made", new Date(video.created_at * 1000).toLocaleString(), "detail-created"],
     ["ID", video.id, "detail-id"],
     ...(madeFrom(video) ? [["Made from", madeFrom(video), "detail-source"]] : []),
+    ...(video.loras?.length ? [["Adapters", adaptersRan(video.loras), "detail-loras"]] : []),
     ["Seed", String(video.seed), "detail-seed"],
     ["Size", video.size, "detail-size"],
     ["Frames", `${video.num_frames} at ${video.fps} fps (${video.seconds} s)`, "detail-frames"],

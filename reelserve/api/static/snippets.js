@@ -2,11 +2,12 @@
 // server's origin and the key (null when the server needs none), so they can be read without a page.
 // A first frame is never pasted into a snippet as a data URL: the snippet reads it from a file
 // (`image`, a plain file name: letters, digits, ".", "_" and "-"), the way the openai SDK uploads it
-// (multipart/form-data).
+// (multipart/form-data). A form field holds text: a list or object (`loras`) goes in as its JSON text.
 
 import { parseJson } from "./api.js";
 
 const shellQuote = (s) => `'${s.replaceAll("'", `'\\''`)}'`;
+const formText = (v) => (v !== null && typeof v === "object" ? JSON.stringify(v) : String(v));
 
 function curlHead(url, key) {
   const lines = [`curl -sS ${shellQuote(url)}`];
@@ -20,7 +21,7 @@ export function curlSnippet(json, origin, key, image = null) {
   const lines = curlHead(`${origin}/v1/videos`, key);
   if (image) {
     lines.push(`-F input_reference=@${image}`);
-    for (const [k, v] of Object.entries(parseJson(json))) lines.push(`--form-string ${shellQuote(`${k}=${v}`)}`);
+    for (const [k, v] of Object.entries(parseJson(json))) lines.push(`--form-string ${shellQuote(`${k}=${formText(v)}`)}`);
   } else {
     lines.push(`-H 'Content-Type: application/json'`, `-d ${shellQuote(json)}`);
   }
@@ -34,12 +35,21 @@ export function remixCurlSnippet(id, json, origin, key) {
 }
 
 // JSON string literals are valid Python string literals, and the only other values here are numbers
-// (the seed stays raw digits).
+// (the seed stays raw digits); a list or object is written by extraLine.
 const py = (k, v) => (k === "seed" ? String(v) : JSON.stringify(v));
 
+// The SDK's videos.create sends a multipart form (with a file or without), where it would spell a list
+// as bracketed keys (loras[][name]=...): there a list or object goes as its JSON text, which the server
+// parses. Its remix sends JSON.
+function extraLine(k, v, form) {
+  if (!form || v === null || typeof v !== "object") return `${JSON.stringify(k)}: ${py(k, v)},`;
+  const text = JSON.stringify(v).replaceAll("\\", "\\\\").replaceAll("'", "\\'");
+  return `${JSON.stringify(k)}: '${text}',  # JSON text: a form field`;
+}
+
 // One openai SDK call: `args` are its own lines, `extra` the fields it does not type, which travel
-// in extra_body.
-function pythonCall(origin, key, call, args, extra) {
+// in extra_body (`form`: in a multipart form).
+function pythonCall(origin, key, call, args, extra, form = false) {
   const lines = [
     "from openai import OpenAI",
     "",
@@ -49,7 +59,7 @@ function pythonCall(origin, key, call, args, extra) {
   ];
   if (extra.length) {
     lines.push("    extra_body={");
-    for (const [k, v] of extra) lines.push(`        ${JSON.stringify(k)}: ${py(k, v)},`);
+    for (const [k, v] of extra) lines.push(`        ${extraLine(k, v, form)}`);
     lines.push("    },");
   }
   lines.push(")", "print(video.id, video.status)");
@@ -64,7 +74,7 @@ export function pythonSnippet(json, origin, key, image = null) {
   const args = [`model=${JSON.stringify(model)}`, `prompt=${JSON.stringify(prompt)}`];
   if (width !== undefined && height !== undefined) args.push(`size="${width}x${height}"`);
   if (image) args.push(`input_reference=open(${JSON.stringify(image)}, "rb")`);
-  return pythonCall(origin, key, "client.videos.create", args, extra);
+  return pythonCall(origin, key, "client.videos.create", args, extra, true);
 }
 
 export function remixPythonSnippet(id, json, origin, key) {
