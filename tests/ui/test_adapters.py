@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,17 @@ import pytest
 from lora_files import lora_file
 from playwright.sync_api import Page, expect
 from support import RunningServer, final_video, serve
-from ui_support import AUTH, JOB_MS, USER_KEY, open_playground, screenshot, wait_until_playing
+from ui_support import (
+    AUTH,
+    JOB_MS,
+    USER_KEY,
+    open_playground,
+    run_snippet,
+    screenshot,
+    video_ids,
+    video_of,
+    wait_until_playing,
+)
 
 STEPS = "2"  # tiny at 2 steps: each job here takes a fraction of a second
 
@@ -41,20 +50,7 @@ def _sha256(server: RunningServer) -> dict[str, str]:
     return {a["name"]: a["sha256"] for a in server.client.get("/v1/adapters", headers=AUTH).json()["data"]}
 
 
-def _video(server: RunningServer, video_id: str) -> dict:
-    response = server.client.get(f"/v1/videos/{video_id}", headers=AUTH)
-    assert response.status_code == 200, response.text
-    return response.json()
 
-
-def _ids(server: RunningServer) -> list[str]:
-    return [v["id"] for v in server.client.get("/v1/videos", params={"limit": 100}, headers=AUTH).json()["data"]]
-
-
-def _run(command: list[str], cwd: Path) -> str:
-    run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
 
 
 def _choose(page: Page, name: str, scale: str | None = None) -> None:
@@ -106,7 +102,7 @@ def test_an_adapter_at_a_scale_runs_and_the_result_names_it(page: Page, adapters
     page.get_by_label("Steps").fill(STEPS)
     video_id = _generate(page, "a paper boat with a style")
 
-    video = _video(adapters_server, video_id)
+    video = video_of(adapters_server, video_id)
     assert video["status"] == "completed"
     assert video["loras"] == [{"name": "style", "sha256": _sha256(adapters_server)["style"], "scale": 0.7}]
     assert video["num_inference_steps"] == int(STEPS)
@@ -150,7 +146,7 @@ def test_two_adapters_then_one_removed_and_a_recommendation_the_server_applies(
     expect(page.locator("#chosen-adapters > li")).to_have_count(1)
     expect(page.get_by_role("button", name="Add adapter")).to_be_enabled()
     expect(curl).to_contain_text('"loras":[{"name":"grain","scale":-1.25}]')
-    video = _video(adapters_server, _generate(page, "a paper boat in grain"))
+    video = video_of(adapters_server, _generate(page, "a paper boat in grain"))
     assert [(lora["name"], lora["scale"]) for lora in video["loras"]] == [("grain", -1.25)]
     assert (video["num_inference_steps"], video["guidance_scale"]) == (2, 1.0)  # grain's, applied by the server
     expect(page.locator("#detail-loras")).to_have_text("grain × -1.25")
@@ -175,7 +171,7 @@ def test_the_servers_refusal_of_an_adapter_shows_at_the_field(page: Page, adapte
     body = {"prompt": "too much style", "loras": [{"name": "style", "scale": 5}]}
     expected = adapters_server.client.post("/v1/videos", json=body, headers=AUTH).json()["error"]
     assert expected["param"] == "loras.0.scale"
-    before = _ids(adapters_server)
+    before = video_ids(adapters_server)
 
     open_playground(page, adapters_server)
     _choose(page, "style", "5")  # the input's max is 4; the form sends what it holds and the API says no
@@ -185,7 +181,7 @@ def test_the_servers_refusal_of_an_adapter_shows_at_the_field(page: Page, adapte
     expect(error).to_have_text(expected["message"])
     expect(error).to_have_attribute("role", "alert")
     expect(page.get_by_label("Scale of style")).to_have_attribute("aria-invalid", "true")
-    assert _ids(adapters_server) == before  # nothing was created
+    assert video_ids(adapters_server) == before  # nothing was created
 
     # Fixed and sent again: the error and the mark go.
     page.get_by_label("Scale of style").fill("0.25")
@@ -222,9 +218,9 @@ def test_the_snippets_send_the_chosen_adapters(page: Page, adapters_server: Runn
     sha = _sha256(adapters_server)
     expected = [{"name": "style", "sha256": sha["style"], "scale": 0.7},
                 {"name": "grain", "sha256": sha["grain"], "scale": 1.0}]
-    made = [json.loads(_run(["bash", "-c", curl], tmp_path))["id"],
-            _run([sys.executable, "-c", python], tmp_path).split()[0],
-            json.loads(_run(["bash", "-c", form], tmp_path))["id"]]
+    made = [json.loads(run_snippet(["bash", "-c", curl], tmp_path))["id"],
+            run_snippet([sys.executable, "-c", python], tmp_path).split()[0],
+            json.loads(run_snippet(["bash", "-c", form], tmp_path))["id"]]
     for video_id in made:
         video = final_video(adapters_server, video_id, key=USER_KEY)
         assert video["status"] == "completed", video

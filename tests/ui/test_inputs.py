@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,17 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
 from support import GatedFamily, RunningServer, final_video, gate_pipeline, serve, wait_until
-from ui_support import AUTH, JOB_MS, USER_KEY, open_playground, screenshot, wait_until_playing
+from ui_support import (
+    AUTH,
+    JOB_MS,
+    USER_KEY,
+    open_playground,
+    run_snippet,
+    screenshot,
+    video_ids,
+    video_of,
+    wait_until_playing,
+)
 
 from reelserve.inputs.images import Fit, read_reference
 
@@ -44,20 +53,7 @@ def _image(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def _video(server: RunningServer, video_id: str) -> dict:
-    response = server.client.get(f"/v1/videos/{video_id}", headers=AUTH)
-    assert response.status_code == 200, response.text
-    return response.json()
 
-
-def _ids(server: RunningServer) -> list[str]:
-    return [v["id"] for v in server.client.get("/v1/videos", params={"limit": 100}, headers=AUTH).json()["data"]]
-
-
-def _run(command: list[str], cwd: Path) -> str:
-    run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
-    assert run.returncode == 0, run.stderr
-    return run.stdout
 
 
 def _generate(page: Page, prompt: str = PROMPT) -> str:
@@ -101,8 +97,8 @@ def test_an_image_of_the_videos_size_becomes_its_first_frame(
     assert "data:" not in curl and "input_fit" not in curl
     python = page.locator("#snippet-python").text_content() or ""
     assert 'input_reference=open("first.png", "rb"),' in python, python
-    made = [json.loads(_run(["bash", "-c", curl], tmp_path))["id"],
-            _run([sys.executable, "-c", python], tmp_path).split()[0]]
+    made = [json.loads(run_snippet(["bash", "-c", curl], tmp_path))["id"],
+            run_snippet([sys.executable, "-c", python], tmp_path).split()[0]]
     for video_id in made:
         video = final_video(micro_server, video_id, key=USER_KEY)
         assert video["status"] == "completed" and video["input_reference"] == digest, video
@@ -111,7 +107,7 @@ def test_an_image_of_the_videos_size_becomes_its_first_frame(
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
     wait_until_playing(page)
-    video = _video(micro_server, page.locator("#detail-id").text_content() or "")
+    video = video_of(micro_server, page.locator("#detail-id").text_content() or "")
     assert video["input_reference"].startswith("sha256:") and video["input_reference"] == digest
     assert video["input_fit"] is None and video["status"] == "completed"
     expect(page.locator("#detail-source")).to_have_text("from an image")
@@ -122,7 +118,7 @@ def test_an_image_of_the_videos_size_becomes_its_first_frame(
     expect(page.locator("#snippet-curl")).to_contain_text("-H 'Content-Type: application/json'")
     expect(page.locator("#snippet-curl")).not_to_contain_text("input_reference")
     expect(page.locator("#snippet-python")).not_to_contain_text("input_reference")
-    text_only = _video(micro_server, _generate(page, "a blue square moving left"))
+    text_only = video_of(micro_server, _generate(page, "a blue square moving left"))
     assert text_only["input_reference"] is None
     expect(page.locator("#detail-source")).to_have_count(0)
 
@@ -144,7 +140,7 @@ def test_an_image_of_another_size_is_fitted_as_the_user_chooses(
     fit.select_option("pad")
     expect(page.locator("#snippet-python")).to_contain_text('"input_fit": "pad",')
     expect(page.locator("#snippet-curl")).to_contain_text("-F input_reference=@wide.png")
-    video = _video(micro_server, _generate(page))
+    video = video_of(micro_server, _generate(page))
     assert video["input_fit"] == "pad"
     assert video["input_reference"] == read_reference(wide.read_bytes(), 64, 64, Fit.pad).digest
     expect(page.locator("#detail-source")).to_have_text("from an image (fitted: pad)")
@@ -160,7 +156,7 @@ def test_the_servers_refusal_of_an_image_shows_by_the_field(
         "/v1/videos", json={"prompt": PROMPT, "input_reference": url}, headers=AUTH
     ).json()["error"]
     assert expected["param"] == "input_reference"
-    before = _ids(micro_server)
+    before = video_ids(micro_server)
 
     open_playground(page, micro_server)
     page.get_by_label("Start from an image").set_input_files(gif)
@@ -171,7 +167,7 @@ def test_the_servers_refusal_of_an_image_shows_by_the_field(
     expect(error).to_have_text(expected["message"])
     expect(error).to_have_attribute("role", "alert")
     expect(page.get_by_label("Start from an image")).to_have_attribute("aria-invalid", "true")
-    assert _ids(micro_server) == before  # nothing was created
+    assert video_ids(micro_server) == before  # nothing was created
 
 
 def test_remix_a_completed_video_from_the_result_box(page: Page, micro_server: RunningServer, tmp_path: Path) -> None:
@@ -215,7 +211,7 @@ def test_remix_a_completed_video_from_the_result_box(page: Page, micro_server: R
     expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
     wait_until_playing(page)
     remixed_id = page.locator("#detail-id").text_content() or ""
-    video = _video(micro_server, remixed_id)
+    video = video_of(micro_server, remixed_id)
     assert remixed_id != first_id and video["status"] == "completed"
     assert video["remixed_from_video_id"] == first_id and video["strength"] == 0.75
     assert video["prompt"] == "a yellow circle moving right"
@@ -227,7 +223,7 @@ def test_remix_a_completed_video_from_the_result_box(page: Page, micro_server: R
     screenshot(page, "playground-remix")
 
     # The snippets remix the first video too.
-    made = [json.loads(_run(["bash", "-c", curl], tmp_path))["id"], _run([sys.executable, "-c", python], tmp_path).split()[0]]
+    made = [json.loads(run_snippet(["bash", "-c", curl], tmp_path))["id"], run_snippet([sys.executable, "-c", python], tmp_path).split()[0]]
     for made_id in made:
         video = final_video(micro_server, made_id, key=USER_KEY)
         assert video["status"] == "completed", video

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
@@ -38,3 +39,21 @@ def wait_until_playing(page: Page) -> None:
         "() => { const v = document.getElementById('result-video');"
         " return v.readyState >= 2 && v.duration > 0 && !document.getElementById('player').hidden; }"
     )
+
+
+def video_of(server: RunningServer, video_id: str) -> dict:
+    """The video object, as the test user sees it."""
+    response = server.client.get(f"/v1/videos/{video_id}", headers=AUTH)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def video_ids(server: RunningServer) -> list[str]:
+    return [v["id"] for v in server.client.get("/v1/videos", params={"limit": 100}, headers=AUTH).json()["data"]]
+
+
+def run_snippet(command: list[str], cwd: Path) -> str:
+    """A snippet run as pasted (its stdout); it must succeed."""
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=cwd)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
