@@ -16,7 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -187,15 +187,18 @@ class _Plan:
             groups.append((bank.weights(adapter), index, scales))
         return cls(len(rows), tuple(groups))
 
-    def for_batch(self, batch: int) -> Iterator[tuple[LoraWeights, torch.Tensor, torch.Tensor]]:
+    stacked: dict[int, tuple[tuple[LoraWeights, torch.Tensor, torch.Tensor], ...]] = field(
+        default_factory=dict, compare=False)  # by call size: worked out once per call, not per layer
+
+    def for_batch(self, batch: int) -> tuple[tuple[LoraWeights, torch.Tensor, torch.Tensor], ...]:
         """Each adapter's rows in a call of ``batch`` rows: the plan's rows, repeated as the call stacks them."""
-        copies = batch // self.rows
-        for weights, index, scales in self.groups:
-            if copies == 1:
-                yield weights, index, scales
-            else:
-                offsets = torch.arange(copies, device=index.device).repeat_interleave(len(index)) * self.rows
-                yield weights, index.repeat(copies) + offsets, scales.repeat(copies)
+        if batch not in self.stacked:
+            copies = batch // self.rows
+            self.stacked[batch] = self.groups if copies == 1 else tuple(
+                (weights, index.repeat(copies) + torch.arange(copies, device=index.device)
+                 .repeat_interleave(len(index)) * self.rows, scales.repeat(copies))
+                for weights, index, scales in self.groups)
+        return self.stacked[batch]
 
 
 class MultiLoraLinear(torch.nn.Module):

@@ -120,13 +120,19 @@ class WanFamily:
         context = {"step_index": first.step, "sigma": float(first.scheduler.sigmas[first.step]),
                    "num_inference_steps": len(first.timesteps)}
         self.pipeline._current_timestep = t
+        with self._adapters(rows):  # one plan of the rows' adapters serves both branches
+            return self._guided(model, rows, latents, timestep, context, dtype, high_noise)
+
+    def _guided(self, model: Any, rows: list[Row], latents: torch.Tensor, timestep: torch.Tensor,
+                context: dict[str, Any], dtype: torch.dtype, high_noise: bool) -> torch.Tensor:
+        """The cond branch, and with guidance the uncond one and their mix, each row at its own scale."""
         prompts = torch.cat([row.prompt_embeds for row in rows]).to(dtype)
-        with self._adapters(rows), model.cache_context("cond", **context):
+        with model.cache_context("cond", **context):
             cond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=prompts, return_dict=False)[0]
-        if first.negative_embeds is None:
+        if rows[0].negative_embeds is None:
             return cond
         negatives = torch.cat([row.negative_embeds for row in rows]).to(dtype)  # type: ignore[misc]
-        with self._adapters(rows), model.cache_context("uncond", **context):
+        with model.cache_context("uncond", **context):
             uncond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=negatives,
                            return_dict=False)[0]
         scales = [self._guidance(row, high_noise) for row in rows]

@@ -12,6 +12,7 @@ import pytest
 import torch
 from diffusers import WanImageToVideoPipeline
 from PIL import Image
+from image_rows import owned, starts
 
 from reelserve.engine.denoise_loop import denoise
 from reelserve.engine.parked_rows import park_bytes, resume_row
@@ -51,20 +52,6 @@ def diffusers_i2v(pipe: Any, family: WanFamily, p: GenerationParams, image: np.n
                    num_frames=p.num_frames, num_inference_steps=p.num_inference_steps, guidance_scale=p.guidance_scale,
                    generator=torch.Generator().manual_seed(p.seed), output_type="np",
                    max_sequence_length=TINY_MAX_SEQUENCE_LENGTH).frames[0]
-
-
-def starts(family: WanFamily, rows: list[tuple[str, GenerationParams]], images: dict[str, np.ndarray]) -> dict:
-    """Each image row's start: its first frame encoded as the runner's inputs encode it."""
-    p = dict(rows)
-    with torch.inference_mode():
-        return {key: RowStart(condition=family.encode_first_frame(image, p[key])) for key, image in images.items()}
-
-
-def owned(family: WanFamily, rows: list[tuple[str, GenerationParams]], images: dict[str, np.ndarray]) -> dict:
-    with torch.inference_mode():
-        frames, stopped = denoise(family, family.prepare_rows(rows, starts(family, rows, images)), mixed_steps=True)
-    assert stopped == {}
-    return frames
 
 
 def test_an_image_row_equals_the_image_to_video_pipeline(ti2v: tuple[Any, WanFamily]) -> None:

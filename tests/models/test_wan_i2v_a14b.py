@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from image_rows import owned, starts
 
 from reelserve.engine.denoise_loop import denoise
 from reelserve.engine.parked_rows import park_bytes, resume_row
@@ -56,19 +57,6 @@ def diffusers_i2v(pipe: Any, family: WanFamily, p: GenerationParams, image: np.n
                     guidance_scale=p.guidance_scale, guidance_scale_2=p.guidance_scale_2,
                     generator=torch.Generator().manual_seed(p.seed), output_type="np",
                     max_sequence_length=TINY_MAX_SEQUENCE_LENGTH).frames[0]
-
-
-def starts(family: WanFamily, rows: list[tuple[str, GenerationParams]], images: dict[str, np.ndarray]) -> dict:
-    p = dict(rows)
-    with torch.inference_mode():
-        return {key: RowStart(condition=family.encode_first_frame(image, p[key])) for key, image in images.items()}
-
-
-def owned(family: WanFamily, rows: list[tuple[str, GenerationParams]], images: dict[str, np.ndarray]) -> dict:
-    with torch.inference_mode():
-        frames, stopped = denoise(family, family.prepare_rows(rows, starts(family, rows, images)), mixed_steps=True)
-    assert stopped == {}
-    return frames
 
 
 @pytest.fixture(scope="module")
