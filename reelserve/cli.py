@@ -198,6 +198,7 @@ def generate(
     steps: Annotated[int | None, typer.Option("--steps", help="num_inference_steps")] = None,
     guidance_scale: float | None = None,
     guidance_scale_2: float | None = None,
+    flow_shift: Annotated[float | None, typer.Option(help="The sampler's timestep shift (default: the model's).")] = None,
     negative_prompt: str | None = None,
     seed: int | None = None,
     device: str = "auto",
@@ -221,7 +222,7 @@ def generate(
         request = VideoCreateRequest(
             prompt=prompt, negative_prompt=negative_prompt, size=size, num_frames=num_frames, seconds=seconds,
             fps=fps, num_inference_steps=steps, guidance_scale=guidance_scale,
-            guidance_scale_2=guidance_scale_2, seed=seed,
+            guidance_scale_2=guidance_scale_2, flow_shift=flow_shift, seed=seed,
         )
         params = resolve_request(request, spec.name, spec.limits)
         # What a server runs a lone request with: its default accelerations, and every core that is free.

@@ -9,8 +9,8 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import redis
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _PING_S = 1.0  # how often the API checks that Redis answers (its readiness)
 _REDIS_TIMEOUT_S = 5.0  # longest a Redis call may hang; the queue's blocking reads are shorter
+# An index change is one read and one write of a small object; a holder that died frees it after this.
+_ADAPTER_LOCK_S = 30.0
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -70,6 +72,11 @@ class _SharedQueueServer(Server):
         )
         self.bus = RedisEventBus(self.async_redis, namespace)
         return store, self.broker, self.bus
+
+    def _adapter_write_lock(self) -> Callable[[], AbstractContextManager[object]]:
+        # Every API and worker process may change the adapters' index in storage: one lock for all.
+        key = RedisKeys(self.settings.redis_namespace).adapters_lock()
+        return lambda: self.sync_redis.lock(key, timeout=_ADAPTER_LOCK_S, blocking_timeout=_ADAPTER_LOCK_S)
 
     def _stats_recorder(self) -> StatsRecorder:
         return RedisStats(self.sync_redis, self.async_redis, RedisKeys(self.settings.redis_namespace).stats)

@@ -16,7 +16,7 @@ from reelserve.engine.row_inputs import RowInputs
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
-from reelserve.models import LoadedModel, LoadOptions, ModelSpec
+from reelserve.models import LoadedModel, LoadOptions, ModelSpec, get_spec
 from reelserve.models.lora import linear_shapes, read_lora
 from reelserve.engine.lane_tuning import short_full_batch, tune_lanes
 from reelserve.engine.lanes import PipelineLanes
@@ -77,6 +77,10 @@ def serve_adapters(model: LoadedModel, registry: AdapterRegistry, settings: Sett
     bank.on_event = lambda event: metrics.lora_adapter_events.labels(event=event).inc()
     transformer = model.pipeline.transformer if model.pipeline.transformer is not None else model.pipeline.transformer_2
     publish_layout(registry.storage, model.name, linear_shapes(transformer))
+    bundled = get_spec(model.name).bundled_adapters
+    if bundled is not None and settings.model_path is None:  # trained for the default weights only
+        added = registry.add_directory(bundled, model.name)
+        log.info("bundled adapters: %s", ", ".join(info.name for info in added))
     if settings.adapters_dir is not None:
         added = registry.add_directory(settings.adapters_dir, model.name)
         log.info("adapters from %s: %s", settings.adapters_dir, ", ".join(info.name for info in added) or "none")

@@ -41,6 +41,11 @@ class RedisKeys:
     def prefix(self) -> str:
         return "{" + self.namespace + "}:"
 
+    # -- adapters -------------------------------------------------------------------------------
+    def adapters_lock(self) -> str:
+        """Lock (redis-py's): held while a process changes the adapters' index in storage."""
+        return f"{self.prefix}adapters-lock"
+
     # -- job store ------------------------------------------------------------------------------
     def job(self, job_id: str) -> str:
         """Hash: ``data`` (the job's JSON), ``status``, ``seq`` (insertion order), ``tenant`` ('' if none)."""

@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -259,8 +259,8 @@ class Server:
         self.store, broker, bus = self._queue_parts(options)
         stats = self._stats_recorder()
         storage = storage_for(settings)
-        self.adapters = AdapterRegistry(storage, check=fits_published_layout(storage)) \
-            if settings.serves_adapters else None
+        self.adapters = AdapterRegistry(storage, check=fits_published_layout(storage),
+                                        write_lock=self._adapter_write_lock()) if settings.serves_adapters else None
         self.engine = self._engine(
             model_name=self.spec.name,
             limits=served_limits(self.spec, settings),
@@ -314,6 +314,9 @@ class Server:
 
     def _stats_recorder(self) -> StatsRecorder:
         return LocalStats()
+
+    def _adapter_write_lock(self) -> Callable[[], AbstractContextManager[object]] | None:
+        return None  # one process: the registry's own lock
 
     def _worker_name(self) -> str:
         return "embedded"

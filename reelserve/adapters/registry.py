@@ -15,12 +15,14 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from reelserve.schemas import invalid
 from reelserve.schemas.inputs import LoraRef, LoraRequest
+from reelserve.schemas.requests import MAX_FLOW_SHIFT
 from reelserve.storage.base import Storage
 
 INDEX_KEY = "adapters/index.json"
@@ -44,9 +46,10 @@ class AdapterInfo(BaseModel):
     owner: str | None = None
     bytes: int
     description: str = ""
-    # Defaults a request that sets none gets (a distillation adapter's "4 steps, guidance 1").
+    # Defaults a request that sets none gets (a distillation adapter's "4 steps, guidance 1, shift 5").
     steps: int | None = Field(default=None, ge=1)
     guidance: float | None = Field(default=None, ge=0)
+    shift: float | None = Field(default=None, gt=0, le=MAX_FLOW_SHIFT)
     created_at: float = Field(default_factory=time.time)
 
     def public_view(self, tenant: str | None) -> dict[str, object]:
@@ -59,14 +62,19 @@ class AdapterInfo(BaseModel):
 class AdapterRegistry:
     """:param storage: where the index and the adapters' bytes live (local disk or S3).
     :param check: raises ``ValueError`` (saying why) unless the bytes are an adapter for ``model``;
-        run on add. None: only the byte limit and the safetensors header are checked."""
+        run on add. None: only the byte limit and the safetensors header are checked.
+    :param write_lock: makes the lock that every change of the index holds from reading it to writing
+        it back, so two changes at once both land: this process's own lock by default; the
+        distributed mode's processes share one in Redis."""
 
-    def __init__(self, storage: Storage, ttl_s: float = 2.0,
-                 check: Callable[[bytes, str], None] | None = None) -> None:
+    def __init__(self, storage: Storage, ttl_s: float = 2.0, check: Callable[[bytes, str], None] | None = None,
+                 write_lock: Callable[[], AbstractContextManager[object]] | None = None) -> None:
         self.storage, self.ttl_s, self.check = storage, ttl_s, check
         self._index: dict[str, AdapterInfo] = {}
         self._read_at = -float("inf")
         self._lock = threading.Lock()
+        own = threading.Lock()
+        self._write_lock = write_lock or (lambda: own)
 
     def index(self) -> dict[str, AdapterInfo]:
         with self._lock:
@@ -114,18 +122,25 @@ class AdapterRegistry:
         info = info.model_copy(update={"sha256": sha, "bytes": len(data)})
         if not self.storage.exists(file_key(sha)):
             self.storage.put(file_key(sha), data)
-        with self._lock:
-            self._read_at = -float("inf")
-        self._write({**self.index(), info.name: info})
+        with self._write_lock():
+            self._write({**self._fresh_index(), info.name: info})
         return info
 
     def delete(self, name: str) -> bool:
-        """Unlist ``name``; its bytes stay (rows that run it go on, and another name may share them)."""
-        index = self.index()
-        if index.pop(name, None) is None:
-            return False
-        self._write(index)
+        """Unlist ``name``; its bytes stay (rows that run it go on, and so do queued jobs that named it,
+        and another name may share them)."""
+        with self._write_lock():
+            index = self._fresh_index()
+            if index.pop(name, None) is None:
+                return False
+            self._write(index)
         return True
+
+    def _fresh_index(self) -> dict[str, AdapterInfo]:
+        """The index as stored now, not as last read (another process may have changed it since)."""
+        with self._lock:
+            self._read_at = -float("inf")
+        return self.index()
 
     def data(self, sha256: str) -> bytes:
         return self.storage.get(file_key(sha256))

@@ -15,6 +15,7 @@ from reelserve.api.auth import caller_of, tenant_id
 from reelserve.api.errors import error_responses, validation_error
 from reelserve.api.request_body import FORM_TYPES, media_type
 from reelserve.schemas import ErrorCode, ReelserveError, invalid
+from reelserve.schemas.requests import MAX_FLOW_SHIFT
 
 _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["name", "file"],
@@ -25,6 +26,8 @@ _UPLOAD_DOC = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "description": {"type": "string"},
         "steps": {"type": "integer", "minimum": 1, "description": "default steps for requests that set none"},
         "guidance": {"type": "number", "minimum": 0, "description": "default guidance for requests that set none"},
+        "shift": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_FLOW_SHIFT,
+                  "description": "default flow_shift for requests that set none"},
     }}}}}}
 AdapterName = Path(pattern=NAME_PATTERN)
 

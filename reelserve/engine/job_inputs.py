@@ -131,14 +131,15 @@ def checked_strength(strength: float | None, steps: int) -> float:
 
 def remix_request(source: Job, body: VideoRemixRequest) -> VideoCreateRequest:
     """The create request a remix stands for: the source video's model, size, length and frame rate, and
-    its steps, guidance, negative prompt and seed unless the remix sets them (the same noise keeps
+    its steps, guidance, shift, negative prompt and seed unless the remix sets them (the same noise keeps
     most of what the new prompt does not change); the remix's own prompt."""
     if source.status is not JobStatus.completed:
         raise ReelserveError(ErrorCode.conflict, f"video '{source.id}' is {source.status.value}; only a completed "
                              "video can be remixed: wait for it to complete", param="video_id")
     p = source.params
     inherited = {"num_inference_steps": p.num_inference_steps, "guidance_scale": p.guidance_scale,
-                 "guidance_scale_2": p.guidance_scale_2, "negative_prompt": p.negative_prompt, "seed": p.seed}
+                 "guidance_scale_2": p.guidance_scale_2, "flow_shift": p.flow_shift, "negative_prompt": p.negative_prompt,
+                 "seed": p.seed}
     fields = {**inherited, **body.model_dump(exclude_unset=True, exclude={"strength"})}
     return VideoCreateRequest(model=p.model, width=p.width, height=p.height, num_frames=p.num_frames, fps=p.fps,
                               **fields)

@@ -39,7 +39,7 @@ class RequestResolver:
 
     def _adapter_defaults(self, request: VideoCreateRequest, loras: tuple[LoraRef, ...]) -> VideoCreateRequest:
         """What the request leaves out and its first adapter that recommends a value says (a distillation
-        adapter's "4 steps, guidance 1"): the request's own values win, and the video object shows what ran."""
+        adapter's "4 steps, guidance 1, shift 5"): the request's own values win, and the video object shows what ran."""
         assert self.adapters is not None or not loras
         index = self.adapters.index() if loras and self.adapters is not None else {}
         infos = [index[ref.name] for ref in loras if ref.name in index]
@@ -52,6 +52,9 @@ class RequestResolver:
             update["guidance_scale"] = guidance
             if self.limits.two_experts and request.guidance_scale_2 is None:
                 update["guidance_scale_2"] = guidance
+        shift = next((info.shift for info in infos if info.shift is not None), None)
+        if request.flow_shift is None and shift is not None:
+            update["flow_shift"] = shift
         return request.model_copy(update=update) if update else request
 
     async def remix(self, source: Job, body: VideoRemixRequest) -> tuple[VideoCreateRequest, GenerationParams,

@@ -34,6 +34,21 @@ def _progress() -> Progress:
     )
 
 
+def _bar_reporter(bar: Progress):
+    """A training progress callback: a bar a stage, or a line every 50 steps in a log file."""
+    tasks: dict[str, int] = {}
+
+    def report(stage: str, step: int, total: int, loss: float | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, loss="")
+        shown = "" if loss is None else f"loss {loss:.4f}"
+        bar.update(tasks[stage], completed=step, loss=shown)
+        if not console.is_terminal and (step % 50 == 0 or step == total):  # a log file gets lines, not a bar
+            console.print(f"{stage} {step}/{total} {shown}", highlight=False)
+
+    return report
+
+
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Directory to write the pipeline, training.json and checkpoint.pt to.")] = Path("micro-model"),
@@ -84,16 +99,7 @@ def train(
     else:
         config = TrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     with _progress() as bar:
-        tasks: dict[str, int] = {}
-
-        def report(stage: str, step: int, total: int, loss: float | None) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total, loss="")
-            shown = "" if loss is None else f"loss {loss:.4f}"
-            bar.update(tasks[stage], completed=step, loss=shown)
-            if not console.is_terminal and (step % 50 == 0 or step == total):  # a log file gets lines, not a bar
-                console.print(f"{stage} {step}/{total} {shown}", highlight=False)
-
+        report = _bar_reporter(bar)
         try:
             summary = run_training(config, out, report, vae_from=vae_from, device=device)
         except ValueError as exc:  # a checkpoint of another configuration, or an unusable --vae-from
@@ -101,6 +107,86 @@ def train(
             raise typer.Exit(2) from None
     typer.echo(str(out))
     typer.echo(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+
+
+@app.command()
+def lora(
+    recipe: Annotated[str, typer.Argument(help="outline (a style: hollow, larger shapes) or fast (4 unguided steps "
+                                               "for 25 guided: a distillation).")],
+    out: Annotated[Path, typer.Option(help="Directory for RECIPE.safetensors, RECIPE.json (for --adapters-dir) and "
+                                           "the checkpoint; a stopped run in it is continued.")] = Path("micro-adapters"),
+    base: Annotated[Path | None, typer.Option(help="The model to adapt (default: the committed weights).")] = None,
+    seed: int = 0,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (alpha equals it).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps.")] = None,
+    batch: Annotated[int | None, typer.Option(help="Clips a step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    latent_clips: Annotated[int | None, typer.Option(help="Styled clips encoded, or teacher samples drawn.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+    checkpoint_minutes: Annotated[float | None, typer.Option(help="Minutes between checkpoints.")] = None,
+) -> None:
+    """Train a LoRA adapter of the micro model (a style, or a few-step distillation); resumable."""
+    from reelserve.micro.lora_train import LoraTrainConfig, train_lora
+    from reelserve.models.micro import MICRO_WEIGHTS
+
+    overrides = {"rank": rank, "steps": steps, "batch": batch, "lr": lr, "latent_clips": latent_clips,
+                 "threads": threads, "checkpoint_minutes": checkpoint_minutes}
+    config = LoraTrainConfig(recipe=recipe, seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    with _progress() as bar:
+        report = _bar_reporter(bar)
+        try:
+            summary = train_lora(config, base or MICRO_WEIGHTS, out, report)
+        except ValueError as exc:  # an unknown recipe, or a checkpoint of other settings
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    typer.echo(str(out / f"{recipe}.safetensors"))
+    typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("config", "base")}))
+
+
+@app.command("eval-adapter")
+def evaluate_adapter(
+    adapter: Annotated[Path, typer.Argument(help="The adapter's .safetensors file.")],
+    scale: float = 1.0,
+    model_path: Annotated[Path | None, typer.Option(help="Pipeline directory (default: the committed weights).")] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per prompt (0, 1, ...).")] = 2,
+    steps: int = 25,
+    guidance_scale: float = 5.0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N held-out prompts.")] = None,
+    sheet: Annotated[Path, typer.Option(help="Contact sheet PNG of the adapted clips.")] = Path("adapter-eval.png"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
+) -> None:
+    """The held-out prompts with and without the adapter: how many clips show its style, and whether
+    colour, motion and shape stay as prompted."""
+    from reelserve.micro.adapter_eval import KEPT
+    from reelserve.micro.adapter_eval import evaluate_adapter as judge_adapter
+    from reelserve.micro.adherence import GenerationSettings
+    from reelserve.micro.contact_sheet import contact_sheet
+    from reelserve.micro.dataset import eval_prompts
+    from reelserve.models import LoadOptions, load_model
+
+    if not adapter.is_file():
+        console.print(f"[red]error:[/red] no adapter file at {adapter}")
+        raise typer.Exit(2)
+    loaded = load_model("micro", LoadOptions(path=str(model_path) if model_path else None))
+    settings = GenerationSettings(seeds=tuple(range(seeds)), steps=steps, guidance=guidance_scale)
+    with _progress() as bar:
+        task = bar.add_task("clips", total=None, loss="")
+        base, adapted = judge_adapter(loaded.pipeline, loaded.max_sequence_length, adapter, scale,
+                                      eval_prompts()[:limit], settings,
+                                      lambda done, total: bar.update(task, completed=done, total=total))
+    table = Table("reading", "without", f"with {adapter.stem} @ {scale:g}", title="adapter")
+    table.add_row("outlined", f"{base.outlined:.1%}", f"{adapted.outlined:.1%}")
+    table.add_row("hollowness", f"{base.hollowness:.3f}", f"{adapted.hollowness:.3f}")
+    for name in KEPT:
+        table.add_row(f"{name} kept", f"{base.kept[name]:.1%}", f"{adapted.kept[name]:.1%}")
+    Console().print(table)
+    labels = [f"{c.prompt.prompt} [seed {c.seed}] hollow {c.style.hollowness:.2f}" for c in adapted.clips]
+    contact_sheet([c.frames for c in adapted.clips], labels, sheet)
+    typer.echo(f"contact sheet: {sheet}")
+    if json_out:
+        report = {"adapter": str(adapter), "scale": scale, "settings": {"seeds": seeds, "steps": steps,
+                  "guidance": guidance_scale}, "without": base.as_json(), "with": adapted.as_json()}
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
 
 
 @app.command("eval")

@@ -22,9 +22,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from reelserve.micro.architecture import MAX_SEQUENCE_LENGTH
 from reelserve.micro.captions import TRAIN_TEMPLATES, caption, combinations
-from reelserve.micro.checkpoint import restore_rng, rng_state
 from reelserve.micro.dataset import training_samples
-from reelserve.micro.stage import optimiser_state, restore_optimiser, warmup_cosine
+from reelserve.micro.stage import restore_trainer, trainer_state, warmup_cosine
 from reelserve.micro.world import BACKGROUNDS, Scene
 
 if TYPE_CHECKING:
@@ -140,15 +139,10 @@ class DenoiserStage:
         return loss
 
     def state_dict(self) -> dict[str, Any]:
-        return {**optimiser_state(self.optimizer, self.schedule), "average": self.average.state_dict(),
-                "rng": rng_state(self.rng), "generator": self.generator.get_state(), "losses": self.losses}
+        return trainer_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        restore_optimiser(self.optimizer, self.schedule, state)
-        self.average.load_state_dict(state["average"])
-        restore_rng(self.rng, state["rng"])
-        self.generator.set_state(state["generator"])
-        self.losses = list(state["losses"])
+        restore_trainer(self, state)
 
     @contextmanager
     def shipped(self) -> Iterator[None]:

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 
 import torch
 
+from reelserve.micro.checkpoint import restore_rng, rng_state
+
 
 class Stage(Protocol):
     name: str
@@ -49,3 +51,18 @@ def restore_optimiser(
 ) -> None:
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
+
+
+def trainer_state(stage: Any) -> dict[str, Any]:
+    """A training stage's state besides the weights: its optimiser and schedule, its weights' moving
+    average, its random generators and its losses so far."""
+    return {**optimiser_state(stage.optimizer, stage.schedule), "average": stage.average.state_dict(),
+            "rng": rng_state(stage.rng), "generator": stage.generator.get_state(), "losses": stage.losses}
+
+
+def restore_trainer(stage: Any, state: dict[str, Any]) -> None:
+    restore_optimiser(stage.optimizer, stage.schedule, state)
+    stage.average.load_state_dict(state["average"])
+    restore_rng(stage.rng, state["rng"])
+    stage.generator.set_state(state["generator"])
+    stage.losses = list(state["losses"])

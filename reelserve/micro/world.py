@@ -66,11 +66,12 @@ class Scene:
 
 
 def random_scene(
-    rng: np.random.Generator, shape: Shape, color: str, motion: Motion, background: str
+    rng: np.random.Generator, shape: Shape, color: str, motion: Motion, background: str,
+    extents: tuple[float, float] = (MIN_EXTENT, MAX_EXTENT),
 ) -> Scene:
-    """A scene with these attributes at a random size and a start position that keeps the whole
-    path inside the frame."""
-    extent = float(rng.uniform(MIN_EXTENT, MAX_EXTENT))
+    """A scene with these attributes at a random size (within ``extents``) and a start position that
+    keeps the whole path inside the frame."""
+    extent = float(rng.uniform(*extents))
     half = extent / 2 + MARGIN
     travel = SPEED * (FRAMES - 1)
     dx, dy = DIRECTIONS[motion]

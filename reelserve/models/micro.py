@@ -11,6 +11,8 @@ from pathlib import Path
 from reelserve.schemas.model_info import ModelCard
 
 MICRO_WEIGHTS = Path(__file__).parent / "weights" / "micro"
+# LoRA adapters trained on the committed weights (`reelserve micro lora`), each with its <name>.json.
+MICRO_ADAPTERS = Path(__file__).parent / "weights" / "micro-adapters"
 # Matches reelserve.micro.architecture.MAX_SEQUENCE_LENGTH, the length it was trained with.
 MICRO_MAX_SEQUENCE_LENGTH = 32
 # What the micro world holds: said on the model object, in the playground and in the warning a

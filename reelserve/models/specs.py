@@ -7,8 +7,9 @@ Importing this needs no torch or diffusers (``reelserve models`` answers at once
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from reelserve.models.micro import MICRO_CARD, MICRO_MAX_SEQUENCE_LENGTH, MICRO_WEIGHTS
+from reelserve.models.micro import MICRO_ADAPTERS, MICRO_CARD, MICRO_MAX_SEQUENCE_LENGTH, MICRO_WEIGHTS
 from reelserve.schemas.errors import ErrorCode, ReelserveError
 from reelserve.schemas.model_info import ModelCard
 from reelserve.schemas.requests import ModelLimits
@@ -31,6 +32,8 @@ class ModelSpec:
     default_source: str | None  # hub id for from_pretrained models; None when built in code
     max_sequence_length: int = WAN_MAX_SEQUENCE_LENGTH  # text tokens per prompt
     card: ModelCard | None = None  # what it can draw, for its users
+    # Adapters trained for the default weights, offered as public ones when the server takes adapters.
+    bundled_adapters: Path | None = None
 
 
 _SPECS: tuple[ModelSpec, ...] = (
@@ -78,6 +81,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         ),
         default_source=None,
         max_sequence_length=MICRO_MAX_SEQUENCE_LENGTH,
+        bundled_adapters=MICRO_ADAPTERS,
         card=MICRO_CARD,
     ),
     ModelSpec(

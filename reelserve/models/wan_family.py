@@ -59,7 +59,7 @@ class WanFamily:
         prepared = []
         for i, (key, params) in enumerate(rows):
             latents = self._noise(params, device)
-            scheduler = copy.deepcopy(pipe.scheduler)
+            scheduler = self._scheduler(params)
             scheduler.set_timesteps(params.num_inference_steps, device=device)
             start = starts.get(key, RowStart())
             first = first_step(params)
@@ -73,6 +73,16 @@ class WanFamily:
             prepared.append(Row(key, params, latents, scheduler, timesteps, prompts[i : i + 1],
                                 negative_of.get(i), condition=start.condition))
         return prepared
+
+    def _scheduler(self, params: GenerationParams) -> Any:
+        """The row's own scheduler (multistep ones keep past outputs per sample): the pipeline's, or with
+        the row's ``flow_shift`` the same one with that shift."""
+        if params.flow_shift is None:
+            return copy.deepcopy(self.pipeline.scheduler)
+        base = self.pipeline.scheduler
+        if "flow_shift" not in base.config:
+            raise ValueError(f"{type(base).__name__} takes no flow_shift")
+        return type(base).from_config({**base.config, "flow_shift": params.flow_shift})
 
     def _noise(self, params: GenerationParams, device: torch.device) -> torch.Tensor:
         """The row's seed's noise, (1, C, F, h, w) float32, as both pipelines' ``prepare_latents`` draw it

@@ -23,6 +23,7 @@ from reelserve.schemas.suggest import frame_counts, multiples, nearest, nearest_
 MAX_PROMPT_CHARS = 2000
 MAX_SEED = 2**63 - 1
 MAX_SECONDS = 3600.0  # no model comes near: a bound that keeps seconds*fps finite
+MAX_FLOW_SHIFT = 20.0  # past Wan's 720p value (12 for the A14B T2V): nearly every step at high noise
 MAX_DEADLINE_S = 366 * 86400.0  # longer than any tier allows; the tier's own bound is checked on placement
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _DECIMAL_RE = re.compile(r"\d{1,6}(\.\d{1,6})?")
@@ -78,6 +79,8 @@ class VideoCreateRequest(BaseModel):
     num_inference_steps: int | None = Field(default=None, gt=0)
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
     guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
+    flow_shift: float | None = Field(default=None, gt=0, le=MAX_FLOW_SHIFT, description="the sampler's timestep "
+                                     "shift (higher: more steps at high noise); default the adapter's, else the model's")
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     preview_every: int | None = Field(
         default=None, ge=0, description="send a live preview (SSE 'preview' event, GET .../preview) every this many "
@@ -147,6 +150,7 @@ class VideoRemixRequest(BaseModel):
     num_inference_steps: int | None = Field(default=None, gt=0)
     guidance_scale: float | None = Field(default=None, ge=0, le=50)
     guidance_scale_2: float | None = Field(default=None, ge=0, le=50)
+    flow_shift: float | None = Field(default=None, gt=0, le=MAX_FLOW_SHIFT)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     preview_every: int | None = Field(default=None, ge=0)
     cache: CacheOptions | None = None
@@ -224,6 +228,8 @@ class GenerationParams(BaseModel):
     num_inference_steps: Annotated[int, Role.BATCH | Role.PIXELS | Role.PUBLIC]
     guidance_scale: Annotated[float, Role.BATCH | Role.PIXELS | Role.PUBLIC]
     guidance_scale_2: Annotated[float | None, Role.BATCH | Role.PIXELS | Role.PUBLIC] = None
+    # The sampler's shift (None: the model's own); each row has its own scheduler, so any shifts share a call.
+    flow_shift: Annotated[float | None, Role.ROW | Role.PIXELS | Role.PUBLIC] = None
     seed: Annotated[int, Role.ROW | Role.PIXELS | Role.PUBLIC]
     # Every this many steps the running row's preview goes out (0: none); it changes no pixel.
     preview_every: Annotated[int, Role.ROW | Role.PUBLIC] = 0
@@ -307,6 +313,7 @@ def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) ->
         num_inference_steps=steps,
         guidance_scale=guidance,
         guidance_scale_2=guidance_2,
+        flow_shift=req.flow_shift,
         seed=req.seed if req.seed is not None else secrets.randbelow(MAX_SEED),
         preview_every=_resolve_preview_every(req, steps, limits),
     )

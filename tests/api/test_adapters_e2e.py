@@ -116,15 +116,23 @@ def test_an_adapter_deleted_while_its_row_runs_lets_the_row_finish(server: Runni
 
 def test_a_distillation_adapters_defaults_apply_when_the_request_sets_none(server: RunningServer,
                                                                            tmp_path: Path) -> None:
-    few = upload(server, "fewstep", lora_file(tmp_path / "few.safetensors", seed=6), steps="3", guidance="1.0")
-    assert few["status"] == 200 and (few["steps"], few["guidance"]) == (3, 1.0)
+    bad = upload(server, "fewstep", lora_file(tmp_path / "few.safetensors", seed=6), shift="0")
+    assert bad["status"] == 422 and bad["error"]["param"] == "shift" and "fewstep" not in str(stored(server))
+    few = upload(server, "fewstep", lora_file(tmp_path / "few.safetensors", seed=6), steps="3", guidance="1.0",
+                 shift="5")
+    assert few["status"] == 200 and (few["steps"], few["guidance"], few["shift"]) == (3, 1.0, 5.0)
     body = {k: v for k, v in BODY.items() if k != "num_inference_steps"}
     defaulted = server.client.post("/v1/videos", json={**body, "loras": [{"name": "fewstep"}]}).json()
-    assert (defaulted["num_inference_steps"], defaulted["guidance_scale"]) == (3, 1.0)
+    assert (defaulted["num_inference_steps"], defaulted["guidance_scale"], defaulted["flow_shift"]) == (3, 1.0, 5.0)
     own = server.client.post("/v1/videos", json={**body, "num_inference_steps": 2, "guidance_scale": 4.0,
-                                                 "loras": [{"name": "fewstep"}]}).json()
-    assert (own["num_inference_steps"], own["guidance_scale"]) == (2, 4.0)  # the request's own values win
-    for job in (defaulted, own):
+                                                 "flow_shift": 2.5, "loras": [{"name": "fewstep"}]}).json()
+    # The request's own values win.
+    assert (own["num_inference_steps"], own["guidance_scale"], own["flow_shift"]) == (2, 4.0, 2.5)
+    plain = server.client.post("/v1/videos", json=body).json()
+    assert plain["flow_shift"] is None  # the model's own
+    too_far = server.client.post("/v1/videos", json={**body, "flow_shift": 25})
+    assert too_far.status_code == 422 and too_far.json()["error"]["param"] == "flow_shift"
+    for job in (defaulted, own, plain):
         assert final_video(server, job["id"], ALICE)["status"] == "completed"
 
 
