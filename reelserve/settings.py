@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     adapters_dir: Path | None = Field(
         None, description="A directory of LoRA .safetensors files (diffusers/PEFT or Wan community format), each "
         "registered at start as a public adapter named by its file; a <name>.json beside it may say its "
-        "description, steps and guidance.",
+        "description, steps, guidance and shift.",
     )
     max_loras: int = Field(4, ge=1, le=16, description="Adapters one request may name.")
     lora_cache_adapters: int = Field(16, ge=1, description="Adapters kept loaded on the device at once (LRU).")

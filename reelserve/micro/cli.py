@@ -145,35 +145,48 @@ def lora(
 
 @app.command("eval-adapter")
 def evaluate_adapter(
-    adapter: Annotated[Path, typer.Argument(help="The adapter's .safetensors file.")],
+    adapter: Annotated[Path, typer.Argument(help="The adapter's .safetensors file (its .json beside it, if any).")],
     scale: float = 1.0,
     model_path: Annotated[Path | None, typer.Option(help="Pipeline directory (default: the committed weights).")] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per prompt (0, 1, ...).")] = 2,
-    steps: int = 25,
-    guidance_scale: float = 5.0,
     limit: Annotated[int | None, typer.Option(help="Only the first N held-out prompts.")] = None,
     sheet: Annotated[Path, typer.Option(help="Contact sheet PNG of the adapted clips.")] = Path("adapter-eval.png"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON.")] = None,
 ) -> None:
-    """The held-out prompts with and without the adapter: how many clips show its style, and whether
-    colour, motion and shape stay as prompted."""
-    from reelserve.micro.adapter_eval import KEPT
-    from reelserve.micro.adapter_eval import evaluate_adapter as judge_adapter
+    """The held-out prompts with and without the adapter. A style: how many clips show it, and whether
+    colour, motion and shape stay as prompted. A distillation (its .json recommends steps): accuracy and
+    seconds a clip at its settings, against the model as served."""
     from reelserve.micro.adherence import GenerationSettings
-    from reelserve.micro.contact_sheet import contact_sheet
     from reelserve.micro.dataset import eval_prompts
     from reelserve.models import LoadOptions, load_model
 
     if not adapter.is_file():
         console.print(f"[red]error:[/red] no adapter file at {adapter}")
         raise typer.Exit(2)
+    sidecar = adapter.with_suffix(".json")
+    recommended = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
     loaded = load_model("micro", LoadOptions(path=str(model_path) if model_path else None))
-    settings = GenerationSettings(seeds=tuple(range(seeds)), steps=steps, guidance=guidance_scale)
+    settings = GenerationSettings(seeds=tuple(range(seeds)))
+    judge_set = _judge_distillation if "steps" in recommended else _judge_style
     with _progress() as bar:
         task = bar.add_task("clips", total=None, loss="")
-        base, adapted = judge_adapter(loaded.pipeline, loaded.max_sequence_length, adapter, scale,
-                                      eval_prompts()[:limit], settings,
-                                      lambda done, total: bar.update(task, completed=done, total=total))
+        on_clips = lambda done, total: bar.update(task, completed=done, total=total)  # noqa: E731
+        report, clips, labels = judge_set(loaded, adapter, scale, recommended, eval_prompts()[:limit], settings,
+                                          on_clips)
+    from reelserve.micro.contact_sheet import contact_sheet
+
+    contact_sheet(clips, labels, sheet)
+    typer.echo(f"contact sheet: {sheet}")
+    if json_out:
+        report = {"adapter": str(adapter), "scale": scale, "seeds": seeds, **report}
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _judge_style(loaded, adapter: Path, scale: float, recommended: dict, prompts, settings, on_clips):
+    from reelserve.micro.adapter_eval import KEPT, evaluate_adapter
+
+    base, adapted = evaluate_adapter(loaded.pipeline, loaded.max_sequence_length, adapter, scale, prompts, settings,
+                                     on_clips)
     table = Table("reading", "without", f"with {adapter.stem} @ {scale:g}", title="adapter")
     table.add_row("outlined", f"{base.outlined:.1%}", f"{adapted.outlined:.1%}")
     table.add_row("hollowness", f"{base.hollowness:.3f}", f"{adapted.hollowness:.3f}")
@@ -181,12 +194,28 @@ def evaluate_adapter(
         table.add_row(f"{name} kept", f"{base.kept[name]:.1%}", f"{adapted.kept[name]:.1%}")
     Console().print(table)
     labels = [f"{c.prompt.prompt} [seed {c.seed}] hollow {c.style.hollowness:.2f}" for c in adapted.clips]
-    contact_sheet([c.frames for c in adapted.clips], labels, sheet)
-    typer.echo(f"contact sheet: {sheet}")
-    if json_out:
-        report = {"adapter": str(adapter), "scale": scale, "settings": {"seeds": seeds, "steps": steps,
-                  "guidance": guidance_scale}, "without": base.as_json(), "with": adapted.as_json()}
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    return {"without": base.as_json(), "with": adapted.as_json()}, [c.frames for c in adapted.clips], labels
+
+
+def _judge_distillation(loaded, adapter: Path, scale: float, recommended: dict, prompts, settings, on_clips):
+    from reelserve.micro.adapter_eval import evaluate_distillation
+
+    runs = evaluate_distillation(loaded.pipeline, loaded.max_sequence_length, adapter, recommended, prompts,
+                                 settings, on_clips)
+    table = Table("run", "steps", "guidance", "calls a clip", "colour", "motion", "shape", "consistency",
+                  "s a clip", title=f"distillation: {adapter.stem}")
+    for run in runs:
+        accuracy = run.report.accuracy
+        table.add_row(run.label, str(run.steps), f"{run.guidance:g}", str(run.transformer_calls),
+                      f"{accuracy['color']:.1%}", f"{accuracy['motion']:.1%}", f"{accuracy['shape']:.1%}",
+                      f"{run.report.consistency:.3f}", f"{run.seconds_per_clip:.3f}")
+    Console(width=max(Console().width, 110)).print(table)  # nine columns: a log file's 80 would wrap them
+    fast = runs[-1].report.results
+    labels = [_label(r) for r in fast]
+    report = {"runs": [{"label": run.label, "steps": run.steps, "guidance": run.guidance,
+                        "transformer_calls": run.transformer_calls, "seconds_per_clip": round(run.seconds_per_clip, 4),
+                        **_as_json(run.report)} for run in runs]}
+    return report, [r.frames for r in fast], labels
 
 
 @app.command("eval")
