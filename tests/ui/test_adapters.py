@@ -41,7 +41,8 @@ def adapters_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     lora_file(directory / "style.safetensors", seed=1)
     (directory / "style.json").write_text('{"description": "a test style"}')
     lora_file(directory / "grain.safetensors", seed=2)
-    (directory / "grain.json").write_text('{"description": "coarse grain, distilled", "steps": 2, "guidance": 1.0}')
+    (directory / "grain.json").write_text(
+        '{"description": "coarse grain, distilled", "steps": 2, "guidance": 1.0, "shift": 4.0}')
     with serve(tmp_path_factory.mktemp("ui-adapters") / "data", adapters_dir=directory, api_keys=[USER_KEY]) as running:
         yield running
 
@@ -83,7 +84,7 @@ def test_the_field_lists_the_adapters_and_is_hidden_where_the_server_takes_none(
     field = page.get_by_label("Adapters", exact=True)
     expect(field).to_be_visible()
     listed = field.locator("option")
-    expect(listed).to_have_text(["grain · coarse grain, distilled · recommends 2 steps, guidance 1",
+    expect(listed).to_have_text(["grain · coarse grain, distilled · recommends 2 steps, guidance 1, shift 4",
                                  "style · a test style"])
     assert listed.evaluate_all("os => os.map(o => o.value)") == ["grain", "style"]
     expect(page.locator("#adapters-hint")).to_have_text(
@@ -133,10 +134,11 @@ def test_two_adapters_then_one_removed_and_a_recommendation_the_server_applies(
     expect(page.get_by_label("Adapters", exact=True)).to_have_value("")
     curl = page.locator("#snippet-curl")
     expect(curl).to_contain_text('"loras":[{"name":"style","scale":0.5},{"name":"grain","scale":-1.25}]')
-    # grain recommends 2 steps and guidance 1, and the user has set neither: the request leaves them out.
+    # grain recommends 2 steps, guidance 1 and shift 4, and the user has set neither steps nor guidance (the
+    # form has no shift): the request leaves them out.
     recommendation = page.locator("#adapters-recommendation")
-    expect(recommendation).to_have_text(
-        "The server applies grain's recommended 2 steps and guidance 1, as you have not set steps or guidance.")
+    expect(recommendation).to_have_text("The server applies grain's recommended 2 steps, guidance 1 and shift 4, "
+                                        "as you have not set steps or guidance.")
     expect(curl).not_to_contain_text("num_inference_steps")
     expect(curl).not_to_contain_text("guidance_scale")
     params = adapters_server.client.get("/v1/models/tiny", headers=AUTH).json()["parameters"]
@@ -148,13 +150,15 @@ def test_two_adapters_then_one_removed_and_a_recommendation_the_server_applies(
     expect(curl).to_contain_text('"loras":[{"name":"grain","scale":-1.25}]')
     video = video_of(adapters_server, _generate(page, "a paper boat in grain"))
     assert [(lora["name"], lora["scale"]) for lora in video["loras"]] == [("grain", -1.25)]
-    assert (video["num_inference_steps"], video["guidance_scale"]) == (2, 1.0)  # grain's, applied by the server
+    # grain's, applied by the server, and shown.
+    assert (video["num_inference_steps"], video["guidance_scale"], video["flow_shift"]) == (2, 1.0, 4.0)
     expect(page.locator("#detail-loras")).to_have_text("grain × -1.25")
+    expect(page.locator("#detail-shift")).to_have_text("4")
 
     # Steps set by the user are the user's: sent, and the hint says which value wins.
     page.get_by_label("Steps").fill("3")
     expect(recommendation).to_have_text(
-        "The server applies grain's recommended guidance 1, as you have not set guidance. "
+        "The server applies grain's recommended guidance 1 and shift 4, as you have not set guidance. "
         "Your steps (3) are sent, not grain's 2 steps.")
     expect(curl).to_contain_text('"num_inference_steps":3')
     expect(curl).not_to_contain_text("guidance_scale")

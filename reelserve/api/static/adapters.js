@@ -11,6 +11,8 @@ import { $, text } from "./dom.js";
 const RECOMMENDABLE = [
   { key: "steps", field: "num_inference_steps", say: (value) => `${value} steps` },
   { key: "guidance", field: "guidance_scale", say: (value) => `guidance ${value}` },
+  // The form has no shift of its own: a recommended one is always the server's to apply.
+  { key: "shift", field: "flow_shift", say: (value) => `shift ${value}` },
 ];
 // The fields a user may set that a recommendation stands in for while they have not.
 const SETTABLE = ["num_inference_steps", "guidance_scale", "guidance_scale_2"];
@@ -103,7 +105,8 @@ export function showAdapterHint() {
     const by = new Map();
     for (const r of applied) by.set(r.from, [...(by.get(r.from) || []), r]);
     const what = [...by].map(([from, theirs]) => `${from}'s recommended ${words(theirs.map((r) => r.say(r.value)))}`);
-    parts.push(`The server applies ${words(what)}, as you have not set ${applied.map((r) => r.key).join(" or ")}.`);
+    const unset = applied.filter((r) => $(r.field)).map((r) => r.key); // a shift has no field to set
+    parts.push(`The server applies ${words(what)}${unset.length ? `, as you have not set ${unset.join(" or ")}` : ""}.`);
   }
   for (const r of kept) {
     parts.push(`Your ${r.key} (${$(r.field).value.trim()}) ${r.key === "steps" ? "are" : "is"} sent, not ${r.from}'s ${r.say(r.value)}.`);

@@ -287,6 +287,7 @@ function renderDetails(video) {
     ["Frames", `${video.num_frames} at ${video.fps} fps (${video.seconds} s)`, "detail-frames"],
     ["Steps", String(video.num_inference_steps), "detail-steps"],
     ["Guidance", video.guidance_scale_2 != null ? `${video.guidance_scale} / ${video.guidance_scale_2}` : String(video.guidance_scale), "detail-guidance"],
+    ...(video.flow_shift != null ? [["Shift", String(video.flow_shift), "detail-shift"]] : []),
     ["Timings", `queue ${seconds(t.queue_s)} · inference ${seconds(t.inference_s)} · encode ${seconds(t.encode_s)} · total ${seconds(t.total_s)}`
       + (t.first_preview_s != null ? ` · first preview ${seconds(t.first_preview_s)}` : ""), "detail-timings"],
   ];
