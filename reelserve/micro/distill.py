@@ -53,10 +53,11 @@ def student_sigmas() -> torch.Tensor:
 
 
 @torch.no_grad()
-def teacher_pairs(pipe: WanPipeline, bank: CaptionBank, count: int, seed: int,
-                  report: Callable[[int, int], None]) -> TeacherPairs:
+def teacher_pairs(pipe: WanPipeline, bank: CaptionBank, count: int, seed: int, chunks: list[torch.Tensor],
+                  made: Callable[[int, int], None]) -> TeacherPairs:
     """``count`` teacher samples of random training captions (never the empty one), each from its own
-    seeded noise; ``report(done, total)`` after each batch."""
+    seeded noise, in batches appended to ``chunks`` from its length on (a stopped run's batches are
+    kept); ``made(done, total)`` after each batch."""
     rng = np.random.default_rng(seed)
     captions = torch.tensor([bank.pick(rng, bank.keys[int(rng.integers(len(bank.keys)))], 0.0) for _ in range(count)])
     generator = torch.Generator().manual_seed(seed)
@@ -65,15 +66,15 @@ def teacher_pairs(pipe: WanPipeline, bank: CaptionBank, count: int, seed: int,
     shape = (count, pipe.transformer.config.in_channels, latent_frames, latent_size, latent_size)
     noise = torch.randn(shape, generator=generator)
     empty = bank.embeddings[bank.empty : bank.empty + 1].float()
-    chunks, total = [], -(-count // TEACHER_BATCH)
-    for index in range(total):
+    total = -(-count // TEACHER_BATCH)
+    for index in range(len(chunks), total):
         rows = slice(index * TEACHER_BATCH, (index + 1) * TEACHER_BATCH)
         embeds = bank.embeddings[captions[rows]].float()
         chunks.append(pipe(prompt_embeds=embeds, negative_prompt_embeds=empty.expand(len(embeds), -1, -1),
                            height=SIZE, width=SIZE, num_frames=FRAMES, num_inference_steps=TEACHER_STEPS,
                            guidance_scale=TEACHER_GUIDANCE, latents=noise[rows].clone(), output_type="latent",
                            max_sequence_length=MAX_SEQUENCE_LENGTH).frames.float())
-        report(index + 1, total)
+        made(index + 1, total)
     return TeacherPairs(noise, torch.cat(chunks), captions)
 
 

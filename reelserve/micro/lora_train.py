@@ -39,6 +39,7 @@ ProgressFn = Callable[[str, int, int, float | None], None]
 # Every attention projection and both feed-forward layers of each block (PEFT matches by suffix).
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2")
 ENCODE_BATCH = 32
+DATA = "data"  # a checkpoint's position while the training data is still being made
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,10 @@ class Recipe:
 
     description: str
     defaults: dict[str, float]
-    data: Callable[[WanPipeline, LoraTrainConfig, ProgressFn], Any]
+    # (pipe, config, the chunks made so far, to extend; called after each chunk with (done, total)).
+    data: Callable[[WanPipeline, LoraTrainConfig, list[torch.Tensor], Callable[[int, int], None]], Any]
     stage: Callable[[WanPipeline, LoraTrainConfig, Any], Any]
+    data_name: str
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,7 @@ def train_lora(config: LoraTrainConfig, base_dir: Path, out_dir: Path, progress:
                stop_after: int | None = None) -> dict[str, Any]:
     """Train ``config.recipe`` on the model in ``base_dir`` into ``out_dir`` (``<recipe>.safetensors``,
     ``<recipe>.json``, ``checkpoint.pt``), continuing from the checkpoint there if there is one; return
-    the summary. ``stop_after``: stop after that many steps in all, as a stopped process would."""
+    the summary. ``stop_after``: stop after that many training steps in all, as a stopped process would."""
     from peft import set_peft_model_state_dict
 
     recipe = RECIPES.get(config.recipe)
@@ -93,32 +96,31 @@ def train_lora(config: LoraTrainConfig, base_dir: Path, out_dir: Path, progress:
     torch.set_num_threads(config.threads)
     torch.set_flush_denormal(True)
     pipe = _adapted_pipeline(base_dir, config)
-    summary: dict[str, Any] = {"config": asdict(config), "base": _base_record(base_dir)}
     saved = load_checkpoint(out_dir)
-    if saved is not None:
-        if saved["summary"]["config"] != asdict(config):
-            raise ValueError("the checkpoint in this directory was made with other settings; train into a new directory")
-        summary, data, position = dict(saved["summary"]), saved["data"], saved["position"]
+    if saved is not None and saved["summary"]["config"] != asdict(config):
+        raise ValueError("the checkpoint in this directory was made with other settings; train into a new directory")
+    clock = CheckpointClock(config.checkpoint_minutes * 60)
+    if saved is None or saved["position"] == DATA:
+        summary = {"config": asdict(config), "base": _base_record(base_dir)} if saved is None else saved["summary"]
+        data = _make_data(recipe, pipe, config, out_dir, summary, [] if saved is None else saved["chunks"], clock,
+                          report)
+        position = 0
     else:
-        data, position = recipe.data(pipe, config, report), 0
+        summary, data, position = dict(saved["summary"]), saved["data"], saved["position"]
     stage = recipe.stage(pipe, config, data)
-    if saved is not None:
+    if saved is not None and saved["position"] != DATA:
         set_peft_model_state_dict(pipe.transformer, saved["lora"])
         stage.load_state_dict(saved["stage"])
-    started, clock, budget = time.perf_counter(), CheckpointClock(config.checkpoint_minutes * 60), stop_after
-    before = summary.get("seconds", 0.0)
+    started, budget, before = time.perf_counter(), stop_after, summary.get("seconds", 0.0)
     for step in range(position, stage.total):
-        if budget is not None and budget <= 0:
+        if budget is not None and budget <= 0 or clock.due():
             summary["seconds"] = round(before + time.perf_counter() - started, 1)
             _checkpoint(pipe, summary, data, stage, out_dir, step)
-            return summary
-        loss = stage.step(step)
-        budget = None if budget is None else budget - 1
-        report("adapter", step + 1, stage.total, loss)
-        if clock.due():
-            summary["seconds"] = round(before + time.perf_counter() - started, 1)
-            _checkpoint(pipe, summary, data, stage, out_dir, step + 1)
             clock.reset()
+            if budget is not None and budget <= 0:
+                return summary
+        report("adapter", step + 1, stage.total, stage.step(step))
+        budget = None if budget is None else budget - 1
     stage.finish()  # the averaged weights are what ships
     tail = stage.losses[-100:]
     summary.update(steps_done=len(stage.losses), loss=round(sum(tail) / len(tail), 5) if tail else None,
@@ -126,6 +128,20 @@ def train_lora(config: LoraTrainConfig, base_dir: Path, out_dir: Path, progress:
     _save_adapter(pipe, config, recipe, out_dir, summary)
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     return summary
+
+
+def _make_data(recipe: Recipe, pipe: WanPipeline, config: LoraTrainConfig, out_dir: Path, summary: dict[str, Any],
+               chunks: list[torch.Tensor], clock: CheckpointClock, report: ProgressFn) -> Any:
+    """The recipe's training data, made chunk by chunk from ``chunks`` on (those a stopped run made);
+    the chunks so far are checkpointed when the clock says so (a distillation's teacher samples are
+    most of its run on a CPU)."""
+    def made(done: int, total: int) -> None:
+        if clock.due() and done < total:
+            save_checkpoint(out_dir, {"position": DATA, "chunks": chunks, "summary": summary})
+            clock.reset()
+        report(recipe.data_name, done, total, None)
+
+    return recipe.data(pipe, config, chunks, made)
 
 
 def _adapted_pipeline(base_dir: Path, config: LoraTrainConfig) -> WanPipeline:
@@ -145,16 +161,17 @@ def _adapted_pipeline(base_dir: Path, config: LoraTrainConfig) -> WanPipeline:
 
 
 @torch.no_grad()
-def _outline_latents(pipe: WanPipeline, config: LoraTrainConfig, report: ProgressFn) -> torch.Tensor:
+def _outline_latents(pipe: WanPipeline, config: LoraTrainConfig, chunks: list[torch.Tensor],
+                     made: Callable[[int, int], None]) -> torch.Tensor:
     """The training clips in the style, encoded by the frozen VAE and normalised with the statistics the
     base model was trained with (the same scenes, in order, that ``DenoiserStage`` captions)."""
     rng = np.random.default_rng(config.seed + 7)
     scenes = [outline_scene(s.scene, rng) for s in training_samples(config.latent_clips, seed=config.seed + 1)]
-    total, chunks = -(-len(scenes) // ENCODE_BATCH), []
-    for index in range(total):
+    total = -(-len(scenes) // ENCODE_BATCH)
+    for index in range(len(chunks), total):
         clips = [render_outline(scene) for scene in scenes[index * ENCODE_BATCH : (index + 1) * ENCODE_BATCH]]
         chunks.append(pipe.vae.encode(to_tensor(clips)).latent_dist.mean)
-        report("encode", index + 1, total, None)
+        made(index + 1, total)
     shape = (1, -1, 1, 1, 1)
     mean = torch.tensor(pipe.vae.config.latents_mean).view(shape)
     std = torch.tensor(pipe.vae.config.latents_std).view(shape)
@@ -165,10 +182,10 @@ def _outline_stage(pipe: WanPipeline, config: LoraTrainConfig, latents: torch.Te
     return DenoiserStage(pipe, config.denoiser(), RunData(latents=latents))
 
 
-def _teacher_pairs(pipe: WanPipeline, config: LoraTrainConfig, report: ProgressFn) -> TeacherPairs:
+def _teacher_pairs(pipe: WanPipeline, config: LoraTrainConfig, chunks: list[torch.Tensor],
+                   made: Callable[[int, int], None]) -> TeacherPairs:
     bank = CaptionBank(pipe, config.captions_per_scene, seed=config.seed + 6, device=torch.device("cpu"))
-    return teacher_pairs(pipe, bank, config.latent_clips, config.seed + 8,
-                         lambda done, total: report("teacher", done, total, None))
+    return teacher_pairs(pipe, bank, config.latent_clips, config.seed + 8, chunks, made)
 
 
 def _distill_stage(pipe: WanPipeline, config: LoraTrainConfig, pairs: TeacherPairs) -> DistillStage:
@@ -179,10 +196,11 @@ def _distill_stage(pipe: WanPipeline, config: LoraTrainConfig, pairs: TeacherPai
 
 RECIPES = {
     "outline": Recipe("Draws the object as a hollow outline, larger, with its colour, shape, motion and background "
-                      "kept.", {}, _outline_latents, _outline_stage),
+                      "kept.", {}, _outline_latents, _outline_stage, "encode"),
     "fast": Recipe(f"{STUDENT_STEPS} steps without guidance instead of {TEACHER_STEPS} guided ones: the micro model "
                    "distilled into an adapter (reflow).",
-                   {"steps": STUDENT_STEPS, "guidance": 1.0, "shift": STUDENT_SHIFT}, _teacher_pairs, _distill_stage),
+                   {"steps": STUDENT_STEPS, "guidance": 1.0, "shift": STUDENT_SHIFT}, _teacher_pairs, _distill_stage,
+                   "teacher"),
 }
 
 

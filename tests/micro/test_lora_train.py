@@ -55,6 +55,28 @@ def test_a_stopped_run_resumes_to_the_same_adapter(smoke_adapter: tuple[Path, di
     assert all(torch.equal(uninterrupted[k], resumed[k]) for k in uninterrupted)
 
 
+class Stopped(Exception):
+    """A process stopped: raised from the progress callback."""
+
+
+def test_a_run_stopped_while_making_its_data_resumes_to_the_same_adapter(tmp_path: Path) -> None:
+    config = LoraTrainConfig(**{**SMOKE.__dict__, "latent_clips": 33, "checkpoint_minutes": 0.0})  # two chunks
+
+    def stop_at_the_second_chunk(stage: str, done: int, total: int, loss: float | None) -> None:
+        if stage == "encode" and done == 2:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        train_lora(config, MICRO_WEIGHTS, tmp_path / "stopped", stop_at_the_second_chunk)
+    saved = torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=False)
+    assert saved["position"] == "data" and len(saved["chunks"]) == 1
+    resumed = train_lora(config, MICRO_WEIGHTS, tmp_path / "stopped")
+    whole = train_lora(config, MICRO_WEIGHTS, tmp_path / "whole")
+    assert resumed["steps_done"] == whole["steps_done"] == 4
+    ours, theirs = (load_file(tmp_path / run / "outline.safetensors") for run in ("stopped", "whole"))
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_another_seed_trains_another_adapter(smoke_adapter: tuple[Path, dict], tmp_path: Path) -> None:
     train_lora(LoraTrainConfig(**{**SMOKE.__dict__, "seed": 1}), MICRO_WEIGHTS, tmp_path)
     ours, theirs = load_file(smoke_adapter[0] / "outline.safetensors"), load_file(tmp_path / "outline.safetensors")
