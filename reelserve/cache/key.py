@@ -41,8 +41,10 @@ def _inside_word(text: str, i: int) -> bool:
     return 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
 
 
-# What a user brings besides the prompt (a first frame, a clip to re-draw): part of the signature when given.
-_INPUTS = frozenset({"input_reference", "input_fit", "source", "strength", "loras"})
+# What a user brings besides the prompt (a first frame, a clip to re-draw, adapters) and what was added to
+# the parameters later (a shift): part of the signature when given, so a request without them keys as it
+# did before they existed and earlier cached videos still hit.
+_WHEN_GIVEN = frozenset({"input_reference", "input_fit", "source", "strength", "loras", "flow_shift"})
 
 
 def output_signature(
@@ -62,7 +64,7 @@ def output_signature(
         if name == "prompt":  # keyed apart, normalised, and what the semantic cache matches on
             continue
         value = getattr(params, name)
-        if name in _INPUTS and not value:  # a text-only request keys as it did before inputs existed
+        if name in _WHEN_GIVEN and value in (None, (), ""):
             continue
         if name == "loras":  # by content and scale, in one order: the name is only what it is called
             value = sorted((ref.sha256, ref.scale) for ref in value)

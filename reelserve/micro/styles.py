@@ -21,7 +21,7 @@ from reelserve.micro.world import BACKGROUNDS, COLORS, FRAMES, SIZE, Scene, rand
 OUTLINE_EXTENT = (24.0, 30.0)  # pixels, against the world's 14-20
 OUTLINE_STROKE = 4.0
 # A drawn outline measures 0.2-0.52 (triangles lowest: their hollow is the smallest). Generated
-# filled shapes measure 0.07 on average (blobs are not quite convex), 3 of 42 held-out clips 0.2 or
+# filled shapes measure 0.07 on average (blobs are not quite convex), 2 of 42 held-out clips 0.2 or
 # more; the outline adapter's clips 0.42 on average (``reelserve micro eval-adapter``).
 OUTLINED_AT = 0.2
 

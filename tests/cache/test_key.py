@@ -86,6 +86,7 @@ CHANGED_FIELDS = {
     "source": "sha256:another-clip",
     "strength": 0.4,
     "loras": (LoraRef(name="style", sha256="sha256:ab", scale=0.8),),
+    "flow_shift": 3.0,
 }
 
 

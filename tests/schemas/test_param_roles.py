@@ -15,8 +15,9 @@ BASE = GenerationParams(model="micro", prompt="a red circle moving right", negat
 OTHER = {"model": "tiny", "prompt": "a blue square", "negative_prompt": "blurry", "width": 128, "height": 32,
          "num_frames": 33, "fps": 16, "num_inference_steps": 10, "guidance_scale": 3.0, "guidance_scale_2": 2.0,
          "seed": 2, "preview_every": 5, "input_reference": "sha256:ab", "input_fit": "crop", "source": "sha256:cd",
-         "strength": 0.5, "loras": (LoraRef(name="style", sha256="sha256:ef", scale=0.8),)}
-INPUTS = ("input_reference", "input_fit", "source", "strength", "loras")
+         "strength": 0.5, "loras": (LoraRef(name="style", sha256="sha256:ef", scale=0.8),), "flow_shift": 3.0}
+# Keyed only when given, so that requests without them key as before they existed.
+INPUTS = ("input_reference", "input_fit", "source", "strength", "loras", "flow_shift")
 
 
 def test_every_field_declares_whether_it_shapes_the_call_or_the_row() -> None:
