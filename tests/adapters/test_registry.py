@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,23 +17,27 @@ from reelserve.redis_names import RedisKeys
 from reelserve.storage.local import LocalStorage
 
 WRITERS = 8
+OVERLAP_S = 0.05
 
 
 class SlowIndexStorage(LocalStorage):
-    """Local storage whose index reads take a while (as an S3 round trip does), so that changes made at
-    once overlap between reading the index and writing it back; it counts how many ever did."""
+    """Local storage whose index read waits (up to ``OVERLAP_S``) for another change to read it too, as
+    a slow round trip would let it: changes made at once without a lock then surely overlap between
+    reading the index and writing it back. It counts how many ever did."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self.changing, self.most_at_once = 0, 0
-        self._count = threading.Lock()
+        self._count = threading.Condition()
 
     def get(self, key: str) -> bytes:
         if key == INDEX_KEY:
             with self._count:
                 self.changing += 1
                 self.most_at_once = max(self.most_at_once, self.changing)
-            time.sleep(0.01)  # the round trip's latency; what it overlaps is what the test counts
+                self._count.notify_all()
+                # Under a lock no other change can come: the wait ends at its deadline.
+                self._count.wait_for(lambda: self.changing > 1, timeout=OVERLAP_S)
         return super().get(key)
 
     def put(self, key: str, data: bytes) -> None:
