@@ -145,6 +145,10 @@ class WanFamily:
         with model.cache_context("uncond", **context):
             uncond = model(hidden_states=latents, timestep=timestep, encoder_hidden_states=negatives,
                            return_dict=False)[0]
+        return self._mix(rows, cond, uncond, high_noise)
+
+    def _mix(self, rows: list[Row], cond: torch.Tensor, uncond: torch.Tensor, high_noise: bool) -> torch.Tensor:
+        """Classifier-free guidance, each row at its own scale."""
         scales = [self._guidance(row, high_noise) for row in rows]
         scale = torch.tensor(scales, device=cond.device, dtype=cond.dtype).view(-1, 1, 1, 1, 1)
         return uncond + scale * (cond - uncond)
@@ -197,7 +201,14 @@ class WanFamily:
     def decode(self, rows: list[Row]) -> list[np.ndarray]:
         vae = self.pipeline.vae
         latents = torch.cat([self.image.video_latents(row) for row in rows]).to(vae.device, vae.dtype)
-        video = vae.decode(denormalise(vae, latents), return_dict=False)[0]
+        return self._frames(self._decode_latents(latents))
+
+    def _decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, C, F, h, w) to the VAE's video (B, 3, F, H, W)."""
+        vae = self.pipeline.vae
+        return vae.decode(denormalise(vae, latents), return_dict=False)[0]
+
+    def _frames(self, video: torch.Tensor) -> list[np.ndarray]:
         frames = self.pipeline.video_processor.postprocess_video(video, output_type="np")
         return [np.asarray(clip) for clip in frames]
 

@@ -1,0 +1,317 @@
+"""One worker's process group: rank 0 is the worker itself (queue, batching, rows, schedulers, previews;
+everything the engine does), and the other ranks are processes it starts that hold the same model and
+take part in each transformer evaluation and each decode it sends them.
+
+Commands go to the followers over a pipe each (so an idle follower waits on nothing with a timeout), and
+their tensors by broadcast from rank 0 in the process group (NCCL on GPUs, gloo on CPU). A follower
+that dies, or a collective that fails or times out, raises ``RankFailure`` in rank 0, which has already
+built the group again (killed what was left, new processes, a new rendezvous): the batch's jobs are
+retried by the engine, none lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import timedelta
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from reelserve.models.latent_space import denormalise
+from reelserve.parallel.attention import SequenceShards
+from reelserve.parallel.failure import RankFailure
+from reelserve.parallel.layout import ParallelLayout
+from reelserve.parallel.sharding import shard_transformer
+
+log = logging.getLogger(__name__)
+
+# A rank's model: (pipeline, adapter bank or None), built in the follower's own process. Picklable
+# (a module-level function, or a ``functools.partial`` of one): processes are spawned, not forked.
+Build = Callable[[int], tuple[Any, Any]]
+EXPERTS = ("transformer", "transformer_2")
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    layout: ParallelLayout
+    build: Build
+    backend: str = "gloo"  # "nccl" on GPUs
+    timeout_s: float = 300.0  # a collective (or the group's start) that takes longer fails the group
+    threads: int | None = None  # torch's CPU threads in each follower
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One transformer evaluation: ``expert`` of the pipeline, the cond branch and with ``guided`` the
+    uncond one, under the step caches' context and the rows' adapters."""
+
+    expert: str
+    guided: bool
+    tensors: tuple[TensorSpec, ...]  # latents, timestep, prompts and (guided) negatives
+    context: dict[str, Any]
+    timestep: float  # the pipeline's ``_current_timestep`` (Pyramid Attention Broadcast reads it)
+    adapters: tuple[tuple[tuple[str, float], ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decode:
+    """Finished rows' latents (normalised); rank r decodes rows r, r + world, ... and sends them to 0."""
+
+    tensors: tuple[TensorSpec, ...]
+
+
+class RankState:
+    """What every rank holds: its model, its place in the layout, its groups."""
+
+    def __init__(self, layout: ParallelLayout, rank: int, pipeline: Any, bank: Any) -> None:
+        self.layout, self.rank, self.pipeline, self.bank = layout, rank, pipeline, bank
+        self.cfg_index, ulysses_index, ring_index = layout.coordinates(rank)
+        self.shards = SequenceShards(layout, ulysses_index, ring_index)
+        self.device = _device_of(pipeline)
+        for expert in EXPERTS:
+            if (transformer := getattr(pipeline, expert, None)) is not None:
+                shard_transformer(transformer, self.shards)
+
+    def join_groups(self) -> None:
+        """Make every sub-group (a collective: all ranks, in the same order) and keep this rank's."""
+        layout, shards = self.layout, self.shards
+        mine: dict[str, Any] = {}
+        for kind, groups in layout.groups().items():
+            for ranks in groups:
+                group = dist.new_group(ranks) if len(ranks) > 1 else None
+                if self.rank in ranks:
+                    mine[kind] = group
+                    if kind == "ring":
+                        shards.ring_ranks = ranks
+        shards.ulysses_group, shards.ring_group, shards.sequence_group = mine["ulysses"], mine["ring"], mine["sequence"]
+
+    def evaluate(self, call: Forward, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's branches of the evaluation (both on a layout without cfg), each whole."""
+        model = getattr(self.pipeline, call.expert)
+        branches = ("cond", "uncond") if call.guided else ("cond",)
+        mine = branches if self.layout.cfg == 1 else branches[self.cfg_index : self.cfg_index + 1]
+        self.pipeline._current_timestep = call.timestep
+        adapters = self.bank.rows(list(call.adapters)) if call.adapters and any(call.adapters) else nullcontext()
+        out = {}
+        with adapters:
+            for branch in mine:
+                embeds = tensors["prompts" if branch == "cond" else "negatives"]
+                with model.cache_context(branch, **call.context):
+                    out[branch] = model(hidden_states=tensors["latents"], timestep=tensors["timestep"],
+                                        encoder_hidden_states=embeds, return_dict=False)[0]
+        return out
+
+    def uncond_sender(self) -> bool:
+        """The rank that hands rank 0 the uncond branch under ``cfg=2``."""
+        return self.layout.cfg == 2 and self.rank == self.layout.rank_of(1, 0, 0)
+
+    def decode_share(self, latents: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of ``latents`` decoded: (b, 3, F, H, W) in the VAE's output range."""
+        vae = self.pipeline.vae
+        mine = latents[self.rank :: self.layout.world].to(vae.device, vae.dtype)
+        return vae.decode(denormalise(vae, mine), return_dict=False)[0]
+
+
+class ParallelRanks:
+    """Rank 0's side of the group: starts the followers, sends each evaluation and decode, and builds
+    the group again when a rank is lost."""
+
+    def __init__(self, spec: GroupSpec, pipeline: Any, bank: Any) -> None:
+        self.spec, self.layout = spec, spec.layout
+        self.state = RankState(spec.layout, 0, pipeline, bank)
+        self.followers: list[tuple[multiprocessing.Process, Connection]] = []
+        self.restarts = 0  # times the group was built again after losing a rank
+        self.on_restart: Callable[[float], None] | None = None  # seconds a rebuild took (metrics)
+
+    @property
+    def world(self) -> int:
+        return self.layout.world
+
+    def pids(self) -> list[int]:
+        """The followers' process ids (rank 1 first)."""
+        return [process.pid for process, _ in self.followers if process.pid is not None]
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        address = f"tcp://127.0.0.1:{_free_port()}"
+        for rank in range(1, self.world):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=follow, args=(self.spec, rank, address, theirs),
+                                      name=f"reelserve-rank-{rank}", daemon=True)
+            process.start()
+            theirs.close()
+            self.followers.append((process, ours))
+        timeout = timedelta(seconds=self.spec.timeout_s)
+        dist.init_process_group(self.spec.backend, init_method=address, rank=0, world_size=self.world, timeout=timeout)
+        self.state.join_groups()
+        self._wait_ready()
+        log.info("parallel group %s: ranks %s started", self.layout, self.pids())
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.spec.timeout_s
+        waiting = {conn: process for process, conn in self.followers}
+        while waiting:
+            ready = wait([*waiting, *(p.sentinel for p in waiting.values())], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise RankFailure(f"the parallel group did not start within {self.spec.timeout_s:.0f}s")
+            for conn in [c for c in waiting if c in ready]:
+                conn.recv()
+                del waiting[conn]
+            if dead := [p.name for p in waiting.values() if not p.is_alive()]:
+                raise RankFailure(f"{', '.join(dead)} exited while the parallel group started")
+
+    def forward(self, call: Forward, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Both branches of the evaluation, whole, on rank 0."""
+        def run() -> dict[str, torch.Tensor]:
+            self._send(call, tensors)
+            out = self.state.evaluate(call, tensors)
+            if call.guided and self.layout.cfg == 2:
+                uncond = torch.empty_like(out["cond"])
+                dist.recv(uncond, src=self.layout.rank_of(1, 0, 0))
+                out["uncond"] = uncond
+            return out
+
+        return self._guarded(run)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Every row of ``latents`` decoded, the rows shared among the ranks: (B, 3, F, H, W)."""
+        def run() -> torch.Tensor:
+            self._send(Decode(_specs({"latents": latents})), {"latents": latents})
+            mine = self.state.decode_share(latents)
+            parts: list[torch.Tensor | None] = [mine] + [None] * (self.world - 1)
+            for rank in range(1, min(self.world, latents.shape[0])):
+                rows = len(range(rank, latents.shape[0], self.world))
+                part = mine.new_empty((rows, *mine.shape[1:]))
+                dist.recv(part, src=rank)
+                parts[rank] = part
+            video = torch.empty((latents.shape[0], *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
+            for rank, part in enumerate(parts):
+                if part is not None:
+                    video[rank :: self.world] = part
+            return video
+
+        return self._guarded(run)
+
+    def _send(self, call: Forward | Decode, tensors: dict[str, torch.Tensor]) -> None:
+        dead = [process.name for process, _ in self.followers if not process.is_alive()]
+        if dead:
+            raise RankFailure(f"{', '.join(dead)} is not running")
+        for _, conn in self.followers:
+            conn.send(call)
+        for spec in call.tensors:
+            dist.broadcast(tensors[spec.name].contiguous(), src=0)
+
+    def _guarded(self, run: Callable[[], Any]) -> Any:
+        try:
+            return run()
+        except Exception as exc:  # noqa: BLE001 - any failure inside the group loses the call, not the worker
+            lost = exc if isinstance(exc, RankFailure) else RankFailure(f"{type(exc).__name__}: {exc}")
+            log.warning("parallel group %s lost a rank (%s); building it again", self.layout, lost)
+            started = time.perf_counter()
+            self.restart()
+            if self.on_restart is not None:
+                self.on_restart(time.perf_counter() - started)
+            raise lost from exc
+
+    def restart(self) -> None:
+        self._stop(kill=True)
+        self.restarts += 1
+        self.start()
+
+    def close(self) -> None:
+        self._stop(kill=False)
+
+    def _stop(self, kill: bool) -> None:
+        for process, conn in self.followers:
+            try:
+                if not kill:
+                    conn.send(None)
+            except OSError:
+                pass
+            conn.close()
+        for process, _ in self.followers:
+            if kill and process.is_alive():
+                process.kill()
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        self.followers = []
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
+    """A follower's life: join the group, build the model, then run each command rank 0 sends until it
+    sends None or goes away."""
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
+    if spec.backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(spec.backend, init_method=address, rank=rank, world_size=spec.layout.world,
+                            timeout=timedelta(seconds=spec.timeout_s))
+    pipeline, bank = spec.build(rank)
+    state = RankState(spec.layout, rank, pipeline, bank)
+    state.join_groups()
+    conn.send("ready")
+    with torch.inference_mode():
+        while True:
+            try:
+                call = conn.recv()
+            except EOFError:  # rank 0 is gone
+                break
+            if call is None:
+                break
+            tensors = _receive(call.tensors, state.device)
+            if isinstance(call, Forward):
+                out = state.evaluate(call, tensors)
+                if call.guided and state.uncond_sender():
+                    dist.send(out["uncond"].contiguous(), dst=0)
+            elif state.rank < call.tensors[0].shape[0]:
+                dist.send(state.decode_share(tensors["latents"]).contiguous(), dst=0)
+    dist.destroy_process_group()
+    os._exit(0)  # no interpreter teardown: the model's threads and the group are gone with the process
+
+
+def _receive(specs: tuple[TensorSpec, ...], device: torch.device) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for spec in specs:
+        tensors[spec.name] = torch.empty(spec.shape, dtype=spec.dtype, device=device)
+        dist.broadcast(tensors[spec.name], src=0)
+    return tensors
+
+
+def _specs(tensors: dict[str, torch.Tensor]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(name, tuple(t.shape), t.dtype) for name, t in tensors.items())
+
+
+def forward_call(expert: str, tensors: dict[str, torch.Tensor], context: dict[str, Any], timestep: float,
+                 adapters: tuple[tuple[tuple[str, float], ...], ...]) -> Forward:
+    return Forward(expert, "negatives" in tensors, _specs(tensors), context, timestep, adapters)
+
+
+def _device_of(pipeline: Any) -> torch.device:
+    transformer = pipeline.transformer if pipeline.transformer is not None else pipeline.transformer_2
+    return next(transformer.parameters()).device
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
