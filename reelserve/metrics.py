@@ -60,6 +60,14 @@ class Metrics:
         )
         self._add_cache_metrics(r)
         self._add_scheduling_metrics(r)
+        self.parallel_rank_failures = Counter(
+            "reelserve_parallel_rank_failures",
+            "Batches a parallel worker lost a rank in (its jobs were run again)", registry=r,
+        )
+        self.parallel_restart_seconds = Histogram(
+            "reelserve_parallel_restart_seconds", "Time to build a parallel worker's process group again",
+            buckets=_SECONDS, registry=r,
+        )
         self.lora_adapter_events = Counter(
             "reelserve_lora_adapter_events",
             "LoRA adapters a call needed, by event: hit (on the device), load (read onto it), evict (dropped "

@@ -7,6 +7,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
 
 from reelserve.accel.accelerate import check_options
 from reelserve.adapters import AdapterRegistry
@@ -16,12 +20,14 @@ from reelserve.engine.row_inputs import RowInputs
 from reelserve.engine.runner import PipelineRunner
 from reelserve.engine.text_embeddings import TextEmbeddingCache
 from reelserve.metrics import Metrics
-from reelserve.models import LoadedModel, LoadOptions, ModelSpec, get_spec
+from reelserve.models import LoadedModel, LoadOptions, ModelSpec, get_spec, load_model
 from reelserve.models.lora import linear_shapes, read_lora
 from reelserve.engine.lane_tuning import short_full_batch, tune_lanes
 from reelserve.engine.lanes import PipelineLanes
 from reelserve.models.options import resolve_placement
-from reelserve.server import accelerations
+from reelserve.parallel.ranks import GroupSpec, ParallelRanks
+from reelserve.schemas.errors import invalid
+from reelserve.server import accelerations, storage_for
 from reelserve.settings import Settings
 from reelserve.storage.base import Storage
 
@@ -49,6 +55,61 @@ def check_load_options(settings: Settings, spec: ModelSpec) -> None:
     options = load_options(settings)
     device, _ = resolve_placement(options)
     check_options(options.accelerations, device, options.cpu_offload, two_experts=spec.limits.two_experts)
+    check_parallel(settings, options, device)
+
+
+def check_parallel(settings: Settings, options: LoadOptions, device: torch.device) -> None:
+    """What a parallel layout cannot run with, refused before anything loads."""
+    layout = settings.parallel_layout
+    if not layout.parallel:
+        return
+    accelerations = options.accelerations
+    clashes = {
+        "pipeline_lanes": (settings.pipeline_lanes or 1) > 1 and "the group's ranks are the worker's one lane",
+        "cfg_batching": accelerations.cfg_batching and "the group runs the guidance's branches itself (use cfg=2)",
+        "backend": accelerations.backend == "onnx" and "ONNX Runtime runs the transformer whole, on one device",
+        "step_cache": accelerations.step_cache != "none" and layout.sequence > 1 and (
+            "a step cache decides from the whole step's hidden states, which a sequence split leaves on no one "
+            "rank; with cfg=2 alone each rank caches its own branch"),
+        "cpu_offload": options.cpu_offload and "each rank holds its model on its own device",
+    }
+    for name, why in clashes.items():
+        if why:
+            raise invalid(name, f"--{name.replace('_', '-')} with --parallel {layout}: {why}")
+    if device.type == "cuda" and torch.cuda.device_count() < layout.world:
+        raise invalid("parallel", f"--parallel {layout} runs {layout.world} ranks, one per GPU, and this machine "
+                                  f"has {torch.cuda.device_count()}")
+
+
+def start_parallel(model: LoadedModel, settings: Settings, metrics: Metrics | None = None) -> None:
+    """Start ``model``'s process group (``--parallel``): followers load the same model, one per device.
+    Run on the model's thread, before warm-up (which then runs through the group)."""
+    layout = settings.parallel_layout
+    transformer = model.pipeline.transformer if model.pipeline.transformer is not None else model.pipeline.transformer_2
+    layout.check_model(transformer.config.num_attention_heads)
+    options = load_options(settings)
+    threads = settings.cpu_threads or max(1, available_cores() // layout.world)
+    adapters_from = settings if model.adapters is not None else None
+    spec = GroupSpec(layout, partial(rank_model, model.name, options, adapters_from),
+                     backend="nccl" if model.device.type == "cuda" else "gloo", timeout_s=settings.parallel_timeout_s,
+                     threads=threads if model.device.type == "cpu" else None)
+    if model.device.type == "cpu":
+        torch.set_num_threads(threads)
+    ranks = ParallelRanks(spec, model.pipeline, model.adapters)
+    if metrics is not None:
+        ranks.on_restart = lambda seconds: metrics.parallel_restart_seconds.observe(seconds)
+    ranks.start()
+    model.ranks = ranks
+
+
+def rank_model(name: str, options: LoadOptions, adapters_from: Settings | None, rank: int) -> tuple[Any, Any]:
+    """A follower's model (on its own device: the group has set it), and its adapter bank reading from
+    the server's storage as rank 0's does."""
+    model = load_model(name, options)
+    if model.adapters is not None and adapters_from is not None:
+        registry = AdapterRegistry(storage_for(adapters_from))
+        model.adapters.load = lambda sha256: read_lora(registry.data(sha256))
+    return model.pipeline, model.adapters
 
 
 def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> TextEmbeddingCache | None:
@@ -106,7 +167,7 @@ def measures_lanes(settings: Settings) -> bool:
     device, _ = resolve_placement(options)
     copied_cheaply = not options.accelerations.compile and options.accelerations.backend == "torch" \
         and options.accelerations.quantization == "none"
-    return (device.type == "cpu" and settings.pipeline_lanes is None and settings.cpu_threads is None
+    return (device.type == "cpu" and settings.pipeline_lanes is None and not settings.parallel_layout.parallel and settings.cpu_threads is None
             and settings.warmup_runs > 0 and copied_cheaply)
 
 
@@ -131,10 +192,15 @@ def pipeline_lanes_for(model: LoadedModel, settings: Settings, metrics: Metrics 
         previews.get()
     lanes = PipelineLanes([
         PipelineRunner(lane.pipeline, lane.device, lane.max_sequence_length, text_embeddings=cache,
-                       accelerated=lane.accelerated, previews=previews, inputs=inputs, adapters=lane.adapters)
+                       accelerated=lane.accelerated, previews=previews, inputs=inputs, adapters=lane.adapters,
+                       ranks=lane.ranks)
         for lane in model.lanes or [model]
     ])
     cores = available_cores()
+    if model.ranks is not None:
+        layout = model.ranks.layout
+        lanes.use(1, torch.get_num_threads() if model.device.type == "cpu" else None)
+        return lanes, f"1 lane over a parallel group {layout} of {layout.world} ranks"
     if model.device.type != "cpu":
         lanes.use(1, None)
         return lanes, "1 lane, threads not tuned: the model runs on a GPU"

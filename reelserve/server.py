@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 def accelerations(settings: Settings) -> AccelerationOptions:
     """The preset's options with every explicitly set flag over them."""
     overrides = {name: getattr(settings, name) for name in AccelerationOptions.model_fields}
+    if settings.parallel_layout.parallel and overrides["cfg_batching"] is None:
+        overrides["cfg_batching"] = False  # a parallel group runs the guidance's branches itself
     options, _ = resolve_accelerations(settings.preset, overrides)
     return options
 
@@ -364,6 +366,9 @@ class Server:
 
     async def _shut_down(self) -> None:
         await self.engine.stop()
+        ranks = getattr(self.model, "ranks", None)
+        if ranks is not None:  # the followers stop; they would also go when this process does
+            ranks.close()
         await self.engine.stats.close()
         if self.cache is not None:
             await self.cache.close()
@@ -371,13 +376,18 @@ class Server:
 
     async def _load_and_start(self) -> None:
         try:
-            from reelserve.model_host import lanes_to_load, load_options, pipeline_lanes_for, serve_adapters
+            from reelserve.model_host import (
+                lanes_to_load, load_options, pipeline_lanes_for, serve_adapters, start_parallel,
+            )
             from reelserve.models import load_model
 
             on_model_thread = self.worker_engine.worker.on_model_thread  # all torch work on one thread
             model = await on_model_thread(
                 load_model, self.spec.name, load_options(self.settings), lanes_to_load(self.settings)
             )
+            self.model = model  # (ready only once the worker starts) so that shutting down closes its group
+            if self.settings.parallel_layout.parallel:  # before warm-up, which then runs through the group
+                await on_model_thread(start_parallel, model, self.settings, self.metrics)
             batch_sizes = tuple(range(1, self.settings.max_batch_size + 1))
             seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)
             lanes, why = await on_model_thread(pipeline_lanes_for, model, self.settings, self.metrics,

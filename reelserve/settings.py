@@ -11,6 +11,7 @@ from pydantic import Field, TypeAdapter, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
+from reelserve.parallel.layout import ParallelLayout
 from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel, TenantPolicy, Tier
 from reelserve.webhooks.signing import decode_secret
 
@@ -43,6 +44,16 @@ class Settings(BaseSettings):
         le=64,
         description="Copies of the pipeline (sharing weights) that run batches at once, each on its own thread "
         "with --cpu-threads threads. Unset: measured at warm-up on CPU (with --cpu-threads also unset), else 1.",
+    )
+    parallel: str = Field(
+        "",
+        description="Split each denoising step across processes, one per device, in one process group: e.g. "
+        "'cfg=2' (the guidance's two branches), 'ulysses=2' or 'ring=2' (the tokens), 'cfg=2,ulysses=2'. NCCL on "
+        "GPUs (rank r on cuda:r), gloo on CPU. Empty: one process (docs/parallel.md).",
+    )
+    parallel_timeout_s: float = Field(
+        300.0, gt=0, description="A collective, or the parallel group's start, that takes longer loses the group: "
+        "it is built again and the batch's jobs run again.",
     )
     # Accelerations (docs/accelerations.md). Unset ones come from --preset, else are off.
     preset: Literal["quality", "balanced", "fast"] | None = Field(
@@ -313,6 +324,15 @@ class Settings(BaseSettings):
         if value is not None:
             decode_secret(value)  # ValueError says what is wrong with it
         return value
+
+    @field_validator("parallel")
+    @classmethod
+    def _parallel_layout(cls, value: str) -> str:
+        return str(ParallelLayout.parse(value))  # a ValueError names what to write instead
+
+    @property
+    def parallel_layout(self) -> ParallelLayout:
+        return ParallelLayout.parse(self.parallel)
 
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:

@@ -27,6 +27,7 @@ from reelserve.engine.scheduler import Scheduler
 from reelserve.jobs.async_store import AsyncJobStore
 from reelserve.jobs.base import Broker
 from reelserve.metrics import Metrics
+from reelserve.parallel.failure import RankFailure
 from reelserve.schemas import ErrorCode, EventType, Job, JobError, JobEvent, JobStatus
 from reelserve.stats import StatsRecorder
 
@@ -41,6 +42,8 @@ T = TypeVar("T")
 # this, the take is left behind; what it had gathered stays in the queue's pending list, and live
 # workers reclaim it.
 STOP_TAKING_GRACE_S = 5.0
+# A job whose runs lost a rank of the parallel group this many times fails (it may be what kills it).
+RANK_FAILURES_TO_FAIL = 3
 
 
 class BatchLoop:
@@ -58,6 +61,7 @@ class BatchLoop:
         self.progress, self.metrics, self.stats, self.bus = progress, metrics, stats, bus
         self.running, self.stop_requested, self.accelerations = running, stop_requested, accelerations
         self.draining = False
+        self.rank_failures: dict[str, int] = {}  # job id -> runs of it that lost a rank of the group
         # Shared queue: jobs taken over from a dead worker (they may be in progress in the store).
         self.reclaimed: set[str] = set()
         self._pipeline_thread = ThreadPoolExecutor(1, thread_name_prefix="reelserve-pipeline")
@@ -217,6 +221,9 @@ class BatchLoop:
             self.stop_requested.update(rows.jobs)
             running.cancel()
             raise
+        except RankFailure as exc:  # the worker's process group lost a rank and is built again: run them again
+            await self._rerun_after_rank_failure(rows, batch, lane, time.perf_counter() - started, exc)
+            return
         except Exception as exc:  # a broken batch fails its own jobs, never the engine
             log.exception("pipeline call failed for %s", list(rows.jobs))
             unfinished = rows.unfinished()  # a row handed out before the failure stands
@@ -232,6 +239,27 @@ class BatchLoop:
                 feeding.task.cancel()
             self.steps.end(joins)
         await self._settle(rows, outcome, lane)
+
+    async def _rerun_after_rank_failure(self, rows: RunningRows, batch: list[Job], lane: int, elapsed: float,
+                                        exc: RankFailure) -> None:
+        """The unfinished jobs of a batch that lost a rank go back to the front of the queue (rows already
+        handed out stand); a job whose runs lost a rank ``RANK_FAILURES_TO_FAIL`` times fails instead."""
+        self.metrics.parallel_rank_failures.inc()
+        unfinished = rows.unfinished()
+        self.forget(list(rows.jobs.values()))
+        self.scheduler.batch_done(unfinished or batch, [], elapsed, failed=True, fit=None, lane=lane)
+        again, failed = [], []
+        for job in unfinished:
+            self.rank_failures[job.id] = self.rank_failures.get(job.id, 0) + 1
+            (failed if self.rank_failures[job.id] >= RANK_FAILURES_TO_FAIL else again).append(job)
+        log.warning("batch %s lost a rank (%s): %d job(s) run again, %d failed", [job.id for job in batch], exc,
+                    len(again), len(failed))
+        if failed:
+            self.finisher.fail(failed, JobError(
+                code=ErrorCode.generation_failed,
+                message=f"a rank of the parallel worker died in {RANK_FAILURES_TO_FAIL} runs of this job ({exc})"))
+        if again:
+            await self.steps.hand_back([job.id for job in again], claimed=True)
 
     async def _settle(self, rows: RunningRows, outcome: BatchOutcome, lane: int) -> None:
         """After a run: parked rows' jobs back in the queue, the rest of the bookkeeping done (each

@@ -43,6 +43,8 @@ from reelserve.models.family import ModelFamily
 from reelserve.models.family import Row as FamilyRow
 from reelserve.models.lora import LoraBank
 from reelserve.models.wan_family import WanFamily
+from reelserve.parallel.family import ParallelWanFamily
+from reelserve.parallel.ranks import ParallelRanks
 from reelserve.schemas import ErrorCode, GenerationParams, JobError
 
 StepListener = Callable[[list[str], int, int], None]  # (live job ids, step done, total steps)
@@ -99,6 +101,7 @@ class PipelineRunner:
         previews: PreviewMaps | None = None,
         inputs: RowInputs | None = None,
         adapters: LoraBank | None = None,
+        ranks: ParallelRanks | None = None,
     ) -> None:
         self.pipeline = pipeline
         # Rows' first frames and clips to re-draw, read from storage; None: text rows only.
@@ -111,8 +114,10 @@ class PipelineRunner:
         self.accelerated = accelerated
         # The Wan family for every model reelserve loads; another family is passed in. Tests wrap
         # it (a gate, injected out-of-memory errors) to hold or break a batch.
-        self.family: ModelFamily = family or WanFamily(pipeline, max_sequence_length, encode=self._encode,
-                                                       adapters=adapters)
+        # On a parallel worker (``ranks``: its process group) each evaluation and decode is shared out.
+        self.family: ModelFamily = family or (
+            WanFamily(pipeline, max_sequence_length, encode=self._encode, adapters=adapters) if ranks is None
+            else ParallelWanFamily(pipeline, max_sequence_length, ranks, encode=self._encode, adapters=adapters))
         # The model's latent-to-RGB map for live previews (shared by its lanes: ``model_host``).
         self.previews = previews or PreviewMaps(pipeline)
         self.calls = 0  # runs of the loop (one per batch, more after a split), for tests and benchmarks

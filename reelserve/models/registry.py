@@ -55,6 +55,7 @@ class LoadedModel:
     max_sequence_length: int
     accelerated: Accelerated | None = None
     adapters: LoraBank | None = None  # LoRA adapters per row (``models/lora.py``); None: none taken
+    ranks: Any = None  # a parallel worker's process group (``parallel.ranks.ParallelRanks``); None: one process
     last_calls: list[CallTiming] = field(default_factory=list)  # of the last ``generate``
     # This model and its weight-sharing copies, one per pipeline lane (``load_model(lanes=)``).
     lanes: list[LoadedModel] = field(default_factory=list, repr=False, compare=False)
@@ -112,7 +113,7 @@ class LoadedModel:
         ]
         inputs = None if grey is None else RowInputs(grey)  # type: ignore[arg-type]
         runner = PipelineRunner(self.pipeline, self.device, self.max_sequence_length, accelerated=self.accelerated,
-                                inputs=inputs, adapters=self.adapters)
+                                inputs=inputs, adapters=self.adapters, ranks=self.ranks)
         outcome = runner.run(rows)
         if outcome.errors:  # a row that did not fit in memory even alone
             raise MemoryError(next(iter(outcome.errors.values())).message)

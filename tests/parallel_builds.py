@@ -1,0 +1,30 @@
+"""Models for a parallel group's ranks in tests: module-level functions (ranks are spawned processes,
+which import what they run), each giving every rank the same weights."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from reelserve.models import LoadOptions, load_model
+from reelserve.models.lora import read_lora
+from reelserve.models.micro import MICRO_ADAPTERS
+from reelserve.models.tiny import build_a14b_layout, build_ti2v_5b_layout, build_tiny_pipeline
+
+OUTLINE = MICRO_ADAPTERS / "outline.safetensors"
+OUTLINE_SHA256 = hashlib.sha256(OUTLINE.read_bytes()).hexdigest()
+TOYS = {"tiny": build_tiny_pipeline, "ti2v-5b": build_ti2v_5b_layout, "a14b": build_a14b_layout}
+
+
+def build(name: str, rank: int) -> tuple[Any, Any]:
+    """``name``'s pipeline (a toy layout, or the committed micro weights, with an adapter bank that
+    holds the micro model's ``outline`` adapter)."""
+    torch.set_num_threads(1)
+    if name != "micro":
+        return TOYS[name](0), None
+    model = load_model("micro", LoadOptions(device="cpu", lora_adapters=2))
+    assert model.adapters is not None
+    model.adapters.load = lambda sha256: read_lora(OUTLINE.read_bytes()) if sha256 == OUTLINE_SHA256 else None
+    return model.pipeline, model.adapters
