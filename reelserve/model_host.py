@@ -68,9 +68,9 @@ def check_parallel(settings: Settings, options: LoadOptions, device: torch.devic
         "pipeline_lanes": (settings.pipeline_lanes or 1) > 1 and "the group's ranks are the worker's one lane",
         "cfg_batching": accelerations.cfg_batching and "the group runs the guidance's branches itself (use cfg=2)",
         "backend": accelerations.backend == "onnx" and "ONNX Runtime runs the transformer whole, on one device",
-        "step_cache": accelerations.step_cache != "none" and layout.sequence > 1 and (
-            "a step cache decides from the whole step's hidden states, which a sequence split leaves on no one "
-            "rank; with cfg=2 alone each rank caches its own branch"),
+        "step_cache": accelerations.step_cache != "none" and (
+            "a step cache decides from a whole step's hidden states, which a sequence split leaves on no one rank, "
+            "and its per-batch state is not yet kept in step on the other ranks (docs/parallel.md)"),
         "cpu_offload": options.cpu_offload and "each rank holds its model on its own device",
     }
     for name, why in clashes.items():

@@ -182,7 +182,8 @@ class ParallelRanks:
             self._send(call, tensors)
             out = self.state.evaluate(call, tensors)
             if call.guided and self.layout.cfg == 2:
-                uncond = torch.empty_like(out["cond"])
+                cond = out["cond"]  # a view, perhaps: the buffer to receive into must be contiguous
+                uncond = torch.empty(cond.shape, dtype=cond.dtype, device=cond.device)
                 dist.recv(uncond, src=self.layout.rank_of(1, 0, 0))
                 out["uncond"] = uncond
             return out
