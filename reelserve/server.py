@@ -366,9 +366,8 @@ class Server:
 
     async def _shut_down(self) -> None:
         await self.engine.stop()
-        ranks = getattr(self.model, "ranks", None)
-        if ranks is not None:  # the followers stop; they would also go when this process does
-            ranks.close()
+        if self.model is not None and self.model.ranks is not None:  # its followers stop (or go with us)
+            self.model.ranks.close()
         await self.engine.stats.close()
         if self.cache is not None:
             await self.cache.close()
@@ -376,29 +375,26 @@ class Server:
 
     async def _load_and_start(self) -> None:
         try:
-            from reelserve.model_host import (
-                lanes_to_load, load_options, pipeline_lanes_for, serve_adapters, start_parallel,
-            )
+            from reelserve import model_host as host
             from reelserve.models import load_model
 
             on_model_thread = self.worker_engine.worker.on_model_thread  # all torch work on one thread
             model = await on_model_thread(
-                load_model, self.spec.name, load_options(self.settings), lanes_to_load(self.settings)
+                load_model, self.spec.name, host.load_options(self.settings), host.lanes_to_load(self.settings)
             )
-            self.model = model  # (ready only once the worker starts) so that shutting down closes its group
+            self.model = model  # (ready once the worker starts) so that shutting down closes its group
             if self.settings.parallel_layout.parallel:  # before warm-up, which then runs through the group
-                await on_model_thread(start_parallel, model, self.settings, self.metrics)
+                await on_model_thread(host.start_parallel, model, self.settings, self.metrics)
             batch_sizes = tuple(range(1, self.settings.max_batch_size + 1))
             seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs, batch_sizes)
-            lanes, why = await on_model_thread(pipeline_lanes_for, model, self.settings, self.metrics,
+            lanes, why = await on_model_thread(host.pipeline_lanes_for, model, self.settings, self.metrics,
                                                self.engine.storage)
             if model.adapters is not None and self.adapters is not None:
-                await on_model_thread(serve_adapters, model, self.adapters, self.settings, self.metrics)
+                await on_model_thread(host.serve_adapters, model, self.adapters, self.settings, self.metrics)
         except Exception as exc:
             self.load_error = exc
             log.exception("loading model %s failed; the server stays not ready", self.spec.name)
             return
         log.info("model %s loaded and warmed up (%d runs, %.2fs)", self.spec.name, self.settings.warmup_runs, seconds)
         log.info("pipeline lanes and cpu threads: %s", why)
-        self.model = model
         await self.worker_engine.start(lanes)
