@@ -102,10 +102,20 @@ def plan(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report here as JSON.")
     ] = None,
+    parallel_layouts: Annotated[
+        bool,
+        typer.Option("--parallel-layouts", help="Instead: what each --parallel layout should give for Wan2.2 "
+                     "TI2V-5B and T2V-A14B at 480p and 720p on H100 and H200, from FLOPs and communication."),
+    ] = False,
 ) -> None:
     """Answer capacity questions from a cost model and a workload description."""
     # Not a terminal (a pipe, a file): wide enough that the tables do not fold.
     out = Console(width=None if sys.stdout.isatty() else 140)
+    if parallel_layouts:
+        from reelserve.planning.parallel import print_predictions
+
+        print_predictions(out, json_path)
+        return
     top_level = {
         "rate_per_min": rate,
         "profile": profile,

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.gpu.step_timing import build_meta_transformer, build_transformer, forward_flops, main, make_inputs
-from bench.gpu.wan_configs import MODELS, T2V_A14B, TI2V_5B, toy
+from reelserve.planning.wan_sizes import MODELS, T2V_A14B, TI2V_5B, toy
 
 CPU = torch.device("cpu")
 

@@ -112,3 +112,49 @@ def toy(model: WanModel) -> WanModel:
     """The same model shrunk to a CPU smoke-test size; keeps its name and resolution labels."""
     return replace(model, transformer={**model.transformer, **TOY_TRANSFORMER}, frames=TOY_FRAMES,
                    resolutions=TOY_RESOLUTIONS)
+
+
+@dataclass(frozen=True)
+class ForwardFlops:
+    """Multiply-add FLOPs (2 per MAC) of one batch-1 transformer forward; norms, RoPE and the modulation's
+    elementwise work are left out (well under 1 % at these sizes)."""
+
+    projections: float  # the blocks' weight matmuls: attention projections and feed-forward
+    attention: float  # QK^T and AV, self- and cross-attention: quadratic in tokens
+    embeddings: float  # patch embedding, text and time embedders, output projection
+
+    @property
+    def total(self) -> float:
+        return self.projections + self.attention + self.embeddings
+
+
+def patch_tokens(config: dict[str, Any], latent_shape: tuple[int, int, int, int]) -> int:
+    """Sequence length the transformer sees: latent frames x height x width, each divided by the patch."""
+    _, frames, height, width = latent_shape
+    p_t, p_h, p_w = config["patch_size"]
+    return (frames // p_t) * (height // p_h) * (width // p_w)
+
+
+def forward_flops(config: dict[str, Any], latent_shape: tuple[int, int, int, int], text_len: int,
+                  per_token_timesteps: bool = False) -> ForwardFlops:
+    """FLOPs of one forward over a (channels, frames, height, width) latent and ``text_len`` text tokens."""
+    tokens = patch_tokens(config, latent_shape)
+    p_t, p_h, p_w = config["patch_size"]
+    d = config["num_attention_heads"] * config["attention_head_dim"]
+    per_layer = (
+        4 * 2 * tokens * d * d  # self-attention Q, K, V, O
+        + 2 * 2 * tokens * d * d  # cross-attention Q, O
+        + 2 * 2 * text_len * d * d  # cross-attention K, V over the text
+        + 2 * 2 * tokens * d * config["ffn_dim"]  # feed-forward up and down
+    )
+    attention = 2 * 2 * tokens * tokens * d + 2 * 2 * tokens * text_len * d
+    patch = latent_shape[0] * p_t * p_h * p_w
+    time_tokens = tokens if per_token_timesteps else 1
+    embeddings = (
+        2 * tokens * patch * d  # patch embedding (a strided conv = one matmul per token)
+        + 2 * text_len * (config["text_dim"] * d + d * d)  # text embedder, two linears
+        + 2 * time_tokens * (config["freq_dim"] * d + d * d + d * 6 * d)  # time embedder and 6-way projection
+        + 2 * tokens * d * config["out_channels"] * p_t * p_h * p_w  # output projection
+    )
+    layers = config["num_layers"]
+    return ForwardFlops(projections=layers * per_layer, attention=layers * attention, embeddings=embeddings)
