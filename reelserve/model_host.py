@@ -46,6 +46,7 @@ def load_options(settings: Settings) -> LoadOptions:
         cpu_threads=settings.cpu_threads,
         lora_adapters=settings.lora_cache_adapters if settings.serves_adapters else 0,
         lora_cache_mb=settings.lora_cache_mb,
+        graph_breaks=settings.parallel_layout.sequence > 1,
     )
 
 
@@ -106,6 +107,7 @@ def rank_model(name: str, options: LoadOptions, adapters_from: Settings | None, 
     """A follower's model (on its own device: the group has set it), and its adapter bank reading from
     the server's storage as rank 0's does."""
     model = load_model(name, options)
+    model.pipeline.text_encoder = None  # rank 0 encodes every prompt: a follower's copy would only take memory
     if model.adapters is not None and adapters_from is not None:
         registry = AdapterRegistry(storage_for(adapters_from))
         model.adapters.load = lambda sha256: read_lora(registry.data(sha256))

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from reelserve.accel.options import AccelerationOptions
 from reelserve.models import LoadOptions, load_model
 from reelserve.models.lora import read_lora
 from reelserve.models.micro import MICRO_ADAPTERS
@@ -22,6 +23,9 @@ def build(name: str, rank: int) -> tuple[Any, Any]:
     """``name``'s pipeline (a toy layout, or the committed micro weights, with an adapter bank that
     holds the micro model's ``outline`` adapter)."""
     torch.set_num_threads(1)
+    if name == "tiny-compiled":  # as a parallel worker with --compile loads it: its blocks break around the exchange
+        options = LoadOptions(device="cpu", accelerations=AccelerationOptions(compile=True), graph_breaks=True)
+        return load_model("tiny", options).pipeline, None
     if name != "micro":
         return TOYS[name](0), None
     model = load_model("micro", LoadOptions(device="cpu", lora_adapters=2))

@@ -109,11 +109,13 @@ def accelerate(
     default_steps: int = 25,
     onnx_cache_dir: Path | None = None,
     model_key: str | None = None,
+    graph_breaks: bool = False,
 ) -> Accelerated:
     """Install ``options`` on ``pipeline`` in place.
 
     ``calibration_run(steps)`` makes one short pipeline call; MagCache uses it to measure this
-    model's residual ratios. ``model_key`` names the weights in the ONNX export cache.
+    model's residual ratios. ``model_key`` names the weights in the ONNX export cache. ``graph_breaks``:
+    compiled blocks may break their graphs (a parallel worker's exchange runs between two pieces).
     """
     check_options(options, device, two_experts=getattr(pipeline, "transformer_2", None) is not None)
     done = Accelerated(options)
@@ -139,7 +141,7 @@ def accelerate(
         done.step_cache = _step_cache(pipeline, options, model, calibration_run, default_steps)
     if options.compile:
         for transformer in transformers:
-            compile_blocks(transformer)
+            compile_blocks(transformer, fullgraph=not graph_breaks)
     if options.backend == "onnx":
         done.onnx = _onnx_backend(pipeline.transformer, onnx_cache_dir, model_key or model)
     if options.cfg_batching:

@@ -46,6 +46,9 @@ class LoadOptions(BaseModel):
     # LoRA adapters per row: the bank's bounds (adapters, MiB); 0 adapters: none taken, no layer wrapped.
     lora_adapters: int = Field(0, ge=0)
     lora_cache_mb: int = Field(256, ge=1)
+    # A parallel worker's sequence split exchanges between ranks inside every block, which a compiled
+    # graph cannot hold: compiled blocks then break their graphs around the exchange.
+    graph_breaks: bool = False
 
 
 def resolve_device(options: LoadOptions) -> torch.device:

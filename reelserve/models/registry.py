@@ -240,6 +240,7 @@ def _accelerated(spec: ModelSpec, pipeline: Any, options: LoadOptions, device: t
         default_steps=spec.limits.default_steps,
         onnx_cache_dir=Path(options.onnx_cache_dir) if options.onnx_cache_dir else None,
         model_key=model_version(spec.name, weights_source(spec.name, options.path)),
+        graph_breaks=options.graph_breaks,
     )
     return model
 

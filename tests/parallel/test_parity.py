@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from parallel_builds import OUTLINE_SHA256, build
+from reelserve.accel.compile import is_compiled
 from reelserve.engine.denoise_loop import Boundary, denoise
 from reelserve.models.family import Row
 from reelserve.models.wan_family import WanFamily
@@ -69,7 +70,8 @@ def count_calls(pipeline: Any) -> list[int]:
     return calls
 
 
-def check_layout(model: str, text: str) -> None:
+def check_layout(model: str, text: str, served: str | None = None) -> None:
+    """``served``: the build the group runs (default ``model``), against ``model`` in one process."""
     max_len, _, _ = SHAPES[model]
     batch = rows(model)
     pipeline, bank = build(model, 0)
@@ -77,9 +79,11 @@ def check_layout(model: str, text: str) -> None:
     single_calls = count_calls(pipeline)
     reference = run(alone, batch)
 
-    pipeline, bank = build(model, 0)  # fresh: the group installs its split in rank 0's transformers
+    pipeline, bank = build(served or model, 0)  # fresh: the group installs its split in rank 0's transformers
     layout = ParallelLayout.parse(text)
-    ranks = ParallelRanks(GroupSpec(layout, functools.partial(build, model), threads=1), pipeline, bank)
+    if served == "tiny-compiled":
+        assert is_compiled(pipeline.transformer)
+    ranks = ParallelRanks(GroupSpec(layout, functools.partial(build, served or model), threads=1), pipeline, bank)
     ranks.start()
     try:
         parallel_calls = count_calls(pipeline)
@@ -118,3 +122,8 @@ def test_the_adapter_changes_the_parallel_output() -> None:
     with_adapter, without = run(family, batch), run(family, plain)
     assert np.abs(with_adapter["b"] - without["b"]).max() > 0.05
     assert np.abs(with_adapter["a"] - without["a"]).max() <= TOLERANCE
+
+
+def test_compiled_blocks_run_split() -> None:
+    """``--compile`` on a parallel worker: the blocks compile with a graph break around the exchange."""
+    check_layout("tiny", "ulysses=2", served="tiny-compiled")
