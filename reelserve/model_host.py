@@ -69,9 +69,9 @@ def check_parallel(settings: Settings, options: LoadOptions, device: torch.devic
         "pipeline_lanes": (settings.pipeline_lanes or 1) > 1 and "the group's ranks are the worker's one lane",
         "cfg_batching": accelerations.cfg_batching and "the group runs the guidance's branches itself (use cfg=2)",
         "backend": accelerations.backend == "onnx" and "ONNX Runtime runs the transformer whole, on one device",
-        "step_cache": accelerations.step_cache != "none" and (
-            "a step cache decides from a whole step's hidden states, which a sequence split leaves on no one rank, "
-            "and its per-batch state is not yet kept in step on the other ranks (docs/parallel.md)"),
+        "step_cache": accelerations.step_cache != "none" and layout.sequence > 1 and (
+            "a step cache decides from a whole step's hidden states, which a sequence split leaves on no one rank "
+            "(with cfg=2 alone each rank caches its own branch, as one process does)"),
         "cpu_offload": options.cpu_offload and "each rank holds its model on its own device",
     }
     for name, why in clashes.items():
@@ -101,9 +101,12 @@ def start_parallel(model: LoadedModel, settings: Settings, metrics: Metrics | No
         ranks.on_restart = lambda seconds: metrics.parallel_restart_seconds.observe(seconds)
     ranks.start()
     model.ranks = ranks
+    if model.accelerated is not None:
+        model.accelerated.on_prime = ranks.prime
 
 
-def rank_model(name: str, options: LoadOptions, adapters_from: Settings | None, rank: int) -> tuple[Any, Any]:
+def rank_model(name: str, options: LoadOptions, adapters_from: Settings | None,
+               rank: int) -> tuple[Any, Any, Any]:
     """A follower's model (on its own device: the group has set it), and its adapter bank reading from
     the server's storage as rank 0's does."""
     model = load_model(name, options)
@@ -111,7 +114,7 @@ def rank_model(name: str, options: LoadOptions, adapters_from: Settings | None, 
     if model.adapters is not None and adapters_from is not None:
         registry = AdapterRegistry(storage_for(adapters_from))
         model.adapters.load = lambda sha256: read_lora(registry.data(sha256))
-    return model.pipeline, model.adapters
+    return model.pipeline, model.adapters, model.accelerated
 
 
 def text_embedding_cache(settings: Settings, metrics: Metrics | None = None) -> TextEmbeddingCache | None:

@@ -16,19 +16,23 @@ from reelserve.models.tiny import build_a14b_layout, build_ti2v_5b_layout, build
 
 OUTLINE = MICRO_ADAPTERS / "outline.safetensors"
 OUTLINE_SHA256 = hashlib.sha256(OUTLINE.read_bytes()).hexdigest()
+FBCACHE = AccelerationOptions(step_cache="fbcache", step_cache_threshold=0.2)
 TOYS = {"tiny": build_tiny_pipeline, "ti2v-5b": build_ti2v_5b_layout, "a14b": build_a14b_layout}
 
 
-def build(name: str, rank: int) -> tuple[Any, Any]:
-    """``name``'s pipeline (a toy layout, or the committed micro weights, with an adapter bank that
-    holds the micro model's ``outline`` adapter)."""
+def build(name: str, rank: int) -> tuple[Any, Any, Any]:
+    """``name``'s pipeline, adapter bank and accelerations: a toy layout; the committed micro weights with a
+    bank that holds the micro model's ``outline`` adapter; tiny compiled, or with First-Block Cache."""
     torch.set_num_threads(1)
     if name == "tiny-compiled":  # as a parallel worker with --compile loads it: its blocks break around the exchange
         options = LoadOptions(device="cpu", accelerations=AccelerationOptions(compile=True), graph_breaks=True)
-        return load_model("tiny", options).pipeline, None
+        return load_model("tiny", options).pipeline, None, None
+    if name == "tiny-fbcache":
+        model = load_model("tiny", LoadOptions(device="cpu", accelerations=FBCACHE))
+        return model.pipeline, None, model.accelerated
     if name != "micro":
-        return TOYS[name](0), None
+        return TOYS[name](0), None, None
     model = load_model("micro", LoadOptions(device="cpu", lora_adapters=2))
     assert model.adapters is not None
     model.adapters.load = lambda sha256: read_lora(OUTLINE.read_bytes()) if sha256 == OUTLINE_SHA256 else None
-    return model.pipeline, model.adapters
+    return model.pipeline, model.adapters, None

@@ -37,12 +37,12 @@ class StepPipeline:
         self.transformer, self.transformer_2, self.vae, self._current_timestep = transformer, None, None, None
 
 
-def build(name: str, small: bool, rank: int) -> tuple[StepPipeline, None]:
+def build(name: str, small: bool, rank: int) -> tuple[StepPipeline, None, None]:
     """Every rank's transformer from the same seed: the same weights everywhere, as a loaded model has."""
     model = toy(MODELS[name]) if small else MODELS[name]
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return StepPipeline(build_transformer(model.transformer, device, dtype).eval()), None
+    return StepPipeline(build_transformer(model.transformer, device, dtype).eval()), None, None
 
 
 @dataclass
@@ -56,7 +56,7 @@ class LayoutTiming:
 
 def time_layout(model: WanModel, name: str, resolution: str, layout: ParallelLayout, small: bool,
                 warmup: int, steps: int) -> LayoutTiming:
-    pipeline, _ = build(name, small, 0)
+    pipeline, _, _ = build(name, small, 0)
     device = next(pipeline.transformer.parameters()).device
     dtype = next(pipeline.transformer.blocks.parameters()).dtype
     backend = "nccl" if device.type == "cuda" else "gloo"

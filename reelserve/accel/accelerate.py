@@ -43,8 +43,12 @@ class Accelerated:
     text_memo: TextProjectionMemo | None = None
     time_embedding: list[SharedTimeEmbedding] = field(default_factory=list)
     fused_ffn: int = 0  # feed-forwards running fused (none off the CPU or in half precision)
+    # A parallel worker's other ranks priming their own (``ParallelRanks.prime``): steps, or None for a reset.
+    on_prime: Callable[[int | None], None] | None = None
 
     def before_call(self, steps: int, negative: torch.Tensor | None) -> None:
+        if self.on_prime is not None:
+            self.on_prime(steps)
         if self.text_memo is not None:
             self.text_memo.forget()  # the last batch's prompts
         if self.step_cache is not None:
@@ -53,6 +57,8 @@ class Accelerated:
             wrapper.prime(negative)
 
     def rows_dropped(self, negative: torch.Tensor | None) -> None:
+        if self.on_prime is not None:
+            self.on_prime(None)
         if self.step_cache is not None:
             self.step_cache.reset()  # cached residuals are for the old batch's rows
         for wrapper in self.cfg:

@@ -34,9 +34,9 @@ from reelserve.parallel.sharding import shard_transformer
 
 log = logging.getLogger(__name__)
 
-# A rank's model: (pipeline, adapter bank or None), built in the follower's own process. Picklable
-# (a module-level function, or a ``functools.partial`` of one): processes are spawned, not forked.
-Build = Callable[[int], tuple[Any, Any]]
+# A rank's model: (pipeline, adapter bank or None, ``Accelerated`` or None), built in the follower's own
+# process. Picklable (a module-level function, or a ``functools.partial`` of one): processes are spawned.
+Build = Callable[[int], tuple[Any, Any, Any]]
 EXPERTS = ("transformer", "transformer_2")
 
 
@@ -67,6 +67,15 @@ class Forward:
     context: dict[str, Any]
     timestep: float  # the pipeline's ``_current_timestep`` (Pyramid Attention Broadcast reads it)
     adapters: tuple[tuple[tuple[str, float], ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Prime:
+    """The accelerations' per-batch state (step caches): ``Accelerated.before_call(steps)``, or with
+    None ``rows_dropped``, on every rank as on rank 0."""
+
+    steps: int | None
+    tensors: tuple[TensorSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -209,7 +218,11 @@ class ParallelRanks:
 
         return self._guarded(run)
 
-    def _send(self, call: Forward | Decode, tensors: dict[str, torch.Tensor]) -> None:
+    def prime(self, steps: int | None) -> None:
+        """Have every follower prime its accelerations as rank 0 does (``Accelerated.on_prime``)."""
+        self._guarded(lambda: self._send(Prime(steps), {}))
+
+    def _send(self, call: Forward | Decode | Prime, tensors: dict[str, torch.Tensor]) -> None:
         dead = [process.name for process, _ in self.followers if not process.is_alive()]
         if dead:
             raise RankFailure(f"{', '.join(dead)} is not running")
@@ -267,7 +280,7 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
         torch.cuda.set_device(rank)
     dist.init_process_group(spec.backend, init_method=address, rank=rank, world_size=spec.layout.world,
                             timeout=timedelta(seconds=spec.timeout_s))
-    pipeline, bank = spec.build(rank)
+    pipeline, bank, accelerated = spec.build(rank)
     state = RankState(spec.layout, rank, pipeline, bank)
     state.join_groups()
     conn.send("ready")
@@ -280,7 +293,12 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
             if call is None:
                 break
             tensors = _receive(call.tensors, state.device)
-            if isinstance(call, Forward):
+            if isinstance(call, Prime):
+                if accelerated is not None and call.steps is not None:
+                    accelerated.before_call(call.steps, None)
+                elif accelerated is not None:
+                    accelerated.rows_dropped(None)
+            elif isinstance(call, Forward):
                 out = state.evaluate(call, tensors)
                 if call.guided and state.uncond_sender():
                     dist.send(out["uncond"].contiguous(), dst=0)

@@ -15,6 +15,7 @@ import torch
 from parallel_builds import OUTLINE_SHA256, build
 from reelserve.accel.compile import is_compiled
 from reelserve.engine.denoise_loop import Boundary, denoise
+from reelserve.engine.runner import PipelineRunner
 from reelserve.models.family import Row
 from reelserve.models.wan_family import WanFamily
 from reelserve.parallel.family import ParallelWanFamily
@@ -74,12 +75,12 @@ def check_layout(model: str, text: str, served: str | None = None) -> None:
     """``served``: the build the group runs (default ``model``), against ``model`` in one process."""
     max_len, _, _ = SHAPES[model]
     batch = rows(model)
-    pipeline, bank = build(model, 0)
+    pipeline, bank, _ = build(model, 0)
     alone = WanFamily(pipeline, max_len, adapters=bank)
     single_calls = count_calls(pipeline)
     reference = run(alone, batch)
 
-    pipeline, bank = build(served or model, 0)  # fresh: the group installs its split in rank 0's transformers
+    pipeline, bank, _ = build(served or model, 0)  # fresh: the group installs its split in rank 0's transformers
     layout = ParallelLayout.parse(text)
     if served == "tiny-compiled":
         assert is_compiled(pipeline.transformer)
@@ -117,7 +118,7 @@ def test_the_adapter_changes_the_parallel_output() -> None:
     max_len, _, _ = SHAPES["micro"]
     batch = rows("micro")
     plain = [(key, params.model_copy(update={"loras": ()})) for key, params in batch]
-    pipeline, bank = build("micro", 0)
+    pipeline, bank, _ = build("micro", 0)
     family = WanFamily(pipeline, max_len, adapters=bank)
     with_adapter, without = run(family, batch), run(family, plain)
     assert np.abs(with_adapter["b"] - without["b"]).max() > 0.05
@@ -127,3 +128,32 @@ def test_the_adapter_changes_the_parallel_output() -> None:
 def test_compiled_blocks_run_split() -> None:
     """``--compile`` on a parallel worker: the blocks compile with a graph break around the exchange."""
     check_layout("tiny", "ulysses=2", served="tiny-compiled")
+
+
+def test_a_step_cache_runs_with_cfg_split() -> None:
+    """First-Block Cache on cfg=2: each rank caches its own branch (its own ``cache_context``), primed per
+    batch on every rank as on rank 0, so two batches in a row equal one process's, skips and all."""
+    batch = [(key, params.model_copy(update={"guidance_scale": 5.0, "guidance_scale_2": 5.0}))
+             for key, params in rows("tiny")[:3]]  # one schedule: a step cache's batch is one
+    outputs = []
+    for parallel in (False, True):
+        pipeline, _, accelerated = build("tiny-fbcache", 0)
+        ranks = None
+        if parallel:
+            ranks = ParallelRanks(GroupSpec(ParallelLayout(cfg=2), functools.partial(build, "tiny-fbcache"), threads=1),
+                                  pipeline, None)
+            ranks.start()
+            accelerated.on_prime = ranks.prime
+        runner = PipelineRunner(pipeline, torch.device("cpu"), SHAPES["tiny"][0], accelerated=accelerated, ranks=ranks)
+        try:
+            first, second = runner.run(batch), runner.run(batch[:2])
+        finally:
+            if ranks is not None:
+                ranks.close()
+        outputs.append((first.frames, second.frames, accelerated.skips.skipped_fraction))
+    (alone_first, alone_second, alone_skips), (split_first, split_second, split_skips) = outputs
+    assert alone_skips > 0 and split_skips > 0  # the cache skipped blocks in both
+    for alone, split in ((alone_first, split_first), (alone_second, split_second)):
+        assert set(alone) == set(split)
+        for key in alone:
+            assert np.abs(alone[key] - split[key]).max() <= TOLERANCE, key

@@ -35,7 +35,7 @@ def kill(process_id: int, ranks: ParallelRanks) -> None:
 
 
 def test_a_call_that_loses_a_rank_raises_and_the_group_is_built_again() -> None:
-    pipeline, _ = build("tiny", 0)
+    pipeline, _, _ = build("tiny", 0)
     ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ulysses=2"), functools.partial(build, "tiny"), threads=1),
                           pipeline, None)
     ranks.start()
