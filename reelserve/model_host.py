@@ -97,6 +97,7 @@ def start_parallel(model: LoadedModel, settings: Settings, metrics: Metrics | No
     if model.device.type == "cpu":
         torch.set_num_threads(threads)
     ranks = ParallelRanks(spec, model.pipeline, model.adapters)
+    ranks.split_unguided_rows = options.accelerations.step_cache == "none"
     if metrics is not None:
         ranks.on_restart = lambda seconds: metrics.parallel_restart_seconds.observe(seconds)
     ranks.start()

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -67,6 +67,8 @@ class Forward:
     context: dict[str, Any]
     timestep: float  # the pipeline's ``_current_timestep`` (Pyramid Attention Broadcast reads it)
     adapters: tuple[tuple[tuple[str, float], ...], ...] = ()
+    # Unguided under cfg=2: the two halves of the ranks each take half of the rows (not one branch each).
+    split_rows: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,17 @@ class RankState:
         shards.ulysses_group, shards.ring_group, shards.sequence_group = mine["ulysses"], mine["ring"], mine["sequence"]
 
     def evaluate(self, call: Forward, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """This rank's branches of the evaluation (both on a layout without cfg), each whole."""
+        """This rank's branches of the evaluation (both on a layout without cfg), each whole; with
+        ``split_rows``, the cond branch of its half of the rows."""
         model = getattr(self.pipeline, call.expert)
         branches = ("cond", "uncond") if call.guided else ("cond",)
-        mine = branches if self.layout.cfg == 1 else branches[self.cfg_index : self.cfg_index + 1]
+        mine = branches if self.layout.cfg == 1 or call.split_rows else branches[self.cfg_index : self.cfg_index + 1]
+        wanted = list(call.adapters)
+        if call.split_rows:
+            tensors = {name: t.tensor_split(2)[self.cfg_index] for name, t in tensors.items()}
+            wanted = wanted[slice(*self.half(len(wanted)))]
         self.pipeline._current_timestep = call.timestep
-        adapters = self.bank.rows(list(call.adapters)) if call.adapters and any(call.adapters) else nullcontext()
+        adapters = self.bank.rows(wanted) if wanted and any(wanted) else nullcontext()
         out = {}
         with adapters:
             for branch in mine:
@@ -126,8 +133,13 @@ class RankState:
                                         encoder_hidden_states=embeds, return_dict=False)[0]
         return out
 
-    def uncond_sender(self) -> bool:
-        """The rank that hands rank 0 the uncond branch under ``cfg=2``."""
+    def half(self, rows: int) -> tuple[int, int]:
+        """The rows this rank's half of a ``split_rows`` call takes (``tensor_split``'s cut)."""
+        first = (rows + 1) // 2
+        return (0, first) if self.cfg_index == 0 else (first, rows)
+
+    def cfg_peer(self) -> bool:
+        """The rank that hands rank 0 the other half's result under ``cfg=2`` (its branch or its rows)."""
         return self.layout.cfg == 2 and self.rank == self.layout.rank_of(1, 0, 0)
 
     def decode_share(self, latents: torch.Tensor) -> torch.Tensor:
@@ -147,6 +159,9 @@ class ParallelRanks:
         self.followers: list[tuple[multiprocessing.Process, Connection]] = []
         self.restarts = 0  # times the group was built again after losing a rank
         self.on_restart: Callable[[float], None] | None = None  # seconds a rebuild took (metrics)
+        # Unguided rows under cfg=2 go half to each half of the ranks; not with a step cache, whose skips
+        # are decided over the whole batch in one process.
+        self.split_unguided_rows = True
 
     @property
     def world(self) -> int:
@@ -187,14 +202,19 @@ class ParallelRanks:
 
     def forward(self, call: Forward, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Both branches of the evaluation, whole, on rank 0."""
+        rows = tensors["latents"].shape[0]
+        if self.layout.cfg == 2 and not call.guided and rows > 1 and self.split_unguided_rows:
+            call = replace(call, split_rows=True)
+
         def run() -> dict[str, torch.Tensor]:
             self._send(call, tensors)
             out = self.state.evaluate(call, tensors)
-            if call.guided and self.layout.cfg == 2:
-                cond = out["cond"]  # a view, perhaps: the buffer to receive into must be contiguous
-                uncond = torch.empty(cond.shape, dtype=cond.dtype, device=cond.device)
-                dist.recv(uncond, src=self.layout.rank_of(1, 0, 0))
-                out["uncond"] = uncond
+            if self.layout.cfg == 2 and (call.guided or call.split_rows):
+                cond = out["cond"]
+                shape = cond.shape if call.guided else (rows - cond.shape[0], *cond.shape[1:])
+                theirs = torch.empty(shape, dtype=cond.dtype, device=cond.device)  # contiguous, as recv needs
+                dist.recv(theirs, src=self.layout.rank_of(1, 0, 0))
+                out = {"cond": cond, "uncond": theirs} if call.guided else {"cond": torch.cat([cond, theirs])}
             return out
 
         return self._guarded(run)
@@ -300,8 +320,8 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
                     accelerated.rows_dropped(None)
             elif isinstance(call, Forward):
                 out = state.evaluate(call, tensors)
-                if call.guided and state.uncond_sender():
-                    dist.send(out["uncond"].contiguous(), dst=0)
+                if (call.guided or call.split_rows) and state.cfg_peer():
+                    dist.send(out["uncond" if call.guided else "cond"].contiguous(), dst=0)
             elif state.rank < call.tensors[0].shape[0]:
                 dist.send(state.decode_share(tensors["latents"]).contiguous(), dst=0)
     dist.destroy_process_group()
