@@ -27,6 +27,7 @@ def test_defaults_are_auto_and_off() -> None:
         "cpu_threads": None,
         "lora_adapters": 0,  # no adapters: no layer wrapped
         "lora_cache_mb": 256,
+        "graph_breaks": False,  # one process: compiled blocks hold whole graphs
     }
     assert AccelerationOptions().describe() == []  # eager PyTorch: nothing to report
 
