@@ -1,0 +1,155 @@
+"""Which models' weights are on the device, under a memory budget: the parts a server that serves several
+models (``--model`` repeated) swaps them with.
+
+``WeightSwap`` moves one model's weights off the device and back in place: the very Parameter and buffer
+objects stay (the modules, the pipeline lanes that share them and any hooks keep their references), only
+their storage goes elsewhere meanwhile: host memory when the model runs on a GPU, a file on disk when it
+runs on the CPU (whose memory is the host's). ``DeviceMemory`` keeps the models that fit resident, brings
+one in on demand and sends the least recently used idle ones out for room, and says what a swap costs
+(measured; before the first, estimated from the bytes) so the scheduler can count it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+# A swap's seconds before one was measured: a guess from the bytes (host to device, or disk to memory).
+ASSUMED_BYTES_PER_S = {"cuda": 10e9, "cpu": 1e9}
+
+
+class WeightSwap:
+    """One model's weights, movable off its device and back. :param modules: every module of the model
+    (shared tensors counted once). :param spill: where a CPU model's weights go while out."""
+
+    def __init__(self, modules: list[torch.nn.Module], device: torch.device, spill: Path) -> None:
+        self.device, self.spill = device, spill
+        tensors: dict[int, torch.Tensor] = {}
+        for module in modules:
+            for tensor in (*module.parameters(), *module.buffers()):
+                tensors.setdefault(id(tensor), tensor)
+        self.tensors = list(tensors.values())
+        self.nbytes = sum(t.numel() * t.element_size() for t in self.tensors)
+        self.resident = True
+        self._away: list[torch.Tensor] = []  # on a GPU: the host copies while out
+        self._spilled = False  # on the CPU: the file holds them (weights never change while served)
+
+    def evict(self) -> None:
+        if not self.resident:
+            return
+        if self.device.type == "cpu":
+            if not self._spilled:
+                self.spill.parent.mkdir(parents=True, exist_ok=True)
+                torch.save([t.data for t in self.tensors], self.spill)
+                self._spilled = True
+            for tensor in self.tensors:
+                tensor.data = torch.empty(0, dtype=tensor.dtype)
+        else:
+            self._away = [t.data.to("cpu") for t in self.tensors]
+            for tensor in self.tensors:
+                tensor.data = torch.empty(0, dtype=tensor.dtype, device=self.device)
+        self.resident = False
+
+    def bring_in(self) -> None:
+        if self.resident:
+            return
+        if self.device.type == "cpu":
+            stored = torch.load(self.spill, mmap=True, weights_only=True)
+        else:
+            stored = [t.to(self.device) for t in self._away]
+        for tensor, data in zip(self.tensors, stored, strict=True):
+            tensor.data = data
+        self._away = []
+        self.resident = True
+
+
+class DeviceMemory:
+    """The models on one device within ``budget_bytes`` (None: no budget, every model stays).
+
+    :param on_swap: (model, "in" or "out", seconds) for each move, for metrics."""
+
+    def __init__(self, budget_bytes: int | None, on_swap: Callable[[str, str, float], None] | None = None) -> None:
+        self.budget_bytes = budget_bytes
+        self.on_swap = on_swap or (lambda model, direction, seconds: None)
+        self._swaps: dict[str, WeightSwap] = {}
+        self._in_use: dict[str, int] = {}
+        self._last_used: dict[str, float] = {}
+        self._swap_in_s: dict[str, float] = {}  # the last measured bring-in
+        self._changed = threading.Condition()
+        self.swaps_in = 0
+
+    def add(self, name: str, swap: WeightSwap) -> None:
+        """A loaded model (resident); others go out if it needs their room and they are idle."""
+        if self.budget_bytes is not None and swap.nbytes > self.budget_bytes:
+            raise ValueError(f"model {name} needs {swap.nbytes / 2**20:.0f} MiB of device memory and the budget "
+                             f"is {self.budget_bytes / 2**20:.0f} MiB; raise --device-memory-mb or serve it elsewhere")
+        with self._changed:
+            self._swaps[name] = swap
+            self._in_use[name] = 0
+            self._last_used[name] = time.monotonic()
+            self._make_room(name)
+
+    def resident(self, name: str) -> bool:
+        return self._swaps[name].resident
+
+    def swap_cost(self, name: str) -> float:
+        """Seconds before ``name`` could run for its weights alone: 0 when resident."""
+        swap = self._swaps[name]
+        if swap.resident:
+            return 0.0
+        guess = swap.nbytes / ASSUMED_BYTES_PER_S.get(swap.device.type, 1e9)
+        return self._swap_in_s.get(name, guess)
+
+    @contextmanager
+    def use(self, name: str, timeout_s: float = 3600.0) -> Iterator[float]:
+        """Hold ``name`` resident for a call; yields the seconds it took to bring it in (0: it was in).
+        Waits while the room it needs is held by models in use."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while not self._make_room(name):
+                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError(f"model {name} waited {timeout_s:.0f}s for device memory")
+            self._in_use[name] += 1
+            brought_in = self._bring_in(name)
+        try:
+            yield brought_in
+        finally:
+            with self._changed:
+                self._in_use[name] -= 1
+                self._last_used[name] = time.monotonic()
+                self._changed.notify_all()
+
+    def _bring_in(self, name: str) -> float:
+        swap = self._swaps[name]
+        if swap.resident:
+            return 0.0
+        started = time.perf_counter()
+        swap.bring_in()
+        seconds = time.perf_counter() - started
+        self._swap_in_s[name] = seconds
+        self.swaps_in += 1
+        self.on_swap(name, "in", seconds)
+        return seconds
+
+    def _make_room(self, name: str) -> bool:
+        """Send idle models out, least recently used first, until ``name`` fits; False if it cannot yet."""
+        if self.budget_bytes is None:
+            return True
+        needed = 0 if self._swaps[name].resident else self._swaps[name].nbytes
+        while self._used() + needed > self.budget_bytes:
+            idle = [n for n, s in self._swaps.items() if n != name and s.resident and not self._in_use[n]]
+            if not idle:
+                return False
+            victim = min(idle, key=self._last_used.__getitem__)
+            started = time.perf_counter()
+            self._swaps[victim].evict()
+            self.on_swap(victim, "out", time.perf_counter() - started)
+        return True
+
+    def _used(self) -> int:
+        return sum(s.nbytes for s in self._swaps.values() if s.resident)

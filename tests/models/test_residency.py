@@ -1,0 +1,80 @@
+"""Swapping a model's weights off the device and back, and a memory budget over several models: the
+same weights (and so the same videos) after a round trip, the least recently used idle model out for
+room, a model in use never out, and what a swap costs."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reelserve.models import LoadOptions, load_model
+from reelserve.models.residency import DeviceMemory, WeightSwap
+from support import wait_until
+
+
+def tiny_swap(tmp_path: Path, name: str = "tiny") -> tuple[object, WeightSwap]:
+    model = load_model("tiny", LoadOptions(device="cpu"))
+    modules = [m for m in vars(model.pipeline).values() if isinstance(m, torch.nn.Module)]
+    return model, WeightSwap(modules, torch.device("cpu"), tmp_path / f"{name}.pt")
+
+
+def test_a_round_trip_keeps_the_weights_and_the_video(tmp_path: Path) -> None:
+    model, swap = tiny_swap(tmp_path)
+    before = model.generate(["a red ball"], 32, 32, 5, 2)
+    first = next(model.pipeline.transformer.parameters())
+    swap.evict()
+    assert not swap.resident and first.numel() == 0  # the storage is gone, the Parameter stays
+    assert (tmp_path / "tiny.pt").exists()
+    swap.bring_in()
+    assert swap.resident and next(model.pipeline.transformer.parameters()) is first and first.numel() > 0
+    assert np.array_equal(model.generate(["a red ball"], 32, 32, 5, 2), before)
+
+
+def test_the_least_recently_used_idle_model_goes_out_for_room(tmp_path: Path) -> None:
+    (_, a), (_, b) = tiny_swap(tmp_path, "a"), tiny_swap(tmp_path, "b")
+    moves: list[tuple[str, str]] = []
+    memory = DeviceMemory(budget_bytes=a.nbytes + a.nbytes // 2, on_swap=lambda m, d, s: moves.append((m, d)))
+    memory.add("a", a)
+    memory.add("b", b)  # no room for both: a, idle, goes out
+    assert (memory.resident("a"), memory.resident("b")) == (False, True) and moves == [("a", "out")]
+    assert memory.swap_cost("b") == 0 and memory.swap_cost("a") > 0
+    with memory.use("a") as seconds:
+        assert seconds > 0 and memory.resident("a") and not memory.resident("b")
+    assert moves == [("a", "out"), ("b", "out"), ("a", "in")] and memory.swaps_in == 1
+    with memory.use("a") as seconds:
+        assert seconds == 0  # still in
+
+
+def test_a_model_in_use_is_never_sent_out(tmp_path: Path) -> None:
+    (_, a), (_, b) = tiny_swap(tmp_path, "a"), tiny_swap(tmp_path, "b")
+    memory = DeviceMemory(budget_bytes=a.nbytes)
+    memory.add("a", a)
+    memory.add("b", b)
+    release, b_in = threading.Event(), threading.Event()
+
+    def hold_b() -> None:
+        with memory.use("b"):
+            b_in.set()
+            assert release.wait(30)
+
+    holder = threading.Thread(target=hold_b)
+    holder.start()
+    assert b_in.wait(30)
+    waiting = threading.Thread(target=lambda: memory.use("a").__enter__())
+    waiting.start()
+    assert memory.resident("b") and not memory.resident("a")  # a waits: b is in use
+    release.set()
+    holder.join(30)
+    waiting.join(30)
+    wait_until(lambda: memory.resident("a"))
+    assert not memory.resident("b")
+
+
+def test_a_model_larger_than_the_budget_is_refused(tmp_path: Path) -> None:
+    _, a = tiny_swap(tmp_path)
+    with pytest.raises(ValueError, match="--device-memory-mb"):
+        DeviceMemory(budget_bytes=a.nbytes - 1).add("a", a)
