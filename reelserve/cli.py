@@ -51,12 +51,19 @@ def _run(role: str, **flags: Any) -> None:
     from reelserve.diagnostics import dump_stacks_on_sigusr1
     from reelserve.distributed import ApiServer, WorkerServer
     from reelserve.server import Server, serving_config
+    from reelserve.several_models import SeveralModelsServer
 
     overrides = {name: value for name, value in flags.items() if value is not None}
+    if "model" in overrides:  # --model repeated: several models
+        overrides["model"] = ",".join(overrides["model"])
     try:
         settings = Settings(**overrides)
         _check_port_free(settings.host, settings.port)
-        server = {"serve": Server, "api": ApiServer, "worker": WorkerServer}[role](settings)
+        if len(settings.models) > 1 and role != "serve":
+            raise ValueError(f"several models (--model {' --model '.join(settings.models)}) are served by "
+                             "`reelserve serve` for now; run one `reelserve worker` per model")
+        serve = SeveralModelsServer if len(settings.models) > 1 else Server
+        server = {"serve": serve, "api": ApiServer, "worker": WorkerServer}[role](settings)
     except ValidationError as exc:
         for error in exc.errors():  # one line a bad flag, named as typed
             where = "-".join(str(part) for part in error["loc"]).replace("_", "-")
@@ -69,7 +76,7 @@ def _run(role: str, **flags: Any) -> None:
         raise typer.Exit(2) from None
     _quiet_logs(settings.log_level, model_bars=server.runs_model)
     dump_stacks_on_sigusr1()
-    what = {"serve": f"serving [bold]{settings.model}[/bold]", "api": "API (jobs on Redis)",
+    what = {"serve": f"serving [bold]{', '.join(settings.models)}[/bold]", "api": "API (jobs on Redis)",
             "worker": f"worker of [bold]{settings.model}[/bold] (ops port)"}[role]
     console.print(f"reelserve {what} on http://{settings.host}:{settings.port}")
     uvicorn.Server(serving_config(server.app, settings)).run()
@@ -137,7 +144,7 @@ def _serve_signature() -> inspect.Signature:
     """One flag per Settings field; unset flags fall back to REELSERVE_* env vars, then defaults."""
     params = []
     for name, field in Settings.model_fields.items():
-        kind = _option_type(field.annotation)
+        kind = list[str] if name == "model" else _option_type(field.annotation)  # --model repeats
         flag = f"--{name.replace('_', '-')}"
         decls = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
         default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]

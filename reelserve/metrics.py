@@ -60,14 +60,7 @@ class Metrics:
         )
         self._add_cache_metrics(r)
         self._add_scheduling_metrics(r)
-        self.parallel_rank_failures = Counter(
-            "reelserve_parallel_rank_failures",
-            "Batches a parallel worker lost a rank in (its jobs were run again)", registry=r,
-        )
-        self.parallel_restart_seconds = Histogram(
-            "reelserve_parallel_restart_seconds", "Time to build a parallel worker's process group again",
-            buckets=_SECONDS, registry=r,
-        )
+        self._device_metrics(r)
         self.lora_adapter_events = Counter(
             "reelserve_lora_adapter_events",
             "LoRA adapters a call needed, by event: hit (on the device), load (read onto it), evict (dropped "
@@ -87,6 +80,26 @@ class Metrics:
             "Text-embedding cache lookups (one per distinct prompt per batch) by outcome",
             ["result"],
             registry=r,
+        )
+
+
+    def _device_metrics(self, r: CollectorRegistry) -> None:
+        """What moves models and their work between devices: parallel groups, swaps of several models."""
+        self.parallel_rank_failures = Counter(
+            "reelserve_parallel_rank_failures",
+            "Batches a parallel worker lost a rank in (its jobs were run again)", registry=r,
+        )
+        self.parallel_restart_seconds = Histogram(
+            "reelserve_parallel_restart_seconds", "Time to build a parallel worker's process group again",
+            buckets=_SECONDS, registry=r,
+        )
+        self.model_swaps = Counter(
+            "reelserve_model_swaps", "Models' weights moved onto the device (in) or off it for room (out)",
+            ["model", "direction"], registry=r,
+        )
+        self.model_swap_seconds = Histogram(
+            "reelserve_model_swap_seconds", "Time to move a model's weights onto or off the device",
+            ["model", "direction"], buckets=_SECONDS, registry=r,
         )
 
     def _add_cache_metrics(self, r: CollectorRegistry) -> None:

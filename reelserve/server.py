@@ -21,7 +21,6 @@ from reelserve.accel.thresholds import threshold_for
 from reelserve.adapters import AdapterRegistry
 from reelserve.adapters.checks import fits_published_layout
 from reelserve.api.app import create_app
-from reelserve.api.auth import tenant_id
 from reelserve.api.http_server import uvicorn_config
 from reelserve.cache.embedder import MiniLMEmbedder
 from reelserve.cache.memory import MemoryTier
@@ -30,25 +29,22 @@ from reelserve.cache.redis_tier import redis_tier_from_url
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic import SemanticStore
 from reelserve.cache.semantic_cache import SemanticCache
-from reelserve.engine.circuit import CircuitBreaker, CircuitState
-from reelserve.engine.cost_model import CostModel
 from reelserve.engine.dashboard import Dashboard
 from reelserve.engine.engine import Engine
 from reelserve.engine.front import VideoFront
 from reelserve.engine.join_feeder import StepPolicy
 from reelserve.engine.events import Events
 from reelserve.engine.notifier import WebhookNotifier
-from reelserve.engine.rate_limit import RateLimiter
 from reelserve.engine.scheduler import SchedulingOptions
-from reelserve.engine.tiers import TierTable
+from reelserve.engine.service import VideoService
 from reelserve.jobs.base import Broker, JobStore
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
 from reelserve.metrics import Metrics
+from reelserve.scheduling_options import scheduling
 from reelserve.redis_names import RedisKeys
 from reelserve.models import ModelSpec, get_spec, model_version, weights_source
 from reelserve.schemas.requests import GenerationParams, ModelLimits
-from reelserve.schemas.slo import TenantPolicy
 from reelserve.settings import Settings
 from reelserve.stats import LocalStats, StatsRecorder
 from reelserve.storage.base import Storage
@@ -163,54 +159,6 @@ def result_cache(settings: Settings, metrics: Metrics) -> tuple[ResultCache, Sem
     return cache, SemanticCache(cache, MiniLMEmbedder(), store)
 
 
-_CIRCUIT_GAUGE = {CircuitState.closed: 0, CircuitState.half_open: 1, CircuitState.open: 2}
-
-
-def load_cost_model(settings: Settings) -> CostModel:
-    """What the last run learned, so admission estimates are good from the first request; the prior
-    when there is nothing (or nothing readable) yet."""
-    path = settings.cost_model_path
-    if not path.exists():
-        return CostModel()
-    try:
-        return CostModel.load(path)
-    except (ValueError, OSError) as exc:
-        log.warning("ignoring the saved cost model %s (%s); starting from the prior", path, exc)
-        return CostModel()
-
-
-def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
-    """Tiers, per-key policies (keyed by tenant id, so raw keys are not kept), limits and the breaker."""
-    default_policy = TenantPolicy(
-        requests_per_minute=settings.rate_limit_rpm,
-        max_concurrent_jobs=settings.rate_limit_concurrent,
-        webhook_secret=settings.webhook_secret,
-    )
-    tiers = TierTable(
-        settings.tiers,
-        settings.default_tier,
-        tenants={tenant_id(key): policy for key, policy in settings.tenants.items()},
-        default_policy=default_policy,
-    )
-    circuit = None
-    if settings.circuit_failures:
-        circuit = CircuitBreaker(
-            settings.circuit_failures,
-            settings.circuit_cooldown_s,
-            probe_timeout_s=max(60.0, settings.circuit_cooldown_s),
-            on_change=lambda state: metrics.circuit_state.set(_CIRCUIT_GAUGE[state]),
-        )
-    return SchedulingOptions(
-        tenant_queue_share=settings.tenant_queue_share,
-        tiers=tiers,
-        degrade_levels=settings.degrade_levels,
-        limiter=RateLimiter(),
-        circuit=circuit,
-        cost_model=load_cost_model(settings),
-        cost_model_path=settings.cost_model_path,
-    )
-
-
 def serving_config(app: object, settings: Settings) -> uvicorn.Config:
     """How every role is served: uvicorn with the settings' connection limits and read deadlines."""
     return uvicorn_config(
@@ -258,6 +206,7 @@ class Server:
         self.cache, semantic = result_cache(settings, self.metrics) if caches_results(settings) else (None, None)
         options = scheduling(settings, self.metrics)  # a bad tier or tenant setting fails here
         options.shared_queue = self.shared_queue
+        self.scheduling = options
         self.store, broker, bus = self._queue_parts(options)
         stats = self._stats_recorder()
         storage = storage_for(settings)
@@ -295,13 +244,21 @@ class Server:
                                        "preemption": settings.preemption}
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
+        self._more_engines()
         self.app: FastAPI = self._create_app()
 
-    def _engine(self, **front: Any) -> VideoFront:
+    def _more_engines(self) -> None:
+        """Several models: the others' engines (``several_models.py``)."""
+
+    def _service(self) -> VideoService:
+        return self.engine
+
+    def _engine(self, resume_version: str | None = None, **front: Any) -> VideoFront:
         """A front and a worker (``Engine``): this process accepts jobs and runs them."""
         lease_interval_s = self.settings.claim_idle_s / 3 if self.shared_queue else None
         policy = StepPolicy(join=self.settings.continuous_batching, preempt=self.settings.preemption,
-                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20, resume_version=self.resume_version,
+                            parked_limit_bytes=self.settings.parked_rows_mb * 2**20,
+                            resume_version=resume_version or self.resume_version,
                             checkpoint_steps=self.settings.checkpoint_steps)
         return Engine(**front, lease_interval_s=lease_interval_s, step_policy=policy)
 
@@ -332,7 +289,7 @@ class Server:
     def _create_app(self) -> FastAPI:
         settings = self.settings
         return create_app(
-            self.engine,
+            self._service(),
             self.metrics,
             api_keys=settings.api_keys,
             sync_max_wait_s=settings.sync_max_wait_s,

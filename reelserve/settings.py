@@ -7,22 +7,33 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
 from reelserve.parallel.layout import ParallelLayout
 from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel, TenantPolicy, Tier
+from reelserve.secret_files import read_secret_files
 from reelserve.webhooks.signing import decode_secret
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REELSERVE_", extra="ignore")
+    _more_models: list[str] = PrivateAttr(default_factory=list)  # a repeated --model's others
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
     data_dir: Path = Field(Path("reelserve-data"), description="Jobs database and videos live here.")
-    model: str = Field("micro", description="Model to serve (see `reelserve models`).")
+    model: str = Field(
+        "micro", description="Model to serve (see `reelserve models`). Repeat --model (or comma-separate) to serve "
+        "several from one server, each with its own queue and batching, under --device-memory-mb; the first is "
+        "the default for requests that name none.",
+    )
+    device_memory_mb: int | None = Field(
+        None, ge=1, description="With several models: the device memory their weights may take together. Models "
+        "that do not fit wait off the device (host memory from a GPU, a spill file on CPU) and are brought in on "
+        "demand, the least recently used idle one going out; unset: every model stays loaded.",
+    )
     model_path: str | None = Field(
         None, description="Local directory or hub id for from_pretrained models (overrides the default)."
     )
@@ -325,6 +336,24 @@ class Settings(BaseSettings):
             decode_secret(value)  # ValueError says what is wrong with it
         return value
 
+    @model_validator(mode="after")
+    def _several_models(self) -> Settings:
+        """``model`` is the default model; the others of a repeated --model are kept apart."""
+        names = [name.strip() for name in self.model.split(",") if name.strip()]
+        if not names:
+            raise ValueError("model: name at least one model (see `reelserve models`)")
+        if len(set(names)) < len(names):
+            raise ValueError(f"model: {self.model!r} names a model twice")
+        if len(names) > 1 and self.model_path is not None:
+            raise ValueError("model_path applies to one model; serve a model from another path alone")
+        self.model, self._more_models = names[0], names[1:]
+        return self
+
+    @property
+    def models(self) -> list[str]:
+        """Every model served, the default first."""
+        return [self.model, *self._more_models]
+
     @field_validator("parallel")
     @classmethod
     def _parallel_layout(cls, value: str) -> str:
@@ -337,17 +366,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_from_files(self) -> Settings:
         """Secrets may come from files (the recommended way, with the env vars: flags show in ``ps``)."""
-        for name in ("api_keys", "admin_keys", "webhook_secret", "tenants"):
-            path: Path | None = getattr(self, f"{name}_file")
-            if path is None:
-                continue
-            if getattr(self, name):
-                raise ValueError(f"give {name} or {name}_file, not both")
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise ValueError(f"{name}_file: cannot read {path} ({exc.strerror})") from None
-            setattr(self, name, _parse_secret_file(name, text))
+        read_secret_files(self, ("api_keys", "admin_keys", "webhook_secret", "tenants"))
         return self
 
     @model_validator(mode="after")
@@ -373,15 +392,3 @@ class Settings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "files"
-
-
-def _parse_secret_file(name: str, text: str) -> object:
-    """A keys file: one key a line, blank lines and '#' comments skipped. A secret file: its text,
-    trimmed. A tenants file: the JSON of --tenants."""
-    if name == "tenants":
-        return TypeAdapter(dict[str, TenantPolicy]).validate_json(text)
-    if name == "webhook_secret":
-        secret = text.strip()
-        decode_secret(secret)  # ValueError says what is wrong with it
-        return secret
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

@@ -24,6 +24,7 @@ import uvicorn
 
 from reelserve.schemas import GenerationParams, ModelLimits
 from reelserve.server import Server, serving_config
+from reelserve.several_models import SeveralModelsServer
 from reelserve.settings import Settings
 from family_wrappers import GatedFamily, StepRecorder
 from stuck_threads import connections_of, other_threads, stack_of
@@ -86,13 +87,14 @@ def serve(data_dir: Path, **overrides: object) -> Iterator[RunningServer]:
     # keep later jobs queued; the lane and step-scheduling tests ask for more.
     defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "pipeline_lanes": 1, **NO_STEP_SCHEDULING}
     settings = Settings(data_dir=data_dir, port=free_port(), device="cpu", **{**defaults, **overrides})
-    server = Server(settings)
+    server = (SeveralModelsServer if len(settings.models) > 1 else Server)(settings)
     uv = uvicorn.Server(serving_config(server.app, settings.model_copy(update={"log_level": "warning"})))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     running = RunningServer(server, f"http://127.0.0.1:{settings.port}")
     try:
-        wait_until(lambda: uv.started and server.engine.ready, timeout=60)
+        engines = getattr(server, "engines", None) or {"": server.engine}
+        wait_until(lambda: uv.started and all(engine.ready for engine in engines.values()), timeout=60)
         yield running
     finally:
         running.client.close()

@@ -16,16 +16,17 @@ def models_router(service: VideoService) -> APIRouter:
 
     @router.get("", responses=error_responses(401))
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [service.model_info()]}
+        return {"object": "list", "data": service.models_info()}
 
     @router.get("/{model_id}", responses=error_responses(401, 404))
     async def get_model(model_id: str) -> dict[str, Any]:
-        info = service.model_info()
-        if model_id != info["id"]:
+        infos = {info["id"]: info for info in service.models_info()}
+        if model_id not in infos:
+            served = ", ".join(f"'{name}'" for name in infos)
             raise ReelserveError(
-                ErrorCode.not_found, f"model '{model_id}' is not served here; this server serves '{info['id']}'",
+                ErrorCode.not_found, f"model '{model_id}' is not served here; this server serves {served}",
                 param="model",
             )
-        return info
+        return infos[model_id]
 
     return router

@@ -60,6 +60,9 @@ class Admission:
         current_shares: Callable[[], dict[int, float]] | None = None,
         tier_depth: Callable[[str], int] | None = None,
     ) -> None:
+        # Seconds before the model could run, for its weights alone (0: on the device; several models
+        # behind one server: ``models/residency.py``).
+        self.swap_cost: Callable[[], float] = lambda: 0.0
         self.tiers = tiers
         self.ledger = ledger
         self.limits = limits
@@ -131,10 +134,12 @@ class Admission:
             if eta <= deadline_at:
                 return AdmissionPlan(run, deadline_at, eta, changes, reason if changes else None)
         assert first_eta is not None
+        swap = self.swap_cost()
         raise ReelserveError(
             ErrorCode.deadline_unmeetable,
             f"estimated completion in {first_eta - now:.1f}s is past the deadline of {placement.deadline_s:g}s "
-            f"({tier.name} tier); retry later, or with a longer deadline_seconds"
+            f"({tier.name} tier)" + (f", {swap:.2f}s of it to bring the model onto the device" if swap else "")
+            + "; retry later, or with a longer deadline_seconds"
             + ("" if placement.allow_degrade else " or allow_degrade"),
             retry_after=max(_MIN_RETRY_S, first_eta - deadline_at),
         )
@@ -173,6 +178,7 @@ class Admission:
             seconds = min(seconds, self.ledger.work_at(level, params) / share)
         # Its batch's outputs are written one by one after the call: at worst it is the last row.
         seconds += self.ledger.finish(params) * max(1, self.ledger.batch_limit(params.batch_key()))
+        seconds += self.swap_cost()  # the model's weights brought onto the device first, if they are off it
         return self.slowdown(level) * seconds
 
     def _record_demand(self, level: int, params: GenerationParams) -> None:

@@ -210,9 +210,10 @@ class BatchLoop:
         finished = functools.partial(self._row_finished, loop, rows, lanes.on_cpu,
                                      None if feeding is None else feeding.wake)
         running = loop.run_in_executor(thread, functools.partial(
-            lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads, joins, finished,
-            functools.partial(self.steps.resume, rows, lanes.runners[lane].device), self.steps.checkpointer(rows),
-            on_preview, lambda job_id, row: loop.call_soon_threadsafe(self.steps.swapped_out, rows, job_id, row)))
+            _resident, lanes, batch, lanes.run_lane, lane, params, on_step, self.stop_requested.__contains__, threads,
+            joins, finished, functools.partial(self.steps.resume, rows, lanes.runners[lane].device),
+            self.steps.checkpointer(rows), on_preview,
+            lambda job_id, row: loop.call_soon_threadsafe(self.steps.swapped_out, rows, job_id, row)))
         try:
             await self.publish_positions()  # once the run is under way: a shared queue answers over the network
             outcome = await asyncio.shield(running)
@@ -371,3 +372,16 @@ class BatchLoop:
                                               queue_position=position))
         except Exception as exc:  # noqa: BLE001 - the batch is running; positions are only news
             log.warning("publishing queue positions failed (%s: %s)", type(exc).__name__, exc)
+
+
+def _resident(lanes: PipelineLanes, batch: list[Job], run: Callable[..., BatchOutcome], *args: object) -> BatchOutcome:
+    """``run(*args)`` with the model's weights on the device (several models: ``lanes.residency``); the
+    seconds spent bringing them in go on the batch's jobs (``timings.swap_s``) and its outcome."""
+    if lanes.residency is None:
+        return run(*args)
+    with lanes.residency() as swap_s:
+        for job in batch:
+            job.timings.swap_s = swap_s
+        outcome = run(*args)
+    outcome.swap_s = swap_s
+    return outcome

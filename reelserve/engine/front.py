@@ -128,6 +128,8 @@ class VideoFront:
             running=self.running, keep_latents_s=keep_latents_s,
         )
         self._ready = False
+        # Several models behind one server: each engine re-queues its own model's jobs; the server resumes webhooks.
+        self.recovers_only_own = False
         self.health: Callable[[], bool] = lambda: True
         metrics.watch_jobs(lambda: {s.value: n for s, n in store.count_by_status().items()})
 
@@ -150,6 +152,8 @@ class VideoFront:
         self.scheduler.start(self.expire)  # jobs whose deadline passed while we were down fail at once
         requeued = 0
         for job in await self.jobs.unfinished():
+            if self.recovers_only_own and job.params.model != self.model_name:
+                continue  # another model's engine (several models behind one server) re-queues it
             if self.scheduler.shared_queue:
                 # Running jobs belong to live workers, or are reclaimed from dead ones; a queued job
                 # lacks its entry only if the API lost Redis between writing it and queueing it.
@@ -163,7 +167,7 @@ class VideoFront:
                     continue
             await self.scheduler.enqueue(job)
             requeued += 1
-        if self.notifier is not None:
+        if self.notifier is not None and not self.recovers_only_own:
             await self.notifier.resume()
         return requeued
 
@@ -378,6 +382,9 @@ class VideoFront:
 
     async def queue_depth(self) -> int:
         return await self.broker.depth()
+
+    def models_info(self) -> list[dict[str, Any]]:
+        return [self.model_info()]
 
     def model_info(self) -> dict[str, Any]:
         tiers = self.scheduler.tiers

@@ -26,6 +26,7 @@ import asyncio
 import os
 import threading
 import time
+from contextlib import AbstractContextManager
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -61,6 +62,9 @@ class PipelineLanes:
         self.use(len(self.runners) if lanes is None else lanes, threads)
         self._threads = [ThreadPoolExecutor(1, thread_name_prefix=f"reelserve-lane-{i}") for i in range(1, len(self.runners))]
         self._progress = threading.Lock()  # step listeners see one step at a time, as from one thread
+        # Several models on one device: holds this model's weights on it for a batch, yielding the seconds
+        # it took to bring them in (``DeviceMemory.use``). None: the model never leaves the device.
+        self.residency: Callable[[], AbstractContextManager[float]] | None = None
 
     @property
     def on_cpu(self) -> bool:

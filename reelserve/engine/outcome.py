@@ -28,3 +28,4 @@ class BatchOutcome:
     fit_batch_size: int | None = None
     calls: list[CallTiming] = field(default_factory=list)  # one per pipeline call that returned videos
     inference_s: float = 0.0  # wall time of the whole run, retries included
+    swap_s: float = 0.0  # of it, bringing the model's weights onto the device first (several models)

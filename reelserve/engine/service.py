@@ -66,6 +66,9 @@ class VideoService(Protocol):
     def model_info(self) -> dict[str, Any]:
         """The served model as an OpenAI ``model`` object, with each parameter's default and range."""
 
+    def models_info(self) -> list[dict[str, Any]]:
+        """Every served model's object (several behind one server: ``engine/router.py``)."""
+
 
 class CacheAdmin(Protocol):
     """What the admin API may do to the result cache. Each removal returns how many entries went."""

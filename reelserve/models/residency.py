@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -95,12 +96,14 @@ class DeviceMemory:
             self._make_room(name)
 
     def resident(self, name: str) -> bool:
-        return self._swaps[name].resident
+        """Whether ``name``'s weights are on the device (False for a model not added yet)."""
+        swap = self._swaps.get(name)
+        return swap is not None and swap.resident
 
     def swap_cost(self, name: str) -> float:
         """Seconds before ``name`` could run for its weights alone: 0 when resident."""
-        swap = self._swaps[name]
-        if swap.resident:
+        swap = self._swaps.get(name)
+        if swap is None or swap.resident:
             return 0.0
         guess = swap.nbytes / ASSUMED_BYTES_PER_S.get(swap.device.type, 1e9)
         return self._swap_in_s.get(name, guess)
@@ -153,3 +156,11 @@ class DeviceMemory:
 
     def _used(self) -> int:
         return sum(s.nbytes for s in self._swaps.values() if s.resident)
+
+
+def model_swap(model: Any, spill: Path) -> WeightSwap:
+    """A loaded model's swap: every module of its pipeline and of its lanes' copies (which share the
+    very same tensors), on its device."""
+    modules = [module for lane in (model.lanes or [model]) for module in vars(lane.pipeline).values()
+               if isinstance(module, torch.nn.Module)]
+    return WeightSwap(modules, model.device, spill)

@@ -46,6 +46,7 @@ class Timings(BaseModel):
     encode_s: float | None = None
     total_s: float | None = None
     first_preview_s: float | None = None  # from creation to the first live preview
+    swap_s: float | None = None  # bringing the model's weights onto the device before its batch (several models)
 
 
 class Degradation(BaseModel):

@@ -151,3 +151,16 @@ def test_deadline_pressure_is_the_share_a_level_needs_for_its_queued_deadlines()
     assert ledger.deadline_pressure(1) == pytest.approx(0.4)
     clock.now = 1005
     assert ledger.deadline_pressure(1) == pytest.approx(4 / 5)
+
+
+def test_a_model_off_the_device_counts_its_swap_and_the_swap_alone_can_refuse() -> None:
+    adm, _ = admission()
+    placement = adm.tiers.place(VideoCreateRequest(prompt="x", deadline_seconds=5), None)
+    assert adm.plan(PARAMS, placement).estimated_completion_at == pytest.approx(1000 + 2.5)  # on the device
+    adm.swap_cost = lambda: 4.0  # its weights must come in first
+    with pytest.raises(ReelserveError) as refused:
+        adm.plan(PARAMS, placement)
+    assert refused.value.http_status == 429 and refused.value.retry_after == pytest.approx(1.5)
+    assert "4.00s of it to bring the model onto the device" in refused.value.message
+    adm.swap_cost = lambda: 2.0
+    assert adm.plan(PARAMS, placement).estimated_completion_at == pytest.approx(1000 + 4.5)

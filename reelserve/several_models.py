@@ -1,0 +1,133 @@
+"""Several models behind one embedded server (``reelserve serve --model micro --model tiny``).
+
+Each model gets an engine of its own (front and worker: limits, queue, scheduler, batching, its own
+accelerations and pipeline thread) over the server's one job store, event bus, storage, result cache
+and metrics; ``ModelRouter`` is what the API sees. Their weights share the device under
+``--device-memory-mb`` (``models/residency.py``): a batch holds its model on the device, bringing it in
+first if it is out (the least recently used idle model going out for room); the seconds that takes go on
+the batch's jobs (``timings.swap_s``) and into metrics, and each model's admission counts them for a job
+that would have to wait for them, so a deadline the swap alone misses is refused (429, Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from reelserve.engine.engine import Engine
+from reelserve.engine.router import ModelRouter
+from reelserve.jobs.local_broker import LocalBroker
+from reelserve.models.fingerprint import model_version
+from reelserve.models.specs import ModelSpec, get_spec, weights_source
+from reelserve.server import Server, accelerations_in_force, cache_policy, job_warnings, served_limits
+from reelserve.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class SeveralModelsServer(Server):
+    """The embedded server for ``settings.models`` (more than one)."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.parallel_layout.parallel:
+            raise ValueError("--parallel with several models: a parallel worker serves one model; run one per model")
+        self.engines: dict[str, Engine] = {}
+        self.memory: Any = None  # DeviceMemory, made where the models load (it imports torch)
+        super().__init__(settings)
+
+    def _more_engines(self) -> None:
+        """Called by ``Server.__init__`` once the default model's engine exists."""
+        from reelserve.model_host import check_load_options
+
+        first = self.worker_engine
+        self.engines[self.spec.name] = first
+        first.recovers_only_own = True
+        for name in self.settings.models[1:]:
+            spec = get_spec(name)
+            check_load_options(self.settings, spec)
+            version = model_version(spec.name, weights_source(spec.name, None))
+            engine = self._engine(
+                **self._model_parts(spec), resume_version=f"{version}|{self.resume_version.split('|', 1)[1]}",
+                store=self.store, broker=LocalBroker(), storage=first.storage, keep_latents_s=self.settings.keep_latents_s,
+                adapters=self.adapters, metrics=self.metrics, max_batch_size=self.settings.max_batch_size,
+                max_wait_s=None if self.settings.max_wait_ms is None else self.settings.max_wait_ms / 1000,
+                cache=self.cache, semantic=first.video_cache.semantic,
+                cache_policy=cache_policy(self.settings, version), scheduling=self.scheduling,
+                notifier=first.notifier, bus=first.bus, stats=first.stats,
+            )
+            engine.step_scheduling = first.step_scheduling
+            engine.recovers_only_own = True
+            self.engines[name] = engine
+
+    def _model_parts(self, spec: ModelSpec) -> dict[str, Any]:
+        return {"model_name": spec.name, "limits": served_limits(spec, self.settings),
+                "job_warnings": job_warnings(spec, self.settings), "card": spec.card,
+                "accelerations": accelerations_in_force(self.settings)}
+
+    def _service(self) -> ModelRouter:
+        return ModelRouter(self.engines, loaded=lambda name: self.memory is not None and self.memory.resident(name),
+                           swap_cost=lambda name: self.memory.swap_cost(name) if self.memory is not None else 0.0)
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        requeued = sum([await engine.recover() for engine in self.engines.values()])
+        if requeued:
+            log.info("re-queued %d unfinished jobs from the last run", requeued)
+        if self.cache is not None:
+            await self.cache.start()
+        self._report_worker()
+        loading = asyncio.create_task(self._load_all())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            for engine in list(self.engines.values())[1:]:
+                await engine.stop()
+            await self._shut_down()
+
+    async def _load_all(self) -> None:
+        """Every model in turn (loading two at once could hold both in memory past the budget), each
+        started as soon as it is warm."""
+        from reelserve.models.residency import DeviceMemory
+
+        budget = self.settings.device_memory_mb
+        self.memory = DeviceMemory(None if budget is None else budget * 2**20, on_swap=self._count_swap)
+        for name, engine in self.engines.items():
+            try:
+                await self._load_one(name, engine)
+            except Exception as exc:
+                self.load_error = exc
+                log.exception("loading model %s failed; the server stays not ready", name)
+                return
+
+    async def _load_one(self, name: str, engine: Engine) -> None:
+        from reelserve import model_host as host
+        from reelserve.models import load_model
+        from reelserve.models.residency import model_swap
+
+        on_model_thread = engine.worker.on_model_thread
+        model = await on_model_thread(load_model, name, host.load_options(self.settings), host.lanes_to_load(self.settings))
+        if name == self.spec.name:
+            self.model = model
+        seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs,
+                                        tuple(range(1, self.settings.max_batch_size + 1)))
+        lanes, why = await on_model_thread(host.pipeline_lanes_for, model, self.settings, self.metrics, engine.storage)
+        if model.adapters is not None and self.adapters is not None:
+            await on_model_thread(host.serve_adapters, model, self.adapters, self.settings, self.metrics)
+        swap = model_swap(model, self.settings.data_dir / "swap" / f"{name}.pt")
+        await on_model_thread(self.memory.add, name, swap)
+        lanes.residency = lambda: self.memory.use(name)
+        engine.scheduler.admission.swap_cost = lambda: self.memory.swap_cost(name)
+        log.info("model %s loaded and warmed up (%.2fs, %.0f MiB of weights); lanes: %s", name, seconds,
+                 swap.nbytes / 2**20, why)
+        await engine.start(lanes)
+
+    def _count_swap(self, model: str, direction: str, seconds: float) -> None:
+        self.metrics.model_swaps.labels(model=model, direction=direction).inc()
+        self.metrics.model_swap_seconds.labels(model=model, direction=direction).observe(seconds)
