@@ -24,7 +24,9 @@ from reelserve.engine.router import ModelRouter
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.models.fingerprint import model_version
 from reelserve.models.specs import ModelSpec, get_spec, weights_source
-from reelserve.server import Server, accelerations_in_force, cache_policy, job_warnings, served_limits
+from reelserve.server import (
+    Server, accelerations, accelerations_in_force, cache_policy, job_warnings, served_limits,
+)
 from reelserve.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ class SeveralModelsServer(Server):
     def __init__(self, settings: Settings) -> None:
         if settings.parallel_layout.parallel:
             raise ValueError("--parallel with several models: a parallel worker serves one model; run one per model")
+        chosen = accelerations(settings)
+        if settings.device_memory_mb is not None and (chosen.quantization != "none" or chosen.backend == "onnx"):
+            raise ValueError("--device-memory-mb with --quantization int8 or --backend onnx: their weights live "
+                             "where a swap cannot move them; serve such models without a budget")
         self.engines: dict[str, Engine] = {}
         self.memory: Any = None  # DeviceMemory, made where the models load (it imports torch)
         super().__init__(settings)
@@ -98,15 +104,22 @@ class SeveralModelsServer(Server):
 
         budget = self.settings.device_memory_mb
         self.memory = DeviceMemory(None if budget is None else budget * 2**20, on_swap=self._count_swap)
+        started = []
         for name, engine in self.engines.items():
             try:
-                await self._load_one(name, engine)
+                if budget is not None:  # the next model loads into room that is free, not over the budget
+                    await engine.worker.on_model_thread(self.memory.evict_idle)
+                started.append(await self._load_one(name, engine))
             except Exception as exc:
                 self.load_error = exc
                 log.exception("loading model %s failed; the server stays not ready", name)
                 return
+        for engine, lanes in started:  # only now: a running model would hold the room the next one loads into
+            await engine.start(lanes)
+        if self.engine.notifier is not None:  # once for all engines (each re-queued only its own jobs)
+            await self.engine.notifier.resume()
 
-    async def _load_one(self, name: str, engine: Engine) -> None:
+    async def _load_one(self, name: str, engine: Engine) -> tuple[Engine, Any]:
         from reelserve import model_host as host
         from reelserve.models import load_model
         from reelserve.models.residency import model_swap
@@ -123,10 +136,11 @@ class SeveralModelsServer(Server):
         swap = model_swap(model, self.settings.data_dir / "swap" / f"{name}.pt")
         await on_model_thread(self.memory.add, name, swap)
         lanes.residency = lambda: self.memory.use(name)
+        lanes.contended = lambda: self.memory.contended(name)
         engine.scheduler.admission.swap_cost = lambda: self.memory.swap_cost(name)
         log.info("model %s loaded and warmed up (%.2fs, %.0f MiB of weights); lanes: %s", name, seconds,
                  swap.nbytes / 2**20, why)
-        await engine.start(lanes)
+        return engine, lanes
 
     def _count_swap(self, model: str, direction: str, seconds: float) -> None:
         self.metrics.model_swaps.labels(model=model, direction=direction).inc()

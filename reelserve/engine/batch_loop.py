@@ -189,7 +189,8 @@ class BatchLoop:
         params = [(job.id, job.params) for job in batch]
         rows = RunningRows(batch, started)
         joins, feeding = self.steps.start(rows, lane, lanes.joins_rows(lane),
-                                          lambda: not self.draining and len(self._batches) == lanes.lanes, opened_for)
+                                          lambda: not self.draining and len(self._batches) == lanes.lanes and not lanes.contended(),
+                                          opened_for)
 
         def on_step(ids: list[str], step: int, total: int) -> None:  # on the lane's thread
             if threads is not None:
@@ -272,6 +273,8 @@ class BatchLoop:
         if outcome.unstarted:
             await self.steps.hand_back(outcome.unstarted, claimed=True)
         self.finisher.release_unfinished(rows.unfinished())
+        for job_id in rows.finished:
+            self.rank_failures.pop(job_id, None)
         self.forget(jobs)
         self.metrics.inference.observe(outcome.inference_s)
         self.scheduler.batch_done(jobs, outcome.calls, outcome.inference_s, failed=False,

@@ -65,6 +65,8 @@ class PipelineLanes:
         # Several models on one device: holds this model's weights on it for a batch, yielding the seconds
         # it took to bring them in (``DeviceMemory.use``). None: the model never leaves the device.
         self.residency: Callable[[], AbstractContextManager[float]] | None = None
+        # ... and whether another model waits for the room this one holds: its batches then take no joiners.
+        self.contended: Callable[[], bool] = lambda: False
 
     @property
     def on_cpu(self) -> bool:

@@ -62,8 +62,10 @@ class ModelRouter:
     async def wait(self, job_id: str, timeout: float, submitted: Job | None = None) -> Job:
         return await self.default.wait(job_id, timeout, submitted)
 
-    def events(self, job_id: str) -> AsyncIterator[JobEvent]:
-        return self.default.events(job_id)
+    async def events(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """Through the job's model's engine: its queue knows the job's position."""
+        async for event in (await self._owner(job_id)).events(job_id):
+            yield event
 
     async def content(self, job_id: str, variant: Variant) -> Content:
         return await self.default.content(job_id, variant)

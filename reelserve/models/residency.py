@@ -81,6 +81,7 @@ class DeviceMemory:
         self._in_use: dict[str, int] = {}
         self._last_used: dict[str, float] = {}
         self._swap_in_s: dict[str, float] = {}  # the last measured bring-in
+        self._waiting: dict[str, int] = {}  # calls waiting for room, by model
         self._changed = threading.Condition()
         self.swaps_in = 0
 
@@ -114,18 +115,37 @@ class DeviceMemory:
         Waits while the room it needs is held by models in use."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
-            while not self._make_room(name):
-                if not self._changed.wait(max(0.0, deadline - time.monotonic())):
-                    raise TimeoutError(f"model {name} waited {timeout_s:.0f}s for device memory")
+            self._waiting[name] = self._waiting.get(name, 0) + 1
+            try:
+                while not self._make_room(name):
+                    if not self._changed.wait(max(0.0, deadline - time.monotonic())):
+                        raise TimeoutError(f"model {name} waited {timeout_s:.0f}s for device memory")
+            finally:
+                self._waiting[name] -= 1
             self._in_use[name] += 1
-            brought_in = self._bring_in(name)
         try:
+            with self._changed:
+                brought_in = self._bring_in(name)
             yield brought_in
         finally:
             with self._changed:
                 self._in_use[name] -= 1
                 self._last_used[name] = time.monotonic()
                 self._changed.notify_all()
+
+    def contended(self, name: str) -> bool:
+        """Whether another model waits for room while ``name`` runs: its batch should stop taking joiners
+        and end, so that the other model's jobs do not wait behind it for ever."""
+        return any(count and other != name for other, count in self._waiting.items())
+
+    def evict_idle(self) -> None:
+        """Every idle model out (before loading another one, so that it loads into room that is free)."""
+        with self._changed:
+            for name, swap in self._swaps.items():
+                if swap.resident and not self._in_use[name]:
+                    started = time.perf_counter()
+                    swap.evict()
+                    self.on_swap(name, "out", time.perf_counter() - started)
 
     def _bring_in(self, name: str) -> float:
         swap = self._swaps[name]

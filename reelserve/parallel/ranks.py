@@ -162,16 +162,17 @@ class ParallelRanks:
         # Unguided rows under cfg=2 go half to each half of the ranks; not with a step cache, whose skips
         # are decided over the whole batch in one process.
         self.split_unguided_rows = True
+        self.broken = False  # a rebuild failed; the next call builds the group first
 
     @property
     def world(self) -> int:
         return self.layout.world
 
     def pids(self) -> list[int]:
-        """The followers' process ids (rank 1 first)."""
-        return [process.pid for process, _ in self.followers if process.pid is not None]
+        return [process.pid for process, _ in self.followers if process.pid is not None]  # rank 1 first
 
     def start(self) -> None:
+        _nccl_errors_as_exceptions(self.spec.backend)
         context = multiprocessing.get_context("spawn")
         address = f"tcp://127.0.0.1:{_free_port()}"
         for rank in range(1, self.world):
@@ -195,7 +196,10 @@ class ParallelRanks:
             if not ready:
                 raise RankFailure(f"the parallel group did not start within {self.spec.timeout_s:.0f}s")
             for conn in [c for c in waiting if c in ready]:
-                conn.recv()
+                try:
+                    conn.recv()
+                except EOFError:  # it exited: reported below
+                    continue
                 del waiting[conn]
             if dead := [p.name for p in waiting.values() if not p.is_alive()]:
                 raise RankFailure(f"{', '.join(dead)} exited while the parallel group started")
@@ -252,16 +256,48 @@ class ParallelRanks:
             dist.broadcast(tensors[spec.name].contiguous(), src=0)
 
     def _guarded(self, run: Callable[[], Any]) -> Any:
+        """``run()``; after any failure the group is built again (ranks left mid-collective cannot go on).
+        A lost rank, or a collective that failed or timed out, raises ``RankFailure`` (the batch runs
+        again); rank 0's own error (a bad input, a bug) is raised as it is (the batch fails)."""
+        if self.broken:  # the last rebuild failed: try again before anything is sent
+            self._rebuild(RankFailure("the parallel group is being built again"))
         try:
             return run()
-        except Exception as exc:  # noqa: BLE001 - any failure inside the group loses the call, not the worker
-            lost = exc if isinstance(exc, RankFailure) else RankFailure(f"{type(exc).__name__}: {exc}")
-            log.warning("parallel group %s lost a rank (%s); building it again", self.layout, lost)
-            started = time.perf_counter()
-            self.restart()
-            if self.on_restart is not None:
-                self.on_restart(time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - sorted below; the group is rebuilt either way
+            lost = self._lost(exc)
+            log.warning("parallel group %s: %s; building it again", self.layout,
+                        lost if lost is not None else f"rank 0 failed ({type(exc).__name__}: {exc})")
+            self._rebuild(lost or exc)
+            if lost is None:
+                raise
             raise lost from exc
+
+    def _lost(self, exc: Exception) -> RankFailure | None:
+        """The failure as a lost rank, or None when it is rank 0's own: a follower that has exited (given a
+        moment to be reaped) or an error of the process group itself."""
+        if isinstance(exc, RankFailure):
+            return exc
+        sentinels = [process.sentinel for process, _ in self.followers]
+        exited = wait(sentinels, timeout=1.0) if sentinels else []
+        text = str(exc).lower()
+        of_the_group = any(word in text for word in ("gloo", "nccl", "timed out", "connection"))
+        if exited or of_the_group or isinstance(exc, (dist.DistError, EOFError, BrokenPipeError, ConnectionError)):
+            return RankFailure(f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _rebuild(self, failure: Exception) -> None:
+        """Kill what is left and start again; when that fails too, the group stays ``broken`` (the next
+        call tries again) and the call's ``failure`` stands as a lost rank (its batch runs again)."""
+        started = time.perf_counter()
+        try:
+            self.restart()
+        except Exception as exc:  # noqa: BLE001 - a follower that cannot start: the next call retries
+            self.broken = True
+            log.warning("building the parallel group %s again failed (%s: %s)", self.layout, type(exc).__name__, exc)
+            raise RankFailure(f"{failure}; building the group again failed: {exc}") from exc
+        self.broken = False
+        if self.on_restart is not None:
+            self.on_restart(time.perf_counter() - started)
 
     def restart(self) -> None:
         self._stop(kill=True)
@@ -298,6 +334,7 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
         torch.set_num_threads(spec.threads)
     if spec.backend == "nccl":
         torch.cuda.set_device(rank)
+    _nccl_errors_as_exceptions(spec.backend)
     dist.init_process_group(spec.backend, init_method=address, rank=rank, world_size=spec.layout.world,
                             timeout=timedelta(seconds=spec.timeout_s))
     pipeline, bank, accelerated = spec.build(rank)
@@ -328,6 +365,13 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
     os._exit(0)  # no interpreter teardown: the model's threads and the group are gone with the process
 
 
+def _nccl_errors_as_exceptions(backend: str) -> None:
+    """NCCL's default on a failed or timed-out collective is its watchdog aborting the process; blocking
+    waits raise in the caller instead, so rank 0 can rebuild its group (untested here: no GPU was lent)."""
+    if backend == "nccl":
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+
+
 def _receive(specs: tuple[TensorSpec, ...], device: torch.device) -> dict[str, torch.Tensor]:
     tensors = {}
     for spec in specs:
@@ -346,8 +390,7 @@ def forward_call(expert: str, tensors: dict[str, torch.Tensor], context: dict[st
 
 
 def _device_of(pipeline: Any) -> torch.device:
-    transformer = pipeline.transformer if pipeline.transformer is not None else pipeline.transformer_2
-    return next(transformer.parameters()).device
+    return next((pipeline.transformer or pipeline.transformer_2).parameters()).device
 
 
 def _free_port() -> int:

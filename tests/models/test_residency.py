@@ -78,3 +78,58 @@ def test_a_model_larger_than_the_budget_is_refused(tmp_path: Path) -> None:
     _, a = tiny_swap(tmp_path)
     with pytest.raises(ValueError, match="--device-memory-mb"):
         DeviceMemory(budget_bytes=a.nbytes - 1).add("a", a)
+
+
+def test_a_failed_bring_in_does_not_pin_the_model(tmp_path: Path) -> None:
+    (_, a), (_, b) = tiny_swap(tmp_path, "a"), tiny_swap(tmp_path, "b")
+    memory = DeviceMemory(budget_bytes=a.nbytes)
+    memory.add("a", a)
+    memory.add("b", b)  # a out
+    real = a.bring_in
+    a.bring_in = lambda: (_ for _ in ()).throw(OSError("spill file unreadable"))  # type: ignore[method-assign]
+    with pytest.raises(OSError), memory.use("a"):
+        pass
+    a.bring_in = real  # type: ignore[method-assign]
+    with memory.use("a"):
+        assert memory.resident("a")
+    with memory.use("b", timeout_s=10):  # a, idle again, goes out: the failed call left no hold on it
+        assert memory.resident("b") and not memory.resident("a")
+
+
+def test_a_model_waiting_for_room_contends_with_the_one_running(tmp_path: Path) -> None:
+    (_, a), (_, b) = tiny_swap(tmp_path, "a"), tiny_swap(tmp_path, "b")
+    memory = DeviceMemory(budget_bytes=a.nbytes)
+    memory.add("a", a)
+    memory.add("b", b)
+    release, b_in, a_in = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_b() -> None:
+        with memory.use("b"):
+            b_in.set()
+            assert release.wait(30)
+
+    def want_a() -> None:
+        with memory.use("a"):
+            a_in.set()
+
+    holder = threading.Thread(target=hold_b)
+    holder.start()
+    assert b_in.wait(30) and not memory.contended("b")
+    waiter = threading.Thread(target=want_a)
+    waiter.start()
+    wait_until(lambda: memory.contended("b"))  # b's batch should now end rather than grow
+    assert not memory.contended("a")
+    release.set()
+    assert a_in.wait(30)
+    holder.join(30)
+    waiter.join(30)
+    assert not memory.contended("b")
+
+
+def test_evict_idle_makes_room_before_a_load(tmp_path: Path) -> None:
+    (_, a), (_, b) = tiny_swap(tmp_path, "a"), tiny_swap(tmp_path, "b")
+    memory = DeviceMemory(budget_bytes=10 * a.nbytes)
+    memory.add("a", a)
+    memory.add("b", b)
+    memory.evict_idle()
+    assert not memory.resident("a") and not memory.resident("b")

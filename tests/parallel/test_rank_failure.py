@@ -94,3 +94,29 @@ def _final(running, video_id: str):  # type: ignore[no-untyped-def]
 def _write(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     return str(path)
+
+
+def test_rank_0s_own_error_fails_the_call_as_itself_and_the_group_is_built_again() -> None:
+    """Not a lost rank (the followers are alive, stuck mid-exchange): the error stands, so the batch fails
+    rather than runs again, and the group is rebuilt for the next call."""
+    pipeline, _, _ = build("tiny", 0)
+    ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ulysses=2"), functools.partial(build, "tiny"), threads=1),
+                          pipeline, None)
+    ranks.start()
+    try:
+        family = ParallelWanFamily(pipeline, 16, ranks)
+        rows = family.prepare_rows([("a", params(3))])
+        real = ranks.state.evaluate
+
+        def broken(call, tensors):  # type: ignore[no-untyped-def]
+            raise ValueError("rank 0 fell over")
+
+        ranks.state.evaluate = broken  # type: ignore[method-assign]
+        with torch.inference_mode():
+            with pytest.raises(ValueError, match="fell over"):
+                family.denoise_step(rows)
+            assert ranks.restarts == 1
+            ranks.state.evaluate = real  # type: ignore[method-assign]
+            assert family.denoise_step(rows).shape == rows[0].latents.shape
+    finally:
+        ranks.close()
