@@ -70,6 +70,11 @@ class SeveralModelsServer(Server):
             engine.recovers_only_own = True
             self.engines[name] = engine
 
+    def _report_worker(self) -> None:
+        """Each model's worker on the dashboard, named by its model."""
+        for name, engine in self.engines.items():
+            engine.stats.register_worker(lambda engine=engine, name=name: engine.worker_status(f"embedded-{name}"))
+
     def _model_parts(self, spec: ModelSpec) -> dict[str, Any]:
         return {"model_name": spec.name, "limits": served_limits(spec, self.settings),
                 "job_warnings": job_warnings(spec, self.settings), "card": spec.card,

@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 import av
-from support import final_video, serve
+from support import ADMIN, auth, final_video, serve
 
 BODY = {"prompt": "a red circle moving right", "num_inference_steps": 4, "seed": 1}
 
@@ -21,7 +21,7 @@ def frames(data: bytes) -> int:
 
 
 def test_two_models_share_the_device_by_swapping(tmp_path: Path) -> None:
-    with serve(tmp_path, model="micro,tiny", device_memory_mb=110, max_batch_size=2) as server:
+    with serve(tmp_path, model="micro,tiny", device_memory_mb=110, max_batch_size=2, admin_keys=[ADMIN]) as server:
         models = {m["id"]: m for m in server.client.get("/v1/models").json()["data"]}
         assert set(models) == {"micro", "tiny"}
         assert (models["micro"]["loaded"], models["tiny"]["loaded"]) == (False, True)  # tiny loaded last
@@ -44,6 +44,8 @@ def test_two_models_share_the_device_by_swapping(tmp_path: Path) -> None:
                for i, model in enumerate(["micro", "tiny", "micro", "tiny", None])]
         videos = [final_video(server, video_id) for video_id in ids]
         metrics = server.client.get("/metrics").text
+        workers = server.client.get("/v1/admin/stats", headers=auth(ADMIN)).json()["workers"]
+        assert {(w["name"], w["model"]) for w in workers} == {("embedded-micro", "micro"), ("embedded-tiny", "tiny")}
         contents = [server.client.get(f"/v1/videos/{video_id}/content").content for video_id in ids]
     assert [v["status"] for v in videos] == ["completed"] * 5, videos
     assert [v["model"] for v in videos] == ["micro", "tiny", "micro", "tiny", "micro"]  # none: the first model
