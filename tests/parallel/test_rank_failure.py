@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -15,7 +17,6 @@ import torch
 
 from family_wrappers import StepRecorder
 from parallel_builds import build
-from reelserve.models.wan_family import WanFamily
 from reelserve.parallel.failure import RankFailure
 from reelserve.parallel.family import ParallelWanFamily
 from reelserve.parallel.layout import ParallelLayout
@@ -34,14 +35,22 @@ def kill(process_id: int, ranks: ParallelRanks) -> None:
     wait_until(lambda: all(p.pid != process_id or not p.is_alive() for p, _ in ranks.followers), timeout=30)
 
 
-def test_a_call_that_loses_a_rank_raises_and_the_group_is_built_again() -> None:
+@contextmanager
+def tiny_group() -> Iterator[tuple[ParallelRanks, ParallelWanFamily, list]]:
+    """tiny on ulysses=2 (rank 0 here), with one row prepared; closed after."""
     pipeline, _, _ = build("tiny", 0)
     ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ulysses=2"), functools.partial(build, "tiny"), threads=1),
                           pipeline, None)
     ranks.start()
     try:
         family = ParallelWanFamily(pipeline, 16, ranks)
-        rows = family.prepare_rows([("a", params(3))])
+        yield ranks, family, family.prepare_rows([("a", params(3))])
+    finally:
+        ranks.close()
+
+
+def test_a_call_that_loses_a_rank_raises_and_the_group_is_built_again() -> None:
+    with tiny_group() as (ranks, family, rows):
         with torch.inference_mode():
             before = family.denoise_step(rows)
             (lost,) = ranks.pids()
@@ -51,8 +60,6 @@ def test_a_call_that_loses_a_rank_raises_and_the_group_is_built_again() -> None:
             assert ranks.restarts == 1 and ranks.pids() and ranks.pids() != [lost]
             after = family.denoise_step(rows)  # the rows' state is rank 0's: unchanged by the loss
         assert torch.allclose(before, after, atol=1e-5)
-    finally:
-        ranks.close()
     assert not any(p.is_alive() for p, _ in ranks.followers)
 
 
@@ -99,13 +106,7 @@ def _write(path: Path, data: bytes) -> str:
 def test_rank_0s_own_error_fails_the_call_as_itself_and_the_group_is_built_again() -> None:
     """Not a lost rank (the followers are alive, stuck mid-exchange): the error stands, so the batch fails
     rather than runs again, and the group is rebuilt for the next call."""
-    pipeline, _, _ = build("tiny", 0)
-    ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ulysses=2"), functools.partial(build, "tiny"), threads=1),
-                          pipeline, None)
-    ranks.start()
-    try:
-        family = ParallelWanFamily(pipeline, 16, ranks)
-        rows = family.prepare_rows([("a", params(3))])
+    with tiny_group() as (ranks, family, rows):
         real = ranks.state.evaluate
 
         def broken(call, tensors):  # type: ignore[no-untyped-def]
@@ -118,5 +119,3 @@ def test_rank_0s_own_error_fails_the_call_as_itself_and_the_group_is_built_again
             assert ranks.restarts == 1
             ranks.state.evaluate = real  # type: ignore[method-assign]
             assert family.denoise_step(rows).shape == rows[0].latents.shape
-    finally:
-        ranks.close()
