@@ -103,8 +103,8 @@ class SeveralModelsServer(Server):
             await self._shut_down()
 
     async def _load_all(self) -> None:
-        """Every model in turn (loading two at once could hold both in memory past the budget), each
-        started as soon as it is warm."""
+        """Every model in turn (loading two at once could hold both in memory past the budget), then every
+        engine started (a running model would hold the room the next one loads into)."""
         from reelserve.models.residency import DeviceMemory
 
         budget = self.settings.device_memory_mb
