@@ -51,7 +51,7 @@ def _run(role: str, **flags: Any) -> None:
     from reelserve.diagnostics import dump_stacks_on_sigusr1
     from reelserve.distributed import ApiServer, WorkerServer
     from reelserve.server import Server, serving_config
-    from reelserve.several_models import SeveralModelsServer
+    from reelserve.several_models import SeveralModelsApi, SeveralModelsServer, SeveralModelsWorker
 
     overrides = {name: value for name, value in flags.items() if value is not None}
     if "model" in overrides:  # --model repeated: several models
@@ -59,11 +59,10 @@ def _run(role: str, **flags: Any) -> None:
     try:
         settings = Settings(**overrides)
         _check_port_free(settings.host, settings.port)
-        if len(settings.models) > 1 and role != "serve":
-            raise ValueError(f"several models (--model {' --model '.join(settings.models)}) are served by "
-                             "`reelserve serve` for now; run one `reelserve worker` per model")
-        serve = SeveralModelsServer if len(settings.models) > 1 else Server
-        server = {"serve": serve, "api": ApiServer, "worker": WorkerServer}[role](settings)
+        several = len(settings.models) > 1
+        roles = {"serve": (Server, SeveralModelsServer), "api": (ApiServer, SeveralModelsApi),
+                 "worker": (WorkerServer, SeveralModelsWorker)}
+        server = roles[role][several](settings)
     except ValidationError as exc:
         for error in exc.errors():  # one line a bad flag, named as typed
             where = "-".join(str(part) for part in error["loc"]).replace("_", "-")

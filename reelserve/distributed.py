@@ -60,18 +60,23 @@ class _SharedQueueServer(Server):
         self.async_redis = aioredis.Redis.from_url(settings.redis_url, **timeouts)
         namespace = settings.redis_namespace
         store = RedisJobStore(self.sync_redis, namespace, retention_s=settings.job_retention_s)
-        self.broker = RedisStreamsBroker(
+        self.broker = self._broker_for(self.spec.name, options)
+        self.bus = RedisEventBus(self.async_redis, namespace)
+        return store, self.broker, self.bus
+
+    def _broker_for(self, model: str, options: SchedulingOptions) -> Broker:
+        """``model``'s queue: its Redis streams, one per priority level."""
+        settings = self.settings
+        return RedisStreamsBroker(
             self.async_redis,
-            self.spec.name,
+            model,
             self._consumer(),
-            namespace=namespace,
+            namespace=settings.redis_namespace,
             levels=sorted({tier.level for tier in options.tiers.tiers.values()}),
             read_count=settings.max_batch_size,
             claim_idle_ms=round(settings.claim_idle_s * 1000),
             max_deliveries=settings.max_deliveries,
         )
-        self.bus = RedisEventBus(self.async_redis, namespace)
-        return store, self.broker, self.bus
 
     def _adapter_write_lock(self) -> Callable[[], AbstractContextManager[object]]:
         # Every API and worker process may change the adapters' index in storage: one lock for all.
@@ -105,8 +110,8 @@ class ApiServer(_SharedQueueServer):
     def _consumer(self) -> str:
         return f"api-{super()._consumer()}"  # never reads the queue; named for Redis's client list only
 
-    def _engine(self, **front: Any) -> VideoFront:
-        return VideoFront(**front)  # no worker: no batch loop, pipeline thread or leases here
+    def _engine(self, resume_version: str | None = None, **front: Any) -> VideoFront:
+        return VideoFront(**front)  # no worker: no batch loop, pipeline thread, leases or parked rows here
 
     def _create_app(self) -> FastAPI:
         app = super()._create_app()
@@ -129,6 +134,15 @@ class ApiServer(_SharedQueueServer):
         if self.cache is not None:
             await self.cache.start()
         await self.engine.open()
+        try:
+            async with self._pinged():
+                yield
+        finally:
+            await self._shut_down()
+
+    @asynccontextmanager
+    async def _pinged(self) -> AsyncIterator[None]:
+        """Readiness follows Redis while this is open."""
         self._pinging = True
         pinging = asyncio.create_task(self._ping())
         try:
@@ -137,7 +151,6 @@ class ApiServer(_SharedQueueServer):
             self._pinging = False
             pinging.cancel()
             await asyncio.gather(pinging, return_exceptions=True)
-            await self._shut_down()
 
     async def _ping(self) -> None:
         # The flag as well as the cancel: redis-py can turn a cancel that lands in its own timeout

@@ -269,7 +269,10 @@ class Server:
         return self.engine
 
     def _queue_parts(self, options: SchedulingOptions) -> tuple[JobStore, Broker, Events | None]:
-        return SqliteJobStore(self.settings.db_path), LocalBroker(), None
+        return SqliteJobStore(self.settings.db_path), self._broker_for(self.spec.name, options), None
+
+    def _broker_for(self, model: str, options: SchedulingOptions) -> Broker:
+        return LocalBroker()  # in process: one queue per model
 
     def _stats_recorder(self) -> StatsRecorder:
         return LocalStats()

@@ -19,9 +19,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from reelserve.distributed import ApiServer, WorkerServer
 from reelserve.engine.engine import Engine
 from reelserve.engine.router import ModelRouter
-from reelserve.jobs.local_broker import LocalBroker
 from reelserve.models.fingerprint import model_version
 from reelserve.models.specs import ModelSpec, get_spec, weights_source
 from reelserve.server import (
@@ -32,8 +32,13 @@ from reelserve.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class SeveralModelsServer(Server):
-    """The embedded server for ``settings.models`` (more than one)."""
+class SeveralModels:
+    """What a role serving ``settings.models`` (more than one) adds to its server class: an engine per model,
+    the router, and (where models run) their loading under one device-memory budget."""
+
+    settings: Settings
+    spec: ModelSpec
+    engine: Any
 
     def __init__(self, settings: Settings) -> None:
         if settings.parallel_layout.parallel:
@@ -42,24 +47,26 @@ class SeveralModelsServer(Server):
         if settings.device_memory_mb is not None and (chosen.quantization != "none" or chosen.backend == "onnx"):
             raise ValueError("--device-memory-mb with --quantization int8 or --backend onnx: their weights live "
                              "where a swap cannot move them; serve such models without a budget")
-        self.engines: dict[str, Engine] = {}
+        self.engines: dict[str, Any] = {}
         self.memory: Any = None  # DeviceMemory, made where the models load (it imports torch)
-        super().__init__(settings)
+        super().__init__(settings)  # type: ignore[call-arg]
 
     def _more_engines(self) -> None:
         """Called by ``Server.__init__`` once the default model's engine exists."""
-        from reelserve.model_host import check_load_options
-
-        first = self.worker_engine
+        first = self.engine
         self.engines[self.spec.name] = first
         first.recovers_only_own = True
         for name in self.settings.models[1:]:
             spec = get_spec(name)
-            check_load_options(self.settings, spec)
+            if self.runs_model:
+                from reelserve.model_host import check_load_options
+
+                check_load_options(self.settings, spec)
             version = model_version(spec.name, weights_source(spec.name, None))
             engine = self._engine(
                 **self._model_parts(spec), resume_version=f"{version}|{self.resume_version.split('|', 1)[1]}",
-                store=self.store, broker=LocalBroker(), storage=first.storage, keep_latents_s=self.settings.keep_latents_s,
+                store=self.store, broker=self._broker_for(name, self.scheduling), storage=first.storage,
+                keep_latents_s=self.settings.keep_latents_s,
                 adapters=self.adapters, metrics=self.metrics, max_batch_size=self.settings.max_batch_size,
                 max_wait_s=None if self.settings.max_wait_ms is None else self.settings.max_wait_ms / 1000,
                 cache=self.cache, semantic=first.video_cache.semantic,
@@ -73,7 +80,8 @@ class SeveralModelsServer(Server):
     def _report_worker(self) -> None:
         """Each model's worker on the dashboard, named by its model."""
         for name, engine in self.engines.items():
-            engine.stats.register_worker(lambda engine=engine, name=name: engine.worker_status(f"embedded-{name}"))
+            label = f"{self._worker_name()}-{name}"
+            engine.stats.register_worker(lambda engine=engine, label=label: engine.worker_status(label))
 
     def _model_parts(self, spec: ModelSpec) -> dict[str, Any]:
         return {"model_name": spec.name, "limits": served_limits(spec, self.settings),
@@ -84,23 +92,10 @@ class SeveralModelsServer(Server):
         return ModelRouter(self.engines, loaded=lambda name: self.memory is not None and self.memory.resident(name),
                            swap_cost=lambda name: self.memory.swap_cost(name) if self.memory is not None else 0.0)
 
-    @asynccontextmanager
-    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+    async def _recover_all(self) -> None:
         requeued = sum([await engine.recover() for engine in self.engines.values()])
         if requeued:
             log.info("re-queued %d unfinished jobs from the last run", requeued)
-        if self.cache is not None:
-            await self.cache.start()
-        self._report_worker()
-        loading = asyncio.create_task(self._load_all())
-        try:
-            yield
-        finally:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
-            for engine in list(self.engines.values())[1:]:
-                await engine.stop()
-            await self._shut_down()
 
     async def _load_all(self) -> None:
         """Every model in turn (loading two at once could hold both in memory past the budget), then every
@@ -150,3 +145,73 @@ class SeveralModelsServer(Server):
     def _count_swap(self, model: str, direction: str, seconds: float) -> None:
         self.metrics.model_swaps.labels(model=model, direction=direction).inc()
         self.metrics.model_swap_seconds.labels(model=model, direction=direction).observe(seconds)
+
+
+class SeveralModelsServer(SeveralModels, Server):
+    """``reelserve serve`` with several models: every engine accepts and runs its model's jobs."""
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self._recover_all()
+        if self.cache is not None:
+            await self.cache.start()
+        self._report_worker()
+        loading = asyncio.create_task(self._load_all())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            for engine in list(self.engines.values())[1:]:
+                await engine.stop()
+            await self._shut_down()
+
+
+class SeveralModelsApi(SeveralModels, ApiServer):
+    """``reelserve api`` with several models: a front per model, each queueing to its model's streams (a
+    worker serving that model, alone or among others, takes them)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        for engine in self.engines.values():
+            engine.health = lambda: self._redis_ok
+
+    def _service(self) -> ModelRouter:
+        return ModelRouter(self.engines)  # which weights are on a device is the workers' to know
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        if self.cache is not None:
+            await self.cache.start()
+        for engine in self.engines.values():
+            await engine.open()
+        try:
+            async with self._pinged():
+                yield
+        finally:
+            for engine in list(self.engines.values())[1:]:
+                await engine.stop()
+            await self._shut_down()
+
+
+class SeveralModelsWorker(SeveralModels, WorkerServer):
+    """``reelserve worker`` with several models: pulls each model's streams, its models' weights sharing the
+    device under --device-memory-mb."""
+
+    @asynccontextmanager
+    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self._recover_all()
+        if self.cache is not None:
+            await self.cache.start()
+        self._report_worker()
+        loading = asyncio.create_task(self._load_all())
+        try:
+            yield
+        finally:  # SIGTERM: every model's worker finishes or hands back, then the process goes
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            for engine in self.engines.values():
+                await engine.drain(self.settings.drain_timeout_s)
+            for engine in list(self.engines.values())[1:]:
+                await engine.stop()
+            await self._shut_down()

@@ -123,20 +123,25 @@ def serve_distributed(data_dir: Path, redis_url: str, **overrides: object) -> It
     """The distributed mode in this process: an API server and a worker, each its own uvicorn (and
     event loop) in a thread, sharing a Redis and a storage directory. Ready when this yields."""
     from reelserve.distributed import ApiServer, WorkerServer
+    from reelserve.several_models import SeveralModelsApi, SeveralModelsWorker
 
     # A short drain: a test that ends with a batch held at its gate must not wait out the default. No
     # joining or preemption of running batches, as in ``serve``.
     defaults: dict[str, object] = {"warmup_runs": 1, "model": "tiny", "claim_idle_s": 2.0, "drain_timeout_s": 5.0,
                                    "pipeline_lanes": 1, **NO_STEP_SCHEDULING}
     common = {"data_dir": data_dir, "device": "cpu", "redis_url": redis_url, **defaults, **overrides}
-    api = ApiServer(Settings(port=free_port(), **common))  # type: ignore[arg-type]
-    worker = WorkerServer(Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]
+    several = "," in str(common["model"])
+    api = (SeveralModelsApi if several else ApiServer)(Settings(port=free_port(), **common))  # type: ignore[arg-type]
+    worker = (SeveralModelsWorker if several else WorkerServer)(
+        Settings(port=free_port(), worker_name="worker-1", **common))  # type: ignore[arg-type]
     with _uvicorn(worker.app, worker.settings) as worker_uv, _uvicorn(api.app, api.settings) as api_uv:
         running = RunningServer(
             api, f"http://127.0.0.1:{api.settings.port}", worker, f"http://127.0.0.1:{worker.settings.port}"
         )
         try:
-            wait_until(lambda: api_uv.started and worker_uv.started and api.engine.ready and worker.engine.ready, 60)
+            engines = [*getattr(api, "engines", {"": api.engine}).values(),
+                       *getattr(worker, "engines", {"": worker.engine}).values()]
+            wait_until(lambda: api_uv.started and worker_uv.started and all(e.ready for e in engines), 60)
             yield running
         finally:
             running.client.close()

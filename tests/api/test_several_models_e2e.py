@@ -10,7 +10,8 @@ import io
 from pathlib import Path
 
 import av
-from support import ADMIN, auth, final_video, serve
+import httpx
+from support import ADMIN, auth, final_video, serve, serve_in_mode
 
 BODY = {"prompt": "a red circle moving right", "num_inference_steps": 4, "seed": 1}
 
@@ -55,3 +56,19 @@ def test_two_models_share_the_device_by_swapping(tmp_path: Path) -> None:
                    if line.startswith("reelserve_model_swaps_total") and 'direction="in"' in line)
     assert swaps_in >= 2  # micro came in, and tiny came back at least once
     assert 'reelserve_model_swap_seconds_count{direction="in",model="micro"}' in metrics
+
+
+def test_several_models_in_the_distributed_mode(tmp_path: Path) -> None:
+    """An API and a worker, each given both models: the API queues each job on its model's streams, the
+    worker runs both under the budget, swapping."""
+    with serve_in_mode("distributed", tmp_path, model="micro,tiny", device_memory_mb=110) as server:
+        assert {m["id"] for m in server.client.get("/v1/models").json()["data"]} == {"micro", "tiny"}
+        ids = [server.client.post("/v1/videos", json={**BODY, "model": model, "seed": i}).json()["id"]
+               for i, model in enumerate(["micro", "tiny", "micro"])]
+        videos = [final_video(server, video_id) for video_id in ids]
+        contents = [server.client.get(f"/v1/videos/{video_id}/content").content for video_id in ids]
+        metrics = httpx.get(f"{server.worker_url}/metrics", timeout=10).text
+    assert [(v["status"], v["model"]) for v in videos] == [("completed", "micro"), ("completed", "tiny"),
+                                                          ("completed", "micro")], videos
+    assert [frames(data) for data in contents] == [v["num_frames"] for v in videos]
+    assert 'reelserve_model_swaps_total{direction="in",model="micro"}' in metrics
