@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from reelserve.cache.policy import DEFAULT_SENSITIVE_PATTERNS
 from reelserve.parallel.layout import ParallelLayout
 from reelserve.schemas.slo import DEFAULT_DEGRADE_LEVELS, DEFAULT_TIERS, DegradeLevel, TenantPolicy, Tier
+from reelserve.model_overrides import parse_overrides, served_models
 from reelserve.secret_files import read_secret_files
 from reelserve.webhooks.signing import decode_secret
 
@@ -20,6 +21,7 @@ from reelserve.webhooks.signing import decode_secret
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="REELSERVE_", extra="ignore")
     _more_models: list[str] = PrivateAttr(default_factory=list)  # a repeated --model's others
+    _overrides: dict[str, dict[str, object]] = PrivateAttr(default_factory=dict)  # --model-overrides, parsed
 
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
@@ -28,6 +30,11 @@ class Settings(BaseSettings):
         "micro", description="Model to serve (see `reelserve models`). Repeat --model (or comma-separate) to serve "
         "several from one server, each with its own queue and batching, under --device-memory-mb; the first is "
         "the default for requests that name none.",
+    )
+    model_overrides: str = Field(
+        "", description="With several models: flags that differ per model, 'MODEL:flag=value,...;MODEL:...' (e.g. "
+        "'micro:preset=fast;tiny:max_batch_size=8,cfg_batching=false'): accelerations, --preset, --dtype, "
+        "--max-batch-size, --max-wait-ms, --warmup-runs, --cpu-threads, --pipeline-lanes.",
     )
     device_memory_mb: int | None = Field(
         None, ge=1, description="With several models: the device memory their weights may take together. Models "
@@ -339,20 +346,19 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _several_models(self) -> Settings:
         """``model`` is the default model; the others of a repeated --model are kept apart."""
-        names = [name.strip() for name in self.model.split(",") if name.strip()]
-        if not names:
-            raise ValueError("model: name at least one model (see `reelserve models`)")
-        if len(set(names)) < len(names):
-            raise ValueError(f"model: {self.model!r} names a model twice")
-        if len(names) > 1 and self.model_path is not None:
-            raise ValueError("model_path applies to one model; serve a model from another path alone")
+        names = served_models(self.model, self.model_path)
         self.model, self._more_models = names[0], names[1:]
+        self._overrides = parse_overrides(self.model_overrides, names, type(self).model_fields)
         return self
 
     @property
     def models(self) -> list[str]:
         """Every model served, the default first."""
         return [self.model, *self._more_models]
+
+    def for_model(self, name: str) -> Settings:
+        """These settings as ``name`` runs with them: its --model-overrides over them, ``model`` its name."""
+        return self.model_copy(update={"model": name, **self._overrides.get(name, {})})
 
     @field_validator("parallel")
     @classmethod

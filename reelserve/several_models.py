@@ -12,6 +12,7 @@ that would have to wait for them, so a deadline the swap alone misses is refused
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,13 +44,14 @@ class SeveralModels:
     def __init__(self, settings: Settings) -> None:
         if settings.parallel_layout.parallel:
             raise ValueError("--parallel with several models: a parallel worker serves one model; run one per model")
-        chosen = accelerations(settings)
-        if settings.device_memory_mb is not None and (chosen.quantization != "none" or chosen.backend == "onnx"):
+        chosen = [accelerations(settings.for_model(name)) for name in settings.models]
+        if settings.device_memory_mb is not None and any(c.quantization != "none" or c.backend == "onnx" for c in chosen):
             raise ValueError("--device-memory-mb with --quantization int8 or --backend onnx: their weights live "
                              "where a swap cannot move them; serve such models without a budget")
         self.engines: dict[str, Any] = {}
         self.memory: Any = None  # DeviceMemory, made where the models load (it imports torch)
-        super().__init__(settings)  # type: ignore[call-arg]
+        self.base_settings = settings  # each model's: ``settings.for_model(name)``
+        super().__init__(settings.for_model(settings.model))  # type: ignore[call-arg]
 
     def _more_engines(self) -> None:
         """Called by ``Server.__init__`` once the default model's engine exists."""
@@ -57,20 +59,22 @@ class SeveralModels:
         self.engines[self.spec.name] = first
         first.recovers_only_own = True
         for name in self.settings.models[1:]:
-            spec = get_spec(name)
+            spec, settings = get_spec(name), self.base_settings.for_model(name)
             if self.runs_model:
                 from reelserve.model_host import check_load_options
 
-                check_load_options(self.settings, spec)
+                check_load_options(settings, spec)
             version = model_version(spec.name, weights_source(spec.name, None))
+            policy = cache_policy(settings, version)
             engine = self._engine(
-                **self._model_parts(spec), resume_version=f"{version}|{self.resume_version.split('|', 1)[1]}",
+                **self._model_parts(spec, settings),
+                resume_version=f"{version}|{json.dumps(policy.output_settings, sort_keys=True, default=str)}",
                 store=self.store, broker=self._broker_for(name, self.scheduling), storage=first.storage,
-                keep_latents_s=self.settings.keep_latents_s,
-                adapters=self.adapters, metrics=self.metrics, max_batch_size=self.settings.max_batch_size,
-                max_wait_s=None if self.settings.max_wait_ms is None else self.settings.max_wait_ms / 1000,
+                keep_latents_s=settings.keep_latents_s,
+                adapters=self.adapters, metrics=self.metrics, max_batch_size=settings.max_batch_size,
+                max_wait_s=None if settings.max_wait_ms is None else settings.max_wait_ms / 1000,
                 cache=self.cache, semantic=first.video_cache.semantic,
-                cache_policy=cache_policy(self.settings, version), scheduling=self.scheduling,
+                cache_policy=policy, scheduling=self.scheduling,
                 notifier=first.notifier, bus=first.bus, stats=first.stats,
             )
             engine.step_scheduling = first.step_scheduling
@@ -83,10 +87,11 @@ class SeveralModels:
             label = f"{self._worker_name()}-{name}"
             engine.stats.register_worker(lambda engine=engine, label=label: engine.worker_status(label))
 
-    def _model_parts(self, spec: ModelSpec) -> dict[str, Any]:
-        return {"model_name": spec.name, "limits": served_limits(spec, self.settings),
-                "job_warnings": job_warnings(spec, self.settings), "card": spec.card,
-                "accelerations": accelerations_in_force(self.settings)}
+    @staticmethod
+    def _model_parts(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
+        return {"model_name": spec.name, "limits": served_limits(spec, settings),
+                "job_warnings": job_warnings(spec, settings), "card": spec.card,
+                "accelerations": accelerations_in_force(settings)}
 
     def _service(self) -> ModelRouter:
         return ModelRouter(self.engines, loaded=lambda name: self.memory is not None and self.memory.resident(name),
@@ -124,15 +129,15 @@ class SeveralModels:
         from reelserve.models import load_model
         from reelserve.models.residency import model_swap
 
-        on_model_thread = engine.worker.on_model_thread
-        model = await on_model_thread(load_model, name, host.load_options(self.settings), host.lanes_to_load(self.settings))
+        on_model_thread, settings = engine.worker.on_model_thread, self.base_settings.for_model(name)
+        model = await on_model_thread(load_model, name, host.load_options(settings), host.lanes_to_load(settings))
         if name == self.spec.name:
             self.model = model
-        seconds = await on_model_thread(model.warm_up, self.settings.warmup_runs,
-                                        tuple(range(1, self.settings.max_batch_size + 1)))
-        lanes, why = await on_model_thread(host.pipeline_lanes_for, model, self.settings, self.metrics, engine.storage)
+        seconds = await on_model_thread(model.warm_up, settings.warmup_runs,
+                                        tuple(range(1, settings.max_batch_size + 1)))
+        lanes, why = await on_model_thread(host.pipeline_lanes_for, model, settings, self.metrics, engine.storage)
         if model.adapters is not None and self.adapters is not None:
-            await on_model_thread(host.serve_adapters, model, self.adapters, self.settings, self.metrics)
+            await on_model_thread(host.serve_adapters, model, self.adapters, settings, self.metrics)
         swap = model_swap(model, self.settings.data_dir / "swap" / f"{name}.pt")
         await on_model_thread(self.memory.add, name, swap)
         lanes.residency = lambda: self.memory.use(name)

@@ -22,9 +22,13 @@ def frames(data: bytes) -> int:
 
 
 def test_two_models_share_the_device_by_swapping(tmp_path: Path) -> None:
-    with serve(tmp_path, model="micro,tiny", device_memory_mb=110, max_batch_size=2, admin_keys=[ADMIN]) as server:
+    with serve(tmp_path, model="micro,tiny", device_memory_mb=110, max_batch_size=2, admin_keys=[ADMIN],
+               model_overrides="micro:preset=fast;tiny:cfg_batching=false") as server:
         models = {m["id"]: m for m in server.client.get("/v1/models").json()["data"]}
         assert set(models) == {"micro", "tiny"}
+        # Each model runs with its own overrides: micro the fast preset, tiny without CFG batching.
+        assert "preset=fast" in models["micro"]["accelerations"] and "preset=fast" not in models["tiny"]["accelerations"]
+        assert "cfg_batching" not in models["tiny"]["accelerations"]
         assert (models["micro"]["loaded"], models["tiny"]["loaded"]) == (False, True)  # tiny loaded last
         assert models["micro"]["swap_in_s"] > 0 and models["tiny"]["swap_in_s"] == 0
         assert server.client.get("/v1/models/tiny").json()["id"] == "tiny"
