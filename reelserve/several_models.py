@@ -97,10 +97,27 @@ class SeveralModels:
         return ModelRouter(self.engines, loaded=lambda name: self.memory is not None and self.memory.resident(name),
                            swap_cost=lambda name: self.memory.swap_cost(name) if self.memory is not None else 0.0)
 
-    async def _recover_all(self) -> None:
+    @asynccontextmanager
+    async def _running_models(self, drain: bool) -> AsyncIterator[None]:
+        """Every model's jobs re-queued, its model loaded and run; at the end (``drain``: each worker
+        first finishes or hands back what it holds) every engine stopped."""
         requeued = sum([await engine.recover() for engine in self.engines.values()])
         if requeued:
             log.info("re-queued %d unfinished jobs from the last run", requeued)
+        if self.cache is not None:
+            await self.cache.start()
+        self._report_worker()
+        loading = asyncio.create_task(self._load_all())
+        try:
+            yield
+        finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            for engine in self.engines.values() if drain else ():
+                await engine.drain(self.settings.drain_timeout_s)
+            for engine in list(self.engines.values())[1:]:
+                await engine.stop()
+            await self._shut_down()
 
     async def _load_all(self) -> None:
         """Every model in turn (loading two at once could hold both in memory past the budget), then every
@@ -157,19 +174,8 @@ class SeveralModelsServer(SeveralModels, Server):
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        await self._recover_all()
-        if self.cache is not None:
-            await self.cache.start()
-        self._report_worker()
-        loading = asyncio.create_task(self._load_all())
-        try:
+        async with self._running_models(drain=False):
             yield
-        finally:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
-            for engine in list(self.engines.values())[1:]:
-                await engine.stop()
-            await self._shut_down()
 
 
 class SeveralModelsApi(SeveralModels, ApiServer):
@@ -205,18 +211,5 @@ class SeveralModelsWorker(SeveralModels, WorkerServer):
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        await self._recover_all()
-        if self.cache is not None:
-            await self.cache.start()
-        self._report_worker()
-        loading = asyncio.create_task(self._load_all())
-        try:
+        async with self._running_models(drain=True):  # SIGTERM: each model's worker finishes or hands back
             yield
-        finally:  # SIGTERM: every model's worker finishes or hands back, then the process goes
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
-            for engine in self.engines.values():
-                await engine.drain(self.settings.drain_timeout_s)
-            for engine in list(self.engines.values())[1:]:
-                await engine.stop()
-            await self._shut_down()
