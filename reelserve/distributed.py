@@ -133,12 +133,15 @@ class ApiServer(_SharedQueueServer):
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
         if self.cache is not None:
             await self.cache.start()
-        await self.engine.open()
+        await self._open()
         try:
             async with self._pinged():
                 yield
         finally:
             await self._shut_down()
+
+    async def _open(self) -> None:
+        await self.engine.open()
 
     @asynccontextmanager
     async def _pinged(self) -> AsyncIterator[None]:
@@ -188,9 +191,13 @@ class WorkerServer(_SharedQueueServer):
 
         return app
 
+    async def _drain(self) -> int:
+        """Finish or hand back what this worker holds; how many jobs read ahead it handed back."""
+        return await self.worker_engine.drain(self.settings.drain_timeout_s)
+
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        requeued = await self.engine.recover()
+        requeued = await self._recover()
         if requeued:
             log.info("queued %d jobs whose queue entries were missing", requeued)
         if self.cache is not None:
@@ -202,6 +209,6 @@ class WorkerServer(_SharedQueueServer):
         finally:  # uvicorn got SIGTERM (or SIGINT): finish or hand back, then go
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
-            released = await self.worker_engine.drain(self.settings.drain_timeout_s)
+            released = await self._drain()
             log.info("worker stopped pulling; handed back %d jobs read ahead", released)
             await self._shut_down()

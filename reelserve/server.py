@@ -310,7 +310,7 @@ class Server:
 
     @asynccontextmanager
     async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        requeued = await self.engine.recover()
+        requeued = await self._recover()
         if requeued:
             log.info("re-queued %d unfinished jobs from the last run", requeued)
         if self.cache is not None:
@@ -323,6 +323,10 @@ class Server:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await self._shut_down()
+
+    async def _recover(self) -> int:
+        """Re-queue what the last run left unfinished (every model's, with several)."""
+        return await self.engine.recover()
 
     async def _shut_down(self) -> None:
         await self.engine.stop()

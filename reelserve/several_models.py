@@ -11,14 +11,9 @@ that would have to wait for them, so a deadline the swap alone misses is refused
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
-
-from fastapi import FastAPI
 
 from reelserve.distributed import ApiServer, WorkerServer
 from reelserve.engine.engine import Engine
@@ -97,27 +92,23 @@ class SeveralModels:
         return ModelRouter(self.engines, loaded=lambda name: self.memory is not None and self.memory.resident(name),
                            swap_cost=lambda name: self.memory.swap_cost(name) if self.memory is not None else 0.0)
 
-    @asynccontextmanager
-    async def _running_models(self, drain: bool) -> AsyncIterator[None]:
-        """Every model's jobs re-queued, its model loaded and run; at the end (``drain``: each worker
-        first finishes or hands back what it holds) every engine stopped."""
-        requeued = sum([await engine.recover() for engine in self.engines.values()])
-        if requeued:
-            log.info("re-queued %d unfinished jobs from the last run", requeued)
-        if self.cache is not None:
-            await self.cache.start()
-        self._report_worker()
-        loading = asyncio.create_task(self._load_all())
-        try:
-            yield
-        finally:
-            loading.cancel()
-            await asyncio.gather(loading, return_exceptions=True)
-            for engine in self.engines.values() if drain else ():
-                await engine.drain(self.settings.drain_timeout_s)
-            for engine in list(self.engines.values())[1:]:
-                await engine.stop()
-            await self._shut_down()
+    async def _recover(self) -> int:
+        return sum([await engine.recover() for engine in self.engines.values()])
+
+    async def _open(self) -> None:  # the API role
+        for engine in self.engines.values():
+            await engine.open()
+
+    async def _drain(self) -> int:  # the worker role
+        return sum([await engine.drain(self.settings.drain_timeout_s) for engine in self.engines.values()])
+
+    async def _load_and_start(self) -> None:
+        await self._load_all()
+
+    async def _shut_down(self) -> None:
+        for engine in list(self.engines.values())[1:]:  # the default model's engine stops with the server
+            await engine.stop()
+        await super()._shut_down()  # type: ignore[misc]
 
     async def _load_all(self) -> None:
         """Every model in turn (loading two at once could hold both in memory past the budget), then every
@@ -170,12 +161,8 @@ class SeveralModels:
 
 
 class SeveralModelsServer(SeveralModels, Server):
-    """``reelserve serve`` with several models: every engine accepts and runs its model's jobs."""
-
-    @asynccontextmanager
-    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        async with self._running_models(drain=False):
-            yield
+    """``reelserve serve`` with several models: every engine accepts and runs its model's jobs (``Server``'s
+    lifespan, with ``SeveralModels``' recovery, loading and shutdown)."""
 
 
 class SeveralModelsApi(SeveralModels, ApiServer):
@@ -190,26 +177,7 @@ class SeveralModelsApi(SeveralModels, ApiServer):
     def _service(self) -> ModelRouter:
         return ModelRouter(self.engines)  # which weights are on a device is the workers' to know
 
-    @asynccontextmanager
-    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        if self.cache is not None:
-            await self.cache.start()
-        for engine in self.engines.values():
-            await engine.open()
-        try:
-            async with self._pinged():
-                yield
-        finally:
-            for engine in list(self.engines.values())[1:]:
-                await engine.stop()
-            await self._shut_down()
-
 
 class SeveralModelsWorker(SeveralModels, WorkerServer):
     """``reelserve worker`` with several models: pulls each model's streams, its models' weights sharing the
-    device under --device-memory-mb."""
-
-    @asynccontextmanager
-    async def _lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        async with self._running_models(drain=True):  # SIGTERM: each model's worker finishes or hands back
-            yield
+    device under --device-memory-mb; at SIGTERM each model's worker drains (``WorkerServer``'s lifespan)."""
