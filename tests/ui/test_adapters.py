@@ -24,6 +24,7 @@ from ui_support import (
     AUTH,
     JOB_MS,
     USER_KEY,
+    generate,
     open_playground,
     run_snippet,
     screenshot,
@@ -64,10 +65,7 @@ def _choose(page: Page, name: str, scale: str | None = None) -> None:
 def _generate(page: Page, prompt: str) -> str:
     """Submits the form and waits for the video to play; returns its id."""
     page.get_by_label("Prompt", exact=True).fill(prompt)
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
-    wait_until_playing(page)
-    return page.locator("#detail-id").text_content() or ""
+    return generate(page)
 
 
 def test_the_field_lists_the_adapters_and_is_hidden_where_the_server_takes_none(

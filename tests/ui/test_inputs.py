@@ -23,6 +23,7 @@ from ui_support import (
     AUTH,
     JOB_MS,
     USER_KEY,
+    generate,
     open_playground,
     run_snippet,
     screenshot,
@@ -60,10 +61,7 @@ def _generate(page: Page, prompt: str = PROMPT) -> str:
     """Submits the form and waits for the video to play; returns its id."""
     page.get_by_label("Steps").fill(STEPS)
     page.get_by_label("Prompt", exact=True).fill(prompt)
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
-    wait_until_playing(page)
-    return page.locator("#detail-id").text_content() or ""
+    return generate(page)
 
 
 def test_no_image_field_for_a_model_without_image_input(page: Page, ui_server: RunningServer) -> None:
@@ -104,10 +102,7 @@ def test_an_image_of_the_videos_size_becomes_its_first_frame(
         assert video["status"] == "completed" and video["input_reference"] == digest, video
         assert video["num_inference_steps"] == int(STEPS) and video["size"] == "64x64"
 
-    page.get_by_role("button", name="Generate").click()
-    expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
-    wait_until_playing(page)
-    video = video_of(micro_server, page.locator("#detail-id").text_content() or "")
+    video = video_of(micro_server, generate(page))
     assert video["input_reference"].startswith("sha256:") and video["input_reference"] == digest
     assert video["input_fit"] is None and video["status"] == "completed"
     expect(page.locator("#detail-source")).to_have_text("from an image")

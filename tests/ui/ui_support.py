@@ -41,6 +41,21 @@ def wait_until_playing(page: Page) -> None:
     )
 
 
+def generate(page: Page) -> str:
+    """Clicks Generate and waits until the new video has completed and plays; returns its id.
+
+    Until the POST returns, the result area still shows the previous video, "Completed" included, so
+    the wait is for the previous id to leave first: after that, any "Completed" is the new job's."""
+    shown = page.locator("#detail-id")
+    previous = shown.text_content() if shown.count() else None
+    page.get_by_role("button", name="Generate").click()
+    if previous:
+        expect(shown).not_to_have_text(previous, timeout=JOB_MS)
+    expect(page.locator("#job-status")).to_have_text("Completed", timeout=JOB_MS)
+    wait_until_playing(page)
+    return shown.text_content() or ""
+
+
 def video_of(server: RunningServer, video_id: str) -> dict:
     """The video object, as the test user sees it."""
     response = server.client.get(f"/v1/videos/{video_id}", headers=AUTH)
