@@ -31,6 +31,7 @@ from reelserve.schemas import ErrorCode, ReelserveError
 from reelserve.server import Server
 from reelserve.settings import Settings
 from reelserve.stats import RedisStats, StatsRecorder
+from reelserve.stats.residency import FleetResidency
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,12 @@ class ApiServer(_SharedQueueServer):
     runs_model = False  # its --device and accelerations are the workers' business
 
     def __init__(self, settings: Settings) -> None:
+        self.fleet = FleetResidency()  # before Server.__init__, which builds the router over it
         super().__init__(settings)
         self._redis_ok = False
         self._pinging = False
         self.engine.health = lambda: self._redis_ok
+        self.engine.scheduler.admission.swap_cost = lambda: self.fleet.swap_cost(self.spec.name)
 
     def _consumer(self) -> str:
         return f"api-{super()._consumer()}"  # never reads the queue; named for Redis's client list only
@@ -156,11 +159,13 @@ class ApiServer(_SharedQueueServer):
             await asyncio.gather(pinging, return_exceptions=True)
 
     async def _ping(self) -> None:
+        """Readiness, and which workers hold which models' weights (their heartbeats say it)."""
         # The flag as well as the cancel: redis-py can turn a cancel that lands in its own timeout
         # into a TimeoutError, which the loop catches, and the API then never finished shutting down.
         while self._pinging:
             try:
                 self._redis_ok = bool(await self.async_redis.ping())
+                self.fleet.update(await self.engine.stats.workers())
             except (redis.exceptions.RedisError, OSError):
                 self._redis_ok = False
             await asyncio.sleep(_PING_S)  # a timer, not a wait for anything

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 from reelserve.distributed import ApiServer, WorkerServer
@@ -24,6 +25,7 @@ from reelserve.server import (
     Server, accelerations, accelerations_in_force, cache_policy, job_warnings, served_limits,
 )
 from reelserve.settings import Settings
+from reelserve.stats import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,14 @@ class SeveralModels:
         """Each model's worker on the dashboard, named by its model."""
         for name, engine in self.engines.items():
             label = f"{self._worker_name()}-{name}"
-            engine.stats.register_worker(lambda engine=engine, label=label: engine.worker_status(label))
+            engine.stats.register_worker(lambda engine=engine, label=label, name=name: self._resident_status(
+                engine.worker_status(label), name))
+
+    def _resident_status(self, status: WorkerStatus, name: str) -> WorkerStatus:
+        """With whether the model's weights are on the device: the API role's admission counts the swap."""
+        if self.memory is None:  # still loading
+            return replace(status, loaded=False)
+        return replace(status, loaded=self.memory.resident(name), swap_in_s=round(self.memory.swap_cost(name), 4))
 
     @staticmethod
     def _model_parts(spec: ModelSpec, settings: Settings) -> dict[str, Any]:
@@ -171,11 +180,13 @@ class SeveralModelsApi(SeveralModels, ApiServer):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        for engine in self.engines.values():
+        for name, engine in self.engines.items():
             engine.health = lambda: self._redis_ok
+            engine.scheduler.admission.swap_cost = lambda name=name: self.fleet.swap_cost(name)
 
     def _service(self) -> ModelRouter:
-        return ModelRouter(self.engines)  # which weights are on a device is the workers' to know
+        # Which weights are on a device is the workers' to know: they say it with their heartbeats.
+        return ModelRouter(self.engines, loaded=self.fleet.loaded, swap_cost=self.fleet.swap_cost)
 
 
 class SeveralModelsWorker(SeveralModels, WorkerServer):

@@ -72,6 +72,10 @@ class WeightSwap:
 class DeviceMemory:
     """The models on one device within ``budget_bytes`` (None: no budget, every model stays).
 
+    Weights move outside the lock (a swap takes seconds; a model finishing, or asking what a swap costs,
+    must not wait for another's): the room is planned under it, and a model on the move (in or out) is
+    counted as on the device and is no one else's to move until it has arrived.
+
     :param on_swap: (model, "in" or "out", seconds) for each move, for metrics."""
 
     def __init__(self, budget_bytes: int | None, on_swap: Callable[[str, str, float], None] | None = None) -> None:
@@ -82,6 +86,7 @@ class DeviceMemory:
         self._last_used: dict[str, float] = {}
         self._swap_in_s: dict[str, float] = {}  # the last measured bring-in
         self._waiting: dict[str, int] = {}  # calls waiting for room, by model
+        self._moving: set[str] = set()  # models whose weights are going out or coming in now
         self._changed = threading.Condition()
         self.swaps_in = 0
 
@@ -94,7 +99,9 @@ class DeviceMemory:
             self._swaps[name] = swap
             self._in_use[name] = 0
             self._last_used[name] = time.monotonic()
-            self._make_room(name)
+            victims = self._room_for(name) or []
+            self._moving.update(victims)
+        self._move(victims, None)
 
     def resident(self, name: str) -> bool:
         """Whether ``name``'s weights are on the device (False for a model not added yet)."""
@@ -112,21 +119,21 @@ class DeviceMemory:
     @contextmanager
     def use(self, name: str, timeout_s: float = 3600.0) -> Iterator[float]:
         """Hold ``name`` resident for a call; yields the seconds it took to bring it in (0: it was in).
-        Waits while the room it needs is held by models in use."""
+        Waits while the room it needs is held by models in use, or while it is on the move."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
             self._waiting[name] = self._waiting.get(name, 0) + 1
             try:
-                while not self._make_room(name):
+                while (victims := self._room_for(name)) is None:
                     if not self._changed.wait(max(0.0, deadline - time.monotonic())):
                         raise TimeoutError(f"model {name} waited {timeout_s:.0f}s for device memory")
             finally:
                 self._waiting[name] -= 1
             self._in_use[name] += 1
+            coming = None if self._swaps[name].resident else name
+            self._moving.update([*victims, *([coming] if coming else [])])
         try:
-            with self._changed:
-                brought_in = self._bring_in(name)
-            yield brought_in
+            yield self._move(victims, coming)
         finally:
             with self._changed:
                 self._in_use[name] -= 1
@@ -141,41 +148,53 @@ class DeviceMemory:
     def evict_idle(self) -> None:
         """Every idle model out (before loading another one, so that it loads into room that is free)."""
         with self._changed:
-            for name, swap in self._swaps.items():
-                if swap.resident and not self._in_use[name]:
-                    started = time.perf_counter()
-                    swap.evict()
-                    self.on_swap(name, "out", time.perf_counter() - started)
+            victims = [name for name in self._swaps if self._movable(name)]
+            self._moving.update(victims)
+        self._move(victims, None)
 
-    def _bring_in(self, name: str) -> float:
-        swap = self._swaps[name]
-        if swap.resident:
-            return 0.0
-        started = time.perf_counter()
-        swap.bring_in()
-        seconds = time.perf_counter() - started
-        self._swap_in_s[name] = seconds
-        self.swaps_in += 1
-        self.on_swap(name, "in", seconds)
-        return seconds
-
-    def _make_room(self, name: str) -> bool:
-        """Send idle models out, least recently used first, until ``name`` fits; False if it cannot yet."""
-        if self.budget_bytes is None:
-            return True
-        needed = 0 if self._swaps[name].resident else self._swaps[name].nbytes
-        while self._used() + needed > self.budget_bytes:
-            idle = [n for n, s in self._swaps.items() if n != name and s.resident and not self._in_use[n]]
-            if not idle:
-                return False
-            victim = min(idle, key=self._last_used.__getitem__)
+    def _move(self, going: list[str], coming: str | None) -> float:
+        """Sends ``going`` out, then brings ``coming`` in (outside the lock; each is marked as moving);
+        returns the seconds the bring-in took."""
+        try:
+            for victim in going:
+                started = time.perf_counter()
+                self._swaps[victim].evict()
+                self.on_swap(victim, "out", time.perf_counter() - started)
+            if coming is None:
+                return 0.0
             started = time.perf_counter()
-            self._swaps[victim].evict()
-            self.on_swap(victim, "out", time.perf_counter() - started)
-        return True
+            self._swaps[coming].bring_in()
+            seconds = time.perf_counter() - started
+            self._swap_in_s[coming] = seconds
+            self.swaps_in += 1
+            self.on_swap(coming, "in", seconds)
+            return seconds
+        finally:
+            with self._changed:
+                self._moving.difference_update([*going, *([coming] if coming else [])])
+                self._changed.notify_all()
+
+    def _room_for(self, name: str) -> list[str] | None:
+        """The idle models to send out, least recently used first, for ``name`` to fit; None if it
+        cannot yet (the room is held by models in use or on the move, or ``name`` itself is moving)."""
+        if name in self._moving:
+            return None
+        if self.budget_bytes is None:
+            return []
+        free = self.budget_bytes - self._used() - (0 if self._swaps[name].resident else self._swaps[name].nbytes)
+        victims = []
+        for victim in sorted((n for n in self._swaps if n != name and self._movable(n)), key=self._last_used.__getitem__):
+            if free >= 0:
+                break
+            victims.append(victim)
+            free += self._swaps[victim].nbytes
+        return victims if free >= 0 else None
+
+    def _movable(self, name: str) -> bool:
+        return self._swaps[name].resident and not self._in_use[name] and name not in self._moving
 
     def _used(self) -> int:
-        return sum(s.nbytes for s in self._swaps.values() if s.resident)
+        return sum(s.nbytes for n, s in self._swaps.items() if s.resident or n in self._moving)
 
 
 def model_swap(model: Any, spill: Path) -> WeightSwap:

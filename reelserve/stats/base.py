@@ -42,15 +42,20 @@ class Bucket:
 
 @dataclass(frozen=True)
 class WorkerStatus:
-    """One process that runs the model. ``state``: loading, idle, busy (or stale, as read back)."""
+    """One process that runs the model. ``state``: loading, idle, busy (or stale, as read back).
+    ``loaded``: whether the model's weights are on the device now (a worker serving several models swaps
+    them); ``swap_in_s``: the seconds bringing them in would take (0 when loaded)."""
 
     name: str
     model: str
     state: str
     running: int
+    loaded: bool = True
+    swap_in_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "state": self.state, "running": self.running}
+        return {"name": self.name, "model": self.model, "state": self.state, "running": self.running,
+                "loaded": self.loaded, "swap_in_s": self.swap_in_s}
 
 
 def bucket_of(at: float) -> int:

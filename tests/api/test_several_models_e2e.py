@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 import httpx
-from support import ADMIN, auth, final_video, serve, serve_in_mode
+from support import ADMIN, auth, final_video, serve, serve_in_mode, wait_until
 
 BODY = {"prompt": "a red circle moving right", "num_inference_steps": 4, "seed": 1}
 
@@ -64,9 +64,20 @@ def test_two_models_share_the_device_by_swapping(tmp_path: Path) -> None:
 
 def test_several_models_in_the_distributed_mode(tmp_path: Path) -> None:
     """An API and a worker, each given both models: the API queues each job on its model's streams, the
-    worker runs both under the budget, swapping."""
+    worker runs both under the budget, swapping. The API runs no model, yet knows from the worker's
+    heartbeats which weights are out and what bringing them in costs, and its admission counts it."""
     with serve_in_mode("distributed", tmp_path, model="micro,tiny", device_memory_mb=110) as server:
-        assert {m["id"] for m in server.client.get("/v1/models").json()["data"]} == {"micro", "tiny"}
+        def models() -> dict[str, dict]:
+            return {m["id"]: m for m in server.client.get("/v1/models").json()["data"]}
+
+        assert set(models()) == {"micro", "tiny"}
+        seen = wait_until(lambda: (m := models())["tiny"]["loaded"] and m)  # tiny loaded last: micro is out
+        assert not seen["micro"]["loaded"] and seen["micro"]["swap_in_s"] > 0 and seen["tiny"]["swap_in_s"] == 0
+        late = server.client.post("/v1/videos", json={**BODY, "model": "micro", "priority": "realtime",
+                                                      "deadline_seconds": seen["micro"]["swap_in_s"] / 2})
+        assert late.status_code == 429 and int(late.headers["retry-after"]) >= 1
+        assert "to bring the model onto the device" in late.json()["error"]["message"]
+        assert server.client.get("/v1/videos").json()["data"] == []  # refused before anything was stored
         ids = [server.client.post("/v1/videos", json={**BODY, "model": model, "seed": i}).json()["id"]
                for i, model in enumerate(["micro", "tiny", "micro"])]
         videos = [final_video(server, video_id) for video_id in ids]

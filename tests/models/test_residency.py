@@ -133,3 +133,41 @@ def test_evict_idle_makes_room_before_a_load(tmp_path: Path) -> None:
     memory.add("b", b)
     memory.evict_idle()
     assert not memory.resident("a") and not memory.resident("b")
+
+
+def test_weights_move_outside_the_lock(tmp_path: Path) -> None:
+    """While a's weights come in (held here), b's call ends and the costs are read without waiting."""
+    (_, a), (_, b) = tiny_swap(tmp_path, "a"), tiny_swap(tmp_path, "b")
+    memory = DeviceMemory(budget_bytes=a.nbytes + b.nbytes)
+    memory.add("a", a)
+    memory.add("b", b)
+    memory.evict_idle()
+    moving, arrive = threading.Event(), threading.Event()
+    real = a.bring_in
+
+    def held_bring_in() -> None:
+        moving.set()
+        assert arrive.wait(30)
+        real()
+
+    a.bring_in = held_bring_in  # type: ignore[method-assign]
+    b_done = threading.Event()
+
+    def use_b() -> None:
+        with memory.use("b"):
+            assert moving.wait(30)
+        b_done.set()  # the exit took the lock that a's bring-in would have held
+
+    user_b = threading.Thread(target=use_b)
+    user_b.start()
+    user_a = threading.Thread(target=lambda: memory.use("a").__enter__())
+    wait_until(lambda: memory.resident("b"))
+    user_a.start()
+    try:
+        assert b_done.wait(30), "b's call waited for a's weights to arrive"
+        assert not memory.resident("a") and memory.swap_cost("a") > 0
+    finally:
+        arrive.set()
+        user_a.join(30)
+        user_b.join(30)
+    assert memory.resident("a") and memory.resident("b") and memory.swaps_in == 2

@@ -30,7 +30,6 @@ from ui_support import (
     screenshot,
     video_ids,
     video_of,
-    wait_until_playing,
 )
 
 STEPS = "2"  # tiny at 2 steps: each job here takes a fraction of a second
