@@ -158,7 +158,8 @@ class Metrics:
             buckets=_SECONDS, registry=r,
         )
         self.circuit_state = Gauge(
-            "reelserve_circuit_state", "Pipeline circuit breaker: 0 closed, 1 half-open, 2 open", registry=r
+            "reelserve_circuit_state", "Pipeline circuit breaker, by model: 0 closed, 1 half-open, 2 open",
+            ["model"], registry=r,
         )
 
     def watch_jobs(self, count: Callable[[], dict[str, int]]) -> None:

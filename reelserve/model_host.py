@@ -69,9 +69,9 @@ def check_parallel(settings: Settings, options: LoadOptions, device: torch.devic
         "pipeline_lanes": (settings.pipeline_lanes or 1) > 1 and "the group's ranks are the worker's one lane",
         "cfg_batching": accelerations.cfg_batching and "the group runs the guidance's branches itself (use cfg=2)",
         "backend": accelerations.backend == "onnx" and "ONNX Runtime runs the transformer whole, on one device",
-        "step_cache": accelerations.step_cache != "none" and layout.sequence > 1 and (
-            "a step cache decides from a whole step's hidden states, which a sequence split leaves on no one rank "
-            "(with cfg=2 alone each rank caches its own branch, as one process does)"),
+        "step_cache": accelerations.step_cache == "magcache" and layout.sequence > 1 and (
+            "each rank would calibrate its own MagCache ratios, and ranks that skip different steps wait on each "
+            "other; use --step-cache fbcache, taylorseer or pab (or cfg=2 alone)"),
         "cpu_offload": options.cpu_offload and "each rank holds its model on its own device",
     }
     for name, why in clashes.items():
@@ -104,6 +104,7 @@ def start_parallel(model: LoadedModel, settings: Settings, metrics: Metrics | No
     model.ranks = ranks
     if model.accelerated is not None:
         model.accelerated.on_prime = ranks.prime
+        ranks.state.agree_on_skips(model.accelerated)
 
 
 def rank_model(name: str, options: LoadOptions, adapters_from: Settings | None,

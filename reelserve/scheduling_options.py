@@ -34,6 +34,18 @@ def load_cost_model(settings: Settings) -> CostModel:
         return CostModel()
 
 
+def circuit_breaker(settings: Settings, metrics: Metrics, model: str) -> CircuitBreaker | None:
+    """``model``'s breaker (each model its own: one model's failing weights do not stop another's jobs)."""
+    if not settings.circuit_failures:
+        return None
+    return CircuitBreaker(
+        settings.circuit_failures,
+        settings.circuit_cooldown_s,
+        probe_timeout_s=max(60.0, settings.circuit_cooldown_s),
+        on_change=lambda state: metrics.circuit_state.labels(model=model).set(_CIRCUIT_GAUGE[state]),
+    )
+
+
 def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
     """Tiers, per-key policies (keyed by tenant id, so raw keys are not kept), limits and the breaker."""
     default_policy = TenantPolicy(
@@ -47,20 +59,12 @@ def scheduling(settings: Settings, metrics: Metrics) -> SchedulingOptions:
         tenants={tenant_id(key): policy for key, policy in settings.tenants.items()},
         default_policy=default_policy,
     )
-    circuit = None
-    if settings.circuit_failures:
-        circuit = CircuitBreaker(
-            settings.circuit_failures,
-            settings.circuit_cooldown_s,
-            probe_timeout_s=max(60.0, settings.circuit_cooldown_s),
-            on_change=lambda state: metrics.circuit_state.set(_CIRCUIT_GAUGE[state]),
-        )
     return SchedulingOptions(
         tenant_queue_share=settings.tenant_queue_share,
         tiers=tiers,
         degrade_levels=settings.degrade_levels,
         limiter=RateLimiter(),
-        circuit=circuit,
+        circuit=circuit_breaker(settings, metrics, settings.model),
         cost_model=load_cost_model(settings),
         cost_model_path=settings.cost_model_path,
     )

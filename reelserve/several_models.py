@@ -24,6 +24,7 @@ from reelserve.models.specs import ModelSpec, get_spec, weights_source
 from reelserve.server import (
     Server, accelerations, accelerations_in_force, cache_policy, job_warnings, served_limits,
 )
+from reelserve.scheduling_options import circuit_breaker
 from reelserve.settings import Settings
 from reelserve.stats import WorkerStatus
 
@@ -54,7 +55,7 @@ class SeveralModels:
         """Called by ``Server.__init__`` once the default model's engine exists."""
         first = self.engine
         self.engines[self.spec.name] = first
-        first.recovers_only_own = True
+        first.served_models = tuple(self.settings.models)
         for name in self.settings.models[1:]:
             spec, settings = get_spec(name), self.base_settings.for_model(name)
             if self.runs_model:
@@ -71,11 +72,11 @@ class SeveralModels:
                 adapters=self.adapters, metrics=self.metrics, max_batch_size=settings.max_batch_size,
                 max_wait_s=None if settings.max_wait_ms is None else settings.max_wait_ms / 1000,
                 cache=self.cache, semantic=first.video_cache.semantic,
-                cache_policy=policy, scheduling=self.scheduling,
+                cache_policy=policy, scheduling=replace(self.scheduling, circuit=circuit_breaker(settings, self.metrics, name)),
                 notifier=first.notifier, bus=first.bus, stats=first.stats,
             )
             engine.step_scheduling = first.step_scheduling
-            engine.recovers_only_own = True
+            engine.served_models = tuple(self.settings.models)
             self.engines[name] = engine
 
     def _report_worker(self) -> None:

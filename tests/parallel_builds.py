@@ -16,7 +16,10 @@ from reelserve.models.tiny import build_a14b_layout, build_ti2v_5b_layout, build
 
 OUTLINE = MICRO_ADAPTERS / "outline.safetensors"
 OUTLINE_SHA256 = hashlib.sha256(OUTLINE.read_bytes()).hexdigest()
-FBCACHE = AccelerationOptions(step_cache="fbcache", step_cache_threshold=0.2)
+STEP_CACHES = {"tiny-fbcache": AccelerationOptions(step_cache="fbcache", step_cache_threshold=0.2),
+               "tiny-taylorseer": AccelerationOptions(step_cache="taylorseer", step_cache_threshold=2)}
+SMALL_TILES = {"tile_sample_min_height": 32, "tile_sample_min_width": 32,
+               "tile_sample_stride_height": 16, "tile_sample_stride_width": 16}
 TOYS = {"tiny": build_tiny_pipeline, "ti2v-5b": build_ti2v_5b_layout, "a14b": build_a14b_layout}
 
 
@@ -27,9 +30,13 @@ def build(name: str, rank: int) -> tuple[Any, Any, Any]:
     if name == "tiny-compiled":  # as a parallel worker with --compile loads it: its blocks break around the exchange
         options = LoadOptions(device="cpu", accelerations=AccelerationOptions(compile=True), graph_breaks=True)
         return load_model("tiny", options).pipeline, None, None
-    if name == "tiny-fbcache":
-        model = load_model("tiny", LoadOptions(device="cpu", accelerations=FBCACHE))
+    if name in STEP_CACHES:
+        model = load_model("tiny", LoadOptions(device="cpu", accelerations=STEP_CACHES[name]))
         return model.pipeline, None, model.accelerated
+    if name.endswith("-tiled"):  # decodes in tiles, small ones, so a toy's video has several
+        pipeline = TOYS[name.removesuffix("-tiled")](0)
+        pipeline.vae.enable_tiling(**SMALL_TILES)
+        return pipeline, None, None
     if name != "micro":
         return TOYS[name](0), None, None
     model = load_model("micro", LoadOptions(device="cpu", lora_adapters=2))

@@ -22,6 +22,7 @@ import ast
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,8 @@ class StepCache:
     threshold: float
     pipeline: Any
     mag_ratios: list[float] | None = None
+    # Called with each transformer once its hooks are made (a parallel worker binds them across ranks).
+    on_enable: Callable[[torch.nn.Module], None] | None = None
     _steps: int | None = field(default=None, init=False)
 
     def prepare(self, steps: int) -> None:
@@ -92,6 +95,8 @@ class StepCache:
             if self._steps is not None:
                 transformer.disable_cache()
             transformer.enable_cache(_config(self.kind, self.threshold, self.pipeline, steps, self.mag_ratios))
+            if self.on_enable is not None:
+                self.on_enable(transformer)
         self._steps = steps
 
     def reset(self) -> None:

@@ -124,6 +124,12 @@ class JobFinisher:
         if await self.settle(job, QUEUED):
             self.metrics.deadline_misses.labels(job.priority or "", "expired_in_queue").inc()
 
+    async def unserved(self, job: Job, why: str) -> None:
+        """An unfinished job for a model its server no longer serves (found at a restart)."""
+        job.status, job.completed_at = JobStatus.failed, time.time()
+        job.error = JobError(code=ErrorCode.unknown_model, message=why)
+        await self.settle(job, UNFINISHED)
+
     async def give_up(self, job: Job) -> None:
         """A job delivered to workers too often (each one died or stalled with it)."""
         job.status, job.completed_at = JobStatus.failed, time.time()

@@ -21,7 +21,8 @@ from reelserve.cache.policy import CachePolicy
 from reelserve.cache.result_cache import ResultCache
 from reelserve.cache.semantic_cache import SemanticCache
 from reelserve.engine.events import EventBus, Events, queued_event, status_event
-from reelserve.engine.finisher import RUNNING, JobFinisher, RunningJobs
+from reelserve.engine.finisher import JobFinisher, RunningJobs
+from reelserve.engine.recovery import recover_jobs
 from reelserve.engine.job_inputs import StagedInputs
 from reelserve.engine.request_resolution import RequestResolver
 from reelserve.engine.notifier import WebhookNotifier
@@ -128,8 +129,9 @@ class VideoFront:
             running=self.running, keep_latents_s=keep_latents_s,
         )
         self._ready = False
-        # Several models behind one server: each engine re-queues its own model's jobs; the server resumes webhooks.
-        self.recovers_only_own = False
+        # Every model this server serves, the default first (several behind one server: each engine
+        # re-queues its own model's jobs, and the server resumes webhooks once).
+        self.served_models: tuple[str, ...] = (model_name,)
         self.health: Callable[[], bool] = lambda: True
         metrics.watch_jobs(lambda: {s.value: n for s, n in store.count_by_status().items()})
 
@@ -141,33 +143,21 @@ class VideoFront:
         keeps failing, and ``health`` says the backing services answer."""
         return self._ready and self.scheduler.ready and self.health()
 
+    @property
+    def accepting(self) -> bool:
+        """Loaded (or, for the API, open): taking jobs, whatever the circuit says."""
+        return self._ready
+
     async def open(self) -> None:
         """Accept jobs for other processes to run (the distributed API)."""
         self._ready = True
 
     async def recover(self) -> int:
-        """Re-queue what a previous run left unfinished; call once, before accepting requests.
-
-        Returns how many jobs were re-queued."""
+        """Re-queue what a previous run left unfinished (``recovery.py``); call once, before accepting
+        requests. Returns how many jobs were re-queued."""
         self.scheduler.start(self.expire)  # jobs whose deadline passed while we were down fail at once
-        requeued = 0
-        for job in await self.jobs.unfinished():
-            if self.recovers_only_own and job.params.model != self.model_name:
-                continue  # another model's engine (several models behind one server) re-queues it
-            if self.scheduler.shared_queue:
-                # Running jobs belong to live workers, or are reclaimed from dead ones; a queued job
-                # lacks its entry only if the API lost Redis between writing it and queueing it.
-                if job.status is JobStatus.queued:
-                    await self.broker.put(job.id, job.params.batch_key(), self.scheduler.level_of(job))
-                    requeued += 1
-                continue
-            if job.status is JobStatus.in_progress:
-                job.status, job.progress = JobStatus.queued, 0
-                if not await self.jobs.save(job, expect=RUNNING):
-                    continue
-            await self.scheduler.enqueue(job)
-            requeued += 1
-        if self.notifier is not None and not self.recovers_only_own:
+        requeued = await recover_jobs(self)
+        if self.notifier is not None and len(self.served_models) == 1:
             await self.notifier.resume()
         return requeued
 

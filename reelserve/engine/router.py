@@ -28,7 +28,11 @@ class ModelRouter:
 
     @property
     def ready(self) -> bool:
-        return all(engine.ready for engine in self.engines.values())
+        """Every model loaded and its services answering, and some model's circuit admitting work: one
+        model's failing batches refuse its own jobs (503), not the whole server's traffic."""
+        engines = self.engines.values()
+        return (all(e.accepting and e.health() for e in engines)
+                and any(e.scheduler.ready for e in engines))
 
     def engine_for(self, model: str | None) -> VideoFront:
         engine = self.engines.get(model or self.default.model_name)

@@ -1,6 +1,6 @@
 """The Wan family on a parallel worker: rank 0 keeps every row (latents, schedulers, steps, previews,
 joins and parks, as on one device) and hands each transformer evaluation and each decode of two rows or
-more to its process group (``ParallelRanks``). What rank 0 computes from their results is what one
+more (or of tiles) to its process group (``ParallelRanks``). What rank 0 computes from their results is what one
 process computes, so the engine above it does not change."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ParallelWanFamily(WanFamily):
         return self._mix(rows, out["cond"], out["uncond"], high_noise) if guided else out["cond"]
 
     def _decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Two rows or more: each rank decodes its share (the VAE decodes each row on its own)."""
-        if latents.shape[0] < 2:
+        """Two rows or more, or a video the VAE decodes in tiles: each rank decodes its share."""
+        if not self.ranks.state.decoder.shared(tuple(latents.shape)):
             return super()._decode_latents(latents)
         return self.ranks.decode(latents.contiguous())

@@ -26,11 +26,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from reelserve.models.latent_space import denormalise
 from reelserve.parallel.attention import SequenceShards
+from reelserve.parallel.decode import SharedDecode
 from reelserve.parallel.failure import RankFailure
 from reelserve.parallel.layout import ParallelLayout
 from reelserve.parallel.sharding import shard_transformer
+from reelserve.parallel.step_caches import agree_on_skips
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Prime:
 
 @dataclass(frozen=True)
 class Decode:
-    """Finished rows' latents (normalised); rank r decodes rows r, r + world, ... and sends them to 0."""
+    """Finished rows' latents (normalised); each rank decodes its tiles or rows and sends them to 0."""
 
     tensors: tuple[TensorSpec, ...]
 
@@ -95,6 +96,7 @@ class RankState:
         self.cfg_index, ulysses_index, ring_index = layout.coordinates(rank)
         self.shards = SequenceShards(layout, ulysses_index, ring_index)
         self.device = _device_of(pipeline)
+        self.decoder = SharedDecode(pipeline.vae, rank, layout.world)
         for expert in EXPERTS:
             if (transformer := getattr(pipeline, expert, None)) is not None:
                 shard_transformer(transformer, self.shards)
@@ -111,6 +113,12 @@ class RankState:
                     if kind == "ring":
                         shards.ring_ranks = ranks
         shards.ulysses_group, shards.ring_group, shards.sequence_group = mine["ulysses"], mine["ring"], mine["sequence"]
+
+    def agree_on_skips(self, accelerated: Any) -> None:
+        """A step cache on a sequence split: every rank of it skips what the whole sequence says."""
+        cache = accelerated.step_cache if accelerated is not None else None
+        if cache is not None and self.layout.sequence > 1:
+            cache.on_enable = lambda transformer: agree_on_skips(transformer, lambda: self.shards.sequence_group)
 
     def evaluate(self, call: Forward, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This rank's branches of the evaluation (both on a layout without cfg), each whole; with
@@ -141,13 +149,6 @@ class RankState:
     def cfg_peer(self) -> bool:
         """The rank that hands rank 0 the other half's result under ``cfg=2`` (its branch or its rows)."""
         return self.layout.cfg == 2 and self.rank == self.layout.rank_of(1, 0, 0)
-
-    def decode_share(self, latents: torch.Tensor) -> torch.Tensor:
-        """This rank's rows of ``latents`` decoded: (b, 3, F, H, W) in the VAE's output range."""
-        vae = self.pipeline.vae
-        mine = latents[self.rank :: self.layout.world].to(vae.device, vae.dtype)
-        return vae.decode(denormalise(vae, mine), return_dict=False)[0]
-
 
 class ParallelRanks:
     """Rank 0's side of the group: starts the followers, sends each evaluation and decode, and builds
@@ -224,21 +225,11 @@ class ParallelRanks:
         return self._guarded(run)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Every row of ``latents`` decoded, the rows shared among the ranks: (B, 3, F, H, W)."""
+        """Every row of ``latents`` decoded, its tiles or its rows shared among the ranks (``decode.py``):
+        (B, 3, F, H, W)."""
         def run() -> torch.Tensor:
             self._send(Decode(_specs({"latents": latents})), {"latents": latents})
-            mine = self.state.decode_share(latents)
-            parts: list[torch.Tensor | None] = [mine] + [None] * (self.world - 1)
-            for rank in range(1, min(self.world, latents.shape[0])):
-                rows = len(range(rank, latents.shape[0], self.world))
-                part = mine.new_empty((rows, *mine.shape[1:]))
-                dist.recv(part, src=rank)
-                parts[rank] = part
-            video = torch.empty((latents.shape[0], *mine.shape[1:]), dtype=mine.dtype, device=mine.device)
-            for rank, part in enumerate(parts):
-                if part is not None:
-                    video[rank :: self.world] = part
-            return video
+            return self.state.decoder.gather(latents)
 
         return self._guarded(run)
 
@@ -340,6 +331,7 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
     pipeline, bank, accelerated = spec.build(rank)
     state = RankState(spec.layout, rank, pipeline, bank)
     state.join_groups()
+    state.agree_on_skips(accelerated)
     conn.send("ready")
     with torch.inference_mode():
         while True:
@@ -359,8 +351,8 @@ def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
                 out = state.evaluate(call, tensors)
                 if (call.guided or call.split_rows) and state.cfg_peer():
                     dist.send(out["uncond" if call.guided else "cond"].contiguous(), dst=0)
-            elif state.rank < call.tensors[0].shape[0]:
-                dist.send(state.decode_share(tensors["latents"]).contiguous(), dst=0)
+            else:
+                state.decoder.send_share(tensors["latents"])
     dist.destroy_process_group()
     os._exit(0)  # no interpreter teardown: the model's threads and the group are gone with the process
 

@@ -155,7 +155,8 @@ def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_probe(tmp_
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
         assert int(refused.headers["retry-after"]) >= 1
         assert running.client.get("/readyz").status_code == 503
-        assert 'reelserve_circuit_state 2.0' in running.client.get("/metrics").text
+        gauge = f'reelserve_circuit_state{{model="{running.server.spec.name}"}}'
+        assert f"{gauge} 2.0" in running.client.get("/metrics").text
 
         wait_until(lambda: running.client.get("/readyz").status_code == 200, timeout=30)  # half-open
         probe = submit(running, prompt="the probe")
@@ -163,7 +164,7 @@ def test_the_circuit_opens_after_repeated_failures_and_closes_after_a_probe(tmp_
         assert final_video(running, probe.json()["id"])["status"] == "completed"
         after = submit(running, prompt="business as usual")
         assert after.status_code == 200
-        assert 'reelserve_circuit_state 0.0' in running.client.get("/metrics").text
+        assert f"{gauge} 0.0" in running.client.get("/metrics").text
         assert final_video(running, after.json()["id"])["status"] == "completed"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import av
 import httpx
-from support import ADMIN, auth, final_video, serve, serve_in_mode, wait_until
+from support import ADMIN, auth, final_video, gate_pipeline, serve, serve_in_mode, wait_until
 
 BODY = {"prompt": "a red circle moving right", "num_inference_steps": 4, "seed": 1}
 
@@ -87,3 +87,20 @@ def test_several_models_in_the_distributed_mode(tmp_path: Path) -> None:
                                                           ("completed", "micro")], videos
     assert [frames(data) for data in contents] == [v["num_frames"] for v in videos]
     assert 'reelserve_model_swaps_total{direction="in",model="micro"}' in metrics
+
+
+def test_each_model_has_its_own_circuit_breaker(tmp_path: Path) -> None:
+    """micro's batches failing open micro's circuit; tiny's jobs are still taken and run."""
+    with serve(tmp_path, model="micro,tiny", circuit_failures=1, circuit_cooldown_s=600) as server:
+        gate_pipeline(server)  # the default model's (micro's) prompts containing "boom" raise
+        failed = final_video(server, server.client.post("/v1/videos", json={**BODY, "prompt": "boom"}).json()["id"])
+        assert failed["status"] == "failed" and failed["model"] == "micro"
+        refused = server.client.post("/v1/videos", json={**BODY, "model": "micro"})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "circuit_open"
+        assert server.client.get("/readyz").status_code == 200  # tiny still takes work
+        taken = server.client.post("/v1/videos", json={**BODY, "model": "tiny"})
+        assert taken.status_code == 200, taken.text
+        assert final_video(server, taken.json()["id"])["status"] == "completed"
+        metrics = server.client.get("/metrics").text
+    assert 'reelserve_circuit_state{model="micro"} 2.0' in metrics
+    assert 'reelserve_circuit_state{model="tiny"}' not in metrics or 'reelserve_circuit_state{model="tiny"} 0.0' in metrics

@@ -59,13 +59,18 @@ def test_ulysses_needs_whole_heads() -> None:
 
 @pytest.mark.parametrize(("flags", "field"), [
     ({"pipeline_lanes": 2}, "pipeline_lanes"), ({"cfg_batching": True}, "cfg_batching"),
-    ({"step_cache": "fbcache"}, "step_cache"), ({"backend": "onnx"}, "backend"),
+    ({"step_cache": "magcache"}, "step_cache"), ({"backend": "onnx"}, "backend"),
 ])
 def test_a_parallel_server_refuses_what_it_cannot_run(flags: dict[str, object], field: str) -> None:
     settings = Settings(model="tiny", device="cpu", parallel="ulysses=2", **flags)
     with pytest.raises(ReelserveError) as raised:
         check_load_options(settings, get_spec("tiny"))
     assert raised.value.param == field and "--parallel ulysses=2" in raised.value.message
+
+
+@pytest.mark.parametrize("cache", ["fbcache", "taylorseer", "pab"])
+def test_step_caches_that_agree_across_ranks_run_on_a_sequence_split(cache: str) -> None:
+    check_load_options(Settings(model="tiny", device="cpu", parallel="ulysses=2", step_cache=cache), get_spec("tiny"))
 
 
 def test_cfg_batching_defaults_off_on_a_parallel_server() -> None:

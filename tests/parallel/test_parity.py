@@ -131,20 +131,25 @@ def test_compiled_blocks_run_split() -> None:
     check_layout("tiny", "ulysses=2", served="tiny-compiled")
 
 
-def test_a_step_cache_runs_with_cfg_split() -> None:
-    """First-Block Cache on cfg=2: each rank caches its own branch (its own ``cache_context``), primed per
-    batch on every rank as on rank 0, so two batches in a row equal one process's, skips and all."""
+@pytest.mark.parametrize(("cache", "layout"), [("tiny-fbcache", "cfg=2"), ("tiny-fbcache", "ulysses=2"),
+                                               ("tiny-taylorseer", "ring=2")])
+def test_a_step_cache_runs_split(cache: str, layout: str) -> None:
+    """A step cache on cfg=2: each rank caches its own branch (its own ``cache_context``), primed per batch
+    on every rank as on rank 0. On a sequence split every rank skips what the whole sequence says (First-
+    Block Cache's change summed over the ranks' shares; TaylorSeer by step count). Either way two batches
+    in a row equal one process's, skips and all."""
     batch = [(key, params.model_copy(update={"guidance_scale": 5.0, "guidance_scale_2": 5.0}))
              for key, params in rows("tiny")[:3]]  # one schedule: a step cache's batch is one
     outputs = []
     for parallel in (False, True):
-        pipeline, _, accelerated = build("tiny-fbcache", 0)
+        pipeline, _, accelerated = build(cache, 0)
         ranks = None
         if parallel:
-            ranks = ParallelRanks(GroupSpec(ParallelLayout(cfg=2), functools.partial(build, "tiny-fbcache"), threads=1),
+            ranks = ParallelRanks(GroupSpec(ParallelLayout.parse(layout), functools.partial(build, cache), threads=1),
                                   pipeline, None)
             ranks.start()
             accelerated.on_prime = ranks.prime
+            ranks.state.agree_on_skips(accelerated)
         runner = PipelineRunner(pipeline, torch.device("cpu"), SHAPES["tiny"][0], accelerated=accelerated, ranks=ranks)
         try:
             first, second = runner.run(batch), runner.run(batch[:2])
@@ -153,7 +158,7 @@ def test_a_step_cache_runs_with_cfg_split() -> None:
                 ranks.close()
         outputs.append((first.frames, second.frames, accelerated.skips.skipped_fraction))
     (alone_first, alone_second, alone_skips), (split_first, split_second, split_skips) = outputs
-    assert alone_skips > 0 and split_skips > 0  # the cache skipped blocks in both
+    assert alone_skips > 0 and split_skips == alone_skips  # the cache skipped the same blocks in both
     for alone, split in ((alone_first, split_first), (alone_second, split_second)):
         assert set(alone) == set(split)
         for key in alone:
