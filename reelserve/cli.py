@@ -26,7 +26,8 @@ from reelserve.loadgen.cli import app as bench_app
 from reelserve.micro.cli import app as micro_app
 from reelserve.planning.cli import plan
 from reelserve.quality.cli import quality
-from reelserve.schemas import ReelserveError, VideoCreateRequest, resolve_request
+from reelserve.schemas import ReelserveError, VideoCreateRequest
+from reelserve.schemas.inputs import Uploads
 from reelserve.settings import Settings
 
 app = typer.Typer(help="reelserve: an inference server for text-to-video diffusion models.", no_args_is_help=True)
@@ -207,6 +208,11 @@ def generate(
     flow_shift: Annotated[float | None, typer.Option(help="The sampler's timestep shift (default: the model's).")] = None,
     negative_prompt: str | None = None,
     seed: int | None = None,
+    image: Annotated[Path | None, typer.Option(help="A first frame (PNG, JPEG, WebP) for a model that takes one.")] = None,
+    video: Annotated[Path | None, typer.Option(help="A clip to re-draw (video to video), for a model that takes one.")] = None,
+    input_fit: Annotated[str | None, typer.Option(help="crop, pad or resize: how an image or clip of another size "
+                                                 "becomes the video's (required when the sizes differ).")] = None,
+    strength: Annotated[float | None, typer.Option(help="How much of the --video to re-draw (0-1].")] = None,
     device: str = "auto",
     dtype: str = "auto",
     cpu_threads: Annotated[
@@ -228,20 +234,23 @@ def generate(
         request = VideoCreateRequest(
             prompt=prompt, negative_prompt=negative_prompt, size=size, num_frames=num_frames, seconds=seconds,
             fps=fps, num_inference_steps=steps, guidance_scale=guidance_scale,
-            guidance_scale_2=guidance_scale_2, flow_shift=flow_shift, seed=seed,
+            guidance_scale_2=guidance_scale_2, flow_shift=flow_shift, seed=seed, input_fit=input_fit, strength=strength,
         )
-        params = resolve_request(request, spec.name, spec.limits)
+        uploads = Uploads(input_reference=image.read_bytes() if image else None,
+                          input_video=video.read_bytes() if video else None)
+        params, inputs = _resolved(request, uploads, spec)
         # What a server runs a lone request with: its default accelerations, and every core that is free.
         options = LoadOptions(device=device, dtype=dtype, path=model_path,  # type: ignore[arg-type]
                               cpu_threads=cpu_threads or idle_cores(), accelerations=SERVING_DEFAULTS)
         started = time.perf_counter()
         _no_third_party_bars()
         loaded = load_model(spec.name, options)
-    except (ValidationError, ReelserveError) as exc:
+    except (ValidationError, ReelserveError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     load_s = time.perf_counter() - started
-    runner = PipelineRunner(loaded.pipeline, loaded.device, loaded.max_sequence_length, accelerated=loaded.accelerated)
+    runner = PipelineRunner(loaded.pipeline, loaded.device, loaded.max_sequence_length, accelerated=loaded.accelerated,
+                            inputs=inputs)
     columns = (TextColumn("denoising"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("steps", total=params.num_inference_steps)
@@ -254,6 +263,28 @@ def generate(
         f"model={spec.name} size={params.size} frames={params.num_frames} steps={params.num_inference_steps} "
         f"seed={params.seed} threads={torch.get_num_threads()} load_s={load_s:.2f} inference_s={outcome.inference_s:.2f} encode_s={encode_s:.2f}"
     )
+
+
+def _resolved(request: VideoCreateRequest, uploads: Uploads, spec: Any) -> tuple[Any, Any]:
+    """The request as a server resolves it (its inputs checked, fitted and digested: the same refusals), and
+    where the row reads its first frame or clip from: a scratch storage (None without inputs)."""
+    import asyncio
+    import atexit
+    import shutil
+    import tempfile
+
+    from reelserve.engine.request_resolution import RequestResolver
+    from reelserve.engine.row_inputs import RowInputs
+    from reelserve.storage.local import LocalStorage
+
+    scratch = Path(tempfile.mkdtemp(prefix="reelserve-generate-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    storage = LocalStorage(scratch)
+    params, staged = asyncio.run(RequestResolver(spec.name, spec.limits, storage).create(request, uploads, None))
+    if not staged:
+        return params, None
+    staged.store(storage, "cli")  # the row's key: what RowInputs reads it back under
+    return params, RowInputs(storage)
 
 
 # Commands that choose their threads for the machine as it is: the servers measure at warm-up,

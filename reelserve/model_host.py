@@ -25,7 +25,8 @@ from reelserve.models.lora import linear_shapes, read_lora
 from reelserve.engine.lane_tuning import short_full_batch, tune_lanes
 from reelserve.engine.lanes import PipelineLanes
 from reelserve.models.options import resolve_placement
-from reelserve.parallel.ranks import GroupSpec, ParallelRanks
+from reelserve.parallel.commands import GroupSpec
+from reelserve.parallel.ranks import ParallelRanks
 from reelserve.schemas.errors import invalid
 from reelserve.server import accelerations, storage_for
 from reelserve.settings import Settings

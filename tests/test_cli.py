@@ -172,3 +172,57 @@ def test_the_measuring_commands_keep_libgomps_own_wait_policy() -> None:
         ran = subprocess.run([sys.executable, "-c", code.format(command)], env=env, capture_output=True, text=True,
                              timeout=60)
         assert ran.stdout.split() == [policy], (command, ran.stderr)
+
+
+def first_frame(path: Path) -> "np.ndarray":
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        return np.asarray(next(container.decode(video=0)).to_ndarray(format="rgb24"), dtype=float)
+
+
+def test_generate_starts_from_an_image_as_a_server_would(tmp_path: Path) -> None:
+    """micro from a first frame, red on the left and blue on the right: the video's first frame is that
+    image (as the model's VAE gives it back); the same request without it is not. An image the model takes
+    no frame from, or of another size with no --input-fit, is refused naming the field, as the API does."""
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), (230, 20, 20))
+    image.paste((20, 20, 230), (32, 0, 64, 64))
+    image.save(tmp_path / "first.png")
+    args = ["generate", "a ball", "--model", "micro", "--size", "64x64", "--num-frames", "5", "--steps", "2",
+            "--seed", "4", "--device", "cpu"]
+    made = runner.invoke(app, [*args, "-o", str(tmp_path / "from.mp4"), "--image", str(tmp_path / "first.png")])
+    assert made.exit_code == 0, made.output
+    plain = runner.invoke(app, [*args, "-o", str(tmp_path / "plain.mp4")])
+    assert plain.exit_code == 0, plain.output
+    frame, other = first_frame(tmp_path / "from.mp4"), first_frame(tmp_path / "plain.mp4")
+    left, right = frame[:, 4:28].mean(axis=(0, 1)), frame[:, 36:60].mean(axis=(0, 1))
+    assert left[0] > left[2] + 100 and right[2] > right[0] + 100, (left, right)
+    assert abs(frame - other).mean() > 20
+
+    image.resize((96, 64)).save(tmp_path / "wide.png")
+    refusals = {"tiny": ["--model", "tiny", "--image", str(tmp_path / "first.png")],
+                "input_fit": ["--image", str(tmp_path / "wide.png")]}
+    for says, extra in refusals.items():
+        refused = runner.invoke(app, [*args, "-o", str(tmp_path / "no.mp4"), *extra], env={"COLUMNS": "300"})
+        assert refused.exit_code == 2 and "input_reference" in refused.output and says in refused.output, refused.output
+    assert not (tmp_path / "no.mp4").exists()
+
+
+def test_generate_redraws_a_clip(tmp_path: Path) -> None:
+    """--video: the clip's frame count is the video's; at a low strength the result stays nearer the clip
+    than the same request (another seed than the clip's) from noise."""
+    args = ["--model", "tiny", "--size", "64x64", "--steps", "4", "--seed", "9", "--device", "cpu"]
+    made = runner.invoke(app, ["generate", "a ball", *args, "--num-frames", "9", "--seed", "2",
+                               "-o", str(tmp_path / "clip.mp4")])
+    assert made.exit_code == 0, made.output
+    redrawn = runner.invoke(app, ["generate", "a cube", *args, "--video", str(tmp_path / "clip.mp4"), "--strength",
+                                  "0.25", "-o", str(tmp_path / "redrawn.mp4")])
+    assert redrawn.exit_code == 0, redrawn.output
+    fresh = runner.invoke(app, ["generate", "a cube", *args, "--num-frames", "9", "-o", str(tmp_path / "fresh.mp4")])
+    assert fresh.exit_code == 0, fresh.output
+    assert probe_mp4((tmp_path / "redrawn.mp4").read_bytes()).frames == 9
+    clip, redrawn_frame, fresh_frame = (first_frame(tmp_path / f"{name}.mp4") for name in ("clip", "redrawn", "fresh"))
+    assert abs(redrawn_frame - clip).mean() < abs(fresh_frame - clip).mean()

@@ -25,7 +25,8 @@ import torch
 
 from bench.gpu.step_timing import build_transformer, machine, make_inputs
 from reelserve.parallel.layout import ParallelLayout
-from reelserve.parallel.ranks import GroupSpec, ParallelRanks, forward_call
+from reelserve.parallel.commands import GroupSpec, forward_call
+from reelserve.parallel.ranks import ParallelRanks
 from reelserve.planning.parallel import GPUS, predict
 from reelserve.planning.wan_sizes import MODELS, WanModel, toy
 

@@ -12,7 +12,8 @@ import torch
 from reelserve.models.family import Row
 from reelserve.models.lora import LoraBank
 from reelserve.models.wan_family import Encode, WanFamily
-from reelserve.parallel.ranks import ParallelRanks, forward_call
+from reelserve.parallel.commands import forward_call
+from reelserve.parallel.ranks import ParallelRanks
 
 
 class ParallelWanFamily(WanFamily):

@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from reelserve.parallel.attention import SequenceShards
+from reelserve.parallel.commands import Decode, Forward, GroupSpec, Prime, TensorSpec, specs_of
 from reelserve.parallel.decode import SharedDecode
 from reelserve.parallel.failure import RankFailure
 from reelserve.parallel.layout import ParallelLayout
@@ -35,57 +36,7 @@ from reelserve.parallel.step_caches import agree_on_skips
 
 log = logging.getLogger(__name__)
 
-# A rank's model: (pipeline, adapter bank or None, ``Accelerated`` or None), built in the follower's own
-# process. Picklable (a module-level function, or a ``functools.partial`` of one): processes are spawned.
-Build = Callable[[int], tuple[Any, Any, Any]]
 EXPERTS = ("transformer", "transformer_2")
-
-
-@dataclass(frozen=True)
-class GroupSpec:
-    layout: ParallelLayout
-    build: Build
-    backend: str = "gloo"  # "nccl" on GPUs
-    timeout_s: float = 300.0  # a collective (or the group's start) that takes longer fails the group
-    threads: int | None = None  # torch's CPU threads in each follower
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-
-@dataclass(frozen=True)
-class Forward:
-    """One transformer evaluation: ``expert`` of the pipeline, the cond branch and with ``guided`` the
-    uncond one, under the step caches' context and the rows' adapters."""
-
-    expert: str
-    guided: bool
-    tensors: tuple[TensorSpec, ...]  # latents, timestep, prompts and (guided) negatives
-    context: dict[str, Any]
-    timestep: float  # the pipeline's ``_current_timestep`` (Pyramid Attention Broadcast reads it)
-    adapters: tuple[tuple[tuple[str, float], ...], ...] = ()
-    # Unguided under cfg=2: the two halves of the ranks each take half of the rows (not one branch each).
-    split_rows: bool = False
-
-
-@dataclass(frozen=True)
-class Prime:
-    """The accelerations' per-batch state (step caches): ``Accelerated.before_call(steps)``, or with
-    None ``rows_dropped``, on every rank as on rank 0."""
-
-    steps: int | None
-    tensors: tuple[TensorSpec, ...] = ()
-
-
-@dataclass(frozen=True)
-class Decode:
-    """Finished rows' latents (normalised); each rank decodes its tiles or rows and sends them to 0."""
-
-    tensors: tuple[TensorSpec, ...]
 
 
 class RankState:
@@ -183,24 +134,30 @@ class ParallelRanks:
             process.start()
             theirs.close()
             self.followers.append((process, ours))
+        # Every follower has its model before the rendezvous: one that fails to load (the likely failure)
+        # is seen at once, not after a collective that waits for it times out.
+        self._wait_for("loaded")
         timeout = timedelta(seconds=self.spec.timeout_s)
         dist.init_process_group(self.spec.backend, init_method=address, rank=0, world_size=self.world, timeout=timeout)
         self.state.join_groups()
-        self._wait_ready()
+        self._wait_for("joined")
         log.info("parallel group %s: ranks %s started", self.layout, self.pids())
 
-    def _wait_ready(self) -> None:
+    def _wait_for(self, stage: str) -> None:
+        """Each follower's word that it reached ``stage``; RankFailure if one fails, exits or is late."""
         deadline = time.monotonic() + self.spec.timeout_s
         waiting = {conn: process for process, conn in self.followers}
         while waiting:
             ready = wait([*waiting, *(p.sentinel for p in waiting.values())], max(0.0, deadline - time.monotonic()))
             if not ready:
-                raise RankFailure(f"the parallel group did not start within {self.spec.timeout_s:.0f}s")
+                raise RankFailure(f"the parallel group's ranks were not {stage} within {self.spec.timeout_s:.0f}s")
             for conn in [c for c in waiting if c in ready]:
                 try:
-                    conn.recv()
+                    said = conn.recv()
                 except EOFError:  # it exited: reported below
                     continue
+                if said != stage:
+                    raise RankFailure(f"{waiting[conn].name} failed while the parallel group started: {said}")
                 del waiting[conn]
             if dead := [p.name for p in waiting.values() if not p.is_alive()]:
                 raise RankFailure(f"{', '.join(dead)} exited while the parallel group started")
@@ -228,7 +185,7 @@ class ParallelRanks:
         """Every row of ``latents`` decoded, its tiles or its rows shared among the ranks (``decode.py``):
         (B, 3, F, H, W)."""
         def run() -> torch.Tensor:
-            self._send(Decode(_specs({"latents": latents})), {"latents": latents})
+            self._send(Decode(specs_of({"latents": latents})), {"latents": latents})
             return self.state.decoder.gather(latents)
 
         return self._guarded(run)
@@ -319,20 +276,25 @@ class ParallelRanks:
 
 
 def follow(spec: GroupSpec, rank: int, address: str, conn: Connection) -> None:
-    """A follower's life: join the group, build the model, then run each command rank 0 sends until it
+    """A follower's life: build the model, join the group, then run each command rank 0 sends until it
     sends None or goes away."""
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     if spec.backend == "nccl":
         torch.cuda.set_device(rank)
     _nccl_errors_as_exceptions(spec.backend)
+    try:
+        pipeline, bank, accelerated = spec.build(rank)
+        state = RankState(spec.layout, rank, pipeline, bank)
+    except Exception as exc:
+        conn.send(f"{type(exc).__name__}: {exc}")  # rank 0 says why, at once
+        raise
+    conn.send("loaded")
     dist.init_process_group(spec.backend, init_method=address, rank=rank, world_size=spec.layout.world,
                             timeout=timedelta(seconds=spec.timeout_s))
-    pipeline, bank, accelerated = spec.build(rank)
-    state = RankState(spec.layout, rank, pipeline, bank)
     state.join_groups()
     state.agree_on_skips(accelerated)
-    conn.send("ready")
+    conn.send("joined")
     with torch.inference_mode():
         while True:
             try:
@@ -370,15 +332,6 @@ def _receive(specs: tuple[TensorSpec, ...], device: torch.device) -> dict[str, t
         tensors[spec.name] = torch.empty(spec.shape, dtype=spec.dtype, device=device)
         dist.broadcast(tensors[spec.name], src=0)
     return tensors
-
-
-def _specs(tensors: dict[str, torch.Tensor]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(name, tuple(t.shape), t.dtype) for name, t in tensors.items())
-
-
-def forward_call(expert: str, tensors: dict[str, torch.Tensor], context: dict[str, Any], timestep: float,
-                 adapters: tuple[tuple[tuple[str, float], ...], ...]) -> Forward:
-    return Forward(expert, "negatives" in tensors, _specs(tensors), context, timestep, adapters)
 
 
 def _device_of(pipeline: Any) -> torch.device:

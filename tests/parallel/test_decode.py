@@ -17,7 +17,8 @@ from reelserve.models.wan_family import WanFamily
 from reelserve.parallel.decode import assemble, decode_tile, tiles_of
 from reelserve.parallel.family import ParallelWanFamily
 from reelserve.parallel.layout import ParallelLayout
-from reelserve.parallel.ranks import GroupSpec, ParallelRanks
+from reelserve.parallel.commands import GroupSpec
+from reelserve.parallel.ranks import ParallelRanks
 
 LAYOUTS = {"tiny": build_tiny_pipeline, "ti2v-5b": build_ti2v_5b_layout}
 

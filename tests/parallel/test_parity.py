@@ -20,7 +20,8 @@ from reelserve.models.family import Row
 from reelserve.models.wan_family import WanFamily
 from reelserve.parallel.family import ParallelWanFamily
 from reelserve.parallel.layout import ParallelLayout
-from reelserve.parallel.ranks import GroupSpec, ParallelRanks
+from reelserve.parallel.commands import GroupSpec
+from reelserve.parallel.ranks import ParallelRanks
 from reelserve.schemas import GenerationParams
 from reelserve.schemas.inputs import LoraRef
 

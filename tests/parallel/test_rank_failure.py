@@ -20,7 +20,8 @@ from parallel_builds import build
 from reelserve.parallel.failure import RankFailure
 from reelserve.parallel.family import ParallelWanFamily
 from reelserve.parallel.layout import ParallelLayout
-from reelserve.parallel.ranks import GroupSpec, ParallelRanks
+from reelserve.parallel.commands import GroupSpec
+from reelserve.parallel.ranks import ParallelRanks
 from reelserve.schemas import GenerationParams
 from support import serve, wait_until
 
@@ -119,3 +120,17 @@ def test_rank_0s_own_error_fails_the_call_as_itself_and_the_group_is_built_again
             assert ranks.restarts == 1
             ranks.state.evaluate = real  # type: ignore[method-assign]
             assert family.denoise_step(rows).shape == rows[0].latents.shape
+
+
+def test_a_follower_that_cannot_load_fails_the_start_at_once_saying_why() -> None:
+    """Before the rendezvous, so no collective waits for it until the group's timeout."""
+    pipeline, _, _ = build("tiny", 0)
+    ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ulysses=2"), functools.partial(build, "tiny-not-on-followers"),
+                                    threads=1, timeout_s=120), pipeline, None)
+    try:
+        with pytest.raises(RankFailure, match="reelserve-rank-1 failed while the parallel group started: "
+                                              "FileNotFoundError: no weights at /models/tiny on this rank"):
+            ranks.start()
+    finally:
+        ranks.close()
+    assert not any(p.is_alive() for p, _ in ranks.followers)
