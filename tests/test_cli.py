@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from reelserve.cli import app
@@ -174,9 +175,8 @@ def test_the_measuring_commands_keep_libgomps_own_wait_policy() -> None:
         assert ran.stdout.split() == [policy], (command, ran.stderr)
 
 
-def first_frame(path: Path) -> "np.ndarray":
+def first_frame(path: Path) -> np.ndarray:
     import av
-    import numpy as np
 
     with av.open(str(path)) as container:
         return np.asarray(next(container.decode(video=0)).to_ndarray(format="rgb24"), dtype=float)
