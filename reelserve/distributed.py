@@ -168,6 +168,8 @@ class ApiServer(_SharedQueueServer):
                 self.fleet.update(await self.engine.stats.workers())
             except (redis.exceptions.RedisError, OSError):
                 self._redis_ok = False
+            except Exception as exc:  # noqa: BLE001 - a worker's unreadable status must not stop readiness
+                log.warning("reading the workers' statuses failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(_PING_S)  # a timer, not a wait for anything
 
 

@@ -38,6 +38,7 @@ def circuit_breaker(settings: Settings, metrics: Metrics, model: str) -> Circuit
     """``model``'s breaker (each model its own: one model's failing weights do not stop another's jobs)."""
     if not settings.circuit_failures:
         return None
+    metrics.circuit_state.labels(model=model).set(_CIRCUIT_GAUGE[CircuitState.closed])  # shown from the start
     return CircuitBreaker(
         settings.circuit_failures,
         settings.circuit_cooldown_s,

@@ -27,9 +27,9 @@ def build(name: str, rank: int) -> tuple[Any, Any, Any]:
     """``name``'s pipeline, adapter bank and accelerations: a toy layout; the committed micro weights with a
     bank that holds the micro model's ``outline`` adapter; tiny compiled, or with First-Block Cache."""
     torch.set_num_threads(1)
-    if name == "tiny-not-on-followers" and rank > 0:
-        raise FileNotFoundError("no weights at /models/tiny on this rank")
-    if name == "tiny-not-on-followers":
+    if name.startswith("tiny-not-on-rank-"):  # that rank cannot load; the others can
+        if rank == int(name.removeprefix("tiny-not-on-rank-")):
+            raise FileNotFoundError("no weights at /models/tiny on this rank")
         name = "tiny"
     if name == "tiny-compiled":  # as a parallel worker with --compile loads it: its blocks break around the exchange
         options = LoadOptions(device="cpu", accelerations=AccelerationOptions(compile=True), graph_breaks=True)

@@ -122,13 +122,17 @@ class DeviceMemory:
         Waits while the room it needs is held by models in use, or while it is on the move."""
         deadline = time.monotonic() + timeout_s
         with self._changed:
-            self._waiting[name] = self._waiting.get(name, 0) + 1
+            wants_room = False  # waiting for room (contending), not for its own weights to arrive
             try:
                 while (victims := self._room_for(name)) is None:
+                    if wants_room == (name in self._moving):
+                        wants_room = not wants_room
+                        self._waiting[name] = self._waiting.get(name, 0) + (1 if wants_room else -1)
                     if not self._changed.wait(max(0.0, deadline - time.monotonic())):
                         raise TimeoutError(f"model {name} waited {timeout_s:.0f}s for device memory")
             finally:
-                self._waiting[name] -= 1
+                if wants_room:
+                    self._waiting[name] -= 1
             self._in_use[name] += 1
             coming = None if self._swaps[name].resident else name
             self._moving.update([*victims, *([coming] if coming else [])])
@@ -165,8 +169,9 @@ class DeviceMemory:
             started = time.perf_counter()
             self._swaps[coming].bring_in()
             seconds = time.perf_counter() - started
-            self._swap_in_s[coming] = seconds
-            self.swaps_in += 1
+            with self._changed:
+                self._swap_in_s[coming] = seconds
+                self.swaps_in += 1
             self.on_swap(coming, "in", seconds)
             return seconds
         finally:

@@ -105,8 +105,10 @@ class SharedDecode:
                 dist.send(self._rows(latents).contiguous(), dst=0)
             return
         z = self._denormalised(latents)
-        for tile in tiles[self.rank :: self.world]:
-            out = decode_tile(self.vae, z, tile).contiguous()
+        # All decoded before the first send: a send waits for rank 0's receive, which comes only after rank
+        # 0's own share, so sending each as it is done would run the ranks one after another.
+        done = [decode_tile(self.vae, z, tile).contiguous() for tile in tiles[self.rank :: self.world]]
+        for out in done:
             dist.send(torch.tensor(out.shape, dtype=torch.int64, device=out.device), dst=0)
             dist.send(out, dst=0)
 
@@ -118,11 +120,12 @@ class SharedDecode:
             return self._gather_rows(latents)
         z = self._denormalised(latents)
         decoded = {tile: decode_tile(self.vae, z, tile) for tile in tiles[:: self.world]}
+        dtype = decoded[tiles[0]].dtype
         for rank in range(1, self.world):
             for tile in tiles[rank :: self.world]:
                 size = torch.empty(5, dtype=torch.int64, device=z.device)
                 dist.recv(size, src=rank)
-                decoded[tile] = torch.empty(tuple(size.tolist()), dtype=z.dtype, device=z.device)
+                decoded[tile] = torch.empty(tuple(size.tolist()), dtype=dtype, device=z.device)
                 dist.recv(decoded[tile], src=rank)
         return assemble(self.vae, shape, {tile: decoded[tile] for tile in tiles})
 

@@ -134,13 +134,18 @@ class ParallelRanks:
             process.start()
             theirs.close()
             self.followers.append((process, ours))
-        # Every follower has its model before the rendezvous: one that fails to load (the likely failure)
-        # is seen at once, not after a collective that waits for it times out.
-        self._wait_for("loaded")
-        timeout = timedelta(seconds=self.spec.timeout_s)
-        dist.init_process_group(self.spec.backend, init_method=address, rank=0, world_size=self.world, timeout=timeout)
-        self.state.join_groups()
-        self._wait_for("joined")
+        try:
+            # Every follower has its model before the rendezvous: one that fails to load (the likely
+            # failure) is seen at once, not after a collective that waits for it times out.
+            self._wait_for("loaded")
+            timeout = timedelta(seconds=self.spec.timeout_s)
+            dist.init_process_group(self.spec.backend, init_method=address, rank=0, world_size=self.world,
+                                    timeout=timeout)
+            self.state.join_groups()
+            self._wait_for("joined")
+        except BaseException:
+            self._stop(kill=True)  # the others would wait in the rendezvous, each holding a model
+            raise
         log.info("parallel group %s: ranks %s started", self.layout, self.pids())
 
     def _wait_for(self, stage: str) -> None:

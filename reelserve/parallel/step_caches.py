@@ -37,7 +37,8 @@ def _whole_sequence_decision(group: Callable[[], Any]) -> Callable[[Any, torch.T
         if previous is None:
             return True
         # mean|r - p| / mean|p| over all tokens: the counts cancel, so the sums of the shares make it.
-        sums = torch.stack([(residual - previous).abs().sum(), previous.abs().sum()]).float()
+        sums = torch.stack([(residual - previous).abs().sum(dtype=torch.float32),
+                            previous.abs().sum(dtype=torch.float32)])
         dist.all_reduce(sums, group=group())
         return (sums[0] / sums[1]).item() > hook.threshold
 

@@ -163,11 +163,15 @@ def test_weights_move_outside_the_lock(tmp_path: Path) -> None:
     user_a = threading.Thread(target=lambda: memory.use("a").__enter__())
     wait_until(lambda: memory.resident("b"))
     user_a.start()
+    also_a = threading.Thread(target=lambda: memory.use("a").__enter__())  # waits for the same arrival
     try:
         assert b_done.wait(30), "b's call waited for a's weights to arrive"
         assert not memory.resident("a") and memory.swap_cost("a") > 0
+        also_a.start()
     finally:
         arrive.set()
         user_a.join(30)
+        also_a.join(30)
         user_b.join(30)
-    assert memory.resident("a") and memory.resident("b") and memory.swaps_in == 2
+    assert not also_a.is_alive() and memory.resident("a") and memory.resident("b")
+    assert memory.swaps_in == 2  # b once and a once: the second call for a waited for the first's bring-in

@@ -5,6 +5,7 @@ mid-run has its jobs run again and every job completes once."""
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import signal
 from collections.abc import Iterator
@@ -123,14 +124,15 @@ def test_rank_0s_own_error_fails_the_call_as_itself_and_the_group_is_built_again
 
 
 def test_a_follower_that_cannot_load_fails_the_start_at_once_saying_why() -> None:
-    """Before the rendezvous, so no collective waits for it until the group's timeout."""
+    """Before the rendezvous, so no collective waits for it until the group's timeout; the follower that
+    did load is stopped too (it would wait in the rendezvous, holding its model)."""
     pipeline, _, _ = build("tiny", 0)
-    ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ulysses=2"), functools.partial(build, "tiny-not-on-followers"),
+    ranks = ParallelRanks(GroupSpec(ParallelLayout.parse("ring=3"), functools.partial(build, "tiny-not-on-rank-2"),
                                     threads=1, timeout_s=120), pipeline, None)
     try:
-        with pytest.raises(RankFailure, match="reelserve-rank-1 failed while the parallel group started: "
+        with pytest.raises(RankFailure, match="reelserve-rank-2 failed while the parallel group started: "
                                               "FileNotFoundError: no weights at /models/tiny on this rank"):
             ranks.start()
+        assert not [p.name for p in multiprocessing.active_children() if p.name.startswith("reelserve-rank-")]
     finally:
         ranks.close()
-    assert not any(p.is_alive() for p, _ in ranks.followers)
