@@ -54,22 +54,24 @@ def test_no_tiles_where_the_vae_would_not_tile() -> None:
     assert tiles_of(vae, (1, 16, 2, 6, 6)) is not None
 
 
-@pytest.mark.parametrize(("model", "rows"), [("tiny", 1), ("ti2v-5b", 1), ("tiny", 3)])
-def test_two_ranks_share_the_tiles_and_rank_0_ends_with_one_process_video(model: str, rows: int) -> None:
+@pytest.mark.parametrize(("model", "batches"), [("tiny", (1, 3)), ("ti2v-5b", (1,))])
+def test_two_ranks_share_the_tiles_and_rank_0_ends_with_one_process_video(model: str, batches: tuple[int, ...]) -> None:
+    """For each batch size (rows) in turn, on one group."""
     pipeline, _, _ = build(f"{model}-tiled", 0)
-    z = latents(pipeline.vae, rows)
+    inputs = {rows: latents(pipeline.vae, rows) for rows in batches}
     calls = [0]
     pipeline.vae.decoder.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     with torch.inference_mode():
-        alone = WanFamily(pipeline, 16)._decode_latents(z)
+        alone = {rows: WanFamily(pipeline, 16)._decode_latents(z) for rows, z in inputs.items()}
     single_calls, calls[0] = calls[0], 0
     ranks = ParallelRanks(GroupSpec(ParallelLayout(ulysses=2), functools.partial(build, f"{model}-tiled"), threads=1),
                           pipeline, None)
     ranks.start()
     try:
         with torch.inference_mode():
-            shared = ParallelWanFamily(pipeline, 16, ranks)._decode_latents(z)
+            shared = {rows: ParallelWanFamily(pipeline, 16, ranks)._decode_latents(z) for rows, z in inputs.items()}
     finally:
         ranks.close()
-    assert torch.equal(shared, alone)
-    assert 0 < calls[0] <= single_calls // 2 + 2  # rank 0 decoded about half the tiles (frames each)
+    for rows in batches:
+        assert torch.equal(shared[rows], alone[rows]), rows
+    assert 0 < calls[0] <= single_calls // 2 + 2 * len(batches)  # rank 0 decoded about half the tiles (frames each)
