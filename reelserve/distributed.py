@@ -107,8 +107,9 @@ class ApiServer(_SharedQueueServer):
         super().__init__(settings)
         self._redis_ok = False
         self._pinging = False
-        self.engine.health = lambda: self._redis_ok
-        self.engine.scheduler.admission.swap_cost = lambda: self.fleet.swap_cost(self.spec.name)
+        for name, engine in self.engines.items():  # every model's front (several: several_models.py)
+            engine.health = lambda: self._redis_ok
+            engine.scheduler.admission.swap_cost = lambda name=name: self.fleet.swap_cost(name)
 
     def _consumer(self) -> str:
         return f"api-{super()._consumer()}"  # never reads the queue; named for Redis's client list only

@@ -242,6 +242,7 @@ class Server:
         )
         self.engine.step_scheduling = {"continuous_batching": settings.continuous_batching,
                                        "preemption": settings.preemption}
+        self.engines: dict[str, Any] = {self.spec.name: self.engine}  # by model, the default first
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
         self._more_engines()

@@ -46,7 +46,6 @@ class SeveralModels:
         if settings.device_memory_mb is not None and any(c.quantization != "none" or c.backend == "onnx" for c in chosen):
             raise ValueError("--device-memory-mb with --quantization int8 or --backend onnx: their weights live "
                              "where a swap cannot move them; serve such models without a budget")
-        self.engines: dict[str, Any] = {}
         self.memory: Any = None  # DeviceMemory, made where the models load (it imports torch)
         self.base_settings = settings  # each model's: ``settings.for_model(name)``
         super().__init__(settings.for_model(settings.model))  # type: ignore[call-arg]
@@ -54,7 +53,6 @@ class SeveralModels:
     def _more_engines(self) -> None:
         """Called by ``Server.__init__`` once the default model's engine exists."""
         first = self.engine
-        self.engines[self.spec.name] = first
         first.served_models = tuple(self.settings.models)
         for name in self.settings.models[1:]:
             spec, settings = get_spec(name), self.base_settings.for_model(name)
@@ -178,12 +176,6 @@ class SeveralModelsServer(SeveralModels, Server):
 class SeveralModelsApi(SeveralModels, ApiServer):
     """``reelserve api`` with several models: a front per model, each queueing to its model's streams (a
     worker serving that model, alone or among others, takes them)."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        for name, engine in self.engines.items():
-            engine.health = lambda: self._redis_ok
-            engine.scheduler.admission.swap_cost = lambda name=name: self.fleet.swap_cost(name)
 
     def _service(self) -> ModelRouter:
         # Which weights are on a device is the workers' to know: they say it with their heartbeats.

@@ -24,11 +24,14 @@ AGREED_KINDS = ("fbcache", "taylorseer", "pab")
 def agree_on_skips(transformer: torch.nn.Module, group: Callable[[], Any]) -> None:
     """Binds each First-Block Cache decision of ``transformer`` to the whole sequence. :param group: the
     rank's sequence group now (read at each decision: a rebuilt group is a new one)."""
-    for module in transformer.modules():
-        registry = getattr(module, "_diffusers_hook", None)
-        for hook in (registry.hooks.values() if registry is not None else ()):
-            if isinstance(hook, FBCHeadBlockHook):
-                hook._should_compute_remaining_blocks = types.MethodType(_whole_sequence_decision(group), hook)
+    for hook in head_block_hooks(transformer):
+        hook._should_compute_remaining_blocks = types.MethodType(_whole_sequence_decision(group), hook)
+
+
+def head_block_hooks(transformer: torch.nn.Module) -> list[FBCHeadBlockHook]:
+    """The First-Block Cache hooks that decide whether the other blocks run (one per transformer)."""
+    registries = [r for m in transformer.modules() if (r := getattr(m, "_diffusers_hook", None)) is not None]
+    return [hook for registry in registries for hook in registry.hooks.values() if isinstance(hook, FBCHeadBlockHook)]
 
 
 def _whole_sequence_decision(group: Callable[[], Any]) -> Callable[[Any, torch.Tensor], bool]:

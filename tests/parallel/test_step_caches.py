@@ -5,16 +5,15 @@ over the shares), where the second rank alone would have skipped while the first
 from __future__ import annotations
 
 import multiprocessing
-import socket
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from diffusers.hooks import FirstBlockCacheConfig
-from diffusers.hooks.first_block_cache import FBCHeadBlockHook
+from support import free_port
 
 from reelserve.models.tiny import build_tiny_pipeline
-from reelserve.parallel.step_caches import agree_on_skips
+from reelserve.parallel.step_caches import agree_on_skips, head_block_hooks
 
 THRESHOLD = 0.4
 # The last step's first-block residual, and this step's: tokens 0-1 moved by 0.9, tokens 2-3 by 0.1, so
@@ -23,32 +22,25 @@ PREVIOUS = torch.ones(1, 4, 2)
 CURRENT = PREVIOUS + torch.tensor([0.9, 0.9, 0.1, 0.1]).view(1, 4, 1)
 
 
-def head_hook(transformer: torch.nn.Module) -> Any:
-    return next(hook for module in transformer.modules() if (registry := getattr(module, "_diffusers_hook", None))
-                for hook in registry.hooks.values() if isinstance(hook, FBCHeadBlockHook))
-
-
 def decide(rank: int, address: str, decisions: Any) -> None:
     dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
     try:
         transformer = build_tiny_pipeline(0).transformer
         transformer.enable_cache(FirstBlockCacheConfig(threshold=THRESHOLD))
-        hook = head_hook(transformer)
+        (hook,) = head_block_hooks(transformer)
         share = slice(2 * rank, 2 * rank + 2)
         with transformer.cache_context("cond"):
             hook.state_manager.get_state().head_block_residual = PREVIOUS[:, share]
             alone = hook._should_compute_remaining_blocks(CURRENT[:, share])
             agree_on_skips(transformer, lambda: None)  # None: the default group, both ranks
-            together = head_hook(transformer)._should_compute_remaining_blocks(CURRENT[:, share])
+            together = head_block_hooks(transformer)[0]._should_compute_remaining_blocks(CURRENT[:, share])
         decisions.put((rank, alone, together))
     finally:
         dist.destroy_process_group()
 
 
 def test_both_ranks_decide_on_the_whole_sequence() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    address = f"tcp://127.0.0.1:{free_port()}"
     context = multiprocessing.get_context("spawn")
     decisions = context.Queue()
     ranks = [context.Process(target=decide, args=(rank, address, decisions)) for rank in range(2)]
