@@ -43,11 +43,12 @@ UNFINISHED = frozenset({JobStatus.queued, JobStatus.in_progress})
 class Written:
     """A job's outputs written and its completed record saved, both on the thread that wrote them:
     the save needs no trip through the event loop and the store's thread (about 1 ms of a lone
-    request; docs/benchmarks.md)."""
+    request; docs/benchmarks.md). A job whose result goes into the cache is saved by the loop
+    instead, after the cache holds it: whoever sees it completed can already hit it."""
 
     job: Job  # the completed job as saved: a copy, so the loop's own object is not changed off the loop
     seconds: float  # the writes' own time
-    saved: bool | None  # False: another transition got there first; None: the store failed (the loop retries)
+    saved: bool | None  # False: another transition got there first; None: not saved yet (the loop saves it)
 
 
 @dataclass
@@ -174,8 +175,12 @@ class JobFinisher:
             self.fail([job], JobError(code=ErrorCode.internal_error, message=f"could not write video: {exc}"))
             return
         self.scheduler.outputs_written(job.params, written.seconds)
-        job = written.job
-        saved = written.saved if written.saved is not None else await self._save_final(job)
+        job, saved = written.job, written.saved
+        if saved is None:
+            await self._remember(job)  # before the record: whoever sees "completed" can hit the cache
+            saved = await self._save_final(job)
+            if not saved:
+                await self.video_cache.drop_job(job.id)
         if not saved:
             # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
             # files (another attempt's keys) stay; this one's go.
@@ -185,12 +190,14 @@ class JobFinisher:
             return
         if job.expires_at is not None:
             self._drop_latents_at(job)
-        try:  # before the status event, so a caller who saw "completed" can already hit the cache
-            await self.video_cache.remember(job)
-        except Exception:
-            log.exception("caching the result of %s failed; the job itself completed", job.id)
         self.metrics.end_to_end.observe(job.timings.total_s)
         self.finished(job)
+
+    async def _remember(self, job: Job) -> None:
+        try:
+            await self.video_cache.remember(job)
+        except Exception:
+            log.exception("caching the result of %s failed; the job itself completes", job.id)
 
     def _drop_latents_at(self, job: Job) -> None:
         """The kept final latents go at the job's ``expires_at`` (best effort: a process stopped before
@@ -206,7 +213,7 @@ class JobFinisher:
         """Write ``job``'s video from ``frames`` and save its completed record (compare-and-set on
         ``in_progress``), on the calling thread. ``queued_at``: ``perf_counter`` when the write was
         queued (``encode_s`` holds the wait for the writer too; None: now). A failed write raises; a
-        failed save is ``saved=None``, for the loop to retry."""
+        failed save, or one left to the loop (a result to cache first), is ``saved=None``."""
         queued_at = time.perf_counter() if queued_at is None else queued_at
         seconds = self.write_outputs(job, frames)
         done = job.model_copy(deep=True)
@@ -216,6 +223,8 @@ class JobFinisher:
         done.timings.total_s = done.completed_at - done.created_at
         if self.keep_latents_s > 0:  # the runner kept them (``row_inputs``): remixes start from them until then
             done.expires_at = done.completed_at + self.keep_latents_s
+        if self.video_cache.keeps(done):  # the loop caches it first, then saves it
+            return Written(done, seconds, None)
         try:
             saved: bool | None = self.store.sync.save(done, expect=RUNNING)
         except Exception as exc:  # noqa: BLE001 - the loop retries until the store answers

@@ -75,10 +75,15 @@ class VideoCache:
                 return copy
         return job
 
+    def keeps(self, job: Job) -> bool:
+        """Whether ``remember`` stores anything for ``job``."""
+        return self.cache is not None and job.cache_key is not None
+
     async def remember(self, job: Job) -> None:
         """Store a just-completed job's result under its cache key (and its prompt in the semantic index)."""
-        if self.cache is None or job.cache_key is None or job.video_key is None:
+        if not self.keeps(job) or job.video_key is None:
             return
+        assert self.cache is not None and job.cache_key is not None
         try:
             size = await asyncio.to_thread(self.storage.size, job.video_key)
         except FileNotFoundError:

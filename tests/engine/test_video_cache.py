@@ -12,6 +12,7 @@ import pytest
 from reelserve.cache import CachePolicy, MemoryTier, ResultCache, SemanticCache
 from reelserve.cache.embedder import MiniLMEmbedder
 from reelserve.engine.engine import Engine
+from reelserve.engine.storage_keys import video_key
 from reelserve.engine.runner import PipelineRunner
 from reelserve.jobs.local_broker import LocalBroker
 from reelserve.jobs.sqlite_store import SqliteJobStore
@@ -79,3 +80,43 @@ async def test_deleting_a_copy_keeps_the_entry_and_deleting_the_source_drops_it(
     rerun = await engine.submit(request(cache={"semantic": False}))
     assert rerun.status is JobStatus.queued and not rerun.cached
     await completed(engine, rerun)
+
+
+async def test_the_completed_record_is_saved_only_once_the_cache_holds_its_result(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client polling the record may submit the same request the moment it reads "completed": the
+    # entry must be there already, whichever thread saves the record.
+    cached_at_save, save = [], engine.store.save
+
+    def noting_save(job: Job, expect: Any = None) -> bool:
+        if job.status is JobStatus.completed and not job.cached:
+            cached_at_save.append(engine.video_cache.cache.memory.get(job.cache_key) is not None)  # type: ignore[union-attr, arg-type]
+        return save(job, expect)
+
+    monkeypatch.setattr(engine.store, "save", noting_save)
+    first = await completed(engine, await engine.submit(request("a harbour at noon", cache={"semantic": False})))
+    assert cached_at_save == [True]
+    assert (await engine.submit(request("a harbour at noon", cache={"semantic": False}))).cache_source_id == first.id
+
+
+async def test_a_run_whose_job_was_cancelled_meanwhile_leaves_no_cache_entry(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    save = engine.store.save
+
+    def cancelled_first(job: Job, expect: Any = None) -> bool:
+        if job.status is JobStatus.completed:
+            stored = engine.store.get(job.id)
+            assert stored is not None
+            save(stored.model_copy(update={"status": JobStatus.cancelled}))  # the owner's cancel got there first
+        return save(job, expect)
+
+    monkeypatch.setattr(engine.store, "save", cancelled_first)
+    job = await engine.submit(request("a lighthouse nobody waits for", cache={"semantic": False}))
+    assert (await engine.wait(job.id, timeout=60)).status is JobStatus.cancelled
+    await engine.finisher.wait()
+    assert len(engine.video_cache.cache.memory) == 0  # type: ignore[union-attr]
+    assert not engine.storage.exists(video_key(job.id, 1))  # this run's files went
+    monkeypatch.undo()
+    again = await engine.submit(request("a lighthouse nobody waits for", cache={"semantic": False}))
+    assert again.status is JobStatus.queued and not again.cached
+    await completed(engine, again)
