@@ -238,7 +238,7 @@ def generate(
         )
         uploads = Uploads(input_reference=image.read_bytes() if image else None,
                           input_video=video.read_bytes() if video else None)
-        params, inputs = _resolved(request, uploads, spec)
+        params, inputs = _resolved(request, uploads, spec, model_path)
         # What a server runs a lone request with: its default accelerations, and every core that is free.
         options = LoadOptions(device=device, dtype=dtype, path=model_path,  # type: ignore[arg-type]
                               cpu_threads=cpu_threads or idle_cores(), accelerations=SERVING_DEFAULTS)
@@ -265,7 +265,7 @@ def generate(
     )
 
 
-def _resolved(request: VideoCreateRequest, uploads: Uploads, spec: Any) -> tuple[Any, Any]:
+def _resolved(request: VideoCreateRequest, uploads: Uploads, spec: Any, model_path: str | None) -> tuple[Any, Any]:
     """The request as a server resolves it (its inputs checked, fitted and digested: the same refusals), and
     where the row reads its first frame or clip from: a scratch storage (None without inputs)."""
     import asyncio
@@ -275,12 +275,14 @@ def _resolved(request: VideoCreateRequest, uploads: Uploads, spec: Any) -> tuple
 
     from reelserve.engine.request_resolution import RequestResolver
     from reelserve.engine.row_inputs import RowInputs
+    from reelserve.models.specs import sampler_takes_shift, weights_source
     from reelserve.storage.local import LocalStorage
 
     scratch = Path(tempfile.mkdtemp(prefix="reelserve-generate-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     storage = LocalStorage(scratch)
-    params, staged = asyncio.run(RequestResolver(spec.name, spec.limits, storage).create(request, uploads, None))
+    limits = spec.limits.model_copy(update={"flow_shift": sampler_takes_shift(weights_source(spec.name, model_path))})
+    params, staged = asyncio.run(RequestResolver(spec.name, limits, storage).create(request, uploads, None))
     if not staged:
         return params, None
     staged.store(storage, "cli")  # the row's key: what RowInputs reads it back under

@@ -53,7 +53,7 @@ class RequestResolver:
             if self.limits.two_experts and request.guidance_scale_2 is None:
                 update["guidance_scale_2"] = guidance
         shift = next((info.shift for info in infos if info.shift is not None), None)
-        if request.flow_shift is None and shift is not None:
+        if request.flow_shift is None and shift is not None and self.limits.flow_shift:
             update["flow_shift"] = shift
         return request.model_copy(update=update) if update else request
 

@@ -6,6 +6,7 @@ Importing this needs no torch or diffusers (``reelserve models`` answers at once
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +176,16 @@ def weights_source(name: str, path: str | None) -> str | None:
     if name == "micro":
         return str(MICRO_WEIGHTS)
     return get_spec(name).default_source
+
+
+def sampler_takes_shift(source: str | None) -> bool:
+    """Whether the sampler of the weights at ``source`` takes a timestep shift (its scheduler's
+    ``flow_shift``; Wan's UniPC does, FlowMatchEuler calls its own ``shift`` and is set by it). Read
+    from a weights directory's scheduler config, so a server that loads no weights (the API role)
+    knows it too; a hub id or a model built in code has Wan's scheduler."""
+    if source is None:
+        return True
+    config = Path(source) / "scheduler" / "scheduler_config.json"
+    if not config.is_file():
+        return True
+    return "flow_shift" in json.loads(config.read_text())

@@ -76,12 +76,14 @@ def model_object(
         "fps": {"type": "integer", "min": 1, "max": MAX_FPS, "default": limits.default_fps},
         "num_inference_steps": {"type": "integer", "min": 1, "max": limits.max_steps, "default": limits.default_steps},
         "guidance_scale": {"type": "number", "min": 0.0, "max": MAX_GUIDANCE, "default": limits.default_guidance},
-        "flow_shift": {"type": "number", "min": 0.0, "exclusive_min": True, "max": MAX_FLOW_SHIFT, "default": None,
-                       "about": "the sampler's timestep shift; default: the adapter's, else the model's scheduler's"},
         "seed": {"type": "integer", "min": 0, "max": MAX_SEED, "default": None},
         "priority": {"type": "string", "enum": priorities, "default": default_priority},
         "preview_every": {"type": "integer", "min": 0, "max": limits.max_steps, "default": limits.default_preview_every},
     }
+    if limits.flow_shift:
+        parameters["flow_shift"] = {"type": "number", "min": 0.0, "exclusive_min": True, "max": MAX_FLOW_SHIFT,
+                                    "default": None,
+                                    "about": "the sampler's timestep shift; default: the adapter's, else the model's scheduler's"}
     if limits.image_input != "none":
         parameters["input_reference"] = {"type": "image", "formats": ["png", "jpeg", "webp"],
                                          "required": limits.image_input == "required"}
