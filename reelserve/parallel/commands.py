@@ -12,7 +12,7 @@ import torch
 from reelserve.parallel.layout import ParallelLayout
 
 # A rank's model: (pipeline, adapter bank or None, ``Accelerated`` or None), built in the follower's own
-# process. Picklable (a module-level function, or a ``functools.partial`` of one): processes are spawned.
+# process. Picklable (a module-level function, or a ``functools.partial`` of one): it crosses to another process.
 Build = Callable[[int], tuple[Any, Any, Any]]
 
 
@@ -23,6 +23,7 @@ class GroupSpec:
     backend: str = "gloo"  # "nccl" on GPUs
     timeout_s: float = 300.0  # a collective (or the group's start) that takes longer fails the group
     threads: int | None = None  # torch's CPU threads in each follower
+    start_method: str | None = None  # how followers start ("spawn", "forkserver"); None: ``ranks._process_context``
 
 
 @dataclass(frozen=True)
