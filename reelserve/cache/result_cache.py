@@ -161,6 +161,17 @@ class ResultCache:
         keys |= await self._redis_call("keys_for_job", lambda r: r.keys_for_job(job_id), set())
         return await self._remove(keys)
 
+    async def drop_entry(self, key: str, video_key: str) -> int:
+        """Remove ``key``'s entry if it names ``video_key``: a run that lost its job takes back its own
+        entry, never the one another job or run stored under the same key since."""
+        here = self.memory.get(key)
+        shared = here if self.redis is None else await self._redis_call("get", lambda r: r.get(key), None)
+        if shared is not None and shared.video_key == video_key:
+            return await self._remove({key})
+        if here is not None and here.video_key == video_key:
+            self.memory.delete(key)  # only this process's copy was ours: the shared entry is another run's
+        return 0
+
     async def flush(self) -> int:
         """Empty both tiers. Returns the larger tier's count: L1 holds copies of L2 entries."""
         in_l1 = self.memory.clear()

@@ -180,7 +180,7 @@ class JobFinisher:
             await self._remember(job)  # before the record: whoever sees "completed" can hit the cache
             saved = await self._save_final(job)
             if not saved:
-                await self.video_cache.drop_job(job.id)
+                await self._forget(job)
         if not saved:
             # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
             # files (another attempt's keys) stay; this one's go.
@@ -198,6 +198,12 @@ class JobFinisher:
             await self.video_cache.remember(job)
         except Exception:
             log.exception("caching the result of %s failed; the job itself completes", job.id)
+
+    async def _forget(self, job: Job) -> None:
+        try:
+            await self.video_cache.forget(job)
+        except Exception:  # a lookup of it then finds its files gone: a miss, and the job runs
+            log.exception("taking back the cache entry of %s failed", job.id)
 
     def _drop_latents_at(self, job: Job) -> None:
         """The kept final latents go at the job's ``expires_at`` (best effort: a process stopped before

@@ -112,6 +112,13 @@ class VideoCache:
             if vector is not None:
                 await self.semantic.add(job.cache_signature, job.cache_key, job.params.prompt, vector)
 
+    async def forget(self, job: Job) -> None:
+        """Take back what ``remember`` stored for a run whose job ended otherwise (cancelled or deleted
+        meanwhile, or finished by another run): its files are about to go."""
+        if self.keeps(job) and job.video_key is not None:
+            assert self.cache is not None and job.cache_key is not None
+            await self.cache.drop_entry(job.cache_key, job.video_key)
+
     async def drop_job(self, job_id: str) -> None:
         """Forget every entry whose video is ``job_id``'s: call before deleting its files."""
         self._vectors.pop(job_id, None)

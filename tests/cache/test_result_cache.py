@@ -281,3 +281,16 @@ async def test_redis_going_down_degrades_to_l1_and_recovers(
 async def bloom_ready(cache: ResultCache) -> bool:
     bloom = (await cache.stats())["bloom"]
     return isinstance(bloom, dict) and bool(bloom["ready"])
+
+
+async def test_a_run_takes_back_only_its_own_entry(make_cache: MakeCache) -> None:
+    # Worker one's run of job-1 stored k1 and then lost its job; worker two's run of job-2 stored k1 since.
+    one, two = await make_cache(), await make_cache()
+    await one.store(entry("k1", job_id="job-1"))
+    await two.store(entry("k1", job_id="job-2"))
+    assert await one.drop_entry("k1", "videos/job-1.mp4") == 0
+    for cache in (one, two):  # the other run's entry stays, in Redis too; one's stale copy is gone
+        hit = await cache.lookup("k1")
+        assert hit is not None and hit.entry.job_id == "job-2"
+    assert await two.drop_entry("k1", "videos/job-2.mp4") == 1
+    assert await two.lookup("k1") is None and await (await make_cache()).lookup("k1") is None
