@@ -275,14 +275,14 @@ def _resolved(request: VideoCreateRequest, uploads: Uploads, spec: Any, model_pa
 
     from reelserve.engine.request_resolution import RequestResolver
     from reelserve.engine.row_inputs import RowInputs
-    from reelserve.models.specs import sampler_takes_shift, weights_source
+    from reelserve.models.specs import weights_limits
     from reelserve.storage.local import LocalStorage
 
     scratch = Path(tempfile.mkdtemp(prefix="reelserve-generate-"))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     storage = LocalStorage(scratch)
-    limits = spec.limits.model_copy(update={"flow_shift": sampler_takes_shift(weights_source(spec.name, model_path))})
-    params, staged = asyncio.run(RequestResolver(spec.name, limits, storage).create(request, uploads, None))
+    resolver = RequestResolver(spec.name, weights_limits(spec, model_path), storage)
+    params, staged = asyncio.run(resolver.create(request, uploads, None))
     if not staged:
         return params, None
     staged.store(storage, "cli")  # the row's key: what RowInputs reads it back under

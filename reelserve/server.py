@@ -93,12 +93,11 @@ def caches_results(settings: Settings) -> bool:
 def served_limits(spec: ModelSpec, settings: Settings) -> ModelLimits:
     """The model's limits with the server's defaults: the preset's step count (a request that names
     its steps keeps them; one that leaves them to the server gets the preset's), and previews."""
-    from reelserve.models.specs import sampler_takes_shift, weights_source
+    from reelserve.models.specs import weights_limits
 
-    limits = spec.limits.model_copy(update={
+    limits = weights_limits(spec, settings.model_path).model_copy(update={
         "default_preview_every": settings.preview_every,
         "max_loras": settings.max_loras if settings.serves_adapters else 0,
-        "flow_shift": sampler_takes_shift(weights_source(spec.name, settings.model_path)),
     })
     if settings.preset is None:
         return limits

@@ -64,6 +64,8 @@ class RequestResolver:
         if not self.limits.video_input:
             raise invalid("video_id", f"video_id: {self.model_name} re-draws no video; remix needs a model that does")
         request = remix_request(source, body)
+        if not self.limits.flow_shift and "flow_shift" not in body.model_fields_set:  # the source's, from other weights
+            request = request.model_copy(update={"flow_shift": None})
         params = resolve_request(request, self.model_name, self.limits).model_copy(
             update={"loras": source.params.loras})
         params, staged = await asyncio.to_thread(stage_remix, self.storage, source, params, body.strength)

@@ -178,14 +178,49 @@ def weights_source(name: str, path: str | None) -> str | None:
     return get_spec(name).default_source
 
 
-def sampler_takes_shift(source: str | None) -> bool:
-    """Whether the sampler of the weights at ``source`` takes a timestep shift (its scheduler's
-    ``flow_shift``; Wan's UniPC does, FlowMatchEuler calls its own ``shift`` and is set by it). Read
-    from a weights directory's scheduler config, so a server that loads no weights (the API role)
-    knows it too; a hub id or a model built in code has Wan's scheduler."""
-    if source is None:
-        return True
-    config = Path(source) / "scheduler" / "scheduler_config.json"
-    if not config.is_file():
-        return True
-    return "flow_shift" in json.loads(config.read_text())
+
+@dataclass(frozen=True)
+class SamplerTraits:
+    """What the served weights' sampler can do: take a timestep shift (its ``flow_shift``), and noise a
+    source to a timestep (``add_noise``: re-drawing a clip, remixes). Wan's UniPC does both;
+    FlowMatchEuler neither (its ``shift`` is its own config, and it has ``scale_noise`` instead)."""
+
+    takes_shift: bool = True
+    redraws: bool = True
+
+
+_KNOWN_SAMPLERS = {"UniPCMultistepScheduler": SamplerTraits(), "FlowMatchEulerDiscreteScheduler": SamplerTraits(False, False)}
+
+
+def sampler_traits(source: str | None) -> SamplerTraits:
+    """The traits of the scheduler class a weights directory's ``model_index.json`` names (the class
+    diffusers builds), read without loading anything, so a server that loads no weights (the API role)
+    knows them too. A hub id or a model built in code has Wan's UniPC; a class not known here is
+    looked up in diffusers (imported then)."""
+    index = Path(source) / "model_index.json" if source is not None else None
+    if index is None or not index.is_file():
+        return SamplerTraits()
+    try:
+        name = json.loads(index.read_text())["scheduler"][1]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return SamplerTraits()  # the loader says what is wrong with the directory
+    if name in _KNOWN_SAMPLERS:
+        return _KNOWN_SAMPLERS[name]
+    try:
+        import inspect
+
+        import diffusers
+
+        scheduler = getattr(diffusers, name)
+        return SamplerTraits("flow_shift" in inspect.signature(scheduler.__init__).parameters,
+                             hasattr(scheduler, "add_noise"))
+    except Exception:  # noqa: BLE001 - not a diffusers class, or one missing a backend: the loader says so
+        return SamplerTraits()
+
+
+def weights_limits(spec: ModelSpec, path: str | None) -> ModelLimits:
+    """``spec``'s limits for the weights at ``path`` (its default without): what their sampler cannot do
+    is refused up front (a 422 naming the field), not found out by a failed run."""
+    traits = sampler_traits(weights_source(spec.name, path))
+    return spec.limits.model_copy(update={"flow_shift": traits.takes_shift,
+                                          "video_input": spec.limits.video_input and traits.redraws})

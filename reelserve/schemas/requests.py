@@ -183,7 +183,7 @@ class ModelLimits(BaseModel):
     image_input: Literal["none", "optional", "required"] = "none"
     video_input: bool = True
     max_loras: int = 0  # the server's setting: adapters one request may name (0: none taken)
-    flow_shift: bool = True  # the served weights' sampler takes a timestep shift (``sampler_takes_shift``)
+    flow_shift: bool = True  # the served weights' sampler takes a timestep shift (``sampler_traits``)
     default_preview_every: int = 0  # the server's setting, not the model's: 0, no previews unless asked
 
 
@@ -304,8 +304,8 @@ def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) ->
     if limits.two_experts and guidance_2 is None:
         guidance_2 = guidance
     if req.flow_shift is not None and not limits.flow_shift:
-        raise invalid("flow_shift", f"flow_shift: the sampler {model} is served with takes no timestep shift "
-                      "(its scheduler config has no flow_shift); leave flow_shift out")
+        raise invalid("flow_shift", f"flow_shift: the sampler {model} is served with takes no timestep shift; "
+                      "leave flow_shift out")
     return GenerationParams(
         model=model,
         prompt=req.prompt,
