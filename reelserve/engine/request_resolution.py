@@ -34,6 +34,7 @@ class RequestResolver:
         request = await with_clip_frames(request, uploads, self.limits)
         loras = await self._adapters_of(request, tenant) if request.loras else ()
         request = self._adapter_defaults(request, loras)
+        self._check_shift(request)
         params = resolve_request(request, model, self.limits).model_copy(update={"loras": loras})
         return await resolve_inputs(request, uploads, params, self.limits)
 
@@ -64,12 +65,18 @@ class RequestResolver:
         if not self.limits.video_input:
             raise invalid("video_id", f"video_id: {self.model_name} re-draws no video; remix needs a model that does")
         request = remix_request(source, body)
-        if not self.limits.flow_shift and "flow_shift" not in body.model_fields_set:  # the source's, from other weights
+        if not self.limits.flow_shift and body.flow_shift is None:  # the source's, run on other weights
             request = request.model_copy(update={"flow_shift": None})
+        self._check_shift(request)
         params = resolve_request(request, self.model_name, self.limits).model_copy(
             update={"loras": source.params.loras})
         params, staged = await asyncio.to_thread(stage_remix, self.storage, source, params, body.strength)
         return request, params, staged
+
+    def _check_shift(self, request: VideoCreateRequest) -> None:
+        if request.flow_shift is not None and not self.limits.flow_shift:
+            raise invalid("flow_shift", f"flow_shift: the sampler {self.model_name} is served with takes no "
+                          "timestep shift; leave flow_shift out")
 
     async def _adapters_of(self, request: VideoCreateRequest, tenant: str | None) -> tuple[LoraRef, ...]:
         if self.adapters is None:

@@ -189,7 +189,9 @@ class SamplerTraits:
     redraws: bool = True
 
 
-_KNOWN_SAMPLERS = {"UniPCMultistepScheduler": SamplerTraits(), "FlowMatchEulerDiscreteScheduler": SamplerTraits(False, False)}
+# Those Wan ships and its usual replacement, known here so the API role imports no diffusers for them.
+_KNOWN_SAMPLERS = {"UniPCMultistepScheduler": SamplerTraits(), "DPMSolverMultistepScheduler": SamplerTraits(),
+                   "FlowMatchEulerDiscreteScheduler": SamplerTraits(False, False)}
 
 
 def sampler_traits(source: str | None) -> SamplerTraits:
@@ -202,7 +204,7 @@ def sampler_traits(source: str | None) -> SamplerTraits:
         return SamplerTraits()
     try:
         name = json.loads(index.read_text())["scheduler"][1]
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
         return SamplerTraits()  # the loader says what is wrong with the directory
     if name in _KNOWN_SAMPLERS:
         return _KNOWN_SAMPLERS[name]

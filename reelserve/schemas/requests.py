@@ -303,9 +303,6 @@ def resolve_request(req: VideoCreateRequest, model: str, limits: ModelLimits) ->
         raise invalid("guidance_scale_2", f"guidance_scale_2 is only for two-expert models; {model} has one")
     if limits.two_experts and guidance_2 is None:
         guidance_2 = guidance
-    if req.flow_shift is not None and not limits.flow_shift:
-        raise invalid("flow_shift", f"flow_shift: the sampler {model} is served with takes no timestep shift; "
-                      "leave flow_shift out")
     return GenerationParams(
         model=model,
         prompt=req.prompt,

@@ -28,6 +28,8 @@ async def test_a_remix_drops_the_sources_shift_where_the_sampler_takes_none(tmp_
     no_shift = RequestResolver("micro", get_spec("micro").limits.model_copy(update={"flow_shift": False}), storage)
     _, dropped, _ = await no_shift.remix(source, VideoRemixRequest(prompt="a blue ball"))
     assert dropped.flow_shift is None and dropped.source is not None
+    _, null, _ = await no_shift.remix(source, VideoRemixRequest(prompt="a blue ball", flow_shift=None))
+    assert null.flow_shift is None  # an explicit null asks for no shift
     with pytest.raises(ReelserveError) as asked:
         await no_shift.remix(source, VideoRemixRequest(prompt="a blue ball", flow_shift=2.0))
     assert asked.value.param == "flow_shift"

@@ -21,7 +21,7 @@ def test_the_class_named_in_the_index_decides(tmp_path: Path) -> None:
     assert sampler_traits(str(MICRO_WEIGHTS)) == SamplerTraits(takes_shift=True, redraws=True)  # UniPC
     assert sampler_traits(with_scheduler(tmp_path, "FlowMatchEulerDiscreteScheduler")) == SamplerTraits(False, False)
     # Classes not in the short list are looked up in diffusers.
-    assert sampler_traits(with_scheduler(tmp_path, "DPMSolverMultistepScheduler")) == SamplerTraits(True, True)
+    assert sampler_traits(with_scheduler(tmp_path, "DEISMultistepScheduler")) == SamplerTraits(True, True)
     assert sampler_traits(with_scheduler(tmp_path, "FlowMatchHeunDiscreteScheduler")) == SamplerTraits(False, False)
     # What the loader refuses anyway, and a hub id or a model built in code, keep the defaults.
     assert sampler_traits(with_scheduler(tmp_path, "NoSuchScheduler")) == SamplerTraits()
