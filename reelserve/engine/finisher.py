@@ -179,11 +179,10 @@ class JobFinisher:
         if saved is None:
             await self._remember(job)  # before the record: whoever sees "completed" can hit the cache
             saved = await self._save_final(job)
-            if not saved:
-                await self._forget(job)
         if not saved:
             # Cancelled or deleted meanwhile, or finished by another worker's run of it: that run's
-            # files (another attempt's keys) stay; this one's go.
+            # files (another attempt's keys) stay; this one's go, and its cache entry before them.
+            await self._forget(job)
             await asyncio.to_thread(self._delete_outputs, job)
             if job.id not in self.running.lost:
                 await self.broker.ack(job.id)

@@ -178,7 +178,6 @@ def weights_source(name: str, path: str | None) -> str | None:
     return get_spec(name).default_source
 
 
-
 @dataclass(frozen=True)
 class SamplerTraits:
     """What the served weights' sampler can do: take a timestep shift (its ``flow_shift``), and noise a
